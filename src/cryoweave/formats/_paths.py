@@ -1,0 +1,109 @@
+"""``index@path`` image names: parsing, formatting and resolving relative stack paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryoweave.errors import InputError
+
+
+def split_image_names(names: pd.Series, source: Path | str) -> tuple[np.ndarray, pd.Series, int]:
+    """Split ``index@path`` names into 0-based indices, paths, and the index zero-padding.
+
+    A name without ``@`` is a single-image file (index 0). Returns the padding width if every
+    index string has the same length and at least one starts with ``0``, else 0.
+    """
+    text = names.astype(str)
+    has_at = text.str.contains("@", regex=False)
+    parts = text.str.split("@", n=1, expand=True)
+    if parts.shape[1] == 1:
+        parts[1] = None
+    index_text = parts[0].where(has_at, "1")
+    paths = parts[1].where(has_at, text)
+    try:
+        index = index_text.astype(np.int64).to_numpy()
+    except ValueError as exc:
+        raise InputError(
+            f"{source}: rlnImageName must be 'index@path' with an integer index ({exc})"
+        ) from exc
+    if (index < 1).any():
+        bad = text[index < 1].iloc[0]
+        raise InputError(f"{source}: image index must be ≥ 1 in rlnImageName, found {bad!r}")
+    lengths = index_text[has_at].str.len()
+    width = 0
+    if len(lengths) and lengths.nunique() == 1 and index_text[has_at].str.startswith("0").any():
+        width = int(lengths.iloc[0])
+    return index - 1, paths, width
+
+
+def format_image_names(indices: np.ndarray, paths: pd.Series | list[str], width: int = 6
+                       ) -> list[str]:
+    """``index@path`` names from 0-based indices (RELION writes ``%06d``)."""
+    fmt = f"{{:0{width}d}}@{{}}" if width else "{}@{}"
+    return [fmt.format(int(i) + 1, p) for i, p in zip(indices, paths, strict=True)]
+
+
+class PathResolver:
+    """Resolve stack paths written in a metadata file to absolute paths.
+
+    With ``datadir``: ``datadir/path`` (then ``datadir/basename``). Without: the metadata
+    file's folder and up to three parents (RELION writes paths relative to its project
+    folder, which is above ``Refine3D/job010/``). ``strip_prefix`` is removed first.
+    Unresolvable paths are returned relative to the first candidate base, so the caller can
+    report them as missing.
+    """
+
+    def __init__(self, source_dir: Path, datadir: str | Path | None = None,
+                 strip_prefix: str | None = None):
+        self.source_dir = Path(source_dir).resolve()
+        self.datadir = Path(datadir).resolve() if datadir else None
+        self.strip_prefix = strip_prefix or ""
+        if self.datadir is not None:
+            self.bases = [self.datadir]
+        else:
+            self.bases = [self.source_dir, *list(self.source_dir.parents)[:3]]
+        self._cache: dict[str, str] = {}
+
+    def _candidates(self, rel: str) -> list[Path]:
+        found = [base / rel for base in self.bases]
+        if self.datadir is not None:
+            found.append(self.datadir / os.path.basename(rel))
+        return found
+
+    def resolve(self, raw: str) -> str:
+        if raw in self._cache:
+            return self._cache[raw]
+        rel = raw
+        if self.strip_prefix and rel.startswith(self.strip_prefix):
+            rel = rel[len(self.strip_prefix):].lstrip("/")
+        if os.path.isabs(rel):
+            result = os.path.normpath(rel)
+        else:
+            candidates = self._candidates(rel)
+            hit = next((c for c in candidates if c.exists()), None)
+            if hit is not None and hit.parent != candidates[0].parent:
+                # prefer the base that worked for the next paths too
+                base = next((b for b in self.bases if (b / rel) == hit), None)
+                if base is not None:
+                    self.bases.remove(base)
+                    self.bases.insert(0, base)
+            result = os.path.normpath(hit if hit is not None else candidates[0])
+        self._cache[raw] = result
+        return result
+
+    def resolve_series(self, paths: pd.Series) -> pd.Series:
+        unique = {p: self.resolve(p) for p in pd.unique(paths)}
+        return paths.map(unique)
+
+
+def relative_to(path: str, folder: Path) -> str:
+    """``path`` written relative to ``folder`` (as in a STAR file written into ``folder``)."""
+    return os.path.relpath(path, folder)
+
+
+def missing_files(paths: pd.Series) -> list[str]:
+    return sorted(p for p in pd.unique(paths) if not os.path.exists(p))

@@ -1,0 +1,123 @@
+"""cryoSPARC ``.cs`` particle files (NumPy structured arrays) → :class:`ParticleTable`.
+
+Conventions (as pyem's csparc2star, cryoDRGN and recovar read them):
+``blob/idx`` is 0-based; ``blob/path`` may start with ``>``; ``alignments3D/pose`` is an
+axis-angle vector whose rotation matrix is the transpose of RELION's A, so RELION's
+(rot, tilt, psi) are its intrinsic ZYZ Euler angles; ``alignments3D/shift`` is in pixels of
+``alignments3D/psize_A`` with the same sign as rlnOriginX/Y; angles in radians → degrees;
+``alignments3D/split`` 0/1 → half 1/2; ``ctf/exp_group_id`` → optics group (+1 if 0-based).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.transform import Rotation
+
+from cryoweave.errors import InputError
+from cryoweave.formats._paths import PathResolver
+from cryoweave.formats._table import ParticleTable
+
+_REQUIRED = ("blob/path", "blob/idx")
+
+
+def read_cs_array(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: cryoSPARC .cs file not found")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable cryoSPARC .cs file ({exc})") from exc
+    if data.dtype.names is None:
+        raise InputError(f"{path}: not a cryoSPARC .cs file (no named fields)")
+    missing = [f for f in _REQUIRED if f not in data.dtype.names]
+    if missing:
+        raise InputError(f"{path}: .cs file lacks the required field(s) {', '.join(missing)}")
+    return data
+
+
+def _decode(values: np.ndarray) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def poses_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
+    """RELION (rot, tilt, psi) in degrees from cryoSPARC axis-angle poses ``(n, 3)``."""
+    return Rotation.from_rotvec(np.asarray(rotvec, dtype=np.float64)).as_euler(
+        "ZYZ", degrees=True)
+
+
+def read_particles_cs(path: str | Path, *, datadir: str | Path | None = None,
+                      strip_prefix: str | None = None) -> ParticleTable:
+    """Read a cryoSPARC particle ``.cs`` file (CTF, poses, shifts, pixel size, halves)."""
+    path = Path(path).resolve()
+    cs = read_cs_array(path)
+    names = set(cs.dtype.names)
+    n = len(cs)
+    raw = pd.Series([p[1:] if p.startswith(">") else p for p in _decode(cs["blob/path"])])
+    resolver = PathResolver(path.parent, datadir, strip_prefix)
+    particles = pd.DataFrame({
+        "image_path": resolver.resolve_series(raw).to_numpy(),
+        "image_index": cs["blob/idx"].astype(np.int64),
+    })
+    if "location/micrograph_path" in names:
+        particles["micrograph_name"] = _decode(cs["location/micrograph_path"])
+        if "location/micrograph_shape" in names:
+            shape = cs["location/micrograph_shape"]
+            particles["coord_x_px"] = np.round(cs["location/center_x_frac"] * shape[:, 1])
+            particles["coord_y_px"] = np.round((1 - cs["location/center_y_frac"]) * shape[:, 0])
+    ctf = {"ctf/df1_A": "defocus_u_a", "ctf/df2_A": "defocus_v_a", "ctf/bfactor": "ctf_bfactor",
+           "ctf/scale": "ctf_scale"}
+    for field, column in ctf.items():
+        if field in names:
+            particles[column] = cs[field].astype(np.float64)
+    if "ctf/df_angle_rad" in names:
+        particles["defocus_angle_deg"] = np.rad2deg(cs["ctf/df_angle_rad"].astype(np.float64))
+    if "ctf/phase_shift_rad" in names:
+        particles["phase_shift_deg"] = np.rad2deg(cs["ctf/phase_shift_rad"].astype(np.float64))
+
+    groups = np.ones(n, dtype=np.int64)
+    if "ctf/exp_group_id" in names:
+        raw_groups = cs["ctf/exp_group_id"].astype(np.int64)
+        groups = raw_groups + 1 if raw_groups.min(initial=1) == 0 else raw_groups
+    particles["optics_group"] = groups
+    pixel = (cs["blob/psize_A"].astype(np.float64) if "blob/psize_A" in names
+             else np.full(n, np.nan))
+    if "alignments3D/pose" in names:
+        angles = poses_from_rotvec(cs["alignments3D/pose"])
+        particles["rot_deg"], particles["tilt_deg"], particles["psi_deg"] = angles.T
+        shift_pixel = (cs["alignments3D/psize_A"].astype(np.float64)
+                       if "alignments3D/psize_A" in names else pixel)
+        shifts = cs["alignments3D/shift"].astype(np.float64) * shift_pixel[:, None]
+        particles["shift_x_a"], particles["shift_y_a"] = shifts.T
+        if "alignments3D/split" in names:
+            particles["half"] = cs["alignments3D/split"].astype(np.int64) + 1
+        if "alignments3D/class" in names:
+            particles["rlnClassNumber"] = cs["alignments3D/class"].astype(np.int64) + 1
+
+    optics_fields = {"ctf/accel_kv": "voltage_kv", "ctf/cs_mm": "cs_mm",
+                     "ctf/amp_contrast": "amplitude_contrast"}
+    per_particle = pd.DataFrame({"group_id": groups, "pixel_size_a": pixel})
+    if "blob/shape" in names:
+        per_particle["box_px"] = cs["blob/shape"][:, -1].astype(np.int64)
+    for field, column in optics_fields.items():
+        if field in names:
+            per_particle[column] = cs[field].astype(np.float64)
+    optics = per_particle.groupby("group_id", sort=True).first().reset_index()
+    _check_uniform_optics(per_particle, path)
+    optics.insert(1, "name", [f"opticsGroup{g}" for g in optics["group_id"]])
+    for column in ("pixel_size_a", "box_px", "voltage_kv", "cs_mm", "amplitude_contrast"):
+        if column not in optics:
+            optics[column] = np.nan
+    optics["rlnImageDimensionality"] = 2
+    return ParticleTable(particles, optics, [], [], "cs", 6, path)
+
+
+def _check_uniform_optics(per_particle: pd.DataFrame, path: Path) -> None:
+    varying = [c for c in per_particle.columns if c != "group_id"
+               and (per_particle.groupby("group_id")[c].nunique(dropna=True) > 1).any()]
+    if varying:
+        raise InputError(f"{path}: {', '.join(varying)} vary within one exposure group; "
+                         "split the file by exposure group in cryoSPARC first")

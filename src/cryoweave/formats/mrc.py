@@ -1,0 +1,218 @@
+"""MRC images, stacks and volumes via ``mrcfile`` (memory-mapped, voxel size always written).
+
+Arrays are ``(n, y, x)`` for stacks and ``(z, y, x)`` for volumes, float32 unless stated.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import mrcfile
+import numpy as np
+
+from cryoweave.errors import InputError
+from cryoweave.formats._atomic import temporary_path
+
+HEADER_BYTES = 1024
+_MODE_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 4: np.complex64, 6: np.uint16,
+                12: np.float16, 101: np.uint8}
+
+
+@dataclass(frozen=True)
+class MrcInfo:
+    """Header facts of an MRC file."""
+
+    path: Path
+    shape: tuple[int, int, int]  # (nz, ny, nx); nz = number of images for a stack
+    voxel_size_a: float  # 0.0 when the header has none
+    mode: int
+    data_offset: int
+    is_volume: bool
+
+    @property
+    def n_images(self) -> int:
+        return self.shape[0]
+
+    @property
+    def box_px(self) -> int:
+        return self.shape[-1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(_MODE_DTYPES[self.mode]).newbyteorder("<")
+
+
+def read_info(path: str | Path) -> MrcInfo:
+    """Read and check the header; a missing, non-MRC or truncated file raises InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+                header = mrc.header
+                ext_bytes = int(header.nsymbt)
+                nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+                mode = int(header.mode)
+                voxel = float(mrc.voxel_size.x)
+                is_volume = int(header.ispg) != 0 and nz > 1
+                byte_order = header.mode.dtype.byteorder
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a readable MRC file ({exc})") from exc
+    if mode not in _MODE_DTYPES or min(nx, ny, nz) < 1:
+        raise InputError(f"{path}: unsupported MRC header (mode {mode}, size {nx}×{ny}×{nz})")
+    itemsize = np.dtype(_MODE_DTYPES[mode]).itemsize
+    offset = HEADER_BYTES + ext_bytes
+    expected = offset + nx * ny * nz * itemsize
+    actual = os.path.getsize(path)
+    if actual < expected:
+        raise InputError(
+            f"{path}: truncated MRC file: the header describes {nz}×{ny}×{nx} values of mode "
+            f"{mode} ({expected} bytes with the header) but the file has {actual} bytes; "
+            "the file is incomplete or still being written"
+        )
+    if byte_order == ">":
+        raise InputError(f"{path}: big-endian MRC files are not supported; convert it first")
+    return MrcInfo(path, (nz, ny, nx), voxel if voxel > 0 else 0.0, mode, offset, is_volume)
+
+
+def open_stack(path: str | Path) -> np.memmap:
+    """Memory-map an image stack (or a single image) as ``(n, y, x)`` of its stored dtype."""
+    info = read_info(path)
+    return np.memmap(info.path, dtype=info.dtype, mode="r", offset=info.data_offset,
+                     shape=info.shape)
+
+
+def read_images(path: str | Path, indices: np.ndarray | list[int] | None = None) -> np.ndarray:
+    """Images of a stack as float32 ``(n, y, x)``; ``indices`` are 0-based."""
+    stack = open_stack(path)
+    data = stack if indices is None else stack[np.asarray(indices, dtype=np.int64)]
+    return np.asarray(data, dtype=np.float32)
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, float]:
+    """A single 2-D image (micrograph) as float32 ``(y, x)`` and its pixel size in Å."""
+    info = read_info(path)
+    if info.shape[0] != 1:
+        raise InputError(f"{path}: expected a single image, found {info.shape[0]} sections")
+    return read_images(path)[0], info.voxel_size_a
+
+
+def read_volume(path: str | Path) -> tuple[np.ndarray, float]:
+    """A volume as float32 ``(z, y, x)`` and its voxel size in Å (0.0 if the header has none).
+
+    Maps whose header stores the axes in another order (MAPC/MAPR/MAPS ≠ 1/2/3, as some
+    crystallographic maps do) are transposed to (z, y, x).
+    """
+    info = read_info(path)
+    data = np.asarray(open_stack(path), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mrcfile.open(info.path, header_only=True, permissive=True) as mrc:
+            order = (int(mrc.header.maps), int(mrc.header.mapr), int(mrc.header.mapc))
+    if sorted(order) == [1, 2, 3] and order != (3, 2, 1):
+        # array axes hold physical axes (maps, mapr, mapc); we want (z=3, y=2, x=1)
+        data = np.ascontiguousarray(np.transpose(data, [order.index(a) for a in (3, 2, 1)]))
+    return data, info.voxel_size_a
+
+
+def _set_header(mrc: mrcfile.mrcfile.MrcFile, voxel_size_a: float, volume: bool) -> None:
+    if volume:
+        mrc.set_volume()
+    else:
+        mrc.set_image_stack()
+    mrc.voxel_size = float(voxel_size_a)
+
+
+def write_mrc(path: str | Path, data: np.ndarray, voxel_size_a: float, *,
+              volume: bool | None = None) -> Path:
+    """Write float32 ``data`` atomically with the voxel size in the header.
+
+    2-D data is one image; 3-D is a volume when ``volume`` (default: cubic), else a stack.
+    """
+    path = Path(path)
+    array = np.ascontiguousarray(data, dtype=np.float32)
+    if volume is None:
+        volume = array.ndim == 3 and len(set(array.shape)) == 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(array)
+            _set_header(mrc, voxel_size_a, volume and array.ndim == 3)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+class StackWriter:
+    """Write an ``(n, box, box)`` float32 stack in batches, atomically.
+
+    The data goes to a temporary file memory-mapped with int64 offsets (stacks over 4 GiB
+    work); the header statistics are accumulated while writing; on a clean exit the file is
+    renamed into place, on an error it is removed.
+    """
+
+    def __init__(self, path: str | Path, n_images: int, box_px: int, voxel_size_a: float,
+                 shape_yx: tuple[int, int] | None = None):
+        self.path = Path(path)
+        self.shape = (n_images, *(shape_yx or (box_px, box_px)))
+        self.voxel_size_a = voxel_size_a
+        self._tmp = temporary_path(self.path)
+        self._min = np.inf
+        self._max = -np.inf
+        self._sum = 0.0
+        self._sumsq = 0.0
+        self._written = 0
+        self._mrc: mrcfile.mrcfile.MrcFile | None = None
+
+    def __enter__(self) -> StackWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._mrc = mrcfile.new_mmap(self._tmp, shape=self.shape, mrc_mode=2, overwrite=True)
+        return self
+
+    def write(self, start: int, images: np.ndarray) -> None:
+        """Write images ``[start, start + len(images))``."""
+        assert self._mrc is not None
+        images = np.asarray(images, dtype=np.float32)
+        self._mrc.data[start:start + len(images)] = images
+        if images.size:
+            self._min = min(self._min, float(images.min()))
+            self._max = max(self._max, float(images.max()))
+            flat = images.reshape(-1).astype(np.float64)
+            self._sum += float(flat.sum())
+            self._sumsq += float(np.dot(flat, flat))
+        self._written += len(images)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        mrc, self._mrc = self._mrc, None
+        if exc_type is not None or mrc is None:
+            if mrc is not None:
+                mrc.close()
+            self._tmp.unlink(missing_ok=True)
+            return
+        try:
+            if self._written != self.shape[0]:
+                raise RuntimeError(
+                    f"{self.path}: {self._written} of {self.shape[0]} images were written")
+            _set_header(mrc, self.voxel_size_a, volume=False)
+            count = float(np.prod(self.shape))
+            mean = self._sum / count if count else 0.0
+            header = mrc.header
+            header.dmin, header.dmax, header.dmean = self._min, self._max, mean
+            header.rms = float(np.sqrt(max(self._sumsq / count - mean * mean, 0.0)))
+            mrc.flush()
+            mrc.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            mrc.close()
+            self._tmp.unlink(missing_ok=True)
+            raise

@@ -1,0 +1,270 @@
+"""RELION STAR particle files, 3.0 (one table, pixel origins) and 3.1+/5 (optics table, Å).
+
+Reading gives a :class:`ParticleTable` with typed columns and every other column kept under
+its label and in its position; writing produces RELION 3.1 (default) or 3.0 layout.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import starfile
+
+from cryoweave.errors import InputError
+from cryoweave.formats._atomic import atomic_path
+from cryoweave.formats._paths import (
+    PathResolver,
+    format_image_names,
+    relative_to,
+    split_image_names,
+)
+from cryoweave.formats._table import (
+    IMAGE_LABEL,
+    OPTICS_LABELS,
+    OPTICS_TO_LABEL,
+    PARTICLE_LABELS,
+    PIXEL_ORIGIN_LABELS,
+    RELION30_OPTICS_LABELS,
+    TYPED_PARTICLE_ORDER,
+    TYPED_TO_LABEL,
+    ParticleTable,
+)
+
+
+
+def format_float(value: float) -> str:
+    """RELION's ``%.6f`` when it is exact, else the shortest round-trip representation.
+
+    Every value read from a STAR file survives a write/read cycle, and floats stay floats.
+    """
+    text = f"{value:.6f}"
+    if float(text) == value:
+        return text
+    text = repr(float(value))
+    return text if ("." in text or "e" in text or "n" in text) else text + ".0"
+
+_PARTICLE_BLOCKS = ("particles", "images", "", "data", "movies")
+
+
+def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
+    """All data blocks of a STAR file (InputError for a missing or unreadable file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: STAR file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blocks = starfile.read(path, always_dict=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable STAR file ({exc})") from exc
+    return {name: (block if isinstance(block, pd.DataFrame) else pd.DataFrame([block]))
+            for name, block in blocks.items()}
+
+
+def write_star_blocks(path: str | Path, blocks: dict[str, pd.DataFrame]) -> Path:
+    """Write data blocks atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        starfile.write(blocks, tmp, float_format=format_float, overwrite=True)
+    return path
+
+
+def _particle_block(blocks: dict[str, pd.DataFrame], path: Path) -> pd.DataFrame:
+    for name in _PARTICLE_BLOCKS:
+        if name in blocks and IMAGE_LABEL in blocks[name].columns:
+            return blocks[name]
+    for block in blocks.values():
+        if IMAGE_LABEL in block.columns:
+            return block
+    names = ", ".join(f"data_{n}" for n in blocks) or "none"
+    raise InputError(
+        f"{path}: no particle table with the required column {IMAGE_LABEL} "
+        f"(data blocks found: {names})"
+    )
+
+
+def _optics_from_relion30(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Group RELION 3.0 per-particle optics columns into optics groups."""
+    present = [c for c in RELION30_OPTICS_LABELS if c in frame.columns]
+    if not present:
+        return (pd.DataFrame({"group_id": [1], "name": ["opticsGroup1"]}),
+                np.ones(len(frame), dtype=np.int64))
+    keys = frame[present].astype(str).agg("|".join, axis=1)
+    codes, uniques = pd.factorize(keys)
+    firsts = [int(np.flatnonzero(codes == k)[0]) for k in range(len(uniques))]
+    optics = frame.iloc[firsts][present].reset_index(drop=True)
+    optics.insert(0, "group_id", np.arange(1, len(uniques) + 1))
+    optics.insert(1, "name", [f"opticsGroup{i}" for i in range(1, len(uniques) + 1)])
+    if "rlnImagePixelSize" not in optics and {"rlnDetectorPixelSize", "rlnMagnification"} <= set(
+        optics.columns
+    ):
+        optics["pixel_size_a"] = (optics["rlnDetectorPixelSize"].astype(float) * 1e4
+                                  / optics["rlnMagnification"].astype(float))
+    optics = optics.rename(columns={k: v for k, v in OPTICS_LABELS.items() if k in optics})
+    return optics, codes.astype(np.int64) + 1
+
+
+def _normalise_optics(optics: pd.DataFrame) -> pd.DataFrame:
+    optics = optics.rename(columns={k: v for k, v in OPTICS_LABELS.items() if k in optics})
+    for column in ("group_id", "name", "pixel_size_a", "box_px", "voltage_kv", "cs_mm",
+                   "amplitude_contrast"):
+        if column not in optics.columns:
+            optics[column] = None if column == "name" else np.nan
+    if optics["name"].isna().any():
+        optics["name"] = [n if isinstance(n, str) else f"opticsGroup{g}"
+                          for n, g in zip(optics["name"], optics["group_id"], strict=True)]
+    optics["group_id"] = optics["group_id"].astype(np.int64)
+    for column in ("pixel_size_a", "voltage_kv", "cs_mm", "amplitude_contrast"):
+        optics[column] = optics[column].astype(np.float64)
+    return optics.reset_index(drop=True)
+
+
+def read_particles_star(path: str | Path, *, datadir: str | Path | None = None,
+                        strip_prefix: str | None = None) -> ParticleTable:
+    """Read a RELION 3.0 or 3.1+ particle STAR file.
+
+    Stack paths are resolved with :class:`PathResolver` (missing stacks are not an error here;
+    the importer checks them). RELION 3.0 pixel origins become shifts in Å.
+    """
+    path = Path(path).resolve()
+    blocks = read_star_blocks(path)
+    frame = _particle_block(blocks, path).copy()
+    labels = [str(c) for c in frame.columns]
+    if "optics" in blocks:
+        version = "3.1"
+        optics_labels = [str(c) for c in blocks["optics"].columns]
+        optics = _normalise_optics(blocks["optics"].copy())
+        if "rlnOpticsGroup" not in frame.columns:
+            if len(optics) != 1:
+                raise InputError(f"{path}: particles lack rlnOpticsGroup but there are "
+                                 f"{len(optics)} optics groups")
+            frame["rlnOpticsGroup"] = int(optics["group_id"].iloc[0])
+        unknown = set(frame["rlnOpticsGroup"].astype(int)) - set(optics["group_id"])
+        if unknown:
+            raise InputError(f"{path}: particles refer to optics groups {sorted(unknown)} that "
+                             "data_optics does not define")
+    else:
+        version = "3.0"
+        optics_labels = []
+        optics, group = _optics_from_relion30(frame)
+        optics = _normalise_optics(optics)
+        frame = frame.drop(columns=[c for c in RELION30_OPTICS_LABELS if c in frame.columns])
+        frame["rlnOpticsGroup"] = group
+
+    indices, raw_paths, width = split_image_names(frame[IMAGE_LABEL], path)
+    resolver = PathResolver(path.parent, datadir, strip_prefix)
+    particles = frame.drop(columns=[IMAGE_LABEL])
+    particles.insert(0, "image_path", resolver.resolve_series(raw_paths.reset_index(drop=True))
+                     .to_numpy())
+    particles.insert(1, "image_index", indices)
+    particles = particles.rename(columns=PARTICLE_LABELS)
+    pixel_size = particles["optics_group"].map(
+        dict(zip(optics["group_id"], optics["pixel_size_a"], strict=True))).astype(float)
+    for label, column in PIXEL_ORIGIN_LABELS.items():
+        if label in particles.columns:
+            if column in particles.columns:  # both present: Å wins, px is dropped
+                particles = particles.drop(columns=[label])
+            else:
+                particles[column] = particles.pop(label).astype(float) * pixel_size
+    particles["optics_group"] = particles["optics_group"].astype(np.int64)
+    return ParticleTable(particles.reset_index(drop=True), optics, labels, optics_labels,
+                         version, width, path)
+
+
+def _ordered_labels(table: ParticleTable, version: str) -> list[str]:
+    """Particle labels to write: the source's order, then new typed ones, then new extras."""
+    out: list[str] = []
+    for label in table.particle_labels:
+        if version == "3.1" and label in RELION30_OPTICS_LABELS:
+            continue
+        if label in PIXEL_ORIGIN_LABELS and version == "3.1":
+            label = label + "Angst"
+        elif label in ("rlnOriginXAngst", "rlnOriginYAngst") and version == "3.0":
+            label = label.removesuffix("Angst")
+        if label not in out:
+            out.append(label)
+    cols = table.particles.columns
+    for column in TYPED_PARTICLE_ORDER:
+        label = IMAGE_LABEL if column == "image_path" else TYPED_TO_LABEL[column]
+        if version == "3.0" and column in ("shift_x_a", "shift_y_a"):
+            label = label.removesuffix("Angst")
+        if label == "rlnOpticsGroup" and version == "3.0":
+            continue
+        if column in cols and label not in out and table.particles[column].notna().any():
+            out.append(label)
+    for column in cols:
+        if column.startswith("rln") and column not in out and column not in TYPED_PARTICLE_ORDER:
+            out.append(column)
+    if version == "3.0":
+        for label in RELION30_OPTICS_LABELS:
+            if label not in out and label != "rlnImagePixelSize":
+                out.append(label)
+    return out
+
+
+def _optics_block(table: ParticleTable) -> pd.DataFrame:
+    optics = table.optics.copy()
+    labels = list(table.optics_labels) or ["rlnOpticsGroup", "rlnOpticsGroupName",
+                                           "rlnAmplitudeContrast", "rlnSphericalAberration",
+                                           "rlnVoltage", "rlnImagePixelSize", "rlnImageSize",
+                                           "rlnImageDimensionality"]
+    optics = optics.rename(columns=OPTICS_TO_LABEL)
+    if "rlnImageDimensionality" in labels and "rlnImageDimensionality" not in optics:
+        optics["rlnImageDimensionality"] = 2
+    for label in optics.columns:
+        if label not in labels and label.startswith("rln") and optics[label].notna().any():
+            labels.append(label)
+    labels = [lb for lb in labels if lb in optics.columns and optics[lb].notna().any()]
+    block = optics[labels].copy()
+    for label in ("rlnOpticsGroup", "rlnImageSize", "rlnImageDimensionality"):
+        if label in block:
+            block[label] = block[label].astype(np.int64)
+    return block
+
+
+def particles_to_blocks(table: ParticleTable, star_dir: Path, *, version: str = "3.1"
+                        ) -> dict[str, pd.DataFrame]:
+    """STAR data blocks for ``table`` written into ``star_dir`` (image paths made relative)."""
+    p = table.particles
+    optics_by_group = table.optics.set_index("group_id")
+    rel = {path: relative_to(path, star_dir) for path in pd.unique(p["image_path"])}
+    columns: dict[str, object] = {}
+    for label in _ordered_labels(table, version):
+        if label == IMAGE_LABEL:
+            columns[label] = format_image_names(p["image_index"].to_numpy(),
+                                                p["image_path"].map(rel).tolist(),
+                                                table.image_index_width)
+        elif label in ("rlnOriginX", "rlnOriginY") and version == "3.0":
+            pixel = p["optics_group"].map(optics_by_group["pixel_size_a"]).astype(float)
+            columns[label] = p[PIXEL_ORIGIN_LABELS[label]] / pixel
+        elif label in PARTICLE_LABELS:
+            columns[label] = p[PARTICLE_LABELS[label]]
+        elif version == "3.0" and label in RELION30_OPTICS_LABELS:
+            source = OPTICS_LABELS.get(label, label)
+            if label == "rlnDetectorPixelSize" and source not in optics_by_group:
+                columns[label] = p["optics_group"].map(optics_by_group["pixel_size_a"])
+            elif label == "rlnMagnification" and source not in optics_by_group:
+                columns[label] = 10000.0
+            elif source in optics_by_group:
+                columns[label] = p["optics_group"].map(optics_by_group[source])
+        elif label in p.columns:
+            columns[label] = p[label]
+    frame = pd.DataFrame(columns)
+    for label in ("rlnOpticsGroup", "rlnRandomSubset"):
+        if label in frame and frame[label].notna().all():
+            frame[label] = frame[label].astype(np.int64)
+    if version == "3.0":
+        return {"": frame}
+    return {"optics": _optics_block(table), "particles": frame}
+
+
+def write_particles_star(table: ParticleTable, path: str | Path, *, version: str = "3.1"
+                         ) -> Path:
+    """Write ``table`` as a RELION 3.1 (or 3.0) STAR file, atomically."""
+    path = Path(path).resolve()
+    if version not in ("3.0", "3.1"):
+        raise ValueError(f"STAR version must be '3.0' or '3.1', not {version!r}")
+    return write_star_blocks(path, particles_to_blocks(table, path.parent, version=version))

@@ -1,0 +1,48 @@
+"""The authoring API a plugin writer imports: protocols, params, inputs, steps and plans."""
+
+from cryoweave.plugin._inputs import Input, InputRef
+from cryoweave.plugin._params import ADVANCED, EXPERT, NORMAL, ProtocolParams, field_meta, param
+from cryoweave.plugin._plan import (
+    ForEachBatch,
+    ItemBatch,
+    Plan,
+    Resources,
+    Step,
+    StepContext,
+    StepResult,
+    Watch,
+    WorkUnit,
+)
+from cryoweave.plugin._protocol import PlanContext, Protocol, ProtocolOutputs
+from cryoweave.plugin._registry import Plugin, Registry, registry
+from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, VolumeSet
+
+__all__ = [
+    "ADVANCED",
+    "EXPERT",
+    "NORMAL",
+    "ForEachBatch",
+    "Input",
+    "InputRef",
+    "ItemBatch",
+    "MicrographSet",
+    "ParticleSet",
+    "Plan",
+    "PlanContext",
+    "Plugin",
+    "Protocol",
+    "ProtocolOutputs",
+    "ProtocolParams",
+    "RecordSet",
+    "Registry",
+    "Resources",
+    "Step",
+    "StepContext",
+    "StepResult",
+    "VolumeSet",
+    "Watch",
+    "WorkUnit",
+    "field_meta",
+    "param",
+    "registry",
+]

@@ -1,0 +1,29 @@
+"""The workflow runtime: project database, typed sets, streaming and the runner.
+
+The runner lives in :mod:`cryoweave.workflow.runner` (it imports the plugin API, which in turn
+uses the set types defined here).
+"""
+
+from cryoweave.workflow._project import Project
+from cryoweave.workflow._sets import (
+    SET_TYPES,
+    MicrographSet,
+    ParticleSet,
+    RecordSet,
+    SetHandle,
+    SetQuery,
+    VolumeSet,
+    set_handle,
+)
+
+__all__ = [
+    "SET_TYPES",
+    "MicrographSet",
+    "ParticleSet",
+    "Project",
+    "RecordSet",
+    "SetHandle",
+    "SetQuery",
+    "VolumeSet",
+    "set_handle",
+]

@@ -1,0 +1,196 @@
+"""A project: a folder with ``project.sqlite`` (or another database URL), ``Runs/`` and ``Cache/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from cryoweave.errors import StorageError
+from cryoweave.workflow._schema import SCHEMA_VERSION, Base, Meta, Run
+
+DB_FILENAME = "project.sqlite"
+CONFIG_FILENAME = "project.json"
+BUSY_TIMEOUT_S = 60.0
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, busy timeout, foreign keys, and ``BEGIN IMMEDIATE`` for write transactions.
+
+    pysqlite's own transaction handling is switched off so that the begin statement is ours:
+    a writer takes the write lock at ``BEGIN`` and waits (busy timeout) instead of failing
+    when two processes (a producer and a consumer run) write at the same time.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("cryoweave_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Project:
+    """A project folder and its database. Use :meth:`open` or :meth:`create`."""
+
+    def __init__(self, root: Path, db_url: str, engine: Engine):
+        self.root = root
+        self.db_url = db_url
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    # -- opening --------------------------------------------------------------------------
+    @staticmethod
+    def exists(root: str | Path) -> bool:
+        root = Path(root)
+        return (root / DB_FILENAME).exists() or (root / CONFIG_FILENAME).exists()
+
+    @classmethod
+    def open(cls, root: str | Path, db_url: str | None = None, *, create: bool = False) -> Project:
+        """Open the project at ``root``; with ``create`` make it (folder, database) if absent."""
+        root = Path(root).resolve()
+        config = root / CONFIG_FILENAME
+        if db_url is None and config.exists():
+            db_url = json.loads(config.read_text()).get("db_url")
+        if not cls.exists(root) and db_url is None and not create:
+            raise StorageError(
+                f"{root} is not a cryoweave project (no {DB_FILENAME}); "
+                f"create one with `cryoweave init {root}`"
+            )
+        if create:
+            for sub in ("Runs", "Cache"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+        url = db_url or f"sqlite:///{root / DB_FILENAME}"
+        try:
+            engine = cls._make_engine(url)
+            project = cls(root, url, engine)
+            project._ensure_schema(create=create)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot open the project database {url}: {exc}") from exc
+        if create and db_url is not None and not config.exists():
+            config.write_text(json.dumps({"db_url": db_url}, indent=2) + "\n")
+        return project
+
+    @classmethod
+    def create(cls, root: str | Path, db_url: str | None = None) -> Project:
+        return cls.open(root, db_url, create=True)
+
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        if url.startswith("sqlite"):
+            engine = create_engine(
+                url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
+            )
+            _configure_sqlite(engine)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+
+    def _ensure_schema(self, *, create: bool) -> None:
+        with self.engine.connect() as conn:
+            tables_exist = self.engine.dialect.has_table(conn, "meta")
+        if not tables_exist:
+            Base.metadata.create_all(self.engine)
+            with self.transaction() as s:
+                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            return
+        with self.reader() as s:
+            version = s.scalar(select(Meta.value).where(Meta.key == "schema_version"))
+        if version is None or int(version) > SCHEMA_VERSION:
+            raise StorageError(
+                f"project database schema version {version} is newer than this cryoweave "
+                f"supports ({SCHEMA_VERSION}); upgrade cryoweave"
+            )
+        Base.metadata.create_all(self.engine)  # adds tables introduced since (no-op otherwise)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction (SQLite: ``BEGIN IMMEDIATE``); commits on success."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(cryoweave_write=True)
+                with conn.begin(), Session(bind=conn, expire_on_commit=False) as session:
+                    yield session
+                    session.flush()
+        except OperationalError as exc:
+            raise StorageError(f"project database {self.db_url}: {exc.orig}") from exc
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A read transaction: one consistent snapshot of the database."""
+        with self.engine.connect() as conn, conn.begin(), Session(bind=conn) as session:
+            yield session
+
+    # -- runs and folders -----------------------------------------------------------------
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "Runs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "Cache"
+
+    def run_dir(self, run: Run) -> Path:
+        return self.root / run.folder
+
+    def find_run(self, ref: int | str) -> Run | None:
+        """A run by id (int or digit string) or by label."""
+        with self.reader() as s:
+            if isinstance(ref, int) or (isinstance(ref, str) and re.fullmatch(r"\d+", ref)):
+                run = s.get(Run, int(ref))
+                if run is not None:
+                    return run
+            return s.scalar(select(Run).where(Run.label == str(ref)))
+
+    def get_run(self, ref: int | str) -> Run:
+        run = self.find_run(ref)
+        if run is None:
+            raise StorageError(
+                f"no run {ref!r} in project {self.root}; `cryoweave runs` lists the runs"
+            )
+        return run
+
+    def list_runs(self) -> list[Run]:
+        with self.reader() as s:
+            return list(s.scalars(select(Run).order_by(Run.id)))
+
+
+def run_folder_name(run_id: int, protocol_name: str) -> str:
+    return f"Runs/{run_id:06d}_{protocol_name}"
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
