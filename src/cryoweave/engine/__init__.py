@@ -1,0 +1,80 @@
+"""Numerics on NumPy (CPU) or CuPy (GPU) with the same code.
+
+Kernels take the array namespace from their inputs (NumPy in -> NumPy out, CuPy in -> CuPy out);
+moving data between host and device is explicit (`to_device`, `to_host`). This package imports
+only NumPy and SciPy; CuPy is imported when a GPU is asked for.
+
+Conventions (RELION/Xmipp): images `(..., y, x)`, volumes `(..., z, y, x)`, data float32; the
+centre of an N-point axis is index N // 2; digital frequency of FFT index i is i/N for i ≤ N/2,
+else (i − N)/N cycles/pixel.
+"""
+
+from ._backend import (
+    array_namespace,
+    batch_size_for,
+    cupy_available,
+    fft_workers,
+    free_device_memory_bytes,
+    get_namespace,
+    is_out_of_memory,
+    map_batches_with_oom_retry,
+    resolve_device,
+    to_device,
+    to_host,
+)
+from ._fft import (
+    fft,
+    fftn,
+    fftshift,
+    frequency_grid,
+    frequency_grid_rfft,
+    ifft,
+    ifftn,
+    ifftshift,
+    irfft,
+    irfft2,
+    irfftn,
+    rfft,
+    rfft2,
+    rfftn,
+)
+from ._fourier import (
+    fourier_crop,
+    fourier_crop_volume,
+    fourier_crop_working_bytes,
+    fourier_pad,
+    fourier_pad_volume,
+)
+
+__all__ = [
+    "array_namespace",
+    "batch_size_for",
+    "cupy_available",
+    "fft",
+    "fft_workers",
+    "fftn",
+    "fftshift",
+    "fourier_crop",
+    "fourier_crop_volume",
+    "fourier_crop_working_bytes",
+    "fourier_pad",
+    "fourier_pad_volume",
+    "free_device_memory_bytes",
+    "frequency_grid",
+    "frequency_grid_rfft",
+    "get_namespace",
+    "ifft",
+    "ifftn",
+    "ifftshift",
+    "irfft",
+    "irfft2",
+    "irfftn",
+    "is_out_of_memory",
+    "map_batches_with_oom_retry",
+    "resolve_device",
+    "rfft",
+    "rfft2",
+    "rfftn",
+    "to_device",
+    "to_host",
+]

@@ -1,0 +1,104 @@
+"""FFT wrappers, centring and frequency grids (conventions.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryoweave.engine import (
+    fft,
+    fftn,
+    fftshift,
+    frequency_grid,
+    frequency_grid_rfft,
+    ifft,
+    ifftn,
+    ifftshift,
+    irfft,
+    irfft2,
+    irfftn,
+    rfft,
+    rfft2,
+    rfftn,
+    to_host,
+)
+
+
+@pytest.mark.parametrize("n", [4, 5])
+def test_frequency_grid_values(xp, n):
+    (fy,) = frequency_grid((n,), xp=xp)
+    expected = {4: [0, 0.25, 0.5, -0.25], 5: [0, 0.2, 0.4, -0.4, -0.2]}[n]
+    np.testing.assert_allclose(to_host(fy), expected)  # even n: Nyquist is +0.5
+    assert fy.dtype == xp.float32
+
+
+def test_frequency_grids_are_sparse_and_broadcast(xp):
+    fz, fy, fx = frequency_grid((3, 4, 6), xp=xp, dtype=xp.float64)
+    assert (fz.shape, fy.shape, fx.shape) == ((3, 1, 1), (1, 4, 1), (1, 1, 6))
+    fy, fx = frequency_grid_rfft((5, 6), xp=xp)
+    assert (fy.shape, fx.shape) == ((5, 1), (1, 4))
+    np.testing.assert_allclose(to_host(fx).ravel(), [0, 1 / 6, 2 / 6, 0.5])
+    np.testing.assert_allclose(to_host(fy).ravel(), [0, 0.2, 0.4, -0.4, -0.2])
+
+
+def test_frequency_grid_locates_a_plane_wave(xp):
+    """A wave with 3 cycles along x and −2 along y over 16 × 10 pixels peaks at those
+    frequencies of the half-complex grid."""
+    y, x = np.mgrid[0:16, 0:10]
+    image = xp.asarray(np.cos(2 * np.pi * (3 * x / 10 - 2 * y / 16)), dtype=xp.float32)
+    spectrum = to_host(abs(rfft2(image)))
+    iy, ix = np.unravel_index(np.argmax(spectrum), spectrum.shape)
+    fy, fx = frequency_grid_rfft(image.shape, xp=np)
+    assert (fy[iy, 0], fx[0, ix]) == (pytest.approx(-2 / 16), pytest.approx(3 / 10))
+
+
+def test_frequency_grid_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="positive sizes"):
+        frequency_grid((4, 0))
+
+
+@pytest.mark.parametrize("n", [6, 7])
+def test_shift_puts_origin_at_index_n_over_2(xp, n):
+    delta = xp.zeros((n, n), dtype=xp.float32)
+    delta[0, 0] = 1
+    centred = fftshift(delta)
+    assert to_host(centred)[n // 2, n // 2] == 1
+    np.testing.assert_array_equal(to_host(ifftshift(centred)), to_host(delta))
+    # a centred, point-symmetric image has a real spectrum once the centre is moved to 0
+    assert float(abs(to_host(fftn(ifftshift(centred), ndim=2)).imag).max()) == 0.0
+
+
+def test_shift_along_chosen_axes(xp):
+    stack = xp.asarray(np.arange(2 * 3 * 4).reshape(2, 3, 4))
+    np.testing.assert_array_equal(
+        to_host(fftshift(stack, axes=(-1,))), np.fft.fftshift(np.arange(24).reshape(2, 3, 4), -1)
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wrappers_match_numpy_and_keep_precision(xp, dtype):
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((2, 6, 7)).astype(dtype)
+    volume = rng.standard_normal((5, 6, 7)).astype(dtype)
+    complex_dtype = np.complex64 if dtype == np.float32 else np.complex128
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    spectrum = rfft2(xp.asarray(images))
+    assert spectrum.dtype == complex_dtype and spectrum.shape == (2, 6, 4)
+    np.testing.assert_allclose(to_host(spectrum), np.fft.rfft2(images), atol=tol)
+    np.testing.assert_allclose(to_host(irfft2(spectrum, (6, 7))), images, atol=tol)
+    spectrum3 = rfftn(xp.asarray(volume))
+    np.testing.assert_allclose(to_host(spectrum3), np.fft.rfftn(volume), atol=tol * 10)
+    np.testing.assert_allclose(to_host(irfftn(spectrum3, (5, 6, 7))), volume, atol=tol)
+    full = fftn(xp.asarray(volume), ndim=3, norm="ortho")
+    np.testing.assert_allclose(to_host(full), np.fft.fftn(volume, norm="ortho"), atol=tol)
+    np.testing.assert_allclose(to_host(ifftn(full, ndim=3, norm="ortho")).real, volume, atol=tol)
+
+
+def test_one_dimensional_wrappers(xp):
+    rows = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    half = rfft(xp.asarray(rows), norm="forward", workers=1)
+    np.testing.assert_allclose(to_host(half), np.fft.rfft(rows, norm="forward"), atol=1e-6)
+    np.testing.assert_allclose(to_host(irfft(half, 8, norm="forward")), rows, atol=1e-6)
+    columns = fft(xp.asarray(rows), axis=0)
+    np.testing.assert_allclose(to_host(columns), np.fft.fft(rows, axis=0), atol=1e-5)
+    np.testing.assert_allclose(to_host(ifft(columns, axis=0)).real, rows, atol=1e-6)
