@@ -32,3 +32,100 @@ def real_data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real-data fixtures not found at {path}")
     return path
+
+
+# -- projects, plugins and subprocesses --------------------------------------------------------
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+
+
+@pytest.fixture(autouse=True)
+def toy_plugins(monkeypatch: pytest.MonkeyPatch):
+    """Make the test-only protocols in tests/toy_protocols.py discoverable."""
+    from cryoweave.plugin import registry
+
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    monkeypatch.setenv("CRYOWEAVE_PLUGINS", "toy_protocols:PLUGIN")
+    registry(refresh=True)
+    yield
+    registry(refresh=True)
+
+
+@pytest.fixture
+def tmp_project(tmp_path: Path):
+    """A fresh project (SQLite) in a temporary folder."""
+    from cryoweave.workflow import Project
+
+    project = Project.create(tmp_path / "project")
+    yield project
+    project.close()
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for `cryoweave` subprocesses that see the toy plugins."""
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
+    env["CRYOWEAVE_PLUGINS"] = "toy_protocols:PLUGIN"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def cryoweave_command(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "cryoweave.cli", *args]
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path):
+    """Run the real `cryoweave` command in a subprocess; returns CompletedProcess."""
+    import subprocess
+
+    def run(*args: str, cwd: Path | None = None, timeout: float = 120, **env: str):
+        return subprocess.run(cryoweave_command(*args), cwd=cwd or tmp_path,
+                              env=subprocess_env(**env), capture_output=True, text=True,
+                              timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server (initdb + pg_ctl); skipped when the binaries are absent."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    pytest.importorskip("psycopg2")
+    # not under pytest's tmp root: that is private to this user and the server runs as postgres
+    folder = Path(tempfile.mkdtemp(prefix="cryoweave-pg-"))
+    data = folder / "data"
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser")
+        prefix = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        subprocess.run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True, timeout=120)
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w",
+                        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True, timeout=120)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, KeyError) as exc:
+        pytest.skip(f"could not start a PostgreSQL server: {exc}")
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+                   capture_output=True, timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -122,10 +122,11 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, float]:
 
 
 def _set_header(mrc: mrcfile.mrcfile.MrcFile, voxel_size_a: float, volume: bool) -> None:
-    if volume:
-        mrc.set_volume()
-    else:
-        mrc.set_image_stack()
+    if mrc.data is not None and mrc.data.ndim == 3:
+        if volume:
+            mrc.set_volume()
+        else:
+            mrc.set_image_stack()
     mrc.voxel_size = float(voxel_size_a)
 
 

@@ -178,6 +178,15 @@ class StepContext:
         return logging.getLogger(f"cryoweave.run{self.run_id}")
 
     def progress(self, done: int, total: int | None = None) -> None:
-        """Report progress of this step (``done`` of ``total`` units)."""
-        if self.progress_callback is not None:
+        """Report progress of this step (``done`` of ``total`` units).
+
+        A failing display never fails the step: the error is logged and reporting stops.
+        """
+        if self.progress_callback is None:
+            return
+        try:
             self.progress_callback(self.step_key, done, total)
+        except Exception:
+            self.logger.warning("progress display failed; no more progress for step %s",
+                                self.step_key, exc_info=True)
+            self.progress_callback = None

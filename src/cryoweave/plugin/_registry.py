@@ -6,10 +6,13 @@ same entry point a third-party plugin uses (see pyproject.toml).
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryoweave.errors import ParamError
 from cryoweave.plugin._protocol import Protocol
@@ -79,19 +82,35 @@ class Registry:
 _registry: Registry | None = None
 
 
+def _load(name: str, target: str, loader: Any) -> Plugin | None:
+    try:
+        plugin = loader()
+    except Exception as exc:  # a broken third-party plugin must not break the CLI
+        log.warning("plugin %s (%s) could not be loaded: %s", name, target, exc)
+        return None
+    if not isinstance(plugin, Plugin):
+        log.warning("plugin %s (%s) is not a cryoweave Plugin record", name, target)
+        return None
+    return plugin
+
+
 def discover_plugins() -> list[Plugin]:
-    """Load every ``cryoweave.plugins`` entry point; a broken plugin is logged and skipped."""
+    """Load every ``cryoweave.plugins`` entry point; a broken plugin is logged and skipped.
+
+    ``CRYOWEAVE_PLUGINS=module:ATTR,...`` adds plugins that are not installed (for plugin
+    development and tests).
+    """
     plugins: list[Plugin] = []
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            plugin = entry.load()
-        except Exception as exc:  # a broken third-party plugin must not break the CLI
-            log.warning("plugin %s could not be loaded: %s", entry.name, exc)
-            continue
-        if not isinstance(plugin, Plugin):
-            log.warning("entry point %s does not point to a cryoweave Plugin record", entry.name)
-            continue
-        plugins.append(plugin)
+        plugin = _load(entry.name, entry.value, entry.load)
+        if plugin is not None:
+            plugins.append(plugin)
+    for target in filter(None, os.environ.get("CRYOWEAVE_PLUGINS", "").split(",")):
+        module, _, attr = target.strip().partition(":")
+        plugin = _load(target, target,
+                       lambda m=module, a=attr: getattr(importlib.import_module(m), a or "PLUGIN"))
+        if plugin is not None and plugin.name not in {p.name for p in plugins}:
+            plugins.append(plugin)
     return plugins
 
 

@@ -15,7 +15,8 @@ BOOKKEEPING = ("set_id", "seq", "extra")
 
 def typed_columns(table: Table) -> list[str]:
     """The typed item columns of a table, ``item_id`` first, without bookkeeping columns."""
-    return [c.name for c in table.columns if c.name not in BOOKKEEPING]
+    names = [c.name for c in table.columns if c.name not in BOOKKEEPING and c.name != "item_id"]
+    return ["item_id", *names]
 
 
 def _plain(value: Any) -> Any:

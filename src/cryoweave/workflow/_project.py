@@ -102,21 +102,22 @@ class Project:
         return create_engine(url, pool_pre_ping=True)
 
     def _ensure_schema(self, *, create: bool) -> None:
+        """Create the tables (once, under the write lock, so concurrent openers agree)."""
         with self.engine.connect() as conn:
-            tables_exist = self.engine.dialect.has_table(conn, "meta")
-        if not tables_exist:
-            Base.metadata.create_all(self.engine)
-            with self.transaction() as s:
-                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-            return
-        with self.reader() as s:
-            version = s.scalar(select(Meta.value).where(Meta.key == "schema_version"))
-        if version is None or int(version) > SCHEMA_VERSION:
-            raise StorageError(
-                f"project database schema version {version} is newer than this cryoweave "
-                f"supports ({SCHEMA_VERSION}); upgrade cryoweave"
-            )
-        Base.metadata.create_all(self.engine)  # adds tables introduced since (no-op otherwise)
+            conn.execution_options(cryoweave_write=True)
+            with conn.begin():
+                if not self.engine.dialect.has_table(conn, "meta"):
+                    Base.metadata.create_all(conn)
+                    conn.execute(Meta.__table__.insert().values(key="schema_version",
+                                                                value=str(SCHEMA_VERSION)))
+                    return
+                version = conn.execute(select(Meta.value).where(
+                    Meta.key == "schema_version")).scalar()
+                if version is None or int(version) > SCHEMA_VERSION:
+                    raise StorageError(
+                        f"project database schema version {version} is newer than this "
+                        f"cryoweave supports ({SCHEMA_VERSION}); upgrade cryoweave")
+                Base.metadata.create_all(conn)  # tables added since (no-op otherwise)
 
     def close(self) -> None:
         self.engine.dispose()

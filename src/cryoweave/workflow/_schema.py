@@ -188,6 +188,16 @@ class StreamCursor(Base):
     next_item_id: Mapped[int] = mapped_column(Integer, default=1)  # for watch streams
 
 
+class StreamUnit(Base):
+    """A unit of the outside world (a settled file) that a watch stream has turned into a step."""
+
+    __tablename__ = "stream_units"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(100), primary_key=True)
+    unit_key: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    step_key: Mapped[str] = mapped_column(String(300))
+
+
 class Event(Base):
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

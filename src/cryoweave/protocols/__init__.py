@@ -1,0 +1,16 @@
+"""Built-in protocols, registered through the ``cryoweave.plugins`` entry point (``PLUGIN``)."""
+
+from cryoweave import __version__
+from cryoweave.plugin import Plugin
+from cryoweave.protocols.import_micrographs import ImportMicrographs
+from cryoweave.protocols.import_particles import ImportParticles
+from cryoweave.protocols.import_volume import ImportVolume
+
+PLUGIN = Plugin(
+    name="cryoweave",
+    version=__version__,
+    protocols=(ImportParticles, ImportMicrographs, ImportVolume),
+    description="cryoweave's built-in protocols",
+)
+
+__all__ = ["PLUGIN", "ImportMicrographs", "ImportParticles", "ImportVolume"]

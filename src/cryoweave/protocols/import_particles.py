@@ -1,0 +1,158 @@
+"""ImportParticles: a RELION STAR, cryoSPARC .cs or MRC stack becomes a particle set."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryoweave.errors import InputError
+from cryoweave.formats import PARTICLE_SUFFIXES, ParticleTable, read_info, read_particles
+from cryoweave.plugin import (
+    EXPERT,
+    ParticleSet,
+    Plan,
+    PlanContext,
+    Protocol,
+    ProtocolOutputs,
+    ProtocolParams,
+    Step,
+    StepContext,
+    StepResult,
+    param,
+)
+
+
+class ImportParticles(Protocol):
+    """Import particles from a RELION 3.0/3.1+ STAR file, a cryoSPARC .cs file or an MRC stack.
+
+    Every STAR column is kept (unknown ones pass through to exports). Stacks are checked:
+    they must exist, be complete, hold square images of one box size per optics group, and
+    contain every referenced image. Shifts are stored in Å (RELION 3.0 pixel origins are
+    converted with the group's pixel size).
+    """
+
+    label = "import particles"
+
+    class Params(ProtocolParams):
+        path: str = param(description="Particle file: .star, .cs or .mrcs", section="Input")
+        pixel_size_a: float | None = param(
+            None, gt=0, unit="Å", section="Input",
+            description="Pixel size of the images; overrides the file's (required when the "
+                        "file has none)")
+        datadir: str | None = param(
+            None, section="Input", expert=True,
+            description="Base folder for relative image paths in the STAR/.cs file")
+        strip_prefix: str | None = param(
+            None, section="Input", expert=True,
+            description="Prefix removed from image paths before resolving them")
+        check_stacks: bool = param(
+            True, section="Input", expert=EXPERT,
+            description="Check that every referenced stack exists, is complete and holds the "
+                        "referenced images")
+
+    class Outputs(ProtocolOutputs):
+        particles: ParticleSet
+
+    def check_inputs(self, params: Any, inputs: Mapping[str, Any]) -> list[str]:
+        path = Path(params.path)
+        if path.suffix.lower() not in PARTICLE_SUFFIXES:
+            return [f"parameter 'path': {path} is not a particle file; expected "
+                    f"{', '.join(PARTICLE_SUFFIXES)}"]
+        if not path.is_file():
+            return [f"parameter 'path': file {path} not found"]
+        if params.datadir and not Path(params.datadir).is_dir():
+            return [f"parameter 'datadir': folder {params.datadir} not found"]
+        return []
+
+    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        path = str(Path(params.path).resolve())
+        stat = Path(path).stat()
+        args = {"path": path, "pixel_size_a": params.pixel_size_a, "datadir": params.datadir,
+                "strip_prefix": params.strip_prefix, "check_stacks": params.check_stacks,
+                "file_identity": [stat.st_size, stat.st_mtime_ns]}
+        return Plan(steps=[Step("import", import_particles_step, args, label="import particles")])
+
+
+def verify_stacks(table: ParticleTable, source: str | Path) -> None:
+    """Every stack exists, is complete, square, of one box per optics group, with the images."""
+    parts = table.particles
+    missing = sorted(p for p in pd.unique(parts["image_path"]) if not Path(p).is_file())
+    if missing:
+        shown = ", ".join(missing[:3]) + (" …" if len(missing) > 3 else "")
+        raise InputError(f"{source}: {len(missing)} referenced image stack(s) not found: "
+                         f"{shown}; pass datadir (the folder the paths are relative to) or "
+                         "strip_prefix")
+    boxes: dict[int, int] = {}
+    needed = parts.groupby("image_path")["image_index"].max()
+    groups = parts.groupby("image_path")["optics_group"].first()
+    for stack_path, max_index in needed.items():
+        info = read_info(stack_path)
+        _, ny, nx = info.shape
+        if ny != nx:
+            raise InputError(f"{stack_path}: images are {nx}×{ny}; particles must be square")
+        if max_index >= info.n_images:
+            raise InputError(f"{source}: refers to image {max_index + 1} of {stack_path}, "
+                             f"which holds only {info.n_images} images")
+        group = int(groups[stack_path])
+        if boxes.setdefault(group, nx) != nx:
+            raise InputError(f"{source}: optics group {group} mixes box sizes {boxes[group]} "
+                             f"and {nx} px ({stack_path}); split it into separate groups")
+    for group, box in boxes.items():
+        mask = table.optics["group_id"] == group
+        declared = table.optics.loc[mask, "box_px"]
+        if declared.notna().all() and (declared != box).any():
+            raise InputError(f"{source}: optics group {group} declares rlnImageSize "
+                             f"{int(declared.iloc[0])} but its stacks are {box} px")
+        table.optics.loc[mask, "box_px"] = box
+
+
+def set_properties(table: ParticleTable) -> dict[str, Any]:
+    """Set-level properties of an imported particle table."""
+    optics, parts = table.optics, table.particles
+    pixel_sizes = optics["pixel_size_a"].dropna().unique()
+    boxes = optics["box_px"].dropna().unique()
+
+    def single(column: str) -> Any:
+        values = optics[column].dropna().unique() if column in optics else []
+        return float(values[0]) if len(values) == 1 else None
+
+    has_ctf = "defocus_u_a" in parts and bool(parts["defocus_u_a"].notna().all())
+    has_poses = all(c in parts and parts[c].notna().all() for c in ("rot_deg", "tilt_deg",
+                                                                    "psi_deg"))
+    return {
+        "pixel_size_a": float(pixel_sizes[0]) if len(pixel_sizes) == 1 else None,
+        "box_px": int(boxes[0]) if len(boxes) == 1 else None,
+        "voltage_kv": single("voltage_kv"),
+        "cs_mm": single("cs_mm"),
+        "amplitude_contrast": single("amplitude_contrast"),
+        "has_ctf": has_ctf,
+        "has_poses": bool(has_poses),
+        "phase_flipped": False,
+        "source": str(table.source) if table.source else None,
+        "star_layout": table.star_layout(),
+    }
+
+
+def import_particles_step(ctx: StepContext, path: str, pixel_size_a: float | None,
+                          datadir: str | None, strip_prefix: str | None, check_stacks: bool,
+                          file_identity: list[int]) -> StepResult:
+    table = read_particles(path, datadir=datadir, strip_prefix=strip_prefix,
+                           pixel_size_a=pixel_size_a)
+    if check_stacks:
+        verify_stacks(table, path)
+    no_pixel = table.optics.loc[table.optics["pixel_size_a"].isna(), "group_id"].tolist()
+    if no_pixel:
+        raise InputError(
+            f"{path}: no pixel size for optics group(s) {no_pixel}: the file has neither "
+            "rlnImagePixelSize (data_optics) nor rlnDetectorPixelSize with rlnMagnification "
+            "(nor a pixel size in the stack header); pass pixel_size_a")
+    particles = table.particles.copy()
+    particles.insert(0, "item_id", np.arange(1, len(particles) + 1, dtype=np.int64))
+    ctx.logger.info("imported %d particles from %s", len(particles), path)
+    return StepResult(publish={"particles": particles}, optics={"particles": table.optics},
+                      properties={"particles": set_properties(table)},
+                      info={"particles": len(particles), "optics_groups": len(table.optics)})

@@ -1,0 +1,82 @@
+"""ImportVolume: an MRC map (optionally with half maps) becomes a volume set."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cryoweave.errors import InputError
+from cryoweave.formats import read_info
+from cryoweave.plugin import (
+    Plan,
+    PlanContext,
+    Protocol,
+    ProtocolOutputs,
+    ProtocolParams,
+    Step,
+    StepContext,
+    StepResult,
+    VolumeSet,
+    param,
+)
+
+
+class ImportVolume(Protocol):
+    """Import a 3-D map (MRC). The pixel size comes from ``pixel_size_a`` or the header."""
+
+    label = "import volume"
+
+    class Params(ProtocolParams):
+        path: str = param(description="MRC map file", section="Input")
+        pixel_size_a: float | None = param(
+            None, gt=0, unit="Å", section="Input",
+            description="Voxel size; taken from the MRC header when not given")
+        half1_path: str | None = param(None, section="Input", expert=True,
+                                       description="First half map (optional)")
+        half2_path: str | None = param(None, section="Input", expert=True,
+                                       description="Second half map (optional)")
+
+    class Outputs(ProtocolOutputs):
+        volume: VolumeSet
+
+    def check_inputs(self, params: Any, inputs: Mapping[str, Any]) -> list[str]:
+        problems = []
+        for name in ("path", "half1_path", "half2_path"):
+            value = getattr(params, name)
+            if value is not None and not Path(value).is_file():
+                problems.append(f"parameter {name!r}: file {value} not found")
+        if (params.half1_path is None) != (params.half2_path is None):
+            problems.append("give both half1_path and half2_path, or neither")
+        return problems
+
+    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        args = {"path": str(Path(params.path).resolve()), "pixel_size_a": params.pixel_size_a,
+                "half_paths": [str(Path(p).resolve()) for p in (params.half1_path,
+                                                                params.half2_path) if p]}
+        return Plan(steps=[Step("import", import_volume_step, args, label="import volume")])
+
+
+def import_volume_step(ctx: StepContext, path: str, pixel_size_a: float | None,
+                       half_paths: list[str]) -> StepResult:
+    info = read_info(path)
+    nz, ny, nx = info.shape
+    if nz == 1:
+        raise InputError(f"{path}: a single 2-D image, not a volume")
+    if not (nx == ny == nz):
+        raise InputError(f"{path}: the map is {nx}×{ny}×{nz}; cubic maps are required")
+    pixel = pixel_size_a or info.voxel_size_a
+    if not pixel:
+        raise InputError(f"{path}: the MRC header has no pixel size (0); pass pixel_size_a")
+    for half in half_paths:
+        if read_info(half).shape != info.shape:
+            raise InputError(f"{half}: the half map's size {read_info(half).shape} differs "
+                             f"from the map's {info.shape}")
+    row = {"item_id": 1, "path": path, "pixel_size_a": pixel, "box_px": nx,
+           "half1_path": half_paths[0] if half_paths else None,
+           "half2_path": half_paths[1] if half_paths else None}
+    return StepResult(publish={"volume": pd.DataFrame([row])},
+                      properties={"volume": {"pixel_size_a": pixel, "box_px": nx}},
+                      info={"box_px": nx, "pixel_size_a": pixel})

@@ -1,0 +1,71 @@
+"""From raw params to a created run: validate first, then create the project, imports, run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryoweave.errors import CryoweaveError, ParamError
+from cryoweave.plugin._protocol import Protocol
+from cryoweave.workflow._project import Project
+from cryoweave.workflow._runs import create_run, import_params, validate_run
+from cryoweave.workflow._schema import SetRow
+from cryoweave.workflow.runner import Runner, RunSummary
+
+RunnerFactory = Callable[[Project, int], Runner]
+
+
+def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
+                label: str | None = None, db_url: str | None = None,
+                base_dir: Path | None = None,
+                runner_factory: RunnerFactory | None = None) -> tuple[Project, int]:
+    """Validate ``raw`` for ``protocol``; create the project, import path inputs, create the run.
+
+    Raises :class:`ParamError` listing every problem before anything is created.
+    Path inputs are imported as runs of their set type's importer (executed here).
+    """
+    project_dir = Path(project_dir)
+    existing = Project.open(project_dir, db_url) if Project.exists(project_dir) or db_url \
+        else None
+    try:
+        validated = validate_run(existing, protocol, raw, base_dir=base_dir)
+        # Check the importers' own params before anything is created, too.
+        import_plans = []
+        for pending in validated.imports:
+            importer, params = import_params(pending.set_kind, pending.path)
+            import_plans.append((pending, importer,
+                                 validate_run(existing, importer, params, base_dir=base_dir)))
+    except ParamError:
+        if existing is not None:
+            existing.close()
+        raise
+    project = existing or Project.create(project_dir, db_url)
+    make_runner = runner_factory or (lambda p, rid: Runner(p, rid))
+    for pending, importer, import_validated in import_plans:
+        import_id = create_run(project, import_validated,
+                               label=f"{label}:{pending.input_name}" if label else None)
+        summary = make_runner(project, import_id).execute()
+        if summary.status != "finished":
+            raise CryoweaveError(f"importing {pending.path} for input {pending.input_name!r} "
+                                 f"failed (run {import_id}): {summary.error}")
+        output_name = next(iter(importer.outputs()))
+        with project.reader() as s:
+            set_id = s.query(SetRow.id).filter(SetRow.run_id == import_id,
+                                               SetRow.name == output_name).scalar()
+        validated.inputs[pending.input_name] = set_id
+    return project, create_run(project, validated, label=label)
+
+
+def run_protocol(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
+                 label: str | None = None, workers: int = 1, executor: str = "threads",
+                 db_url: str | None = None, base_dir: Path | None = None,
+                 **runner_options: Any) -> tuple[Project, RunSummary]:
+    """Validate, create and execute a run in the foreground (the ``run-protocol`` command)."""
+
+    def factory(project: Project, run_id: int) -> Runner:
+        return Runner(project, run_id, workers=workers, executor=executor, **runner_options)
+
+    project, run_id = prepare_run(project_dir, protocol, raw, label=label, db_url=db_url,
+                                  base_dir=base_dir, runner_factory=factory)
+    return project, factory(project, run_id).execute()

@@ -1,0 +1,391 @@
+"""The runner: executes a run's plan of keyed steps, records results, resumes, streams.
+
+Only the runner writes the database. A finished step's status, its published items, set
+properties and events are recorded in one transaction, which is what makes a run killed at
+any moment and continued end with exactly the outputs of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+
+from cryoweave.errors import CryoweaveError, StepFailed, StopRequested, StorageError
+from cryoweave.plugin._plan import ForEachBatch, Plan, Step, StepContext, StepResult
+from cryoweave.plugin._protocol import PlanContext
+from cryoweave.workflow._executors import Executor, _attach_run_log, make_executor
+from cryoweave.workflow._project import Project, pid_alive
+from cryoweave.workflow._runs import load_run_protocol
+from cryoweave.workflow._schema import Event, Run, SetRow, StepRow, StreamCursor, StreamUnit
+from cryoweave.workflow._sets import (
+    SET_TYPES,
+    SetHandle,
+    append_items,
+    put_optics,
+    retract_items,
+    set_handle,
+)
+from cryoweave.workflow._streams import BatchStream, WatchStream
+
+POLL_INTERVAL_S = 0.2
+STOP_CHECK_INTERVAL_S = 0.5
+
+
+class RunProgress:
+    """Progress display interface; the CLI renders it with rich, tests pass nothing."""
+
+    def run_started(self, run_id: int, title: str) -> None: ...
+    def steps_changed(self, done: int, total: int) -> None: ...
+    def step_started(self, key: str, label: str) -> None: ...
+    def step_progress(self, key: str, done: int, total: int | None) -> None: ...
+    def step_finished(self, key: str, ok: bool, seconds: float) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+@dataclass
+class _StepState:
+    key: str
+    func: str
+    args: dict[str, Any]
+    outputs: list[str]
+    after: list[str]
+    resources: dict[str, Any]
+    label: str
+    status: str
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    status: str
+    error: str | None = None
+    steps_run: int = 0
+    steps_skipped: int = 0
+    seconds: float = 0.0
+    outputs: dict[str, int] = field(default_factory=dict)
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: getattr(o, "tolist", lambda: str(o))()))
+
+
+class Runner:
+    """Execute one run of a project (``resume=True`` for ``--continue``)."""
+
+    def __init__(self, project: Project, run_id: int, *, workers: int = 1,
+                 executor: str = "threads", threads: int | None = None, device: str = "cpu",
+                 progress: RunProgress | None = None, dask_address: str | None = None,
+                 poll_interval_s: float = POLL_INTERVAL_S):
+        self.project = project
+        self.run_id = run_id
+        self.workers = max(1, workers)
+        self.executor_kind = executor
+        self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
+        self.device = device
+        self.progress = progress or RunProgress()
+        self.dask_address = dask_address
+        self.poll_interval_s = poll_interval_s
+        self.log = logging.getLogger(f"cryoweave.run{run_id}")
+        self.steps: dict[str, _StepState] = {}
+        self.inputs: dict[str, SetHandle | None] = {}
+        self.outputs: dict[str, SetHandle] = {}
+        self.salt = ""
+        self.summary = RunSummary(run_id, "saved")
+
+    # -- entry point ------------------------------------------------------------------------
+    def execute(self, *, resume: bool = False) -> RunSummary:
+        start = time.perf_counter()
+        run = self._claim(resume)
+        protocol_cls, params, input_ids = load_run_protocol(run)
+        self.salt = f"{protocol_cls.identity()}@{protocol_cls.schema_version}"
+        self.run_dir = self.project.run_dir(run)
+        for sub in ("extra", "tmp", "logs"):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        _attach_run_log(StepContext(self.run_id, "", self.run_dir))
+        self.inputs = {n: (set_handle(self.project, sid) if sid is not None else None)
+                       for n, sid in input_ids.items()}
+        with self.project.reader() as s:
+            for row in s.scalars(select(SetRow).where(SetRow.run_id == self.run_id)):
+                self.outputs[row.name] = SET_TYPES[row.kind](self.project, row.id)
+        self.log.info("run %d (%s) %s", self.run_id, run.protocol,
+                      "continued" if resume else "started")
+        self.progress.run_started(self.run_id, f"{self.run_id} {protocol_cls.__name__}")
+        executor: Executor | None = None
+        try:
+            protocol = protocol_cls()
+            ctx = PlanContext(self.run_id, self.run_dir, self.inputs, self.device, self.threads,
+                              self.project)
+            plan = protocol.plan(params, ctx)
+            self._load_existing_steps()
+            self.register_steps(plan.steps)
+            executor = make_executor(self.executor_kind, self.workers, self.dask_address)
+            self._loop(plan, executor)
+            self._finish("finished", None)
+        except StopRequested as exc:
+            self._finish("aborted", str(exc))
+        except KeyboardInterrupt:
+            self._finish("aborted", "interrupted")
+            raise
+        except StepFailed as exc:
+            self._finish("failed", str(exc))
+        except CryoweaveError as exc:
+            self._finish("failed", str(exc))
+        except Exception as exc:
+            self.log.error("run %d failed:\n%s", self.run_id, traceback.format_exc())
+            self._finish("failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            if executor is not None:
+                executor.shutdown()
+        self.summary.seconds = time.perf_counter() - start
+        self.summary.outputs = {n: h.id for n, h in self.outputs.items()}
+        return self.summary
+
+    def _claim(self, resume: bool) -> Run:
+        with self.project.transaction() as s:
+            run = s.get(Run, self.run_id)
+            if run is None:
+                raise StorageError(f"no run {self.run_id} in this project")
+            if run.status == "running" and pid_alive(run.pid) and run.host == socket.gethostname():
+                raise StorageError(f"run {run.id} is already running (pid {run.pid}); "
+                                   f"stop it with `cryoweave stop {run.id}` first")
+            if run.status != "saved" and not resume:
+                raise StorageError(f"run {run.id} has already been started (status "
+                                   f"{run.status}); use --continue {run.id} to resume it")
+            run.status = "running"
+            run.error = None
+            run.pid = os.getpid()
+            run.host = socket.gethostname()
+            run.started_at = time.time()
+            run.finished_at = None
+            run.stop_requested = False
+            s.add(Event(run_id=run.id, kind="run_started" if not resume else "run_continued",
+                        message=f"pid {run.pid} on {run.host}"))
+            s.flush()
+            s.expunge(run)
+            return run
+
+    def _finish(self, status: str, error: str | None) -> None:
+        with self.project.transaction() as s:
+            if status == "finished":
+                for handle in self.outputs.values():
+                    s.execute(update(SetRow).where(SetRow.id == handle.id, SetRow.state == "open")
+                              .values(state="closed", version=SetRow.version + 1))
+            s.execute(update(Run).where(Run.id == self.run_id).values(
+                status=status, error=error, finished_at=time.time()))
+            s.add(Event(run_id=self.run_id, kind=f"run_{status}",
+                        level="error" if status == "failed" else "info", message=error or ""))
+        self.summary.status = status
+        self.summary.error = error
+        if error:
+            self.log.log(logging.ERROR if status == "failed" else logging.WARNING,
+                         "run %d %s: %s", self.run_id, status, error)
+        else:
+            self.log.info("run %d %s", self.run_id, status)
+
+    # -- steps ------------------------------------------------------------------------------
+    def _load_existing_steps(self) -> None:
+        with self.project.reader() as s:
+            for row in s.scalars(select(StepRow).where(StepRow.run_id == self.run_id)):
+                status = "done" if row.status == "done" else "pending"
+                self.steps[row.key] = _StepState(row.key, row.func, dict(row.args or {}),
+                                                 list(row.outputs or []), list(row.after or []),
+                                                 dict(row.resources or {}), row.key, status)
+
+    def _outputs_exist(self, outputs: list[str]) -> bool:
+        return all((self.run_dir / p).exists() for p in outputs)
+
+    def register_steps(self, steps: list[Step], *,
+                       cursor: tuple[str, int, int, int | None] | None = None,
+                       units: list[tuple[str, str, str]] | None = None) -> None:
+        """Persist new or changed steps (and a stream cursor) in one transaction.
+
+        A step whose key and content hash match a finished step whose outputs exist is kept
+        as done; a finished step that changed is redone and its published items retracted.
+        """
+        keys = [s.key for s in steps]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate step keys in plan: {sorted(k for k in keys if keys.count(k) > 1)}")
+        with self.project.transaction() as s:
+            for step in steps:
+                digest = step.content_hash(self.salt)
+                row = s.scalar(select(StepRow).where(StepRow.run_id == self.run_id,
+                                                     StepRow.key == step.key))
+                outputs = list(step.outputs)
+                if (row is not None and row.status == "done" and row.content_hash == digest
+                        and self._outputs_exist(outputs)):
+                    self.steps[step.key].status = "done"
+                    self.summary.steps_skipped += 1
+                    continue
+                if row is not None and row.status == "done":
+                    self._retract(s, row)
+                if row is None:
+                    row = StepRow(run_id=self.run_id, key=step.key)
+                    s.add(row)
+                row.func = step.func_path
+                row.args = _json_safe(dict(step.args))
+                row.outputs = outputs
+                row.after = list(step.after)
+                row.resources = {"cpus": step.resources.cpus, "gpu": step.resources.gpu,
+                                 "mem_gb": step.resources.mem_gb}
+                row.content_hash = digest
+                row.status = "pending"
+                row.result = row.published = row.error = None
+                self.steps[step.key] = _StepState(step.key, row.func, row.args, outputs,
+                                                  list(step.after), row.resources,
+                                                  step.label or step.key, "pending")
+            if cursor is not None:
+                name, set_id, seq, next_item_id = cursor
+                row_c = s.get(StreamCursor, (self.run_id, name))
+                if row_c is None:
+                    row_c = StreamCursor(run_id=self.run_id, input_name=name, set_id=set_id)
+                    s.add(row_c)
+                row_c.seq = seq
+                if next_item_id is not None:
+                    row_c.next_item_id = next_item_id
+            for stream, unit_key, step_key in units or []:
+                s.add(StreamUnit(run_id=self.run_id, stream=stream, unit_key=unit_key,
+                                 step_key=step_key))
+        self._report_totals()
+
+    def _retract(self, session: Any, row: StepRow) -> None:
+        for name, (set_id, seq) in (row.published or {}).items():
+            handle = self.outputs.get(name) or set_handle(self.project, set_id)
+            removed = retract_items(session, handle, seq)
+            self.log.info("step %s is redone: %d items of %r retracted", row.key, removed, name)
+
+    def _report_totals(self) -> None:
+        done = sum(1 for st in self.steps.values() if st.status == "done")
+        self.progress.steps_changed(done, len(self.steps))
+
+    def _ready(self) -> list[_StepState]:
+        done = {k for k, st in self.steps.items() if st.status == "done"}
+        return [st for st in self.steps.values()
+                if st.status == "pending" and all(a in done for a in st.after)]
+
+    def _record(self, state: _StepState, result: StepResult, seconds: float) -> None:
+        unknown = (set(result.publish) | set(result.optics) | set(result.properties)) - set(
+            self.outputs)
+        if unknown:
+            raise StepFailed(self.run_id, state.key,
+                             f"step published to undeclared outputs {sorted(unknown)}")
+        with self.project.transaction() as s:
+            published: dict[str, list[int]] = {}
+            for name, props in result.properties.items():
+                row = s.get(SetRow, self.outputs[name].id)
+                row.properties = {**(row.properties or {}), **_json_safe(props)}
+            for name, optics in result.optics.items():
+                put_optics(s, self.outputs[name].id, optics)
+            for name, items in result.publish.items():
+                if len(items):
+                    seq = append_items(s, self.outputs[name], items)
+                    published[name] = [self.outputs[name].id, seq]
+            for item_id, message in result.item_failures.items():
+                s.add(Event(run_id=self.run_id, kind="item_failed", level="error",
+                            message=message, data={"item_id": int(item_id), "step": state.key}))
+            s.execute(update(StepRow).where(StepRow.run_id == self.run_id,
+                                            StepRow.key == state.key).values(
+                status="done", result=_json_safe({**result.info, "seconds": round(seconds, 3)}),
+                published=published, error=None, finished_at=time.time()))
+        state.status = "done"
+        self.summary.steps_run += 1
+        self.log.info("step %s done in %.2f s", state.key, seconds)
+
+    def _record_failure(self, state: _StepState, message: str) -> None:
+        with self.project.transaction() as s:
+            s.execute(update(StepRow).where(StepRow.run_id == self.run_id,
+                                            StepRow.key == state.key).values(
+                status="failed", error=message, finished_at=time.time()))
+            s.add(Event(run_id=self.run_id, kind="step_failed", level="error",
+                        message=message, data={"step": state.key}))
+        state.status = "failed"
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _stop_requested(self) -> bool:
+        with self.project.reader() as s:
+            return bool(s.scalar(select(Run.stop_requested).where(Run.id == self.run_id)))
+
+    def _loop(self, plan: Plan, executor: Executor) -> None:
+        streams: list[BatchStream | WatchStream] = [
+            BatchStream(self, spec) if isinstance(spec, ForEachBatch)
+            else WatchStream(self, spec, i) for i, spec in enumerate(plan.streams)]
+        finalize_pending = plan.finalize is not None
+        running: dict[Any, tuple[_StepState, float]] = {}
+        failure: StepFailed | None = None
+        aborting = False
+        last_stop_check = 0.0
+        while True:
+            now = time.monotonic()
+            if not aborting and now - last_stop_check >= STOP_CHECK_INTERVAL_S:
+                last_stop_check = now
+                if self._stop_requested():
+                    if streams and all(st.graceful_stop for st in streams):
+                        self.log.info("stop requested: closing the streams, finishing work")
+                        for st in streams:
+                            st.stop()
+                    else:
+                        self.log.info("stop requested: aborting after running steps")
+                        aborting = True
+            if failure is None and not aborting:
+                for st in streams:
+                    if not st.done:
+                        st.poll()
+                free = self.workers - len(running)
+                for state in self._ready()[:max(0, free)]:
+                    state.status = "running"
+                    ctx = StepContext(self.run_id, state.key, self.run_dir, self.threads,
+                                      self.device, self.progress.step_progress)
+                    self.progress.step_started(state.key, state.label)
+                    handle = executor.submit(state.func, state.args, ctx, state.outputs)
+                    running[handle] = (state, time.perf_counter())
+            if running:
+                for handle in executor.wait(list(running), self.poll_interval_s):
+                    state, started = running.pop(handle)
+                    try:
+                        result, seconds = executor.outcome(handle)
+                        self._record(state, result, seconds)
+                        self.progress.step_finished(state.key, True, seconds)
+                    except Exception as exc:  # the step's own error, reported with its key
+                        message = str(exc) if isinstance(exc, CryoweaveError) else (
+                            f"{type(exc).__name__}: {exc}")
+                        self.log.error("step %s failed:\n%s", state.key,
+                                       "".join(traceback.format_exception(exc)))
+                        self._record_failure(state, message)
+                        self.progress.step_finished(state.key, False,
+                                                    time.perf_counter() - started)
+                        failure = failure or StepFailed(self.run_id, state.key, message)
+                    self._report_totals()
+                continue
+            if failure is not None:
+                raise failure
+            if aborting:
+                raise StopRequested(f"run {self.run_id} was stopped on request")
+            pending = [st for st in self.steps.values() if st.status != "done"]
+            if not pending and all(st.done for st in streams):
+                if finalize_pending:
+                    finalize_pending = False
+                    assert plan.finalize is not None
+                    self.register_steps(plan.finalize())
+                    continue
+                return
+            if pending and not self._ready() and all(st.done for st in streams):
+                keys = ", ".join(st.key for st in pending[:5])
+                raise StepFailed(self.run_id, keys, "steps wait for dependencies that do not "
+                                 "exist or failed")
+            time.sleep(self.poll_interval_s)
+
+
+def request_stop(project: Project, run_ref: int | str) -> Run:
+    """Ask a running run to stop (streaming imports close, other runs abort)."""
+    run = project.get_run(run_ref)
+    with project.transaction() as s:
+        s.execute(update(Run).where(Run.id == run.id).values(stop_requested=True))
+        s.add(Event(run_id=run.id, kind="stop_requested", message="stop requested"))
+    return run

@@ -1,0 +1,152 @@
+"""Small protocols that exercise the runtime (static plans, streams, failures) in tests.
+
+Subprocess tests make them discoverable with CRYOWEAVE_PLUGINS=toy_protocols:PLUGIN and this
+folder on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cryoweave.formats import atomic_path
+from cryoweave.plugin import (
+    Input,
+    ItemBatch,
+    Plan,
+    PlanContext,
+    Plugin,
+    Protocol,
+    ProtocolOutputs,
+    ProtocolParams,
+    RecordSet,
+    Step,
+    StepContext,
+    StepResult,
+    Watch,
+    WorkUnit,
+    param,
+)
+
+
+class ToySteps(Protocol):
+    """N steps that each write a file and publish ``items_per_step`` records."""
+
+    label = "toy steps"
+
+    class Params(ProtocolParams):
+        n_steps: int = param(10, gt=0, description="steps")
+        items_per_step: int = param(3, gt=0, description="records per step")
+        sleep_s: float = param(0.0, ge=0, description="seconds each step sleeps")
+        fail_step: int | None = param(None, description="index of a step that raises")
+        chain: bool = param(False, description="each step depends on the previous one")
+
+    class Outputs(ProtocolOutputs):
+        records: RecordSet
+
+    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        steps = []
+        for i in range(params.n_steps):
+            steps.append(Step(
+                f"work/{i:03d}", toy_work,
+                {"index": i, "items": params.items_per_step, "sleep_s": params.sleep_s,
+                 "fail": params.fail_step == i},
+                outputs=[f"extra/out_{i:03d}.txt"],
+                after=[f"work/{i - 1:03d}"] if params.chain and i else []))
+        return Plan(steps=steps)
+
+
+def toy_work(ctx: StepContext, index: int, items: int, sleep_s: float, fail: bool
+             ) -> StepResult:
+    time.sleep(sleep_s)
+    if fail:
+        raise ValueError(f"toy step {index} was told to fail")
+    counter = ctx.extra_dir / "executions.log"
+    with open(counter, "a") as handle:  # lets tests count how often each step really ran
+        handle.write(f"{index}\n")
+    with atomic_path(ctx.extra_dir / f"out_{index:03d}.txt") as tmp:
+        tmp.write_text(f"step {index}\n")
+    ctx.progress(1, 1)
+    ids = [index * items + k + 1 for k in range(items)]
+    frame = pd.DataFrame({"item_id": ids, "data": [{"step": index, "k": k, "value": i}
+                                                   for k, i in enumerate(ids)]})
+    return StepResult(publish={"records": frame}, info={"index": index})
+
+
+class ToyProducer(Protocol):
+    """Publish ``n_items`` records over time (one unit every ``interval_s``), then close."""
+
+    label = "toy producer"
+
+    class Params(ProtocolParams):
+        n_items: int = param(200, gt=0, description="records to publish")
+        interval_s: float = param(0.01, ge=0, description="seconds between records")
+        batch_size: int = param(5, gt=0, description="records per step")
+
+    class Outputs(ProtocolOutputs):
+        records: RecordSet
+
+    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        clock_file = ctx.run_dir / "extra" / "start_time"
+        if not clock_file.exists():
+            clock_file.write_text(repr(time.time()))
+        start = float(clock_file.read_text())
+
+        def discover() -> list[WorkUnit]:
+            elapsed = time.time() - start
+            available = params.n_items if params.interval_s == 0 else min(
+                params.n_items, int(elapsed / params.interval_s) + 1)
+            return [WorkUnit(f"{i:05d}", {"value": i}) for i in range(available)]
+
+        def make_step(units: list[WorkUnit], first_item_id: int) -> Step:
+            return Step(f"produce/{first_item_id:05d}", toy_produce,
+                        {"values": [u.data["value"] for u in units],
+                         "first_item_id": first_item_id})
+
+        return Plan(streams=[Watch(discover, make_step, timeout_s=0.5, interval_s=0.02,
+                                   batch_size=params.batch_size)])
+
+
+def toy_produce(ctx: StepContext, values: list[int], first_item_id: int) -> StepResult:
+    frame = pd.DataFrame({"item_id": [first_item_id + k for k in range(len(values))],
+                          "data": [{"value": v, "time": time.time()} for v in values]})
+    return StepResult(publish={"records": frame})
+
+
+class ToyConsumer(Protocol):
+    """Double every input record's value, batch by batch, as the input grows."""
+
+    label = "toy consumer"
+
+    class Params(ProtocolParams):
+        records: Input[RecordSet] = param(description="input records")
+        batch_size: int = param(7, gt=0, description="records per step")
+
+    class Outputs(ProtocolOutputs):
+        doubled: RecordSet
+
+    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        from cryoweave.plugin import ForEachBatch
+
+        def make_step(batch: ItemBatch) -> Step:
+            ids = batch.item_ids
+            values = [d["value"] for d in batch.items["data"]]
+            return Step(f"double/{ids[0]:05d}", toy_double, {"ids": ids, "values": values},
+                        outputs=[f"extra/batch_{ids[0]:05d}.txt"])
+
+        return Plan(streams=[ForEachBatch("records", make_step, params.batch_size)])
+
+
+def toy_double(ctx: StepContext, ids: list[int], values: list[int]) -> StepResult:
+    Path(ctx.extra_dir / f"batch_{ids[0]:05d}.txt").write_text(
+        f"{os.getpid()} {time.time()!r}\n")
+    frame = pd.DataFrame({"item_id": ids,
+                          "data": [{"value": 2 * v, "time": time.time()} for v in values]})
+    return StepResult(publish={"doubled": frame})
+
+
+PLUGIN = Plugin("toy", "0.1", (ToySteps, ToyProducer, ToyConsumer))

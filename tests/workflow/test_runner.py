@@ -1,0 +1,133 @@
+"""The runner: plans, results recorded atomically, resume by key + content hash, failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cryoweave.errors import ParamError, StorageError
+from cryoweave.plugin import registry
+from cryoweave.workflow import RecordSet
+from cryoweave.workflow._runs import create_run, validate_run
+from cryoweave.workflow._schema import Event, Run, StepRow
+from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow.runner import Runner, request_stop
+
+
+def executions(project, run_id: int) -> list[int]:
+    log = project.root / project.get_run(run_id).folder / "extra" / "executions.log"
+    return [int(x) for x in log.read_text().split()] if log.exists() else []
+
+
+def records(project, run_id: int):
+    return RecordSet(project, run_id).to_frame().sort_values("item_id")
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_static_plan_runs_and_publishes(tmp_path, executor):
+    project, summary = run_protocol(tmp_path, registry().get("ToySteps"),
+                                    {"n_steps": 6, "items_per_step": 2}, workers=2,
+                                    executor=executor)
+    assert summary.status == "finished", summary.error
+    out = RecordSet(project, summary.outputs["records"])
+    assert out.is_closed and out.count() == 12
+    assert sorted(executions(project, summary.run_id)) == list(range(6))
+    assert (project.root / "Runs/000001_ToySteps/logs/run.log").read_text().count("done") >= 6
+
+
+def test_continue_skips_finished_steps(tmp_path):
+    project, summary = run_protocol(tmp_path, registry().get("ToySteps"), {"n_steps": 4})
+    before = records(project, summary.outputs["records"])
+    again = Runner(project, summary.run_id).execute(resume=True)
+    assert again.status == "finished"
+    assert (again.steps_run, again.steps_skipped) == (0, 4)
+    assert sorted(executions(project, summary.run_id)) == [0, 1, 2, 3]
+    assert records(project, summary.outputs["records"]).equals(before)
+
+
+def test_missing_output_file_reruns_step_and_replaces_its_items(tmp_path):
+    project, summary = run_protocol(tmp_path, registry().get("ToySteps"), {"n_steps": 3})
+    (project.root / "Runs/000001_ToySteps/extra/out_001.txt").unlink()
+    again = Runner(project, summary.run_id).execute(resume=True)
+    assert (again.steps_run, again.steps_skipped) == (1, 2)
+    assert sorted(executions(project, summary.run_id)) == [0, 1, 1, 2]
+    out = records(project, summary.outputs["records"])
+    assert out["item_id"].tolist() == list(range(1, 10))  # no duplicates, none lost
+
+
+def test_failed_step_fails_run_with_message_and_continue_retries(tmp_path):
+    project, summary = run_protocol(tmp_path, registry().get("ToySteps"),
+                                    {"n_steps": 3, "fail_step": 1, "chain": True})
+    assert summary.status == "failed"
+    assert "work/001" in summary.error and "told to fail" in summary.error
+    with project.reader() as s:
+        run = s.get(Run, summary.run_id)
+        assert run.status == "failed" and "told to fail" in run.error
+        statuses = {r.key: r.status for r in s.query(StepRow).filter_by(run_id=run.id)}
+        assert statuses == {"work/000": "done", "work/001": "failed", "work/002": "pending"}
+        assert s.query(Event).filter_by(run_id=run.id, kind="step_failed").count() == 1
+    assert RecordSet(project, summary.outputs["records"]).state == "open"
+    with pytest.raises(StorageError, match="--continue"):
+        Runner(project, summary.run_id).execute()
+
+
+def test_dependencies_run_in_order(tmp_path):
+    project, summary = run_protocol(tmp_path, registry().get("ToySteps"),
+                                    {"n_steps": 5, "chain": True}, workers=3)
+    assert executions(project, summary.run_id) == [0, 1, 2, 3, 4]
+
+
+def test_stop_request_aborts_a_non_streaming_run(tmp_path):
+    project, summary = run_protocol(tmp_path, registry().get("ToySteps"), {"n_steps": 1})
+    validated = validate_run(project, registry().get("ToySteps"),
+                             {"n_steps": 50, "sleep_s": 0.05, "chain": True})
+    run_id = create_run(project, validated)
+    outcome = {}
+    thread = threading.Thread(
+        target=lambda: outcome.setdefault("summary", Runner(project, run_id).execute()))
+    thread.start()
+    time.sleep(0.5)
+    request_stop(project, run_id)
+    thread.join(timeout=30)
+    assert outcome["summary"].status == "aborted"
+    assert 0 < len(executions(project, run_id)) < 50
+    with project.reader() as s:
+        assert s.get(Run, run_id).status == "aborted"
+
+
+def test_references_by_label_and_wrong_kind(tmp_path):
+    project, producer = run_protocol(tmp_path, registry().get("ToySteps"), {"n_steps": 2},
+                                     label="steps")
+    _, consumer = run_protocol(tmp_path, registry().get("ToyConsumer"),
+                               {"records": {"run": "steps", "output": "records"}})
+    assert consumer.status == "finished"
+    assert RecordSet(project, consumer.outputs["doubled"]).count() == 6
+    with pytest.raises(ParamError) as info:
+        run_protocol(tmp_path, registry().get("ToyConsumer"),
+                     {"records": {"run": "nope", "output": "records"}, "batch_size": 0,
+                      "extra_key": 1})
+    text = str(info.value)
+    assert "3 problems" in text and "no run 'nope'" in text and "batch_size" in text
+    assert "extra_key" in text
+
+
+@pytest.mark.postgres
+def test_runner_on_postgres(tmp_path, postgres_url):
+    import uuid
+
+    import sqlalchemy
+
+    name = f"cw_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+    project, summary = run_protocol(tmp_path, registry().get("ToySteps"), {"n_steps": 3},
+                                    db_url=url, workers=2)
+    assert summary.status == "finished"
+    assert RecordSet(project, summary.outputs["records"]).count() == 9
+    again = Runner(project, summary.run_id).execute(resume=True)
+    assert again.steps_skipped == 3
