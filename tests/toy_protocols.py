@@ -17,6 +17,7 @@ from cryoweave.formats import atomic_path
 from cryoweave.plugin import (
     Input,
     ItemBatch,
+    ParticleSet,
     Plan,
     PlanContext,
     Plugin,
@@ -149,4 +150,26 @@ def toy_double(ctx: StepContext, ids: list[int], values: list[int]) -> StepResul
     return StepResult(publish={"doubled": frame})
 
 
-PLUGIN = Plugin("toy", "0.1", (ToySteps, ToyProducer, ToyConsumer))
+class ToyCountParticles(Protocol):
+    """Count the particles of each half (exercises implicit imports of path inputs)."""
+
+    label = "toy count"
+
+    class Params(ProtocolParams):
+        particles: Input[ParticleSet] = param(description="particles")
+
+    class Outputs(ProtocolOutputs):
+        counts: RecordSet
+
+    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        frame = ctx.input("particles").to_frame(columns=["half"], with_extra=False)
+        counts = frame["half"].value_counts().sort_index()
+        return Plan(steps=[Step("count", toy_count, {"counts": {str(k): int(v)
+                                                                for k, v in counts.items()}})])
+
+
+def toy_count(ctx: StepContext, counts: dict[str, int]) -> StepResult:
+    return StepResult(publish={"counts": pd.DataFrame({"data": [counts]})})
+
+
+PLUGIN = Plugin("toy", "0.1", (ToySteps, ToyProducer, ToyConsumer, ToyCountParticles))

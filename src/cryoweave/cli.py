@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cryoweave import __version__
@@ -129,7 +130,7 @@ def _execute(project: Any, run_id: int, *, resume: bool, workers: int, executor:
                       f"{info['state']}")
     if summary.status != "finished":
         if not as_json:
-            err.print(f"[red]error:[/red] {summary.error}")
+            err.print(f"[red]error:[/red] {escape(summary.error or '')}", soft_wrap=True)
             err.print(f"log: {project.root / project.get_run(run_id).folder / 'logs/run.log'}")
         sys.exit(EXIT_RUN_FAILED)
 
@@ -326,10 +327,10 @@ def _handle_error(exc: BaseException, debug: bool) -> NoReturn:
         sys.exit(130)
     if isinstance(exc, CryoweaveError):
         kind = "storage error" if isinstance(exc, StorageError) else "error"
-        err.print(f"[red]{kind}:[/red] {exc}", markup=True, highlight=False)
+        err.print(f"[red]{kind}:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USER_ERROR)
-    err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}\n"
-              "run again with --debug for the traceback", highlight=False)
+    err.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))}\n"
+              "run again with --debug for the traceback", highlight=False, soft_wrap=True)
     sys.exit(1)
 
 

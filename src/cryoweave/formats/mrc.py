@@ -59,7 +59,8 @@ def read_info(path: str | Path) -> MrcInfo:
                 ext_bytes = int(header.nsymbt)
                 nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
                 mode = int(header.mode)
-                voxel = float(mrc.voxel_size.x)
+                # the header holds float32: take the shortest decimal that round-trips
+                voxel = float(str(np.float32(mrc.voxel_size.x)))
                 is_volume = int(header.ispg) != 0 and nz > 1
                 byte_order = header.mode.dtype.byteorder
     except (ValueError, OSError) as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Integer, Table
+from sqlalchemy import JSON, Integer, Table
 
 BOOKKEEPING = ("set_id", "seq", "extra")
 
@@ -44,55 +44,83 @@ def _column_values(series: pd.Series) -> list[Any]:
 
 def frame_to_rows(
     frame: pd.DataFrame, table: Table, *, set_id: int, seq: int
-) -> list[dict[str, Any]]:
-    """Rows for a bulk insert: typed columns from the frame, every other column to ``extra``."""
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and row tuples for a bulk insert.
+
+    Typed columns come from the frame; every other column goes to ``extra``, encoded as JSON
+    text here (the driver inserts it as is).
+    """
     typed = [c for c in typed_columns(table) if c in frame.columns]
     extra_cols = [c for c in frame.columns if c not in typed and c not in BOOKKEEPING]
     n = len(frame)
-    columns = {c: _column_values(frame[c]) for c in typed}
+    dumps = json.JSONEncoder(default=_plain).encode
+    columns = [_column_values(frame[c]) for c in typed]
+    for index, name in enumerate(typed):
+        if isinstance(table.columns[name].type, JSON):
+            columns[index] = [None if v is None else dumps(v) for v in columns[index]]
     extras: list[Any] = [None] * n
     if extra_cols:
         extra_values = [_column_values(frame[c]) for c in extra_cols]
-        extras = [
-            {c: v for c, v in zip(extra_cols, row, strict=True) if v is not None} or None
-            for row in zip(*extra_values, strict=True)
-        ]
-    names = list(columns)
-    rows = []
-    for i, values in enumerate(zip(*columns.values(), strict=True)):
-        row = dict(zip(names, values, strict=True))
-        row["set_id"] = set_id
-        row["seq"] = seq
-        row["extra"] = extras[i]
-        rows.append(row)
-    return rows
+        extras = []
+        for row in zip(*extra_values, strict=True):
+            record = {c: v for c, v in zip(extra_cols, row, strict=True) if v is not None}
+            extras.append(dumps(record) if record else None)
+    names = [*typed, "set_id", "seq", "extra"]
+    constant = (set_id, seq)
+    rows = [(*values, *constant, extra)
+            for values, extra in zip(zip(*columns, strict=True) if columns else [()] * n,
+                                     extras, strict=True)]
+    return names, rows
+
+
+def bulk_insert(conn: Any, table: Table, names: list[str], rows: list[tuple[Any, ...]],
+                chunk: int = 50000) -> None:
+    """``executemany`` straight on the driver (SQLite and PostgreSQL paramstyles)."""
+    if not rows:
+        return
+    style = conn.dialect.paramstyle
+    marker = "?" if style == "qmark" else "%s"
+    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "
+           f"VALUES ({', '.join([marker] * len(names))})")
+    for start in range(0, len(rows), chunk):
+        conn.exec_driver_sql(sql, rows[start:start + chunk])
+
+
+def decode_json_column(values: list[Any]) -> list[Any]:
+    """JSON values fetched as text, decoded in one call (already-decoded values pass)."""
+    if not values or not any(isinstance(v, str) for v in values):
+        return list(values)
+    return json.loads("[" + ",".join(v if isinstance(v, str) else json.dumps(v)
+                                     for v in values) + "]")
 
 
 def rows_to_frame(
     rows: list[Any], columns: list[str], table: Table, *, with_extra: bool = True
 ) -> pd.DataFrame:
-    """A DataFrame from selected rows; ``extra`` (if selected) is expanded into columns."""
-    if "extra" in columns:
-        idx = columns.index("extra")
-        extras = [r[idx] for r in rows]
-        base_cols = [c for c in columns if c != "extra"]
-        data = [tuple(v for j, v in enumerate(r) if j != idx) for r in rows]
-    else:
-        extras, base_cols, data = [], list(columns), [tuple(r) for r in rows]
-    frame = pd.DataFrame.from_records(data, columns=base_cols)
-    for name in base_cols:
-        col = table.columns[name]
-        if isinstance(col.type, Integer):
-            series = frame[name]
-            if series.isna().any():
-                frame[name] = series.astype("Int64")
-            elif series.dtype == object or series.dtype.kind == "f":
-                frame[name] = series.astype(np.int64)
-        elif frame[name].dtype == object and name not in ("item_id",):
-            python_types = getattr(col.type, "python_type", str)
-            if python_types is float:
-                frame[name] = frame[name].astype(np.float64)
-    if with_extra and extras and any(e for e in extras):
+    """A DataFrame from selected rows; ``extra`` (if selected) is expanded into columns.
+
+    Columns are built once each with the dtype of the table column (None → NaN for floats,
+    nullable ``Int64`` for integers with NULLs).
+    """
+    transposed = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    data: dict[str, Any] = {}
+    extras: list[Any] = []
+    for name, values in zip(columns, transposed, strict=True):
+        if name == "extra":
+            extras = decode_json_column(list(values))
+            continue
+        column_type = table.columns[name].type
+        if isinstance(column_type, Integer):
+            if None in values:
+                data[name] = pd.array(values, dtype="Int64")
+            else:
+                data[name] = np.array(values, dtype=np.int64)
+        elif getattr(column_type, "python_type", None) is float:
+            data[name] = np.array(values, dtype=np.float64)
+        else:
+            data[name] = np.array(values, dtype=object)
+    frame = pd.DataFrame(data)
+    if with_extra and any(e for e in extras):
         extra_frame = pd.DataFrame.from_records([e or {} for e in extras])
         extra_frame.index = frame.index
         frame = pd.concat([frame, extra_frame], axis=1)

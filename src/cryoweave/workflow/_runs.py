@@ -42,11 +42,15 @@ class ValidatedRun:
     imports: list[PendingImport] = field(default_factory=list)
 
 
-def _format_pydantic(error: ValidationError, model: Any) -> list[str]:
+def _format_pydantic(error: ValidationError, model: Any,
+                     input_names: frozenset[str] = frozenset()) -> list[str]:
     known = ", ".join(model.model_fields)
     problems = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"] if p not in ("function-before", "path"))
+        parts = [str(p) for p in item["loc"]]
+        if parts and parts[0] in input_names:
+            parts = parts[:1]  # an input reference: report the parameter, not its sub-fields
+        loc = ".".join(parts)
         kind = item["type"]
         if kind == "extra_forbidden":
             problems.append(f"unknown parameter {loc!r}; known parameters: {known}")
@@ -117,7 +121,7 @@ def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
         params = protocol.Params.model_validate(raw)
     except ValidationError as exc:
         params = None
-        problems.extend(_format_pydantic(exc, protocol.Params))
+        problems.extend(_format_pydantic(exc, protocol.Params, frozenset(specs)))
 
     validated = ValidatedRun(protocol, params)
     for name, spec in specs.items():
@@ -219,6 +223,6 @@ def load_run_protocol(run: Run) -> tuple[type[Protocol], Any, dict[str, int | No
     try:
         params = protocol.Params.model_validate(data)
     except ValidationError as exc:
-        raise ParamError(_format_pydantic(exc, protocol.Params),
+        raise ParamError(_format_pydantic(exc, protocol.Params, frozenset(protocol.inputs())),
                          context=f"stored parameters of run {run.id}") from exc
     return protocol, params, inputs

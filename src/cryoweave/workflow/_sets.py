@@ -13,11 +13,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import ColumnElement, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Text,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from cryoweave.errors import StorageError
-from cryoweave.workflow._items import frame_to_rows, rows_to_frame, typed_columns
+from cryoweave.workflow._items import bulk_insert, frame_to_rows, rows_to_frame, typed_columns
 from cryoweave.workflow._schema import (
     MicrographRow,
     OpticsGroupRow,
@@ -32,7 +42,6 @@ if TYPE_CHECKING:
 
 OPTICS_COLUMNS = ["group_id", "name", "pixel_size_a", "box_px", "voltage_kv", "cs_mm",
                   "amplitude_contrast"]
-INSERT_CHUNK = 20000
 
 
 class SetQuery:
@@ -89,7 +98,9 @@ class SetQuery:
         if with_extra and "extra" not in names:
             names.append("extra")
         cls = self.handle.fields
-        stmt = self._where(select(*(table.c[n] for n in names)))
+        # extra is fetched as text and decoded per batch (one json.loads, not one per row)
+        selected = [type_coerce(table.c[n], Text) if n == "extra" else table.c[n] for n in names]
+        stmt = self._where(select(*selected))
         stmt = stmt.order_by(*(self._order or (cls.item_id,)))
         with self.handle.project.engine.connect() as conn, conn.begin():
             result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(
@@ -233,10 +244,8 @@ def append_items(session: Session, handle: SetHandle, items: pd.DataFrame) -> in
         ) or 0) + 1
         frame = frame.copy()
         frame.insert(0, "item_id", np.arange(start, start + len(frame), dtype=np.int64))
-    rows = frame_to_rows(frame, handle.table, set_id=handle.id, seq=version)
-    conn = session.connection()
-    for start in range(0, len(rows), INSERT_CHUNK):
-        conn.execute(insert(handle.table), rows[start:start + INSERT_CHUNK])
+    names, rows = frame_to_rows(frame, handle.table, set_id=handle.id, seq=version)
+    bulk_insert(session.connection(), handle.table, names, rows)
     row.version = version
     session.flush()
     return version

@@ -1,0 +1,89 @@
+"""MRC images, stacks and volumes."""
+
+from __future__ import annotations
+
+import mrcfile
+import numpy as np
+import pytest
+
+from cryoweave.errors import InputError
+from cryoweave.formats import StackWriter, read_images, read_info, read_volume, write_mrc
+
+
+def test_stack_writer_writes_atomically_with_voxel_size_and_stats(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(7, 12, 12)).astype(np.float32)
+    path = tmp_path / "s.mrcs"
+    with StackWriter(path, 7, 12, 1.75) as writer:
+        writer.write(0, data[:4])
+        assert not path.exists()  # only the temporary name exists while writing
+        writer.write(4, data[4:])
+    np.testing.assert_array_equal(read_images(path), data)
+    np.testing.assert_array_equal(read_images(path, [6, 0]), data[[6, 0]])
+    with mrcfile.open(path) as mrc:
+        assert mrc.voxel_size.x == pytest.approx(1.75)
+        assert mrc.header.dmean == pytest.approx(data.mean(), abs=1e-5)
+        assert mrc.header.rms == pytest.approx(data.std(), rel=1e-4)
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_stack_writer_error_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError), StackWriter(tmp_path / "s.mrcs", 3, 8, 1.0) as w:
+        w.write(0, np.zeros((1, 8, 8)))
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_incomplete_stack_is_not_renamed(tmp_path):
+    with pytest.raises(RuntimeError, match="1 of 3"), \
+            StackWriter(tmp_path / "s.mrcs", 3, 8, 1.0) as w:
+        w.write(0, np.zeros((1, 8, 8)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_large_offsets_use_int64(tmp_path):
+    """A stack whose data passes 4 GiB: sparse file, memory-mapped, last image readable."""
+    n, box = 16385, 256  # 16385 × 256² × 4 B > 4 GiB
+    path = tmp_path / "big.mrcs"
+    last = np.full((1, box, box), 3.0, np.float32)
+    with StackWriter(path, n, box, 1.0) as writer:
+        writer._written = n - 1  # skip writing the (zero) body: the file is sparse
+        writer.write(n - 1, last)
+    assert path.stat().st_size > 4 * 1024**3
+    np.testing.assert_array_equal(read_images(path, [n - 1]), last)
+
+
+def test_volume_and_image_round_trip(tmp_path):
+    volume = np.arange(5 * 5 * 5, dtype=np.float32).reshape(5, 5, 5)
+    write_mrc(tmp_path / "v.mrc", volume, 2.5)
+    back, pixel = read_volume(tmp_path / "v.mrc")
+    np.testing.assert_array_equal(back, volume)
+    assert pixel == pytest.approx(2.5)
+    assert read_info(tmp_path / "v.mrc").is_volume
+
+
+def test_truncated_and_missing_files_name_the_file_and_sizes(tmp_path):
+    path = tmp_path / "s.mrcs"
+    write_mrc(path, np.zeros((3, 16, 16)), 1.0, volume=False)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InputError, match=r"s\.mrcs: truncated.*4096 bytes.*3996 bytes"):
+        read_info(path)
+    with pytest.raises(InputError, match="not found"):
+        read_info(tmp_path / "none.mrc")
+    (tmp_path / "junk.mrc").write_bytes(b"x" * 2000)
+    with pytest.raises(InputError, match="junk.mrc"):
+        read_info(tmp_path / "junk.mrc")
+
+
+@pytest.mark.real_data
+def test_real_maps_load(real_data_dir):
+    volume, pixel = read_volume(real_data_dir / "mrcfile" / "EMD-3197.map")
+    assert volume.shape == (20, 20, 20) and pixel == pytest.approx(11.4)
+    # EMD-3001 stores its axes as (MAPC, MAPR, MAPS) = (3, 1, 2): returned as (z, y, x)
+    volume, _ = read_volume(real_data_dir / "mrcfile" / "EMD-3001.map")
+    assert volume.shape == (73, 25, 43)
+    with mrcfile.open(real_data_dir / "mrcfile" / "EMD-3001.map", permissive=True) as mrc:
+        raw = np.asarray(mrc.data)  # (sections=y, rows=x, columns=z)
+    np.testing.assert_array_equal(volume, np.transpose(raw, (2, 0, 1)))
+    ribosome, pixel = read_volume(real_data_dir / "aspire" / "clean70SRibosome_vol_65p.mrc")
+    assert ribosome.shape == (65, 65, 65) and pixel == 0.0  # header has no pixel size
