@@ -64,5 +64,5 @@ def test_real_cryosparc_export_poses_shifts_halves(real_data_dir):
 def test_not_a_cs_file(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros(3))
     (tmp_path / "x.npy").rename(tmp_path / "x.cs")
-    with pytest.raises(InputError, match="x.cs"):
+    with pytest.raises(InputError, match=r"x\.cs"):
         read_particles_cs(tmp_path / "x.cs")

@@ -71,7 +71,7 @@ def test_truncated_and_missing_files_name_the_file_and_sizes(tmp_path):
     with pytest.raises(InputError, match="not found"):
         read_info(tmp_path / "none.mrc")
     (tmp_path / "junk.mrc").write_bytes(b"x" * 2000)
-    with pytest.raises(InputError, match="junk.mrc"):
+    with pytest.raises(InputError, match=r"junk\.mrc"):
         read_info(tmp_path / "junk.mrc")
 
 

@@ -84,4 +84,5 @@ def test_pip_installed_plugin_is_listed_and_runnable(tmp_path):
     report = json.loads(ran.stdout)
     assert report["status"] == "finished"
     assert report["outputs"]["greetings"]["size"] == 3
-    assert (tmp_path / "proj/Runs/000001_HelloWorld/extra/hello.txt").read_text().count("hello") == 3
+    greeting = tmp_path / "proj/Runs/000001_HelloWorld/extra/hello.txt"
+    assert greeting.read_text().count("hello") == 3

@@ -107,7 +107,7 @@ def test_no_pixel_size_anywhere(tmp_path):
     write_mrc(tmp_path / "a.mrcs", np.zeros((2, 8, 8)), 0.0, volume=False)
     path = tmp_path / "p30.star"
     starfile.write(pd.DataFrame({"rlnImageName": ["1@a.mrcs"], "rlnDefocusU": [1e4]}), path)
-    project, summary = import_particles(tmp_path / "p", path=str(path))
+    _project, summary = import_particles(tmp_path / "p", path=str(path))
     assert summary.status == "failed"
     assert "no pixel size" in summary.error and "rlnImagePixelSize" in summary.error
     assert "pass pixel_size_a" in summary.error
@@ -119,7 +119,7 @@ def test_bad_params_create_nothing(tmp_path):
                          colour="red")
     assert len(info.value.problems) == 2
     assert not (tmp_path / "p").exists()
-    with pytest.raises(ParamError, match="none.star not found"):
+    with pytest.raises(ParamError, match=r"none\.star not found"):
         import_particles(tmp_path / "p", path=str(tmp_path / "none.star"))
     with pytest.raises(ParamError, match="not a particle file"):
         import_particles(tmp_path / "p", path=str(tmp_path / "x.txt"))

@@ -10,8 +10,8 @@ import subprocess
 import time
 
 import pytest
-from conftest import cryoweave_command, subprocess_env
 
+from conftest import cryoweave_command, subprocess_env
 from cryoweave.workflow import Project, RecordSet
 from cryoweave.workflow._schema import StepRow
 

@@ -80,7 +80,7 @@ def test_dependencies_run_in_order(tmp_path):
 
 
 def test_stop_request_aborts_a_non_streaming_run(tmp_path):
-    project, summary = run_protocol(tmp_path, registry().get("ToySteps"), {"n_steps": 1})
+    project, _summary = run_protocol(tmp_path, registry().get("ToySteps"), {"n_steps": 1})
     validated = validate_run(project, registry().get("ToySteps"),
                              {"n_steps": 50, "sleep_s": 0.05, "chain": True})
     run_id = create_run(project, validated)
@@ -98,7 +98,7 @@ def test_stop_request_aborts_a_non_streaming_run(tmp_path):
 
 
 def test_references_by_label_and_wrong_kind(tmp_path):
-    project, producer = run_protocol(tmp_path, registry().get("ToySteps"), {"n_steps": 2},
+    project, _producer = run_protocol(tmp_path, registry().get("ToySteps"), {"n_steps": 2},
                                      label="steps")
     _, consumer = run_protocol(tmp_path, registry().get("ToyConsumer"),
                                {"records": {"run": "steps", "output": "records"}})

@@ -7,9 +7,9 @@ import json
 import subprocess
 import time
 
-from conftest import cryoweave_command, subprocess_env
 from sqlalchemy import select
 
+from conftest import cryoweave_command, subprocess_env
 from cryoweave.workflow import Project, RecordSet
 from cryoweave.workflow._schema import Run, StepRow
 
@@ -41,8 +41,8 @@ def test_consumer_processes_a_growing_set_concurrently(tmp_path):
         cryoweave_command("run-protocol", "ToyConsumer", "consumer.json", "--workers", "2",
                           *common), cwd=tmp_path, env=subprocess_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    p_out, p_err = producer.communicate(timeout=120)
-    c_out, c_err = consumer.communicate(timeout=120)
+    _p_out, p_err = producer.communicate(timeout=120)
+    _c_out, c_err = consumer.communicate(timeout=120)
     assert producer.returncode == 0, p_err
     assert consumer.returncode == 0, c_err
 

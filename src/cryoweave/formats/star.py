@@ -34,7 +34,6 @@ from cryoweave.formats._table import (
 )
 
 
-
 def format_float(value: float) -> str:
     """RELION's ``%.6f`` when it is exact, else the shortest round-trip representation.
 

@@ -1,4 +1,4 @@
-"""A project: a folder with ``project.sqlite`` (or another database URL), ``Runs/`` and ``Cache/``."""
+"""A project: a folder with ``project.sqlite`` (or a database URL), ``Runs/`` and ``Cache/``."""
 
 from __future__ import annotations
 

@@ -212,7 +212,8 @@ class Runner:
         """
         keys = [s.key for s in steps]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"duplicate step keys in plan: {sorted(k for k in keys if keys.count(k) > 1)}")
+            duplicates = sorted({k for k in keys if keys.count(k) > 1})
+            raise ValueError(f"duplicate step keys in plan: {duplicates}")
         with self.project.transaction() as s:
             for step in steps:
                 digest = step.content_hash(self.salt)
