@@ -302,6 +302,62 @@ def export(target: str, path: str, project_dir: str, db_url: str | None) -> None
 
 
 @cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("-D", "--box", "box_px", type=int, default=None,
+              help="Target box in pixels (even, ≤ the input box).")
+@click.option("--pixel-size", "pixel_size_a", type=float, default=None,
+              help="Target pixel size (Å) instead of -D: the box is the closest even value.")
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
+              help="Output folder for particles.<D>.mrcs and particles.<D>.star.")
+@click.option("--datadir", default=None, help="Base folder of relative image paths.")
+@click.option("--strip-prefix", default=None, help="Prefix removed from image paths.")
+@click.option("--input-pixel-size", type=float, default=None,
+              help="Pixel size (Å) of the input images when the file has none.")
+@click.option("--batch-size", default=1000, show_default=True, type=int,
+              help="Images per batch (bounds memory).")
+@click.option("--project", "project_dir", default=None, type=click.Path(file_okay=False),
+              help="Use (and fill) this project's cache.")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "gpu"]))
+@click.option("--threads", default=None, type=click.IntRange(1), help="FFT threads.")
+def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, outdir: str,
+               datadir: str | None, strip_prefix: str | None, input_pixel_size: float | None,
+               batch_size: int, project_dir: str | None, device: str,
+               threads: int | None) -> None:
+    """Fourier-crop the particles of INPUT (.star, .cs or .mrcs) to a smaller box."""
+    from cryoweave._progress import RichRunProgress
+    from cryoweave.protocols.downsample import downsample_file
+
+    if box_px is None and pixel_size_a is None:
+        raise ParamError("give the target box with -D (e.g. -D 128) or --pixel-size")
+    if box_px is not None and pixel_size_a is not None:
+        raise ParamError("give -D or --pixel-size, not both")
+    device = _resolve_device(device)
+    cache_root = None
+    if project_dir is not None:
+        from cryoweave.workflow import Project
+
+        with Project.open(project_dir, create=True) as project:
+            cache_root = project.cache_dir / "downsample"
+    started = time.perf_counter()
+    with RichRunProgress(err) as progress:
+        result = downsample_file(
+            input_path, outdir, box_px=box_px, pixel_size_a=pixel_size_a, datadir=datadir,
+            strip_prefix=strip_prefix, input_pixel_size_a=input_pixel_size,
+            batch_size=batch_size, device=device, threads=threads, cache_root=cache_root,
+            progress=lambda done, total: progress.step_progress("images", done, total))
+    seconds = time.perf_counter() - started
+    rate = f", {result.n_images / seconds:,.0f} images/s" if not result.cache_hit else ""
+    out.print(f"{result.n_images} images → {result.stack_path} "
+              f"({'from the project cache' if result.cache_hit else 'computed'}, "
+              f"{seconds:.1f} s{rate})")
+    for _, group in result.table.optics.iterrows():
+        out.print(f"  optics group {int(group['group_id'])}: {int(group['box_px'])} px, "
+                  f"{group['pixel_size_a']:.6g} Å/px")
+    out.print(f"STAR: {result.star_path}")
+
+
+@cli.command()
 @project_option
 @click.option("--quick", is_flag=True, help="A smaller, faster demo.")
 def demo(project_dir: str, quick: bool) -> None:

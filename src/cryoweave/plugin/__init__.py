@@ -3,6 +3,7 @@
 from cryoweave.plugin._inputs import Input, InputRef
 from cryoweave.plugin._params import ADVANCED, EXPERT, NORMAL, ProtocolParams, field_meta, param
 from cryoweave.plugin._plan import (
+    Derived,
     ForEachBatch,
     ItemBatch,
     Plan,
@@ -19,6 +20,7 @@ from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, VolumeSet
 
 __all__ = [
     "ADVANCED",
+    "Derived",
     "EXPERT",
     "NORMAL",
     "ForEachBatch",

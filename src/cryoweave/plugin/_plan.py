@@ -135,6 +135,19 @@ class ItemBatch:
 
 
 @dataclass
+class Derived:
+    """Output items that are input items with some typed columns changed (ids kept).
+
+    ``updates`` has ``item_id`` and the typed columns to overwrite; only the listed items are
+    published. The output set also receives the input set's properties and optics groups
+    unless the step gives its own.
+    """
+
+    input: str
+    updates: pd.DataFrame
+
+
+@dataclass
 class StepResult:
     """What a step returns; the runtime records it atomically with the step status.
 
@@ -142,9 +155,11 @@ class StepResult:
     unknown columns go to the item's pass-through metadata). ``optics`` gives optics groups of
     an output, ``properties`` updates set properties, ``info`` is a JSON summary kept on the step,
     and ``item_failures`` maps an input item id to an error message (the stream goes on).
+    ``derive`` publishes input items with changed columns (see :class:`Derived`).
     """
 
     publish: dict[str, pd.DataFrame] = field(default_factory=dict)
+    derive: dict[str, Derived] = field(default_factory=dict)
     optics: dict[str, pd.DataFrame] = field(default_factory=dict)
     properties: dict[str, dict[str, Any]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)

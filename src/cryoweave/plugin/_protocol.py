@@ -46,6 +46,8 @@ class Protocol:
     schema_version: ClassVar[int] = 1
     plugin: ClassVar[str] = ""  # set by the registry
     renamed_from: ClassVar[tuple[str, ...]] = ()
+    # params forwarded to the implicit import of an input given as a path, per input
+    import_options: ClassVar[dict[str, tuple[str, ...]]] = {}
     Params: ClassVar[type[ProtocolParams]] = ProtocolParams
     Outputs: ClassVar[type[ProtocolOutputs]] = ProtocolOutputs
 

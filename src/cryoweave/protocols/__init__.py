@@ -2,6 +2,7 @@
 
 from cryoweave import __version__
 from cryoweave.plugin import Plugin
+from cryoweave.protocols.downsample import Downsample
 from cryoweave.protocols.import_micrographs import ImportMicrographs
 from cryoweave.protocols.import_particles import ImportParticles
 from cryoweave.protocols.import_volume import ImportVolume
@@ -9,8 +10,8 @@ from cryoweave.protocols.import_volume import ImportVolume
 PLUGIN = Plugin(
     name="cryoweave",
     version=__version__,
-    protocols=(ImportParticles, ImportMicrographs, ImportVolume),
+    protocols=(ImportParticles, ImportMicrographs, ImportVolume, Downsample),
     description="cryoweave's built-in protocols",
 )
 
-__all__ = ["PLUGIN", "ImportMicrographs", "ImportParticles", "ImportVolume"]
+__all__ = ["PLUGIN", "Downsample", "ImportMicrographs", "ImportParticles", "ImportVolume"]

@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    Table,
     ColumnElement,
     Text,
     delete,
@@ -251,6 +255,53 @@ def append_items(session: Session, handle: SetHandle, items: pd.DataFrame) -> in
     return version
 
 
+def derive_items(session: Session, source: SetHandle, target: SetHandle,
+                 updates: pd.DataFrame) -> int:
+    """Publish ``source`` items listed in ``updates`` into ``target`` with columns replaced.
+
+    Rows are copied in SQL (ids and pass-through metadata kept), then the typed columns of
+    ``updates`` are written; all at one new version of ``target``, which is returned.
+    """
+    if type(source) is not type(target):
+        raise StorageError(f"cannot derive a {target.kind} set from a {source.kind} set")
+    table = source.table
+    typed = set(typed_columns(table))
+    changed = [c for c in updates.columns if c != "item_id"]
+    unknown = [c for c in changed if c not in typed]
+    if unknown:
+        raise StorageError(f"derived items can only change typed columns; not {unknown}")
+    row = session.get(SetRow, target.id, with_for_update=True)
+    session.refresh(row)
+    version = row.version + 1
+    conn = session.connection()
+    conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS cw_item_ids "
+                         "(item_id INTEGER PRIMARY KEY)")
+    conn.exec_driver_sql("DELETE FROM cw_item_ids")
+    ids = [(int(i),) for i in updates["item_id"]]
+    bulk_insert(conn, _ID_TABLE, ["item_id"], ids)
+    copied = [c for c in table.columns if c.name not in ("set_id", "seq")]
+    ids_subquery = select(_ID_TABLE.c.item_id)
+    session.execute(insert(table).from_select(
+        ["set_id", "seq", *(c.name for c in copied)],
+        select(literal(target.id), literal(version), *copied).where(
+            table.c.set_id == source.id, table.c.item_id.in_(ids_subquery))))
+    if changed:
+        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        assignments = ", ".join(f"{c} = {marker}" for c in changed)
+        sql = (f"UPDATE {table.name} SET {assignments} "
+               f"WHERE set_id = {marker} AND item_id = {marker}")
+        names, rows = frame_to_rows(updates[["item_id", *changed]], table, set_id=target.id,
+                                    seq=version)
+        position = {n: i for i, n in enumerate(names)}
+        params = [(*(r[position[c]] for c in changed), target.id, r[position["item_id"]])
+                  for r in rows]
+        for start in range(0, len(params), 50000):
+            conn.exec_driver_sql(sql, params[start:start + 50000])
+    row.version = version
+    session.flush()
+    return version
+
+
 def retract_items(session: Session, handle: SetHandle, seq: int) -> int:
     """Remove the items published at version ``seq`` (a step that must be redone)."""
     result = session.execute(delete(handle.table).where(
@@ -258,6 +309,10 @@ def retract_items(session: Session, handle: SetHandle, seq: int) -> int:
     session.execute(update(SetRow).where(SetRow.id == handle.id)
                     .values(version=SetRow.version + 1))
     return int(result.rowcount or 0)
+
+
+_ID_TABLE = Table("cw_item_ids", MetaData(), Column("item_id", Integer, primary_key=True),
+                  prefixes=["TEMPORARY"])
 
 
 def put_optics(session: Session, set_id: int, optics: pd.DataFrame) -> None:

@@ -34,6 +34,10 @@ def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
         import_plans = []
         for pending in validated.imports:
             importer, params = import_params(pending.set_kind, pending.path)
+            for name in protocol.import_options.get(pending.input_name, ()):
+                value = getattr(validated.params, name, None)
+                if value is not None and name in importer.Params.model_fields:
+                    params[name] = value
             import_plans.append((pending, importer,
                                  validate_run(existing, importer, params, base_dir=base_dir)))
     except ParamError:

@@ -29,6 +29,7 @@ from cryoweave.workflow._sets import (
     SET_TYPES,
     SetHandle,
     append_items,
+    derive_items,
     put_optics,
     retract_items,
     set_handle,
@@ -272,13 +273,23 @@ class Runner:
                 if st.status == "pending" and all(a in done for a in st.after)]
 
     def _record(self, state: _StepState, result: StepResult, seconds: float) -> None:
-        unknown = (set(result.publish) | set(result.optics) | set(result.properties)) - set(
-            self.outputs)
+        unknown = (set(result.publish) | set(result.optics) | set(result.properties)
+                   | set(result.derive)) - set(self.outputs)
         if unknown:
             raise StepFailed(self.run_id, state.key,
                              f"step published to undeclared outputs {sorted(unknown)}")
         with self.project.transaction() as s:
             published: dict[str, list[int]] = {}
+            for name, derived in result.derive.items():
+                source = self.inputs.get(derived.input)
+                if source is None:
+                    raise StepFailed(self.run_id, state.key,
+                                     f"derived output {name!r} refers to unset input "
+                                     f"{derived.input!r}")
+                self._inherit(s, source, self.outputs[name])
+                if len(derived.updates):
+                    seq = derive_items(s, source, self.outputs[name], derived.updates)
+                    published[name] = [self.outputs[name].id, seq]
             for name, props in result.properties.items():
                 row = s.get(SetRow, self.outputs[name].id)
                 row.properties = {**(row.properties or {}), **_json_safe(props)}
@@ -298,6 +309,16 @@ class Runner:
         state.status = "done"
         self.summary.steps_run += 1
         self.log.info("step %s done in %.2f s", state.key, seconds)
+
+    @staticmethod
+    def _inherit(session: Any, source: SetHandle, target: SetHandle) -> None:
+        """A derived output starts with its input's properties and optics groups."""
+        target_row = session.get(SetRow, target.id)
+        if not target_row.properties:
+            target_row.properties = dict(session.get(SetRow, source.id).properties or {})
+            optics = source.optics()
+            if len(optics):
+                put_optics(session, target.id, optics)
 
     def _record_failure(self, state: _StepState, message: str) -> None:
         with self.project.transaction() as s:

@@ -1,0 +1,97 @@
+"""Stand-alone downsampling of a STAR/.cs/.mrcs file (``cryoweave downsample``), no project
+needed; with a project, its cache is used."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryoweave.errors import InputError, ParamError
+from cryoweave.formats import ParticleTable, atomic_path, read_particles, write_particles_star
+from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
+from cryoweave.protocols.downsample._rewrite import (
+    downsampled_table,
+    stack_name,
+    star_name,
+    target_box,
+)
+from cryoweave.protocols.downsample._stack import downsample_stack
+from cryoweave.protocols.import_particles import verify_stacks
+
+
+@dataclass
+class DownsampleResult:
+    star_path: Path
+    stack_path: Path
+    table: ParticleTable
+    n_images: int
+    seconds: float
+    cache_hit: bool
+
+
+def load_checked(path: Path, *, datadir: str | None, strip_prefix: str | None,
+                 input_pixel_size_a: float | None) -> ParticleTable:
+    """Read particles and check every stack and the pixel size before anything is written."""
+    table = read_particles(path, datadir=datadir, strip_prefix=strip_prefix,
+                           pixel_size_a=input_pixel_size_a)
+    if not len(table):
+        raise InputError(f"{path}: no particles")
+    verify_stacks(table, path)
+    missing = table.optics.loc[table.optics["pixel_size_a"].isna(), "group_id"].tolist()
+    if missing:
+        raise InputError(
+            f"{path}: no pixel size for optics group(s) {missing}: the file has neither "
+            "rlnImagePixelSize (data_optics) nor rlnDetectorPixelSize with rlnMagnification "
+            "(nor a voxel size in the stack header); pass --input-pixel-size")
+    return table
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
+def downsample_file(path: str | Path, outdir: str | Path, *, box_px: int | None = None,
+                    pixel_size_a: float | None = None, datadir: str | None = None,
+                    strip_prefix: str | None = None, input_pixel_size_a: float | None = None,
+                    batch_size: int = 1000, device: str = "cpu", threads: int | None = None,
+                    cache_root: Path | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> DownsampleResult:
+    """Write ``outdir/particles.<d>.mrcs`` and ``outdir/particles.<d>.star`` for ``path``."""
+    path = Path(path)
+    outdir = Path(outdir)
+    if batch_size < 1:
+        raise ParamError(f"--batch-size={batch_size} must be ≥ 1")
+    table = load_checked(path, datadir=datadir, strip_prefix=strip_prefix,
+                         input_pixel_size_a=input_pixel_size_a)
+    box = target_box(table, box_px, pixel_size_a)
+    outdir.mkdir(parents=True, exist_ok=True)
+    stack_path = (outdir / stack_name(box)).resolve()
+    star_path = (outdir / star_name(box)).resolve()
+    inputs = {str(Path(p).resolve()) for p in table.particles["image_path"].unique()}
+    if str(stack_path) in inputs or star_path == path.resolve():
+        raise ParamError(f"the output {stack_path.name} in {outdir} would overwrite an input "
+                         "file; choose another output folder")
+    out_table = downsampled_table(table, box, stack_path)
+    voxel = float(out_table.optics["pixel_size_a"].iloc[0])
+
+    def build(target: Path) -> dict:
+        stats = downsample_stack(table, box, target, voxel, batch_size=batch_size,
+                                 device=device, threads=threads, progress=progress)
+        return {"n_images": stats.n_images, "box_px": box, "source": str(path.resolve())}
+
+    if cache_root is not None:
+        key = cache_key(table, box, datadir, strip_prefix)
+        entry = DownsampleCache(cache_root).get_or_build(key, stack_name(box), build)
+        _link_or_copy(entry.stack_path, stack_path)
+        seconds, hit = float(entry.manifest.get("seconds", 0.0)), entry.hit
+    else:
+        seconds, hit = float(build(stack_path) and 0.0), False
+    write_particles_star(out_table, star_path)
+    return DownsampleResult(star_path, stack_path, out_table, len(table), seconds, hit)

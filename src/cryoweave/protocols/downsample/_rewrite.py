@@ -1,0 +1,98 @@
+"""Particle metadata after Fourier cropping: new box and pixel size per optics group.
+
+Pixel size of group g becomes exactly ``old_g · D_g / d`` (the real output size, not a
+nominal factor); shifts stay in Å, CTF, coordinates and micrograph pixel size are untouched;
+images point to one new stack in row order.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from cryoweave.errors import InputError, ParamError
+from cryoweave.formats import ParticleTable
+
+# RELION 3.0 per-particle optics that would contradict the new rlnImagePixelSize
+STALE_OPTICS_LABELS = ("rlnDetectorPixelSize", "rlnMagnification")
+
+
+def stack_name(box_px: int) -> str:
+    return f"particles.{box_px}.mrcs"
+
+
+def star_name(box_px: int) -> str:
+    return f"particles.{box_px}.star"
+
+
+def target_box(table: ParticleTable, box_px: int | None, pixel_size_a: float | None) -> int:
+    """The output box: ``box_px``, or the even box closest to reaching ``pixel_size_a``."""
+    boxes = table.optics["box_px"]
+    if boxes.isna().any():
+        raise InputError(f"{table.source}: the image size of some optics groups is unknown")
+    if box_px is None and pixel_size_a is None:
+        raise ParamError("give box_px (-D) or a target pixel_size_a")
+    if box_px is None:
+        candidates = set()
+        for box, pixel in zip(boxes, table.optics["pixel_size_a"], strict=True):
+            candidates.add(2 * max(1, round(float(box) * float(pixel) / pixel_size_a / 2)))
+        if len(candidates) != 1:
+            raise ParamError(f"pixel_size_a={pixel_size_a} gives different boxes "
+                             f"{sorted(candidates)} for the optics groups; give box_px instead")
+        box_px = candidates.pop()
+    problems = []
+    if box_px % 2:
+        problems.append(f"box_px={box_px} is odd; RELION needs even boxes: use {box_px + 1} "
+                        f"or {box_px - 1}")
+    largest_allowed = int(boxes.min())
+    if box_px > largest_allowed:
+        problems.append(f"box_px={box_px} exceeds the input box {largest_allowed}; choose an "
+                        f"even value ≤ {largest_allowed}")
+    if box_px < 2:
+        problems.append(f"box_px={box_px} is too small; choose an even value ≥ 2")
+    if problems:
+        raise ParamError(problems)
+    return box_px
+
+
+def downsampled_table(table: ParticleTable, box_px: int, stack_path: Path) -> ParticleTable:
+    """The table describing ``stack_path`` (row i = image i) at ``box_px``."""
+    optics = table.optics.copy()
+    if optics["pixel_size_a"].isna().any():
+        missing = optics.loc[optics["pixel_size_a"].isna(), "group_id"].tolist()
+        raise InputError(f"{table.source}: no pixel size for optics group(s) {missing} "
+                         "(rlnImagePixelSize in data_optics, or rlnDetectorPixelSize and "
+                         "rlnMagnification); pass --pixel-size")
+    optics["pixel_size_a"] = [float(p) * float(b) / box_px
+                              for p, b in zip(optics["pixel_size_a"], optics["box_px"],
+                                              strict=True)]
+    optics["box_px"] = box_px
+    optics = optics.drop(columns=[c for c in STALE_OPTICS_LABELS if c in optics])
+    particles = table.particles.copy()
+    particles["image_path"] = str(stack_path)
+    particles["image_index"] = np.arange(len(particles), dtype=np.int64)
+    labels = [lb for lb in table.particle_labels if lb not in STALE_OPTICS_LABELS]
+    optics_labels = [lb for lb in table.optics_labels if lb not in STALE_OPTICS_LABELS]
+    return ParticleTable(particles, optics, labels, optics_labels, "3.1", 6, stack_path)
+
+
+def scale_factors(table: ParticleTable, box_px: int) -> dict[int, float]:
+    """Per optics group, the factor d/D applied to pixel-valued quantities."""
+    return {int(g): box_px / float(b) for g, b in zip(table.optics["group_id"],
+                                                     table.optics["box_px"], strict=True)}
+
+
+def describe_change(table: ParticleTable, out: ParticleTable) -> list[str]:
+    lines = []
+    for (_, before), (_, after) in zip(table.optics.iterrows(), out.optics.iterrows(),
+                                       strict=True):
+        lines.append(f"optics group {int(before['group_id'])}: {int(before['box_px'])} px at "
+                     f"{before['pixel_size_a']:.4f} Å → {int(after['box_px'])} px at "
+                     f"{after['pixel_size_a']:.4f} Å")
+    return lines
+
+
+def is_close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9)
