@@ -49,6 +49,8 @@ def run_demo(root: Path, *, console: Console, quick: bool = False, seed: int = 0
          "import-mics"),
         ("ImportParticles", {"path": str(star)}, "import-particles"),
         ("ImportVolume", {"path": str(data / "phantom.mrc")}, "import-volume"),
+        ("Downsample", {"particles": {"run": "import-particles", "output": "particles"},
+                        "box_px": 32}, "downsample"),
     ]
     table = Table("run", "protocol", "status", "output", "items", "pixel size (Å)", "seconds")
     for name, params, label in jobs:

@@ -131,3 +131,13 @@ def test_runner_on_postgres(tmp_path, postgres_url):
     assert RecordSet(project, summary.outputs["records"]).count() == 9
     again = Runner(project, summary.run_id).execute(resume=True)
     assert again.steps_skipped == 3
+
+
+def test_dask_executor_runs_steps_on_a_local_cluster(tmp_path):
+    pytest.importorskip("distributed")
+    project, summary = run_protocol(tmp_path, registry().get("ToySteps"),
+                                    {"n_steps": 4, "items_per_step": 2}, workers=2,
+                                    executor="dask")
+    assert summary.status == "finished", summary.error
+    assert RecordSet(project, summary.outputs["records"]).count() == 8
+    assert sorted(executions(project, summary.run_id)) == [0, 1, 2, 3]

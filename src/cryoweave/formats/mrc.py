@@ -188,9 +188,10 @@ class StackWriter:
         if images.size:
             self._min = min(self._min, float(images.min()))
             self._max = max(self._max, float(images.max()))
-            flat = images.reshape(-1).astype(np.float64)
-            self._sum += float(flat.sum())
-            self._sumsq += float(np.dot(flat, flat))
+            # per-image sums in float32 (no float64 copy of the batch), totals in float64
+            self._sum += float(images.sum(axis=(-2, -1), dtype=np.float64).sum())
+            squares = np.einsum("...ij,...ij->...", images, images)
+            self._sumsq += float(squares.sum(dtype=np.float64))
         self._written += len(images)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

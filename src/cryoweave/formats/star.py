@@ -6,6 +6,8 @@ its label and in its position; writing produces RELION 3.1 (default) or 3.0 layo
 
 from __future__ import annotations
 
+import csv
+import time
 import warnings
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
+from cryoweave import __version__
 from cryoweave.errors import InputError
 from cryoweave.formats._atomic import atomic_path
 from cryoweave.formats._paths import (
@@ -45,6 +48,42 @@ def format_float(value: float) -> str:
     text = repr(float(value))
     return text if ("." in text or "e" in text or "n" in text) else text + ".0"
 
+
+def format_float_column(values: np.ndarray) -> list[str]:
+    """:func:`format_float` for a whole column: ``%.6f`` per value, checked by parsing back."""
+    texts = ["%.6f" % v for v in values.tolist()]  # noqa: UP031 (fastest formatter)
+    parsed = np.array(texts, dtype=np.float64)
+    inexact = np.flatnonzero((parsed != values) & ~np.isnan(values))
+    for i in inexact:
+        texts[i] = format_float(float(values[i]))
+    return texts
+
+
+def _loop_text(name: str, block: pd.DataFrame) -> str:
+    """One ``data_<name>`` loop, in starfile's layout.
+
+    Written with pandas' C CSV writer on preformatted columns: floats exact (see
+    :func:`format_float_column`), strings quoted only when they contain a space or are empty.
+    (starfile's own writer calls Python per cell: ~26 s per million particles.)
+    """
+    columns = {}
+    for label in block.columns:
+        series = block[label]
+        if series.dtype.kind == "f":
+            columns[label] = format_float_column(series.to_numpy(np.float64))
+        elif series.dtype.kind in "iub":
+            columns[label] = series
+        else:
+            text = series.astype(str)
+            needs = text.str.contains(" ", regex=False) | (text == "")
+            columns[label] = text.where(~needs, '"' + text + '"')
+    head = [f"data_{name}", "", "loop_"]
+    head += [f"_{label} #{i}" for i, label in enumerate(block.columns, 1)]
+    body = pd.DataFrame(columns, index=block.index).to_csv(
+        sep="\t", header=False, index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
+    return "\n".join(head) + "\n" + body + "\n\n"
+
+
 _PARTICLE_BLOCKS = ("particles", "images", "", "data", "movies")
 
 
@@ -66,8 +105,11 @@ def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
 def write_star_blocks(path: str | Path, blocks: dict[str, pd.DataFrame]) -> Path:
     """Write data blocks atomically."""
     path = Path(path)
+    stamp = time.strftime("%H:%M:%S on %d/%m/%Y")
+    text = f"# Created by cryoweave {__version__} at {stamp}\n\n\n"
+    text += "".join(_loop_text(name, block) for name, block in blocks.items())
     with atomic_path(path) as tmp:
-        starfile.write(blocks, tmp, float_format=format_float, overwrite=True)
+        tmp.write_text(text)
     return path
 
 

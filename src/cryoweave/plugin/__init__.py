@@ -20,9 +20,9 @@ from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, VolumeSet
 
 __all__ = [
     "ADVANCED",
-    "Derived",
     "EXPERT",
     "NORMAL",
+    "Derived",
     "ForEachBatch",
     "Input",
     "InputRef",

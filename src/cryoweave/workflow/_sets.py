@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Integer,
     MetaData,
     Table,
-    ColumnElement,
     Text,
     delete,
     func,

@@ -27,6 +27,9 @@ from cryoweave.formats import ParticleTable, StackWriter, open_stack
 from cryoweave.pipeline import run_pipeline
 
 MAX_OPEN_STACKS = 128
+# images per pipeline job: small enough that reading and writing overlap from the start,
+# large enough that the FFTs stay efficient (``batch_size`` is an upper bound)
+JOB_IMAGES = 256
 
 
 @dataclass(frozen=True)
@@ -119,5 +122,6 @@ def downsample_stack(table: ParticleTable, box_px: int, out_path: Path, voxel_si
             if progress is not None:
                 progress(done, n)
 
-        run_pipeline(plan_batches(input_boxes, batch_size), read, compute, write)
+        run_pipeline(plan_batches(input_boxes, min(batch_size, JOB_IMAGES)), read, compute,
+                     write)
     return DownsampleStats(n, time.perf_counter() - started)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import ParticleTable
@@ -69,15 +69,20 @@ class Downsample(Protocol):
         use_cache: bool = param(True, section="Performance", expert=ADVANCED,
                                 description="Reuse and fill the project cache")
 
+        @field_validator("box_px")
+        @classmethod
+        def _even(cls, box_px: int | None) -> int | None:
+            if box_px is not None and box_px % 2:
+                raise ValueError(f"box_px={box_px} must be even (RELION boxes are even); "
+                                 f"use {box_px + 1} or {box_px - 1}")
+            return box_px
+
         @model_validator(mode="after")
         def _target(self) -> Downsample.Params:
             if self.box_px is None and self.pixel_size_a is None:
                 raise ValueError("give box_px or pixel_size_a (the target)")
             if self.box_px is not None and self.pixel_size_a is not None:
                 raise ValueError("give box_px or pixel_size_a, not both")
-            if self.box_px is not None and self.box_px % 2:
-                raise ValueError(f"box_px={self.box_px} must be even (RELION boxes are even); "
-                                 f"use {self.box_px + 1} or {self.box_px - 1}")
             return self
 
     class Outputs(ProtocolOutputs):
