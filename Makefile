@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 docs: $(STAMP)
-	$(BIN)/python -m cryoweave.docs docs/protocols
+	$(BIN)/cryoweave docs docs/protocols
 
 clean:
 	rm -rf $(VENV) demo_project .pytest_cache .ruff_cache

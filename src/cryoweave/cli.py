@@ -302,6 +302,16 @@ def export(target: str, path: str, project_dir: str, db_url: str | None) -> None
 
 
 @cli.command()
+@click.argument("folder", type=click.Path(file_okay=False), default="docs/protocols")
+def docs(folder: str) -> None:
+    """Write the protocol reference (markdown) generated from the declarations."""
+    from cryoweave.docs import write_reference
+
+    for path in write_reference(folder):
+        out.print(f"wrote {path}")
+
+
+@cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.option("-D", "--box", "box_px", type=int, default=None,
               help="Target box in pixels (even, ≤ the input box).")

@@ -26,6 +26,26 @@ from cryoweave.plugin import (
 )
 
 
+def datadir_param() -> Any:
+    return param(None, section="Input", expert=True,
+                 description="Base folder of relative image paths in the STAR/.cs file")
+
+
+def strip_prefix_param() -> Any:
+    return param(None, section="Input", expert=True,
+                 description="Prefix removed from image paths before resolving them")
+
+
+def require_pixel_sizes(table: ParticleTable, source: str | Path, fix: str) -> None:
+    """InputError naming the label that is missing when an optics group has no pixel size."""
+    missing = table.optics.loc[table.optics["pixel_size_a"].isna(), "group_id"].tolist()
+    if missing:
+        raise InputError(
+            f"{source}: no pixel size for optics group(s) {missing}: the file has neither "
+            "rlnImagePixelSize (data_optics) nor rlnDetectorPixelSize with rlnMagnification "
+            f"(nor a voxel size in the stack header); {fix}")
+
+
 class ImportParticles(Protocol):
     """Import particles from a RELION 3.0/3.1+ STAR file, a cryoSPARC .cs file or an MRC stack.
 
@@ -43,12 +63,8 @@ class ImportParticles(Protocol):
             None, gt=0, unit="Å", section="Input",
             description="Pixel size of the images; overrides the file's (required when the "
                         "file has none)")
-        datadir: str | None = param(
-            None, section="Input", expert=True,
-            description="Base folder for relative image paths in the STAR/.cs file")
-        strip_prefix: str | None = param(
-            None, section="Input", expert=True,
-            description="Prefix removed from image paths before resolving them")
+        datadir: str | None = datadir_param()
+        strip_prefix: str | None = strip_prefix_param()
         check_stacks: bool = param(
             True, section="Input", expert=EXPERT,
             description="Check that every referenced stack exists, is complete and holds the "
@@ -144,12 +160,7 @@ def import_particles_step(ctx: StepContext, path: str, pixel_size_a: float | Non
                            pixel_size_a=pixel_size_a)
     if check_stacks:
         verify_stacks(table, path)
-    no_pixel = table.optics.loc[table.optics["pixel_size_a"].isna(), "group_id"].tolist()
-    if no_pixel:
-        raise InputError(
-            f"{path}: no pixel size for optics group(s) {no_pixel}: the file has neither "
-            "rlnImagePixelSize (data_optics) nor rlnDetectorPixelSize with rlnMagnification "
-            "(nor a pixel size in the stack header); pass pixel_size_a")
+    require_pixel_sizes(table, path, "pass pixel_size_a")
     particles = table.particles.copy()
     particles.insert(0, "item_id", np.arange(1, len(particles) + 1, dtype=np.int64))
     ctx.logger.info("imported %d particles from %s", len(particles), path)

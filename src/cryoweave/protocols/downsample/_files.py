@@ -19,7 +19,7 @@ from cryoweave.protocols.downsample._rewrite import (
     target_box,
 )
 from cryoweave.protocols.downsample._stack import downsample_stack
-from cryoweave.protocols.import_particles import verify_stacks
+from cryoweave.protocols.import_particles import require_pixel_sizes, verify_stacks
 
 
 @dataclass
@@ -40,12 +40,7 @@ def load_checked(path: Path, *, datadir: str | None, strip_prefix: str | None,
     if not len(table):
         raise InputError(f"{path}: no particles")
     verify_stacks(table, path)
-    missing = table.optics.loc[table.optics["pixel_size_a"].isna(), "group_id"].tolist()
-    if missing:
-        raise InputError(
-            f"{path}: no pixel size for optics group(s) {missing}: the file has neither "
-            "rlnImagePixelSize (data_optics) nor rlnDetectorPixelSize with rlnMagnification "
-            "(nor a voxel size in the stack header); pass --input-pixel-size")
+    require_pixel_sizes(table, path, "pass --input-pixel-size")
     return table
 
 

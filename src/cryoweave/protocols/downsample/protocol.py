@@ -32,6 +32,7 @@ from cryoweave.plugin import (
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import downsampled_table, stack_name, target_box
 from cryoweave.protocols.downsample._stack import downsample_stack
+from cryoweave.protocols.import_particles import datadir_param, strip_prefix_param
 
 IMAGE_LIST = "tmp/downsample_input.npz"
 
@@ -58,12 +59,8 @@ class Downsample(Protocol):
             None, gt=0, unit="Å", section="Target",
             description="Target pixel size instead of a box: the box is the even value "
                         "closest to it and the real resulting pixel size is recorded")
-        datadir: str | None = param(
-            None, section="Input", expert=ADVANCED,
-            description="Base folder of relative image paths (when particles is a file)")
-        strip_prefix: str | None = param(
-            None, section="Input", expert=ADVANCED,
-            description="Prefix removed from image paths (when particles is a file)")
+        datadir: str | None = datadir_param()
+        strip_prefix: str | None = strip_prefix_param()
         batch_size: int = param(1000, gt=0, section="Performance", expert=ADVANCED,
                                 description="Images per batch (bounds memory)")
         use_cache: bool = param(True, section="Performance", expert=ADVANCED,
