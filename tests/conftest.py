@@ -27,8 +27,14 @@ def xp(request: pytest.FixtureRequest):
 
 @pytest.fixture
 def real_data_dir() -> Path:
-    """`../shared/data/real` next to the project root (files written by other tools)."""
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+    """`../shared/data/real` next to the project root (files written by other tools).
+
+    ``CRYOWEAVE_REAL_DATA`` points elsewhere (e.g. for a checkout in another folder).
+    """
+    import os
+
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+    path = Path(os.environ.get("CRYOWEAVE_REAL_DATA", default))
     if not path.is_dir():
         pytest.skip(f"real-data fixtures not found at {path}")
     return path
