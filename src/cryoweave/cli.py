@@ -301,6 +301,38 @@ def export(target: str, path: str, project_dir: str, db_url: str | None) -> None
         out.print(f"wrote {written}")
 
 
+@cli.group()
+def workflow() -> None:
+    """Run several protocols together (streaming consumers alongside producers)."""
+
+
+@workflow.command("run")
+@click.argument("workflow_file", type=click.Path(dir_okay=False))
+@project_option
+@db_option
+@click.option("--continue", "resume", is_flag=True,
+              help="Resume: runs whose label exists are continued, the others created.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Steps at the same time, per run.")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "gpu"]))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
+def workflow_run(workflow_file: str, project_dir: str, db_url: str | None, resume: bool,
+                 workers: int, device: str, as_json: bool) -> None:
+    """Create the runs of WORKFLOW_FILE (JSON or YAML) and run them at the same time."""
+    from cryoweave._workflow_cli import run_workflow_file
+
+    summary = run_workflow_file(workflow_file, project_dir, db_url=db_url, resume=resume,
+                                workers=workers, device=_resolve_device(device), console=err)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    failed = {label: status for label, status in summary["status"].items()
+              if status != "finished"}
+    if failed:
+        err.print(f"[red]not finished:[/red] {failed} (see `cryoweave show LABEL`)")
+        sys.exit(EXIT_RUN_FAILED)
+
+
 @cli.command()
 @click.argument("folder", type=click.Path(file_okay=False), default="docs/protocols")
 def docs(folder: str) -> None:

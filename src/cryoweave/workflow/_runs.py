@@ -40,6 +40,12 @@ class ValidatedRun:
     params: Any  # the protocol's Params instance
     inputs: dict[str, int | None] = field(default_factory=dict)  # input -> set id
     imports: list[PendingImport] = field(default_factory=list)
+    # input -> (label, output) of a run the caller creates first (workflows)
+    deferred: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+# label -> {output name: set kind} of runs a workflow creates before the one validated
+PlannedOutputs = dict[str, dict[str, str]]
 
 
 def _format_pydantic(error: ValidationError, model: Any,
@@ -64,6 +70,17 @@ def _format_pydantic(error: ValidationError, model: Any,
             got = "" if isinstance(shown, dict) and not loc else f" (got {shown!r})"
             problems.append(f"parameter {loc!r}: {msg}{got}" if loc else f"{msg}")
     return problems
+
+
+def _planned_ref(name: str, ref: InputRef, kind: str, outputs: dict[str, str]) -> str | None:
+    """Problem (or None) with a reference to a run that a workflow will create."""
+    if ref.output not in outputs:
+        return (f"input {name!r}: run {ref.run!r} of this workflow has no output "
+                f"{ref.output!r}; its outputs are: {', '.join(sorted(outputs)) or 'none'}")
+    if outputs[ref.output] != kind:
+        return (f"input {name!r} expects a {kind} set, but run {ref.run!r} output "
+                f"{ref.output!r} is a {outputs[ref.output]} set")
+    return None
 
 
 def _resolve_ref(project: Project | None, name: str, ref: InputRef, kind: str
@@ -99,7 +116,8 @@ def _check_path(name: str, path: str) -> str | None:
 
 
 def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
-                 base_dir: Path | None = None) -> ValidatedRun:
+                 base_dir: Path | None = None,
+                 planned: PlannedOutputs | None = None) -> ValidatedRun:
     """Validate raw params (a JSON object) for ``protocol``; raise ParamError listing all problems.
 
     Relative paths are taken from ``base_dir`` (default: the current folder) and stored
@@ -142,17 +160,21 @@ def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
                            "refer to a run output instead")
             if problem is None:
                 validated.imports.append(PendingImport(name, spec.kind, value.path))
+        elif planned and isinstance(value.run, str) and value.run in planned:
+            problem = _planned_ref(name, value, spec.kind, planned[value.run])
+            validated.inputs[name] = None
+            validated.deferred[name] = (value.run, value.output or "")
         else:
             set_id, problem = _resolve_ref(project, name, value, spec.kind)
             validated.inputs[name] = set_id
         if problem:
             problems.append(problem)
 
-    if not problems and params is not None and project is not None:
+    if not problems and params is not None and project is not None and not validated.deferred:
         handles = {n: SET_TYPES[specs[n].kind](project, sid)
                    for n, sid in validated.inputs.items() if sid is not None}
         problems.extend(protocol().check_inputs(params, handles))
-    elif not problems and params is not None:
+    elif not problems and params is not None and not validated.deferred:
         problems.extend(protocol().check_inputs(params, {}))
     if problems:
         raise ParamError(problems, context=context)
@@ -175,7 +197,7 @@ def create_run(project: Project, validated: ValidatedRun, *, label: str | None =
     Path inputs must have been imported first (their set ids filled into ``inputs``).
     """
     pending = [i.input_name for i in validated.imports if validated.inputs.get(i.input_name)
-               is None]
+               is None] + [n for n in validated.deferred if validated.inputs.get(n) is None]
     if pending:
         raise StorageError(f"inputs {pending} were given as paths and are not imported yet")
     protocol = validated.protocol

@@ -9,11 +9,55 @@ from typing import Any
 from cryoweave.errors import CryoweaveError, ParamError
 from cryoweave.plugin._protocol import Protocol
 from cryoweave.workflow._project import Project
-from cryoweave.workflow._runs import create_run, import_params, validate_run
+from cryoweave.workflow._runs import (
+    PendingImport,
+    ValidatedRun,
+    create_run,
+    import_params,
+    validate_run,
+)
 from cryoweave.workflow._schema import SetRow
 from cryoweave.workflow.runner import Runner, RunSummary
 
 RunnerFactory = Callable[[Project, int], Runner]
+
+
+ImportPlan = tuple[PendingImport, type[Protocol], ValidatedRun]
+
+
+def plan_imports(existing: Project | None, protocol: type[Protocol], validated: ValidatedRun,
+                 base_dir: Path | None) -> list[ImportPlan]:
+    """Validate the implicit import runs of path inputs (before anything is created).
+
+    Params named in ``protocol.import_options`` are forwarded to the importer.
+    """
+    plans = []
+    for pending in validated.imports:
+        importer, params = import_params(pending.set_kind, pending.path)
+        for name in protocol.import_options.get(pending.input_name, ()):
+            value = getattr(validated.params, name, None)
+            if value is not None and name in importer.Params.model_fields:
+                params[name] = value
+        plans.append((pending, importer, validate_run(existing, importer, params,
+                                                      base_dir=base_dir)))
+    return plans
+
+
+def run_imports(project: Project, validated: ValidatedRun, plans: list[ImportPlan],
+                label: str | None, runner_factory: RunnerFactory | None) -> None:
+    """Create and execute the import runs; fill the imported set ids into ``validated``."""
+    make_runner = runner_factory or (lambda p, rid: Runner(p, rid))
+    for pending, importer, import_validated in plans:
+        import_id = create_run(project, import_validated,
+                               label=f"{label}:{pending.input_name}" if label else None)
+        summary = make_runner(project, import_id).execute()
+        if summary.status != "finished":
+            raise CryoweaveError(f"importing {pending.path} for input {pending.input_name!r} "
+                                 f"failed (run {import_id}): {summary.error}")
+        output_name = next(iter(importer.outputs()))
+        with project.reader() as s:
+            validated.inputs[pending.input_name] = s.query(SetRow.id).filter(
+                SetRow.run_id == import_id, SetRow.name == output_name).scalar()
 
 
 def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
@@ -30,34 +74,13 @@ def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
         else None
     try:
         validated = validate_run(existing, protocol, raw, base_dir=base_dir)
-        # Check the importers' own params before anything is created, too.
-        import_plans = []
-        for pending in validated.imports:
-            importer, params = import_params(pending.set_kind, pending.path)
-            for name in protocol.import_options.get(pending.input_name, ()):
-                value = getattr(validated.params, name, None)
-                if value is not None and name in importer.Params.model_fields:
-                    params[name] = value
-            import_plans.append((pending, importer,
-                                 validate_run(existing, importer, params, base_dir=base_dir)))
+        imports = plan_imports(existing, protocol, validated, base_dir)
     except ParamError:
         if existing is not None:
             existing.close()
         raise
     project = existing or Project.create(project_dir, db_url)
-    make_runner = runner_factory or (lambda p, rid: Runner(p, rid))
-    for pending, importer, import_validated in import_plans:
-        import_id = create_run(project, import_validated,
-                               label=f"{label}:{pending.input_name}" if label else None)
-        summary = make_runner(project, import_id).execute()
-        if summary.status != "finished":
-            raise CryoweaveError(f"importing {pending.path} for input {pending.input_name!r} "
-                                 f"failed (run {import_id}): {summary.error}")
-        output_name = next(iter(importer.outputs()))
-        with project.reader() as s:
-            set_id = s.query(SetRow.id).filter(SetRow.run_id == import_id,
-                                               SetRow.name == output_name).scalar()
-        validated.inputs[pending.input_name] = set_id
+    run_imports(project, validated, imports, label, runner_factory)
     return project, create_run(project, validated, label=label)
 
 

@@ -1,0 +1,83 @@
+"""``cryoweave workflow run``: start a workflow's runs together and show their status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy import func, select
+
+from cryoweave.workflow import Project
+from cryoweave.workflow._schema import Run, SetRow, StepRow
+from cryoweave.workflow._sets import SET_TYPES
+
+
+def status_table(project: Project, run_ids: list[int]) -> Table:
+    table = Table("run", "label", "protocol", "status", "steps", "outputs")
+    with project.reader() as s:
+        for run_id in run_ids:
+            run = s.get(Run, run_id)
+            steps = dict(s.execute(select(StepRow.status, func.count()).where(
+                StepRow.run_id == run_id).group_by(StepRow.status)).all())
+            total = sum(steps.values())
+            outputs = []
+            for row in s.scalars(select(SetRow).where(SetRow.run_id == run_id)):
+                size = SET_TYPES[row.kind](project, row.id).count()
+                outputs.append(f"{row.name}: {size} ({row.state})")
+            table.add_row(str(run.id), run.label or "", run.protocol.split(":")[-1],
+                          run.status, f"{steps.get('done', 0)}/{total}", ", ".join(outputs))
+    return table
+
+
+def launch(project: Project, run_ids: list[int], *, workers: int, device: str,
+           console: Console, refresh_s: float = 0.5) -> dict[int, int]:
+    """Run each run in its own process (``run-protocol --continue ID``); returns exit codes."""
+    processes: dict[int, subprocess.Popen] = {}
+    logs = []
+    for run_id in run_ids:
+        run = project.get_run(run_id)
+        log_path = project.root / run.folder / "logs" / "process.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "a")  # noqa: SIM115 - closed below, after the process ends
+        logs.append(log)
+        command = [sys.executable, "-m", "cryoweave.cli", "run-protocol", "--continue",
+                   str(run_id), "--project", str(project.root), "--quiet", "--workers",
+                   str(workers), "--device", device]
+        processes[run_id] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with Live(status_table(project, run_ids), console=console, auto_refresh=False) as live:
+            while any(p.poll() is None for p in processes.values()):
+                time.sleep(refresh_s)
+                live.update(status_table(project, run_ids), refresh=True)
+            live.update(status_table(project, run_ids), refresh=True)
+    except KeyboardInterrupt:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in processes.values():
+            process.wait()
+        raise
+    finally:
+        for log in logs:
+            log.close()
+    return {run_id: p.returncode for run_id, p in processes.items()}
+
+
+def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume: bool,
+                      workers: int, device: str, console: Console) -> dict[str, Any]:
+    from cryoweave.workflow._workflow import load_workflow, prepare_workflow
+
+    entries = load_workflow(path)
+    project, run_ids = prepare_workflow(Path(project_dir), entries, resume=resume,
+                                        db_url=db_url)
+    codes = launch(project, run_ids, workers=workers, device=device, console=console)
+    with project.reader() as s:
+        statuses = {s.get(Run, rid).label: s.get(Run, rid).status for rid in run_ids}
+    return {"runs": dict(zip([e.label for e in entries], run_ids, strict=True)),
+            "status": statuses, "exit_codes": codes}
