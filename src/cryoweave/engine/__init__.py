@@ -38,6 +38,21 @@ from ._fft import (
     rfft2,
     rfftn,
 )
+from ._preprocess import (
+    PreprocessSettings,
+    crop_border,
+    downsampled_shape,
+    fourier_downsample,
+    fourier_gaussian_filter,
+    highpass_filter,
+    invert_contrast,
+    log_transform,
+    lowpass_filter,
+    normalize_mean_std,
+    preprocess_micrographs,
+    preprocess_output_shape,
+    remove_bad_pixels,
+)
 from ._fourier import (
     fourier_crop,
     fourier_crop_volume,
@@ -47,6 +62,19 @@ from ._fourier import (
 )
 
 __all__ = [
+    "PreprocessSettings",
+    "crop_border",
+    "downsampled_shape",
+    "fourier_downsample",
+    "fourier_gaussian_filter",
+    "highpass_filter",
+    "invert_contrast",
+    "log_transform",
+    "lowpass_filter",
+    "normalize_mean_std",
+    "preprocess_micrographs",
+    "preprocess_output_shape",
+    "remove_bad_pixels",
     "array_namespace",
     "batch_size_for",
     "cupy_available",

@@ -156,6 +156,8 @@ class StepResult:
     an output, ``properties`` updates set properties, ``info`` is a JSON summary kept on the step,
     and ``item_failures`` maps an input item id to an error message (the stream goes on).
     ``derive`` publishes input items with changed columns (see :class:`Derived`).
+    ``excused_outputs`` are declared outputs not written because their item failed; they are
+    not required (now or on resume).
     """
 
     publish: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -164,6 +166,7 @@ class StepResult:
     properties: dict[str, dict[str, Any]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     item_failures: dict[int, str] = field(default_factory=dict)
+    excused_outputs: list[str] = field(default_factory=list)
 
 
 ProgressCallback = Callable[[str, int, int | None], None]

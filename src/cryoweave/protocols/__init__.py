@@ -6,12 +6,14 @@ from cryoweave.protocols.downsample import Downsample
 from cryoweave.protocols.import_micrographs import ImportMicrographs
 from cryoweave.protocols.import_particles import ImportParticles
 from cryoweave.protocols.import_volume import ImportVolume
+from cryoweave.protocols.preprocess import PreprocessMicrographs
 
 PLUGIN = Plugin(
     name="cryoweave",
     version=__version__,
-    protocols=(ImportParticles, ImportMicrographs, ImportVolume, Downsample),
+    protocols=(ImportParticles, ImportMicrographs, ImportVolume, Downsample,
+               PreprocessMicrographs),
     description="cryoweave's built-in protocols",
 )
 
-__all__ = ["PLUGIN", "Downsample", "ImportMicrographs", "ImportParticles", "ImportVolume"]
+__all__ = ["PLUGIN", "Downsample", "ImportMicrographs", "ImportParticles", "ImportVolume", "PreprocessMicrographs"]

@@ -32,7 +32,9 @@ def execute_step(func_path: str, args: dict[str, Any], ctx: StepContext,
     if not isinstance(result, StepResult):
         raise TypeError(f"step function {func_path} returned {type(result).__name__}, "
                         "expected StepResult or None")
-    missing = [p for p in declared_outputs if not (ctx.run_dir / p).exists()]
+    excused = set(result.excused_outputs)
+    missing = [p for p in declared_outputs
+               if p not in excused and not (ctx.run_dir / p).exists()]
     if missing:
         raise RuntimeError(f"declared output(s) not written: {', '.join(missing)}")
     return result, time.perf_counter() - start

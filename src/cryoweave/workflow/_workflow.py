@@ -48,10 +48,13 @@ def load_workflow(path: str | Path) -> list[WorkflowEntry]:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: not valid {path.suffix.lstrip('.').upper()} ({exc})") from exc
     entries = data.get("protocols") if isinstance(data, dict) else None
+    unknown_top = set(data) - {"protocols", "description", "name"} if isinstance(data, dict) \
+        else set()
     if not isinstance(entries, list) or not entries:
         raise InputError(f'{path}: expected {{"protocols": [{{"label", "protocol", '
                          '"params"}, …]}')
-    problems, result = [], []
+    problems: list[str] = [f"unknown top-level key {k!r}" for k in sorted(unknown_top)]
+    result = []
     for index, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or not isinstance(entry.get("label"), str) or \
                 not isinstance(entry.get("protocol"), str):
@@ -61,7 +64,7 @@ def load_workflow(path: str | Path) -> list[WorkflowEntry]:
         if not isinstance(params, dict):
             problems.append(f"entry {index} ({entry['label']}): 'params' must be an object")
             continue
-        unknown = set(entry) - {"label", "protocol", "params"}
+        unknown = set(entry) - {"label", "protocol", "params", "description"}
         if unknown:
             problems.append(f"entry {index} ({entry['label']}): unknown keys {sorted(unknown)}")
         result.append(WorkflowEntry(entry["label"], entry["protocol"], params))

@@ -221,8 +221,10 @@ class Runner:
                 row = s.scalar(select(StepRow).where(StepRow.run_id == self.run_id,
                                                      StepRow.key == step.key))
                 outputs = list(step.outputs)
+                # a finished step is trusted when its recorded outputs (those it produced)
+                # still exist
                 if (row is not None and row.status == "done" and row.content_hash == digest
-                        and self._outputs_exist(outputs)):
+                        and self._outputs_exist(list(row.outputs or []))):
                     self.steps[step.key].status = "done"
                     self.summary.steps_skipped += 1
                     continue
@@ -302,10 +304,11 @@ class Runner:
             for item_id, message in result.item_failures.items():
                 s.add(Event(run_id=self.run_id, kind="item_failed", level="error",
                             message=message, data={"item_id": int(item_id), "step": state.key}))
+            produced = [p for p in state.outputs if p not in set(result.excused_outputs)]
             s.execute(update(StepRow).where(StepRow.run_id == self.run_id,
                                             StepRow.key == state.key).values(
                 status="done", result=_json_safe({**result.info, "seconds": round(seconds, 3)}),
-                published=published, error=None, finished_at=time.time()))
+                published=published, error=None, finished_at=time.time(), outputs=produced))
         state.status = "done"
         self.summary.steps_run += 1
         self.log.info("step %s done in %.2f s", state.key, seconds)
