@@ -43,7 +43,7 @@ for i in range(n):
 
 def workflow(folder: Path) -> dict:
     example = json.loads((REPO_ROOT / "examples" / "facility_workflow.json").read_text())
-    importer, preprocess = example["protocols"]
+    importer = example["protocols"][0]
     importer["params"].update(pattern=str(folder / "*.mrc"), pixel_size_a=1.0, timeout_s=3.0,
                               file_settle_s=0.3)
     return example

@@ -40,7 +40,7 @@ def preprocess_step(ctx: StepContext, items: list[dict[str, Any]], settings: dic
     def compute(item: dict[str, Any], data: Any) -> Any:
         if isinstance(data, Exception):
             return data
-        image, header_pixel = data
+        image, _header_pixel_a = data
         try:
             source = image if ctx.device == "cpu" else to_device(image, ctx.device)
             result, factors = preprocess_micrographs(source, chosen, workers=ctx.threads)
