@@ -281,23 +281,10 @@ def stop(run_ref: str, project_dir: str, db_url: str | None) -> None:
 @db_option
 def export(target: str, path: str, project_dir: str, db_url: str | None) -> None:
     """Export an output: particles/micrographs → RELION 3.1 STAR, volume → MRC."""
-    from sqlalchemy import select
-
-    from cryoweave.workflow import set_handle
     from cryoweave.workflow._export import export_set
-    from cryoweave.workflow._schema import SetRow
 
-    run_ref, _, output = target.rpartition(".")
-    if not run_ref or not output:
-        raise ParamError(f"expected RUN.OUTPUT (e.g. 3.particles), got {target!r}")
     project = _open_project(project_dir, db_url)
-    run = project.get_run(run_ref)
-    with project.reader() as s:
-        row = s.scalar(select(SetRow).where(SetRow.run_id == run.id, SetRow.name == output))
-        names = list(s.scalars(select(SetRow.name).where(SetRow.run_id == run.id)))
-    if row is None:
-        raise ParamError(f"run {run.id} has no output {output!r}; outputs: {', '.join(names)}")
-    for written in export_set(set_handle(project, row.id, row.kind), path):
+    for written in export_set(_output_set(project, target), path):
         out.print(f"wrote {written}")
 
 
@@ -397,6 +384,47 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
         out.print(f"  optics group {int(group['group_id'])}: {int(group['box_px'])} px, "
                   f"{group['pixel_size_a']:.6g} Å/px")
     out.print(f"STAR: {result.star_path}")
+
+
+def _output_set(project: Any, target: str) -> Any:
+    from sqlalchemy import select
+
+    from cryoweave.workflow import set_handle
+    from cryoweave.workflow._schema import SetRow
+
+    run_ref, _, output = target.rpartition(".")
+    if not run_ref or not output:
+        raise ParamError(f"expected RUN.OUTPUT (e.g. 3.particles), got {target!r}")
+    run = project.get_run(run_ref)
+    with project.reader() as s:
+        row = s.scalar(select(SetRow).where(SetRow.run_id == run.id, SetRow.name == output))
+        names = list(s.scalars(select(SetRow.name).where(SetRow.run_id == run.id)))
+    if row is None:
+        raise ParamError(f"run {run.id} has no output {output!r}; outputs: {', '.join(names)}")
+    return set_handle(project, row.id, row.kind)
+
+
+@cli.command()
+@click.argument("target", metavar="RUN.OUTPUT")
+@project_option
+@db_option
+@click.option("--outdir", default=None, type=click.Path(file_okay=False),
+              help="Where to write the pictures (default: the run's extra/view_OUTPUT).")
+def view(target: str, project_dir: str, db_url: str | None, outdir: str | None) -> None:
+    """Write pictures of an output (thumbnails, power spectra, contact sheet, slices)."""
+    from cryoweave.viewers import view_set
+
+    project = _open_project(project_dir, db_url)
+    handle = _output_set(project, target)
+    if outdir is None:
+        run = project.get_run(handle.run_id)
+        outdir = str(project.root / run.folder / "extra" / f"view_{handle.name}")
+    written = view_set(handle, outdir)
+    if not written:
+        raise ParamError(f"nothing to show for {target} ({handle.kind} set, "
+                         f"{handle.count()} items)")
+    for path in written:
+        out.print(str(path))
 
 
 @cli.command()
