@@ -22,7 +22,7 @@ def test_stretch_ignores_hot_pixels():
 
 
 def test_thumbnail_size_and_power_spectrum_peak():
-    y, x = np.indices((1024, 768))
+    _, x = np.indices((1024, 768))
     image = np.sin(2 * np.pi * x * 0.125).astype(np.float32)  # 0.125 cycles/px along x
     assert max(thumbnail(image, 256).shape) <= 256
     spectrum = power_spectrum(image, 256)
@@ -41,7 +41,7 @@ def test_montage_and_slices_shapes():
 def test_view_micrographs_writes_sheets_and_index(tmp_path):
     (tmp_path / "m").mkdir()
     write_micrographs(tmp_path / "m", 3, (300, 320), 1.0, np.random.default_rng(0))
-    project, summary = run_protocol(tmp_path / "p", registry().get("ImportMicrographs"),
+    project, _ = run_protocol(tmp_path / "p", registry().get("ImportMicrographs"),
                                     {"pattern": str(tmp_path / "m" / "*.mrc")})
     written = view_set(MicrographSet(project, 1), tmp_path / "view")
     names = {p.name for p in written}

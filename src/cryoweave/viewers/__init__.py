@@ -11,5 +11,13 @@ from cryoweave.viewers._images import (
 )
 from cryoweave.viewers._sets import view_set
 
-__all__ = ["central_slices", "contact_sheet", "montage", "power_spectrum", "show_spectrum", "stretch",
-           "thumbnail", "view_set"]
+__all__ = [
+    "central_slices",
+    "contact_sheet",
+    "montage",
+    "power_spectrum",
+    "show_spectrum",
+    "stretch",
+    "thumbnail",
+    "view_set",
+]
