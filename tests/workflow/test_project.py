@@ -39,3 +39,53 @@ def test_postgres_url_is_remembered(tmp_path, postgres_url):
     with Project.open(tmp_path / "p") as again:
         assert again.db_url == postgres_url
         assert not (tmp_path / "p" / "project.sqlite").exists()
+
+
+@pytest.mark.postgres
+def test_concurrent_creation_on_postgres(tmp_path, postgres_url):
+    import threading
+    import uuid
+
+    import sqlalchemy
+
+    name = f"cw_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+    errors = []
+
+    def create(i):
+        try:
+            Project.create(tmp_path / f"p{i}", url).close()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+
+
+def test_concurrent_creation_on_sqlite(tmp_path):
+    import threading
+
+    errors = []
+
+    def create():
+        try:
+            Project.open(tmp_path / "p", create=True).close()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with Project.open(tmp_path / "p") as project, project.reader() as s:
+        assert s.query(Meta).count() == 1

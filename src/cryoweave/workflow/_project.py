@@ -106,6 +106,9 @@ class Project:
         with self.engine.connect() as conn:
             conn.execution_options(cryoweave_write=True)
             with conn.begin():
+                if self.engine.dialect.name == "postgresql":
+                    # serialise concurrent creators (SQLite does it with BEGIN IMMEDIATE)
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727272)")
                 if not self.engine.dialect.has_table(conn, "meta"):
                     Base.metadata.create_all(conn)
                     conn.execute(Meta.__table__.insert().values(key="schema_version",
