@@ -109,3 +109,19 @@ def test_stop_unknown_run(run_cli, tmp_path):
     run_cli("init", "proj")
     result = run_cli("stop", "42", "--project", "proj")
     assert result.returncode == 2 and "no run '42'" in result.stderr
+
+
+def test_downsample_command(run_cli, tmp_path):
+    star = write_particles(tmp_path, 20, 32, 1.0, np.random.default_rng(2))
+    result = run_cli("downsample", star.name, "-D", "16", "-o", "out", "--project", "proj")
+    assert result.returncode == 0, result.stderr
+    assert "20 images" in result.stdout and "2 Å/px" in result.stdout
+    assert (tmp_path / "out/particles.16.mrcs").exists()
+    assert (tmp_path / "out/particles.16.star").exists()
+    again = run_cli("downsample", star.name, "-D", "16", "-o", "out2", "--project", "proj")
+    assert "from the project cache" in again.stdout
+    bad = run_cli("downsample", star.name, "-D", "15", "-o", "bad")
+    assert bad.returncode == 2 and "box_px=15 is odd" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    missing = run_cli("downsample", "nope.star", "-D", "16", "-o", "bad")
+    assert missing.returncode == 2 and "nope.star: STAR file not found" in missing.stderr
