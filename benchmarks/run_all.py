@@ -25,6 +25,7 @@ OUTPUT = HERE.parent / "docs" / "benchmarks.md"
 BENCHMARKS: dict[str, tuple[dict, dict]] = {
     "particles_db": ({"n": 1_000_000}, {"n": 100_000}),
     "downsample": ({"n": 5000}, {"n": 1000}),
+    "preprocess": ({"repeat": 3}, {"repeat": 1, "tv_iterations": 1, "relion": False}),
 }
 MARK = "<!-- benchmark:{} -->"
 

@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 import scipy.ndimage
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cryoweave.engine import fourier_crop, to_host
 from cryoweave.engine._badpixels import bad_pixel_mask
@@ -272,6 +274,20 @@ def test_downsample_matches_direct_sum(xp, shape, factor):
     for got, image in zip(out, images, strict=True):
         np.testing.assert_allclose(got, _downsample_direct(image, out_shape), rtol=0,
                                    atol=1e-6 * np.abs(image).max())
+
+
+@settings(max_examples=30, deadline=None)
+@given(height=st.integers(8, 30), width=st.integers(8, 30), factor=st.floats(1.01, 2.0),
+       seed=st.integers(0, 2**16))
+def test_downsample_property_any_size(height, width, factor, seed):
+    image = _images((height, width), seed=seed)
+    out, (factor_x, factor_y) = fourier_downsample(image, factor)
+    out_h, out_w = out.shape
+    assert (out_h, out_w) == (math.floor(height / factor + 1e-9), math.floor(width / factor + 1e-9))
+    assert (factor_x, factor_y) == (width / out_w, height / out_h)
+    np.testing.assert_allclose(out, _downsample_direct(image, out.shape), rtol=0, atol=2e-4)
+    assert out.astype(np.float64).mean() == pytest.approx(image.astype(np.float64).mean(),
+                                                          abs=2e-4)
 
 
 @pytest.mark.parametrize("box, factor", [(64, 2.0), (63, 1.5), (50, 2.6)])

@@ -22,6 +22,10 @@ Differences from Xmipp, on purpose:
 - Arithmetic is float32 (float64 input stays float64) with sums per block of rows; Xmipp uses
   double. Backtracking gives up after `_MAX_BACKTRACKS` halvings (no progress possible).
 
+Reading Xmipp's code: the data-term gradient ½a²(1 − target/sqrt(X + c0)) written here is
+Xmipp's K3 − (q/s²)·Y/sqrt(λqX/s² + K1/s²); its `K2 = lambda * (q/s*s)` (missing parentheses)
+only feeds a positivity guard that always holds (K1 > 0, X ≥ 0), so the results are unaffected.
+
 Implementation: one fused pass per iteration (per trial point): projection, data term, TV term,
 gradient and the Barzilai–Borwein dot products, evaluated over blocks of rows that fit in the CPU
 cache (one halo row each side for the periodic differences), spread over threads; on CuPy the
@@ -193,10 +197,7 @@ class _Evaluator:
             return [_evaluate_rows(self.xp, pb, start, stop, step, self.scratch[group_index])
                     for start, stop in self.groups[group_index]]
 
-        if self.pool is None:
-            parts = [run(0)]
-        else:
-            parts = list(self.pool.map(run, range(len(self.groups))))
+        parts = [run(0)] if self.pool is None else list(self.pool.map(run, range(len(self.groups))))
         # Summed block by block in image order: the result does not depend on the thread count.
         total = _Sums()
         for group in parts:
@@ -290,7 +291,7 @@ def denoise_tv_inplace(batch: Any, iterations: int, *, workers: int | None = Non
     """
     _check_iterations(iterations)
     xp = array_namespace(batch)
-    threads = min(fft_workers() if workers is None else workers, 2)
+    threads = fft_workers() if workers is None else workers
     evaluate = _Evaluator(xp, tuple(batch.shape[-2:]), batch.dtype, threads, _block_rows)
     pb = None
     try:
@@ -316,7 +317,8 @@ def denoise_tv(images: Any, iterations: int = 50, *, workers: int | None = None)
 
     images: (n, y, x) or (y, x), float32 (float64 kept); NumPy or CuPy. Returns a new array of the
     same shape and dtype, within [min, max] of each input micrograph. Deterministic.
-    workers: CPU threads (NumPy; default `fft_workers()`, at most 2 are used).
+    workers: CPU threads over blocks of rows (NumPy; default `fft_workers()`); the result does
+        not depend on it.
     """
     xp = array_namespace(images)
     if images.ndim not in (2, 3):

@@ -2,8 +2,8 @@
 
 Every kernel takes `images: (n, y, x)` or one `(y, x)` micrograph (odd, even, non-square),
 float32 (float64 stays float64, other real dtypes become float32) and returns a new array of the
-same backend and float dtype; inputs are never modified. Maths in docs (spec
-"preprocess_micrographs.md"); digital frequency |w| = sqrt((kx/X)² + (ky/Y)²), Nyquist 0.5.
+same backend and float dtype; inputs are never modified. The maths of each operation is in the
+spec (preprocess_micrographs.md); digital frequency |w| = sqrt((kx/X)² + (ky/Y)²), Nyquist 0.5.
 
 Fourier operations work on the rfft2 half spectrum with `norm="forward"` both ways (the forward
 divides by Y·X, the inverse does not), so cropping the spectrum keeps the mean. Downsampling uses
@@ -16,12 +16,15 @@ invert → downsample → denoise → gaussian → high-pass → low-pass → no
 operations share one forward and one inverse FFT: their transfer functions (real, even in
 frequency) are multiplied on the cropped half spectrum, which equals applying them one by one
 (tests). A sign flip right before such a group is folded into its transfer function.
+
+(One module for the kernels and their fused chain: the chain reuses the private in-place forms.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any
 
 from ._backend import array_namespace
@@ -52,6 +55,11 @@ def _as_batch(images: Any, name: str) -> tuple[Any, bool]:
 
 def _unbatch(images: Any, single: bool) -> Any:
     return images[0] if single else images
+
+
+def _empty_like(images: Any) -> Any:
+    """A new C-contiguous array of the shape and dtype of `images`."""
+    return array_namespace(images).empty(images.shape, images.dtype)
 
 
 def _private(images: Any, source: Any) -> Any:
@@ -92,11 +100,11 @@ def _crop_view(batch: Any, crop_px: int) -> Any:
     return batch[:, crop_px:-crop_px, crop_px:-crop_px]
 
 
-def _log_inplace(batch: Any, a: float, b: float, c: float) -> Any:
-    """y = a − b·ln(x + c) on a private (n, y, x) array (overwritten)."""
-    xp = array_namespace(batch)
-    batch += batch.dtype.type(c)
-    smallest = batch.min(axis=(-2, -1))
+def _log(source: Any, out: Any, a: float, b: float, c: float) -> Any:
+    """out = a − b·ln(source + c) for (n, y, x) arrays; `out` may be `source` (in place)."""
+    xp = array_namespace(source)
+    xp.add(source, source.dtype.type(c), out=out)
+    smallest = out.min(axis=(-2, -1))
     failing = xp.nonzero(smallest <= 0)[0]
     if failing.size:
         first = int(failing[0])
@@ -106,10 +114,10 @@ def _log_inplace(batch: Any, a: float, b: float, c: float) -> Any:
             f"log_c = {c:g}); the logarithm is undefined there. Choose log_c > {-minimum:g} or "
             "disable do_log"
         )
-    xp.log(batch, out=batch)
-    batch *= batch.dtype.type(-b)
-    batch += batch.dtype.type(a)
-    return batch
+    xp.log(out, out=out)
+    out *= out.dtype.type(-b)
+    out += out.dtype.type(a)
+    return out
 
 
 def log_transform(images: Any, a: float = 4.431, b: float = 0.402, c: float = 336.6) -> Any:
@@ -118,8 +126,8 @@ def log_transform(images: Any, a: float = 4.431, b: float = 0.402, c: float = 33
     Raises ValueError naming the micrograph (index in the batch) when x + c ≤ 0 anywhere.
     """
     batch, single = _as_batch(images, "log_transform")
-    work = _log_inplace(_private(batch, images), a, b, c)
-    return _unbatch(work, single)
+    out = _log(batch, _empty_like(batch), a, b, c)
+    return _unbatch(out, single)
 
 
 def _check_stddev_factor(stddev_factor: float) -> None:
@@ -145,50 +153,61 @@ def invert_contrast(images: Any) -> Any:
     return _unbatch(-batch, single)
 
 
-def _normalize_inplace(batch: Any) -> Any:
-    xp = array_namespace(batch)
-    mean, std = mean_std(batch)
+def _normalize(source: Any, out: Any) -> Any:
+    """out = (source − mean) / std per image; `out` may be `source` (in place)."""
+    xp = array_namespace(source)
+    mean, std = mean_std(source)
     flat = xp.nonzero(std == 0)[0]
     if flat.size:
         raise ValueError(
             f"normalize: micrograph {int(flat[0])} of the batch is constant (std 0) and cannot "
             "be scaled to unit std; check the input or disable do_normalize"
         )
-    rounded_mean = mean.astype(batch.dtype)
-    batch -= rounded_mean[:, None, None]
-    batch *= (1.0 / std).astype(batch.dtype)[:, None, None]
+    rounded_mean = mean.astype(source.dtype)
+    xp.subtract(source, xp.asarray(rounded_mean)[:, None, None], out=out)
+    out *= xp.asarray((1.0 / std).astype(source.dtype))[:, None, None]
     # x − mean in two steps: the float rounding of the mean (≈ ulp(mean)) would otherwise
     # shift the output by up to ulp(mean) / std, e.g. 2e-5 for mean 1e4 and std 30
-    batch -= ((mean - rounded_mean.astype(xp.float64)) / std).astype(batch.dtype)[:, None, None]
-    return batch
+    residual = (mean - rounded_mean.astype(xp.float64)) / std
+    out -= xp.asarray(residual.astype(source.dtype))[:, None, None]
+    return out
 
 
 def normalize_mean_std(images: Any) -> Any:
     """(x − mean) / std per micrograph, population std. ValueError for a constant micrograph."""
     batch, single = _as_batch(images, "normalize_mean_std")
-    return _unbatch(_normalize_inplace(_private(batch, images)), single)
+    return _unbatch(_normalize(batch, _empty_like(batch)), single)
 
 
 # ------------------------------------------------------------------------- Fourier transfer
 
 
+def _raised_cosine(ramp: Any) -> Any:
+    """½(1 + cos(π·clip(ramp, 0, 1))), computed in place in `ramp` (a new array)."""
+    xp = array_namespace(ramp)
+    xp.clip(ramp, 0, 1, out=ramp)
+    ramp *= ramp.dtype.type(math.pi)
+    xp.cos(ramp, out=ramp)
+    ramp += 1
+    ramp *= ramp.dtype.type(0.5)
+    return ramp
+
+
 def raised_cosine_lowpass(freq: Any, cutoff_digital: float, width_digital: float) -> Any:
     """Low-pass transfer: 1 below the cutoff, ½(1 + cos(π(|w| − wc)/wr)) up to wc + wr, 0 above.
 
-    `freq` is |w| (digital, any shape, any backend); returns an array of freq's dtype.
+    `freq` is |w| (digital, an array of any shape and backend); returns an array of its dtype.
     """
-    xp = array_namespace(freq)
-    ramp = xp.clip((freq - freq.dtype.type(cutoff_digital)) / freq.dtype.type(width_digital), 0, 1)
-    ramp *= freq.dtype.type(math.pi)
-    return freq.dtype.type(0.5) * (1 + xp.cos(ramp))
+    ramp = freq - freq.dtype.type(cutoff_digital)
+    ramp *= freq.dtype.type(1.0 / width_digital)
+    return _raised_cosine(ramp)
 
 
 def raised_cosine_highpass(freq: Any, cutoff_digital: float, width_digital: float) -> Any:
     """High-pass transfer: 0 below wc − wr, ½(1 + cos(π(wc − |w|)/wr)) up to wc, 1 above."""
-    xp = array_namespace(freq)
-    ramp = xp.clip((freq.dtype.type(cutoff_digital) - freq) / freq.dtype.type(width_digital), 0, 1)
-    ramp *= freq.dtype.type(math.pi)
-    return freq.dtype.type(0.5) * (1 + xp.cos(ramp))
+    ramp = freq.dtype.type(cutoff_digital) - freq
+    ramp *= freq.dtype.type(1.0 / width_digital)
+    return _raised_cosine(ramp)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +241,10 @@ def _transfer(group: _FourierGroup, shape: tuple[int, int], xp: Any, dtype: Any)
                                (group.lowpass, raised_cosine_lowpass)):
             if band is not None:
                 factor = function(radius, *band)
-                transfer = factor if transfer is None else transfer * factor
+                if transfer is None:
+                    transfer = factor
+                else:
+                    transfer *= factor
     if group.sign != 1.0:
         transfer *= dtype.type(group.sign)
     return transfer
@@ -271,13 +293,17 @@ def _apply_fourier_group(batch: Any, group: _FourierGroup, workers: int | None) 
     return out
 
 
-def downsampled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
-    """Output (Yp, Xp) = (⌊Y/f⌋, ⌊X/f⌋) of `fourier_downsample` for trailing (Y, X) of `shape`."""
-    if not (isinstance(factor, int | float) and not isinstance(factor, bool) and factor > 1):
+def _check_factor(factor: float) -> None:
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not factor > 1:
         raise ValueError(
             f"downsample_factor={factor!r} must be a number > 1 (use do_downsample=False to keep "
             "the size)"
         )
+
+
+def downsampled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
+    """Output (Yp, Xp) = (⌊Y/f⌋, ⌊X/f⌋) of `fourier_downsample` for trailing (Y, X) of `shape`."""
+    _check_factor(factor)
     height, width = (int(n) for n in shape[-2:])
     # the tolerance makes decimal factors exact: 33 / 2.2 is 14.999999999999998 in floats
     out = (math.floor(height / factor + 1e-9), math.floor(width / factor + 1e-9))
@@ -386,7 +412,7 @@ class PreprocessSettings:
         if self.do_remove_bad_pixels:
             _check_stddev_factor(self.bad_pixel_stddev)
         if self.do_downsample:
-            downsampled_shape((1 << 30, 1 << 30), self.downsample_factor)  # checks f > 1
+            _check_factor(self.downsample_factor)
         if self.do_denoise and (isinstance(self.denoise_iterations, bool)
                                 or not isinstance(self.denoise_iterations, int)
                                 or self.denoise_iterations < 1):
@@ -451,10 +477,17 @@ def preprocess_micrographs(images: Any, settings: PreprocessSettings, *,
             batch, owned = _private(batch, images), True
         return batch
 
+    def into() -> Any:
+        """Where an operation that reads `batch` once may write: itself, or a new array."""
+        nonlocal owned
+        target = batch if owned else _empty_like(batch)
+        owned = True
+        return target
+
     if settings.do_crop:
         batch = _crop_view(batch, settings.crop_px)
     if settings.do_log:
-        _log_inplace(own(), settings.log_a, settings.log_b, settings.log_c)
+        batch = _log(batch, into(), settings.log_a, settings.log_b, settings.log_c)
     if settings.do_remove_bad_pixels:
         work = own()
         replace_bad_pixels_inplace(work, bad_pixel_mask(work, settings.bad_pixel_stddev))
@@ -470,12 +503,11 @@ def preprocess_micrographs(images: Any, settings: PreprocessSettings, *,
     if first.out_shape is not None or first.has_filter():
         batch, owned = _apply_fourier_group(batch, first, workers), True
     elif sign != 1.0:
-        work = own()
-        work *= work.dtype.type(-1)
+        batch = array_namespace(batch).negative(batch, out=into())
     if settings.do_denoise:
         denoise_tv_inplace(own(), settings.denoise_iterations, workers=workers)
         if second is not None and second.has_filter():
             batch = _apply_fourier_group(batch, second, workers)
     if settings.do_normalize:
-        _normalize_inplace(own())
+        batch = _normalize(batch, into())
     return _unbatch(own(), single), factors
