@@ -22,6 +22,13 @@ from ._backend import (
     to_device,
     to_host,
 )
+from ._ctf import (
+    ctf_2d,
+    electron_wavelength_a,
+    group_identical_ctfs,
+    phase_flip,
+    wiener_filter,
+)
 from ._denoise import denoise_tv
 from ._fft import (
     fft,
@@ -39,6 +46,7 @@ from ._fft import (
     rfft2,
     rfftn,
 )
+from ._filters import apply_bfactor, lowpass_filter_a, soft_cylinder_mask, soft_sphere_mask
 from ._fourier import (
     fourier_crop,
     fourier_crop_volume,
@@ -46,6 +54,16 @@ from ._fourier import (
     fourier_pad,
     fourier_pad_volume,
 )
+from ._fsc import FscCurve, fsc
+from ._geometry import (
+    euler_to_matrix,
+    matrix_to_euler,
+    projection_direction,
+    rotation_angle_deg,
+    shift_images,
+    shift_phase,
+)
+from ._phantom import atom_positions, atoms_phantom
 from ._preprocess import (
     PreprocessSettings,
     crop_border,
@@ -63,15 +81,40 @@ from ._preprocess import (
     raised_cosine_lowpass,
     remove_bad_pixels,
 )
+from ._projection import (
+    Projector,
+    ReconstructionAccumulator,
+    backproject,
+    project,
+    reconstruct,
+)
+from ._sampling import orientation_grid, psi_sampling, sphere_sampling
+from ._symmetry import (
+    in_asymmetric_unit,
+    symmetry_aware_angular_distance,
+    symmetry_expand,
+    symmetry_matrices,
+    symmetry_order,
+)
 
 __all__ = [
+    "FscCurve",
     "PreprocessSettings",
+    "Projector",
+    "ReconstructionAccumulator",
+    "apply_bfactor",
     "array_namespace",
+    "atom_positions",
+    "atoms_phantom",
+    "backproject",
     "batch_size_for",
     "crop_border",
+    "ctf_2d",
     "cupy_available",
     "denoise_tv",
     "downsampled_shape",
+    "electron_wavelength_a",
+    "euler_to_matrix",
     "fft",
     "fft_workers",
     "fftn",
@@ -86,11 +129,14 @@ __all__ = [
     "free_device_memory_bytes",
     "frequency_grid",
     "frequency_grid_rfft",
+    "fsc",
     "get_namespace",
+    "group_identical_ctfs",
     "highpass_filter",
     "ifft",
     "ifftn",
     "ifftshift",
+    "in_asymmetric_unit",
     "invert_contrast",
     "irfft",
     "irfft2",
@@ -98,17 +144,36 @@ __all__ = [
     "is_out_of_memory",
     "log_transform",
     "lowpass_filter",
+    "lowpass_filter_a",
     "map_batches_with_oom_retry",
+    "matrix_to_euler",
     "normalize_mean_std",
+    "orientation_grid",
+    "phase_flip",
     "preprocess_micrographs",
     "preprocess_output_shape",
+    "project",
+    "projection_direction",
+    "psi_sampling",
     "raised_cosine_highpass",
     "raised_cosine_lowpass",
+    "reconstruct",
     "remove_bad_pixels",
     "resolve_device",
     "rfft",
     "rfft2",
     "rfftn",
+    "rotation_angle_deg",
+    "shift_images",
+    "shift_phase",
+    "soft_cylinder_mask",
+    "soft_sphere_mask",
+    "sphere_sampling",
+    "symmetry_aware_angular_distance",
+    "symmetry_expand",
+    "symmetry_matrices",
+    "symmetry_order",
     "to_device",
     "to_host",
+    "wiener_filter",
 ]

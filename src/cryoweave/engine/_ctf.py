@@ -33,9 +33,10 @@ def electron_wavelength_a(voltage_kv: Any) -> Any:
 
 
 def _namespace(values: list[Any], xp: ModuleType | None) -> ModuleType:
+    """`xp`, else the namespace of the array arguments (scalars and lists count as NumPy)."""
     if xp is not None:
         return xp
-    arrays = [v for v in values if not isinstance(v, int | float)]
+    arrays = [v for v in values if type(v).__module__.split(".")[0] in ("numpy", "cupy")]
     return array_namespace(*arrays) if arrays else numpy
 
 
@@ -69,10 +70,12 @@ def ctf_coefficients(
     values = [defocus_u_a, defocus_v_a, defocus_angle_deg, voltage_kv, cs_mm, amplitude_contrast,
               phase_shift_deg]
     xp = _namespace(values, xp)
-    n = max(int(numpy.size(v)) if isinstance(v, int | float) else int(v.size) for v in values)
     names = ["defocus_u_a", "defocus_v_a", "defocus_angle_deg", "voltage_kv", "cs_mm",
              "amplitude_contrast", "phase_shift_deg"]
-    du, dv, angle, kv, cs, q0, phase = (_per_particle(xp, n, k, v) for k, v in zip(names, values))
+    arrays = [xp.reshape(xp.asarray(v, dtype=xp.float64), (-1,)) for v in values]
+    n = max(int(a.shape[0]) for a in arrays)
+    du, dv, angle, kv, cs, q0, phase = (
+        _per_particle(xp, n, k, v) for k, v in zip(names, arrays, strict=True))
     if bool(xp.any((q0 < 0) | (q0 >= 1))):
         raise ValueError(
             f"amplitude_contrast must be in [0, 1) (a fraction, e.g. 0.1); got values in "
@@ -103,11 +106,20 @@ def ctf_basis(freq_x_per_a: Any, freq_y_per_a: Any) -> Any:
     return xp.stack([u2, fx**2 - fy**2, 2.0 * fx * fy, u2**2, xp.ones_like(u2)])
 
 
-def ctf_from_basis(coefficients: Any, basis: Any, envelope: Any | None = None) -> Any:
-    """CTF values `(n, m)` float64 = sin(coefficients @ basis) (times `envelope` `(n, m)`)."""
+def ctf_from_basis(
+    coefficients: Any, basis: Any, envelope: Any | None = None, *, dtype: Any = numpy.float64
+) -> Any:
+    """CTF values `(n, m)` = sin(coefficients @ basis) (times `envelope` `(n, m)`), as `dtype`.
+
+    The phase is formed in float64 and reduced modulo 2π before a float32 sine, so float32
+    results carry float32 rounding only.
+    """
     xp = array_namespace(coefficients, basis)
-    values = xp.sin(coefficients @ basis)
-    return values if envelope is None else values * envelope
+    phase = coefficients @ basis
+    if dtype != xp.float64:
+        phase = (phase - (2.0 * numpy.pi) * xp.rint(phase / (2.0 * numpy.pi))).astype(dtype)
+    values = xp.sin(phase)
+    return values if envelope is None else values * envelope.astype(values.dtype)
 
 
 def _grid_frequencies(box_px: int, pixel_size_a: float, rfft: bool, xp: ModuleType) -> tuple:
@@ -162,8 +174,8 @@ def ctf_2d(
     scale = _per_particle(xp, n, "scale", scale)
     if bool(xp.any(bfactor != 0)) or bool(xp.any(scale != 1)):
         envelope = scale[:, None] * xp.exp(-bfactor[:, None] / 4.0 * basis[0][None, :])
-    values = ctf_from_basis(coefficients, basis, envelope)
-    return xp.reshape(values, (n, *fx.shape)).astype(dtype)
+    values = ctf_from_basis(coefficients, basis, envelope, dtype=dtype)
+    return xp.reshape(values, (n, *fx.shape)).astype(dtype, copy=False)
 
 
 def phase_flip(spectra: Any, ctf: Any) -> Any:

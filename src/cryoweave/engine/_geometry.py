@@ -32,7 +32,8 @@ def _as_float64(xp: ModuleType, *values: Any) -> list[Any]:
 
 
 def _namespace_of(*values: Any) -> ModuleType:
-    arrays = [v for v in values if not isinstance(v, int | float)]
+    """Namespace of the array arguments; scalars and lists count as NumPy."""
+    arrays = [v for v in values if type(v).__module__.split(".")[0] in ("numpy", "cupy")]
     return array_namespace(*arrays) if arrays else numpy
 
 
@@ -70,7 +71,7 @@ def matrix_to_euler(matrices: Any) -> tuple[Any, Any, Any]:
         raise ValueError(f"matrices must have shape (..., 3, 3); got {tuple(a.shape)}")
     sin_tilt = xp.sqrt(a[..., 0, 2] ** 2 + a[..., 1, 2] ** 2)
     tilt = xp.arctan2(sin_tilt, a[..., 2, 2])
-    regular = sin_tilt > 16 * numpy.finfo(numpy.float32).eps  # RELION's threshold
+    regular = sin_tilt > 1e-12  # below: a gimbal lock to float64 precision
     rot = xp.where(regular, xp.arctan2(a[..., 2, 1], a[..., 2, 0]), 0.0)
     psi_regular = xp.arctan2(a[..., 1, 2], -a[..., 0, 2])
     # tilt ≈ 0: A ≈ Rz(psi + rot); tilt ≈ 180: A ≈ Rz(psi − rot)·Ry(180)
@@ -142,9 +143,8 @@ def shift_phase(
 def shift_images(images: Any, shift_x_px: Any, shift_y_px: Any) -> Any:
     """Translate square images `(n, N, N)` by (+shift_x_px, +shift_y_px) pixels via the FFT.
 
-    Shifts are scalars or `(n,)` arrays. Returns the input's float dtype (float32 by default).
-    For even N the Nyquist row and column are zeroed (a sub-pixel shift has no real-valued
-    Nyquist term).
+    Shifts are scalars or `(n,)` arrays; integer shifts are exact circular shifts. Returns the
+    input's float dtype (float32 for other dtypes).
     """
     from ._fft import irfft2, rfft2
 
@@ -154,7 +154,4 @@ def shift_images(images: Any, shift_x_px: Any, shift_y_px: Any) -> Any:
     box = int(images.shape[-1])
     spectra = rfft2(xp.asarray(images, dtype=real_dtype))
     spectra = spectra * shift_phase(box, shift_x_px, shift_y_px, dtype=complex_dtype, xp=xp)
-    if box % 2 == 0:
-        spectra[..., box // 2, :] = 0
-        spectra[..., box // 2] = 0
     return irfft2(spectra, (box, box)).astype(real_dtype, copy=False)

@@ -56,7 +56,7 @@ def sphere_sampling(
         raise ValueError(
             f"tilt range [{min_tilt_deg}, {max_tilt_deg}] must satisfy 0 ≤ min ≤ max ≤ 180 degrees"
         )
-    n_points = max(1, int(round(4.0 * numpy.pi / numpy.deg2rad(step) ** 2)))
+    n_points = max(1, round(4.0 * numpy.pi / numpy.deg2rad(step) ** 2))
     directions = fibonacci_directions(n_points, xp=xp)
     tilt = xp.rad2deg(xp.arccos(xp.clip(directions[:, 2], -1.0, 1.0)))
     rot = xp.rad2deg(xp.arctan2(directions[:, 1], directions[:, 0]))
@@ -68,7 +68,7 @@ def sphere_sampling(
 def psi_sampling(step_deg: float, *, xp: ModuleType = numpy) -> Any:
     """In-plane angles 0, s, 2s, … < 360 (degrees, float64) with s = 360 / round(360 / step)."""
     step = _check_step(step_deg)
-    count = max(1, int(round(360.0 / step)))
+    count = max(1, round(360.0 / step))
     return xp.arange(count, dtype=xp.float64) * (360.0 / count)
 
 

@@ -52,7 +52,7 @@ def _generators(name: str) -> list[numpy.ndarray]:
     if match and match.group(1):
         n = int(match.group(2))
         gens = [_axis_rotation(z, n)]
-        return gens + [_axis_rotation(x, 2)] if match.group(1) == "d" else gens
+        return [*gens, _axis_rotation(x, 2)] if match.group(1) == "d" else gens
     table = {
         "t": [(z, 3), ((0, (2 / 3) ** 0.5, (1 / 3) ** 0.5), 2)],
         "o": [(z, 4), ((1, 1, 1), 3)],
