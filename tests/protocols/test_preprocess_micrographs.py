@@ -21,7 +21,7 @@ def imported(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):
         write_mrc(folder / f"m{i}.mrc", rng.normal(50, 3, (120, 150)), 1.25)
-    project, summary = run_protocol(tmp_path / "p", registry().get("ImportMicrographs"),
+    _project, summary = run_protocol(tmp_path / "p", registry().get("ImportMicrographs"),
                                     {"pattern": str(folder / "*.mrc"), "voltage_kv": 200})
     return tmp_path / "p", {"run": summary.run_id, "output": "micrographs"}
 

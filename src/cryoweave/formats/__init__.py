@@ -7,6 +7,7 @@ from cryoweave.formats._table import ParticleTable
 from cryoweave.formats.cs import read_particles_cs
 from cryoweave.formats.mrc import (
     MrcInfo,
+    StackReader,
     StackWriter,
     open_stack,
     read_image,
@@ -27,6 +28,7 @@ __all__ = [
     "MrcInfo",
     "ParticleTable",
     "PathResolver",
+    "StackReader",
     "StackWriter",
     "atomic_path",
     "format_image_names",

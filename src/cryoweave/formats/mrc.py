@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +19,7 @@ from cryoweave.errors import InputError
 from cryoweave.formats._atomic import temporary_path
 
 HEADER_BYTES = 1024
+MAX_OPEN_STACKS = 128
 _MODE_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 4: np.complex64, 6: np.uint16,
                 12: np.float16, 101: np.uint8}
 
@@ -219,3 +221,27 @@ class StackWriter:
             mrc.close()
             self._tmp.unlink(missing_ok=True)
             raise
+
+
+class StackReader:
+    """Gather images by (path, 0-based index) from memory-mapped stacks (LRU of open maps)."""
+
+    def __init__(self) -> None:
+        self._maps: OrderedDict[str, np.memmap] = OrderedDict()
+
+    def _map(self, path: str) -> np.memmap:
+        if path in self._maps:
+            self._maps.move_to_end(path)
+            return self._maps[path]
+        if len(self._maps) >= MAX_OPEN_STACKS:
+            self._maps.popitem(last=False)
+        self._maps[path] = open_stack(path)
+        return self._maps[path]
+
+    def read(self, paths: np.ndarray, indices: np.ndarray, box_px: int) -> np.ndarray:
+        out = np.empty((len(paths), box_px, box_px), dtype=np.float32)
+        # runs of consecutive rows from the same stack are read with one fancy index
+        breaks = np.flatnonzero(paths[1:] != paths[:-1]) + 1
+        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(paths)], strict=True):
+            out[lo:hi] = self._map(str(paths[lo]))[indices[lo:hi]]
+        return out

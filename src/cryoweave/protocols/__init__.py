@@ -7,13 +7,23 @@ from cryoweave.protocols.import_micrographs import ImportMicrographs
 from cryoweave.protocols.import_particles import ImportParticles
 from cryoweave.protocols.import_volume import ImportVolume
 from cryoweave.protocols.preprocess import PreprocessMicrographs
+from cryoweave.protocols.reconstruction import ReconstructFourier, SimulateParticles
 
 PLUGIN = Plugin(
     name="cryoweave",
     version=__version__,
     protocols=(ImportParticles, ImportMicrographs, ImportVolume, Downsample,
-               PreprocessMicrographs),
+               PreprocessMicrographs, SimulateParticles, ReconstructFourier),
     description="cryoweave's built-in protocols",
 )
 
-__all__ = ["PLUGIN", "Downsample", "ImportMicrographs", "ImportParticles", "ImportVolume", "PreprocessMicrographs"]
+__all__ = [
+    "PLUGIN",
+    "Downsample",
+    "ImportMicrographs",
+    "ImportParticles",
+    "ImportVolume",
+    "PreprocessMicrographs",
+    "ReconstructFourier",
+    "SimulateParticles",
+]

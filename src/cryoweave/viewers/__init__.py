@@ -9,12 +9,15 @@ from cryoweave.viewers._images import (
     stretch,
     thumbnail,
 )
+from cryoweave.viewers._plots import plot_fsc, plot_series
 from cryoweave.viewers._sets import view_set
 
 __all__ = [
     "central_slices",
     "contact_sheet",
     "montage",
+    "plot_fsc",
+    "plot_series",
     "power_spectrum",
     "show_spectrum",
     "stretch",

@@ -7,7 +7,6 @@ stack written atomically with int64 offsets, progress in images.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,9 @@ from cryoweave.engine import (
     to_device,
     to_host,
 )
-from cryoweave.formats import ParticleTable, StackWriter, open_stack
+from cryoweave.formats import ParticleTable, StackReader, StackWriter
 from cryoweave.pipeline import run_pipeline
 
-MAX_OPEN_STACKS = 128
 # images per pipeline job: small enough that reading and writing overlap from the start,
 # large enough that the FFTs stay efficient (``batch_size`` is an upper bound)
 JOB_IMAGES = 256
@@ -47,30 +45,6 @@ class DownsampleStats:
     @property
     def images_per_s(self) -> float:
         return self.n_images / self.seconds if self.seconds > 0 else float("inf")
-
-
-class StackReader:
-    """Gather images by (path, 0-based index) from memory-mapped stacks (LRU of open maps)."""
-
-    def __init__(self) -> None:
-        self._maps: OrderedDict[str, np.memmap] = OrderedDict()
-
-    def _map(self, path: str) -> np.memmap:
-        if path in self._maps:
-            self._maps.move_to_end(path)
-            return self._maps[path]
-        if len(self._maps) >= MAX_OPEN_STACKS:
-            self._maps.popitem(last=False)
-        self._maps[path] = open_stack(path)
-        return self._maps[path]
-
-    def read(self, paths: np.ndarray, indices: np.ndarray, box_px: int) -> np.ndarray:
-        out = np.empty((len(paths), box_px, box_px), dtype=np.float32)
-        # runs of consecutive rows from the same stack are read with one fancy index
-        breaks = np.flatnonzero(paths[1:] != paths[:-1]) + 1
-        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(paths)], strict=True):
-            out[lo:hi] = self._map(str(paths[lo]))[indices[lo:hi]]
-        return out
 
 
 def plan_batches(input_boxes: np.ndarray, batch_size: int) -> Iterator[Batch]:

@@ -1,0 +1,114 @@
+"""Reconstruction from known poses: insert halves, then maps, FSC and pictures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryoweave.engine import FscCurve, ReconstructionAccumulator, fsc, lowpass_filter_a
+from cryoweave.formats import StackReader, write_mrc
+from cryoweave.protocols.reconstruction._arrays import ParticleArrays
+from cryoweave.viewers import central_slices, montage, plot_fsc, stretch
+from cryoweave.viewers._images import save_png
+
+
+def empty_accumulator(arrays: ParticleArrays, *, half: int | None, padding: float,
+                      max_resolution_a: float | None) -> ReconstructionAccumulator:
+    r_max = None
+    if max_resolution_a:
+        r_max = arrays.box_px * arrays.pixel_size_a / max_resolution_a
+    return ReconstructionAccumulator.empty(arrays.box_px, padding=padding, r_max_px=r_max,
+                                           half=half)
+
+
+def insert_particles(accumulator: ReconstructionAccumulator, arrays: ParticleArrays,
+                     rows: np.ndarray, *, symmetry: str, batch_size: int = 500,
+                     weights: np.ndarray | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> None:
+    """Back-project the particles ``rows`` (indices into ``arrays``) into ``accumulator``."""
+    reader = StackReader()
+    order = rows[np.lexsort((arrays["image_index"][rows], arrays.paths[rows].astype(str)))]
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        images = reader.read(arrays.paths[batch], arrays["image_index"][batch], arrays.box_px)
+        accumulator.insert(images, arrays.matrices(batch), ctf=arrays.ctf(batch),
+                           origin_xy_px=arrays.origins_px(batch), symmetry=symmetry,
+                           particle_weights=None if weights is None else weights[batch])
+        if progress is not None:
+            progress(min(start + batch_size, len(order)), len(order))
+
+
+def save_accumulator(path: Path, accumulator: ReconstructionAccumulator) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, sums=accumulator.sums, n_images=accumulator.n_images,
+                 half=accumulator.half or 0)
+    tmp.replace(path)
+
+
+def load_accumulator(path: Path, template: ReconstructionAccumulator
+                     ) -> ReconstructionAccumulator:
+    with np.load(path) as data:
+        return dataclasses.replace(template, sums=data["sums"], n_images=int(data["n_images"]),
+                                   half=int(data["half"]) or None)
+
+
+def resolutions(curve: FscCurve) -> dict[str, float]:
+    """Resolution (Å) at 0.143 and 0.5, interpolated and first shell below (Xmipp)."""
+    return {f"{name}_{method}": curve.resolution_a(threshold, method=method)
+            for name, threshold in (("fsc0143", 0.143), ("fsc05", 0.5))
+            for method in ("interpolated", "first_below")}
+
+
+def curve_record(curve: FscCurve, **extra: Any) -> dict[str, Any]:
+    return {"frequency_per_a": curve.frequency_per_a.tolist(), "fsc": curve.values.tolist(),
+            "shell_px": curve.shell_px.tolist(), "resolutions_a": resolutions(curve), **extra}
+
+
+def projections(volume: np.ndarray) -> np.ndarray:
+    """Sums of the map along z, y and x, side by side."""
+    return montage(np.stack([volume.sum(axis=a) for a in range(3)]), columns=3)
+
+
+def write_results(folder: Path, half1: np.ndarray, half2: np.ndarray, average: np.ndarray,
+                  pixel_size_a: float, curve: FscCurve, *, prefix: str = "") -> dict[str, str]:
+    """Maps (halves, average, filtered at the 0.143 resolution), FSC JSON and pictures."""
+    res = curve.resolution_a(0.143)
+    filtered = lowpass_filter_a(average, res, pixel_size_a) if res < np.inf else average
+    files = {
+        "half1_path": write_mrc(folder / f"{prefix}half1.mrc", half1, pixel_size_a),
+        "half2_path": write_mrc(folder / f"{prefix}half2.mrc", half2, pixel_size_a),
+        "path": write_mrc(folder / f"{prefix}map.mrc", average, pixel_size_a),
+        "filtered_path": write_mrc(folder / f"{prefix}map_filtered.mrc", filtered,
+                                   pixel_size_a),
+    }
+    (folder / f"{prefix}fsc.json").write_text(json.dumps(curve_record(curve), indent=1))
+    files["fsc_json"] = folder / f"{prefix}fsc.json"
+    files["fsc_png"] = plot_fsc({"half maps": (curve.frequency_per_a, curve.values)},
+                                folder / f"{prefix}fsc.png",
+                                title=f"FSC 0.143: {res:.2f} Å, 0.5: "
+                                      f"{curve.resolution_a(0.5):.2f} Å")
+    files["slices_png"] = save_png(folder / f"{prefix}slices.png", central_slices(average))
+    files["projections_png"] = save_png(folder / f"{prefix}projections.png",
+                                        stretch(projections(average)))
+    return {k: str(v) for k, v in files.items()}
+
+
+def half_maps(acc1: ReconstructionAccumulator, acc2: ReconstructionAccumulator, *,
+              regularization: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both half maps and the map of all particles."""
+    half1 = acc1.reconstruct(regularization=regularization)
+    half2 = acc2.reconstruct(regularization=regularization)
+    average = (acc1 + acc2).reconstruct(regularization=regularization)
+    return half1, half2, average
+
+
+def evaluate(half1: np.ndarray, half2: np.ndarray, pixel_size_a: float,
+             mask: np.ndarray | None = None) -> FscCurve:
+    return fsc(half1, half2, mask=mask, pixel_size_a=pixel_size_a)
