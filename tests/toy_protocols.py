@@ -172,4 +172,50 @@ def toy_count(ctx: StepContext, counts: dict[str, int]) -> StepResult:
     return StepResult(publish={"counts": pd.DataFrame({"data": [counts]})})
 
 
-PLUGIN = Plugin("toy", "0.1", (ToySteps, ToyProducer, ToyConsumer, ToyCountParticles))
+
+
+class ToyIterations(Protocol):
+    """Iterations planned one at a time from the previous one's result file (Plan.extend)."""
+
+    label = "toy iterations"
+
+    class Params(ProtocolParams):
+        target: int = param(20, gt=0, description="stop once the value reaches this")
+        sleep_s: float = param(0.0, ge=0, description="seconds each iteration sleeps")
+
+    class Outputs(ProtocolOutputs):
+        records: RecordSet
+
+    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        state = ctx.run_dir / "extra"
+
+        def step(i: int) -> Step:
+            return Step(f"iter{i:02d}", toy_iterate,
+                        {"index": i, "sleep_s": params.sleep_s},
+                        outputs=[f"extra/iter{i:02d}.txt"],
+                        after=[f"iter{i - 1:02d}"] if i > 1 else [])
+
+        def extend() -> list[Step]:
+            done = sorted(state.glob("iter*.txt"))
+            value = int(done[-1].read_text()) if done else 0
+            if value >= params.target:
+                return []
+            return [step(len(done) + 1)]
+
+        return Plan(steps=[step(1)], extend=extend)
+
+
+def toy_iterate(ctx: StepContext, index: int, sleep_s: float) -> StepResult:
+    time.sleep(sleep_s)
+    previous = ctx.extra_dir / f"iter{index - 1:02d}.txt"
+    value = (int(previous.read_text()) if previous.exists() else 1) * 2
+    with atomic_path(ctx.extra_dir / f"iter{index:02d}.txt") as tmp:
+        tmp.write_text(str(value))
+    with open(ctx.extra_dir / "executions.log", "a") as handle:
+        handle.write(f"{index}\n")
+    return StepResult(publish={"records": pd.DataFrame({"item_id": [index],
+                                                        "data": [{"value": value}]})})
+
+
+PLUGIN = Plugin("toy", "0.1", (ToySteps, ToyProducer, ToyConsumer, ToyCountParticles,
+                                ToyIterations))

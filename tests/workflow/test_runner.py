@@ -141,3 +141,18 @@ def test_dask_executor_runs_steps_on_a_local_cluster(tmp_path):
     assert summary.status == "finished", summary.error
     assert RecordSet(project, summary.outputs["records"]).count() == 8
     assert sorted(executions(project, summary.run_id)) == [0, 1, 2, 3]
+
+
+def test_plans_that_grow_iteration_by_iteration_and_resume(tmp_path):
+    project, summary = run_protocol(tmp_path, registry().get("ToyIterations"), {"target": 20})
+    assert summary.status == "finished", summary.error
+    values = RecordSet(project, summary.outputs["records"]).to_frame()["data"]
+    assert [v["value"] for v in values] == [2, 4, 8, 16, 32]
+    again = Runner(project, summary.run_id).execute(resume=True)
+    assert again.status == "finished" and again.steps_run == 0  # extend() sees all results
+    assert executions(project, summary.run_id) == [1, 2, 3, 4, 5]
+    (project.root / project.get_run(summary.run_id).folder / "extra/iter04.txt").unlink()
+    (project.root / project.get_run(summary.run_id).folder / "extra/iter05.txt").unlink()
+    third = Runner(project, summary.run_id).execute(resume=True)  # as if killed in iteration 4
+    assert third.steps_run == 2
+    assert executions(project, summary.run_id) == [1, 2, 3, 4, 5, 4, 5]

@@ -115,3 +115,21 @@ def test_optics_groups_round_trip(project):
     ps.set_optics(optics)
     back = ps.optics()
     pd.testing.assert_frame_equal(back[optics.columns], optics, check_dtype=False)
+
+
+def test_derive_changes_typed_and_pass_through_columns(project):
+    from cryoweave.workflow._sets import derive_items
+
+    rng = np.random.default_rng(3)
+    source = new_set(project)
+    source.append(particles_frame(10, rng))
+    with project.transaction() as s:
+        target = ParticleSet(project, create_set(s, None, "refined", ParticleSet))
+        updates = pd.DataFrame({"item_id": [2, 5, 7], "rot_deg": [10.0, 20.0, 30.0],
+                                "rlnMaxValueProbDistribution": [0.1, 0.2, 0.3]})
+        derive_items(s, source, target, updates)
+    out = target.to_frame().set_index("item_id")
+    assert out.index.tolist() == [2, 5, 7]
+    assert out["rot_deg"].tolist() == [10.0, 20.0, 30.0]
+    assert out["rlnMaxValueProbDistribution"].tolist() == [0.1, 0.2, 0.3]
+    assert out.loc[5, "rlnMyLabel"] == "x4"  # the source's own pass-through survives

@@ -113,11 +113,17 @@ class Watch:
 
 @dataclass
 class Plan:
-    """What a run does: static steps, streams that produce steps, and finalising steps."""
+    """What a run does: static steps, streams that produce steps, and later steps.
+
+    ``extend()`` is called whenever every step so far is done and every stream has ended; it
+    returns further steps (e.g. the next iteration, planned from the files the previous one
+    wrote) or ``[]`` when the run is complete. It must be deterministic given those files, so
+    that a continued run plans the same keys again (finished ones are then skipped).
+    """
 
     steps: list[Step] = field(default_factory=list)
     streams: list[ForEachBatch | Watch] = field(default_factory=list)
-    finalize: Callable[[], list[Step]] | None = None
+    extend: Callable[[], list[Step]] | None = None
 
 
 @dataclass

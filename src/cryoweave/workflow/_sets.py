@@ -8,6 +8,7 @@ stable ids. Filters use the typed columns of the item class, e.g.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -260,16 +261,15 @@ def derive_items(session: Session, source: SetHandle, target: SetHandle,
     """Publish ``source`` items listed in ``updates`` into ``target`` with columns replaced.
 
     Rows are copied in SQL (ids and pass-through metadata kept), then the typed columns of
-    ``updates`` are written; all at one new version of ``target``, which is returned.
+    ``updates`` are written and its other columns merged into the pass-through metadata; all
+    at one new version of ``target``, which is returned.
     """
     if type(source) is not type(target):
         raise StorageError(f"cannot derive a {target.kind} set from a {source.kind} set")
     table = source.table
     typed = set(typed_columns(table))
-    changed = [c for c in updates.columns if c != "item_id"]
-    unknown = [c for c in changed if c not in typed]
-    if unknown:
-        raise StorageError(f"derived items can only change typed columns; not {unknown}")
+    changed = [c for c in updates.columns if c != "item_id" and c in typed]
+    extra_columns = [c for c in updates.columns if c != "item_id" and c not in typed]
     row = session.get(SetRow, target.id, with_for_update=True)
     session.refresh(row)
     version = row.version + 1
@@ -297,9 +297,32 @@ def derive_items(session: Session, source: SetHandle, target: SetHandle,
                   for r in rows]
         for start in range(0, len(params), 50000):
             conn.exec_driver_sql(sql, params[start:start + 50000])
+    if extra_columns:
+        _merge_extra(conn, table, target.id, updates[["item_id", *extra_columns]])
     row.version = version
     session.flush()
     return version
+
+
+def _merge_extra(conn: Any, table: Any, set_id: int, updates: pd.DataFrame) -> None:
+    """Merge ``updates``' columns into the items' pass-through metadata (JSON ``extra``)."""
+    names, rows = frame_to_rows(updates, table, set_id=set_id, seq=0)
+    position = names.index("extra")
+    new_extra = {int(r[0]): json.loads(r[position]) if r[position] else {} for r in rows}
+    ids = list(new_extra)
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    merged = []
+    for start in range(0, len(ids), 30000):
+        chunk = ids[start:start + 30000]
+        current = conn.execute(select(table.c.item_id, type_coerce(table.c.extra, Text)).where(
+            table.c.set_id == set_id, table.c.item_id.in_(chunk))).all()
+        for item_id, stored in current:
+            old = json.loads(stored) if isinstance(stored, str) else (stored or {})
+            value = {**old, **new_extra[int(item_id)]}
+            merged.append((json.dumps(value), set_id, int(item_id)))
+    sql = f"UPDATE {table.name} SET extra = {marker} WHERE set_id = {marker} AND item_id = {marker}"
+    for start in range(0, len(merged), 50000):
+        conn.exec_driver_sql(sql, merged[start:start + 50000])
 
 
 def retract_items(session: Session, handle: SetHandle, seq: int) -> int:

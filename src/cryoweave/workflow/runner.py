@@ -341,7 +341,6 @@ class Runner:
         streams: list[BatchStream | WatchStream] = [
             BatchStream(self, spec) if isinstance(spec, ForEachBatch)
             else WatchStream(self, spec, i) for i, spec in enumerate(plan.streams)]
-        finalize_pending = plan.finalize is not None
         running: dict[Any, tuple[_StepState, float]] = {}
         failure: StepFailed | None = None
         aborting = False
@@ -394,11 +393,11 @@ class Runner:
                 raise StopRequested(f"run {self.run_id} was stopped on request")
             pending = [st for st in self.steps.values() if st.status != "done"]
             if not pending and all(st.done for st in streams):
-                if finalize_pending:
-                    finalize_pending = False
-                    assert plan.finalize is not None
-                    self.register_steps(plan.finalize())
-                    continue
+                if plan.extend is not None:
+                    more = plan.extend()
+                    if more:  # (on --continue they may be done already: then ask again)
+                        self.register_steps(more)
+                        continue
                 return
             if pending and not self._ready() and all(st.done for st in streams):
                 keys = ", ".join(st.key for st in pending[:5])
