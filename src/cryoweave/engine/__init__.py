@@ -88,6 +88,7 @@ from ._projection import (
     project,
     reconstruct,
 )
+from ._resample import resample_volume, window_volume
 from ._sampling import orientation_grid, psi_sampling, sphere_sampling
 from ._symmetry import (
     in_asymmetric_unit,
@@ -158,6 +159,7 @@ __all__ = [
     "raised_cosine_highpass",
     "raised_cosine_lowpass",
     "reconstruct",
+    "resample_volume",
     "remove_bad_pixels",
     "resolve_device",
     "rfft",
@@ -176,4 +178,5 @@ __all__ = [
     "to_device",
     "to_host",
     "wiener_filter",
+    "window_volume",
 ]

@@ -17,8 +17,7 @@ from cryoweave.engine import (
     Projector,
     atoms_phantom,
     euler_to_matrix,
-    fourier_crop_volume,
-    fourier_pad_volume,
+    resample_volume,
 )
 from cryoweave.formats import ParticleTable, StackWriter, write_mrc, write_particles_star
 from cryoweave.protocols.reconstruction._arrays import arrays_from_frame
@@ -49,26 +48,11 @@ def phantom_volume(box_px: int, pixel_size_a: float, *, symmetry: str = "c1",
                          symmetry=None if symmetry.lower() == "c1" else symmetry)
 
 
-def resample_volume(volume: np.ndarray, pixel_size_a: float, target_pixel_a: float | None,
-                    target_box_px: int | None) -> tuple[np.ndarray, float]:
-    """The volume at (about) ``target_pixel_a`` (Fourier crop/pad) in a ``target_box_px`` box
-    (real-space crop/pad about N//2); returns it with its exact pixel size."""
-    n = volume.shape[0]
-    pixel = pixel_size_a
-    if target_pixel_a is not None and not np.isclose(target_pixel_a, pixel_size_a):
-        size = max(2, round(n * pixel_size_a / target_pixel_a))
-        volume = (fourier_crop_volume(volume, size) if size < n
-                  else fourier_pad_volume(volume, size))
-        pixel, n = pixel_size_a * n / size, size
-    if target_box_px is not None and target_box_px != n:
-        out = np.zeros((target_box_px,) * 3, np.float32)
-        lo_in = max(0, n // 2 - target_box_px // 2)
-        lo_out = max(0, target_box_px // 2 - n // 2)
-        size = min(n, target_box_px)
-        out[lo_out:lo_out + size, lo_out:lo_out + size, lo_out:lo_out + size] = \
-            volume[lo_in:lo_in + size, lo_in:lo_in + size, lo_in:lo_in + size]
-        volume = out
-    return volume.astype(np.float32), pixel
+def resample_to(volume: np.ndarray, pixel_size_a: float, target_pixel_a: float | None,
+                target_box_px: int | None) -> tuple[np.ndarray, float]:
+    """The volume at the pixel size and box asked for (float32), with its exact pixel size."""
+    out, pixel = resample_volume(volume, pixel_size_a, target_pixel_a, target_box_px)
+    return np.asarray(out, np.float32), pixel
 
 
 def draw_parameters(settings: SimulationSettings,

@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import field_validator, model_validator
 
 from cryoweave.engine import symmetry_order
-from cryoweave.formats import read_particles_star, read_volume
+from cryoweave.formats import ParticleTable, read_particles_star, read_volume
 from cryoweave.plugin import (
     ADVANCED,
     Input,
@@ -31,7 +31,7 @@ from cryoweave.protocols.reconstruction._simulation import (
     SimulationSettings,
     optics_frame,
     phantom_volume,
-    resample_volume,
+    resample_to,
     settings_record,
     simulate_files,
 )
@@ -142,12 +142,14 @@ def truth_volume(params: dict[str, Any], volume_path: str | None,
         return phantom_volume(box, pixel, symmetry=params.get("symmetry", "c1"),
                               seed=params.get("seed", 0)), pixel
     volume, header_pixel = read_volume(volume_path)
-    return resample_volume(volume, volume_pixel_size_a or header_pixel,
+    return resample_to(volume, volume_pixel_size_a or header_pixel,
                            params.get("pixel_size_a"), params.get("box_px"))
 
 
-def simulate_step(ctx: StepContext, params: dict[str, Any], volume_path: str | None,
-                  volume_pixel_size_a: float | None) -> StepResult:
+def simulate_to_folder(params: dict[str, Any], volume_path: str | None,
+                       volume_pixel_size_a: float | None, folder: Path,
+                       progress: Any = None) -> tuple[ParticleTable, SimulationSettings, float]:
+    """Simulate into ``folder`` (particles.mrcs, particles.star, truth.mrc)."""
     volume, pixel = truth_volume(params, volume_path, volume_pixel_size_a)
     poses = None
     if params.get("poses_star"):
@@ -159,20 +161,27 @@ def simulate_step(ctx: StepContext, params: dict[str, Any], volume_path: str | N
         voltage_kv=params["voltage_kv"], cs_mm=params["cs_mm"],
         amplitude_contrast=params["amplitude_contrast"], snr=params["snr"],
         max_shift_a=params["max_shift_a"], seed=params["seed"])
-    table, sigma = simulate_files(volume, settings, ctx.extra_dir, poses=poses,
-                                  progress=lambda done, total: ctx.progress(done, total))
+    table, sigma = simulate_files(volume, settings, folder, poses=poses, progress=progress)
+    return table, settings, sigma
+
+
+def simulate_step(ctx: StepContext, params: dict[str, Any], volume_path: str | None,
+                  volume_pixel_size_a: float | None) -> StepResult:
+    table, settings, sigma = simulate_to_folder(
+        params, volume_path, volume_pixel_size_a, ctx.extra_dir,
+        progress=lambda done, total: ctx.progress(done, total))
     particles = table.particles.copy()
     particles.insert(0, "item_id", np.arange(1, len(particles) + 1, dtype=np.int64))
-    record = settings_record(settings, sigma)
+    pixel, box = settings.pixel_size_a, settings.box_px
     truth = pd.DataFrame([{"item_id": 1, "path": str(ctx.extra_dir / "truth.mrc"),
-                           "pixel_size_a": pixel, "box_px": volume.shape[0]}])
-    properties = {"pixel_size_a": pixel, "box_px": volume.shape[0], "has_ctf": True,
+                           "pixel_size_a": pixel, "box_px": box}])
+    properties = {"pixel_size_a": pixel, "box_px": box, "has_ctf": True,
                   "has_poses": True, "phase_flipped": False, "voltage_kv": settings.voltage_kv,
                   "cs_mm": settings.cs_mm, "amplitude_contrast": settings.amplitude_contrast,
-                  "simulation": record,
+                  "simulation": settings_record(settings, sigma),
                   "star_layout": table.star_layout()}
     return StepResult(publish={"particles": particles, "truth": truth},
                       optics={"particles": optics_frame(settings)},
                       properties={"particles": properties,
-                                  "truth": {"pixel_size_a": pixel, "box_px": volume.shape[0]}},
+                                  "truth": {"pixel_size_a": pixel, "box_px": box}},
                       info={"particles": len(particles), "noise_sigma": sigma})
