@@ -9,6 +9,8 @@ centre of an N-point axis is index N // 2; digital frequency of FFT index i is i
 else (i − N)/N cycles/pixel.
 """
 
+from ._alignment import AlignmentResult, global_search, pose_scores
+from ._alignment_local import local_search
 from ._backend import (
     array_namespace,
     batch_size_for,
@@ -81,13 +83,8 @@ from ._preprocess import (
     raised_cosine_lowpass,
     remove_bad_pixels,
 )
-from ._projection import (
-    Projector,
-    ReconstructionAccumulator,
-    backproject,
-    project,
-    reconstruct,
-)
+from ._projection import Projector, backproject, project
+from ._reconstruction import ReconstructionAccumulator, reconstruct
 from ._resample import resample_volume, window_volume
 from ._sampling import orientation_grid, psi_sampling, sphere_sampling
 from ._symmetry import (
@@ -99,6 +96,7 @@ from ._symmetry import (
 )
 
 __all__ = [
+    "AlignmentResult",
     "FscCurve",
     "PreprocessSettings",
     "Projector",
@@ -132,6 +130,7 @@ __all__ = [
     "frequency_grid_rfft",
     "fsc",
     "get_namespace",
+    "global_search",
     "group_identical_ctfs",
     "highpass_filter",
     "ifft",
@@ -143,6 +142,7 @@ __all__ = [
     "irfft2",
     "irfftn",
     "is_out_of_memory",
+    "local_search",
     "log_transform",
     "lowpass_filter",
     "lowpass_filter_a",
@@ -151,6 +151,7 @@ __all__ = [
     "normalize_mean_std",
     "orientation_grid",
     "phase_flip",
+    "pose_scores",
     "preprocess_micrographs",
     "preprocess_output_shape",
     "project",
@@ -159,8 +160,8 @@ __all__ = [
     "raised_cosine_highpass",
     "raised_cosine_lowpass",
     "reconstruct",
-    "resample_volume",
     "remove_bad_pixels",
+    "resample_volume",
     "resolve_device",
     "rfft",
     "rfft2",

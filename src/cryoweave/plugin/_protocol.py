@@ -99,5 +99,10 @@ class Protocol:
         """
         return []
 
+    def check_project(self, params: Any, project: Any) -> list[str]:
+        """Problems that need the project (e.g. a run referred to by a parameter); ``project``
+        is None when the project does not exist yet. Runs before anything is created."""
+        return []
+
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         raise NotImplementedError(f"{type(self).__name__}.plan")

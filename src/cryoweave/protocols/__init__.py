@@ -5,6 +5,7 @@ from cryoweave.plugin import Plugin
 from cryoweave.protocols.downsample import Downsample
 from cryoweave.protocols.import_micrographs import ImportMicrographs
 from cryoweave.protocols.import_particles import ImportParticles
+from cryoweave.protocols.highres import ReconstructHighRes
 from cryoweave.protocols.import_volume import ImportVolume
 from cryoweave.protocols.preprocess import PreprocessMicrographs
 from cryoweave.protocols.reconstruction import ReconstructFourier, SimulateParticles
@@ -13,7 +14,8 @@ PLUGIN = Plugin(
     name="cryoweave",
     version=__version__,
     protocols=(ImportParticles, ImportMicrographs, ImportVolume, Downsample,
-               PreprocessMicrographs, SimulateParticles, ReconstructFourier),
+               PreprocessMicrographs, SimulateParticles, ReconstructFourier,
+               ReconstructHighRes),
     description="cryoweave's built-in protocols",
 )
 
@@ -25,5 +27,6 @@ __all__ = [
     "ImportVolume",
     "PreprocessMicrographs",
     "ReconstructFourier",
+    "ReconstructHighRes",
     "SimulateParticles",
 ]

@@ -170,6 +170,8 @@ def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
         if problem:
             problems.append(problem)
 
+    if not problems and params is not None:
+        problems.extend(protocol().check_project(params, project))
     if not problems and params is not None and project is not None and not validated.deferred:
         handles = {n: SET_TYPES[specs[n].kind](project, sid)
                    for n, sid in validated.inputs.items() if sid is not None}

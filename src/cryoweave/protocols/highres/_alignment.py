@@ -1,0 +1,58 @@
+"""Angular assignment for one batch of particles: global, local or none (engine adapters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cryoweave.protocols.reconstruction._arrays import ParticleArrays
+
+
+@dataclass
+class Assignment:
+    rot_deg: np.ndarray
+    tilt_deg: np.ndarray
+    psi_deg: np.ndarray
+    origin_x_px: np.ndarray
+    origin_y_px: np.ndarray
+    score: np.ndarray
+
+
+def matching_radius_px(schedule: dict[str, Any]) -> float:
+    """Fourier radius (px) of the resolution used for matching: the previous resolution."""
+    radius = schedule["box_px"] * schedule["pixel_size_a"] / schedule["previous_resolution_a"]
+    return float(min(radius, schedule["box_px"] // 2 - 1))
+
+
+def assign(mode: str, images: np.ndarray, ctfs: np.ndarray, reference: np.ndarray,
+           schedule: dict[str, Any], settings: dict[str, Any], *, current: ParticleArrays,
+           rows: np.ndarray) -> Assignment:
+    """Poses of ``images`` (the particles ``rows`` of ``current``) against ``reference``."""
+    from cryoweave.engine import global_search, local_search
+
+    origins = current.origins_px(rows)  # at the working pixel size
+    r_max = matching_radius_px(schedule)
+    if mode in ("global", "stochastic"):
+        result = global_search(images, ctfs, reference,
+                               angular_step_deg=schedule["angular_step_deg"],
+                               symmetry=settings["symmetry"],
+                               min_tilt_deg=settings["min_tilt_deg"],
+                               max_tilt_deg=settings["max_tilt_deg"],
+                               max_shift_px=schedule["max_shift_px"], r_max_px=r_max)
+    elif mode == "local":
+        local = settings["local"]
+        result = local_search(
+            images, ctfs, reference, rot_deg=current["rot_deg"][rows],
+            tilt_deg=current["tilt_deg"][rows], psi_deg=current["psi_deg"][rows],
+            origin_x_px=origins[:, 0], origin_y_px=origins[:, 1],
+            max_angle_change_deg=(schedule["local_max_angle_deg"] if local["angles"] else 0.0),
+            max_shift_change_px=(local["max_shift_percent"] / 100 * schedule["box_px"]
+                                 if local["shifts"] else 0.0),
+            angular_step_deg=schedule["angular_step_deg"], r_max_px=r_max)
+    else:
+        raise ValueError(f"no angular assignment for alignment={mode!r}")
+    return Assignment(np.asarray(result.rot_deg), np.asarray(result.tilt_deg),
+                      np.asarray(result.psi_deg), np.asarray(result.origin_x_px),
+                      np.asarray(result.origin_y_px), np.asarray(result.score))

@@ -1,0 +1,89 @@
+"""Files one iteration leaves for the next (``extra/iter_NN/``), read and written atomically.
+
+Per iteration: ``schedule.json`` (the grid and search settings), ``ref_h1.mrc``/``ref_h2.mrc``,
+``align_h{h}_c{k}.npz`` (assignment of a chunk), ``poses.npz`` (poses, scores, weights of every
+particle after the iteration), ``sums_h{h}.npz``, ``half1.mrc``/``half2.mrc``/``map.mrc`` and
+``result.json`` (resolution, FSC, statistics). ``result.json`` is written last: an iteration is
+complete when it exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryoweave.protocols.reconstruction._arrays import ParticleArrays
+
+POSE_FIELDS = ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score", "weight",
+               "percentile", "angular_change_deg", "half", "used", "defocus_group")
+
+
+def iteration_dir(extra: Path, index: int) -> Path:
+    return extra / f"iter_{index:02d}"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(tmp, path)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def completed_iterations(extra: Path) -> int:
+    """The number of consecutive complete iterations (result.json written)."""
+    index = 0
+    while (iteration_dir(extra, index + 1) / "result.json").exists():
+        index += 1
+    return index
+
+
+def initial_poses(arrays: ParticleArrays, halves: np.ndarray) -> dict[str, np.ndarray]:
+    n = len(arrays)
+    return {"rot_deg": arrays["rot_deg"].copy(), "tilt_deg": arrays["tilt_deg"].copy(),
+            "psi_deg": arrays["psi_deg"].copy(), "shift_x_a": arrays["shift_x_a"].copy(),
+            "shift_y_a": arrays["shift_y_a"].copy(), "score": np.zeros(n),
+            "weight": np.ones(n), "percentile": np.ones(n), "angular_change_deg": np.zeros(n),
+            "half": halves.astype(np.int64), "used": np.ones(n, bool),
+            "defocus_group": np.zeros(n, np.int64)}
+
+
+def with_poses(arrays: ParticleArrays, poses: dict[str, np.ndarray]) -> ParticleArrays:
+    """``arrays`` with the orientations, shifts and halves of ``poses``."""
+    columns = dict(arrays.columns)
+    for name in ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "half"):
+        columns[name] = np.asarray(poses[name])
+    return replace(arrays, columns=columns)
+
+
+def on_working_grid(arrays: ParticleArrays, stack: str, box_px: int, pixel_size_a: float
+                    ) -> ParticleArrays:
+    """The particles as the images of ``stack`` (row i = image i) at ``box_px``/``pixel``."""
+    columns = dict(arrays.columns)
+    columns["image_index"] = np.arange(len(arrays), dtype=np.int64)
+    optics = arrays.optics.copy()
+    optics["box_px"] = box_px
+    optics["pixel_size_a"] = pixel_size_a
+    paths = np.full(len(arrays), stack, dtype=object)
+    return replace(arrays, paths=paths, columns=columns, optics=optics)

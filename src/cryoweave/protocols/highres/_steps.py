@@ -1,0 +1,298 @@
+"""The steps of one ReconstructHighRes iteration; they talk only through files (``_state``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryoweave.engine import euler_to_matrix, soft_sphere_mask
+from cryoweave.formats import ParticleTable, StackReader, read_volume, write_mrc
+from cryoweave.plugin import StepContext, StepResult
+from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
+from cryoweave.protocols.downsample._rewrite import stack_name
+from cryoweave.protocols.downsample._stack import downsample_stack
+from cryoweave.protocols.highres._alignment import assign
+from cryoweave.protocols.highres._references import ReferenceOptions, prepare_reference
+from cryoweave.protocols.highres._state import (
+    initial_poses,
+    iteration_dir,
+    on_working_grid,
+    read_json,
+    read_npz,
+    with_poses,
+    write_json,
+    write_npz,
+)
+from cryoweave.protocols.highres._weights import WeightOptions, angular_changes_deg, compute_weights
+from cryoweave.protocols.reconstruction._arrays import ParticleArrays, read_arrays
+from cryoweave.protocols.reconstruction._reconstruct import (
+    curve_record,
+    empty_accumulator,
+    evaluate,
+    load_accumulator,
+    save_accumulator,
+)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def previous_poses(extra: Path, iteration: int, arrays: ParticleArrays) -> dict[str, np.ndarray]:
+    if iteration > 1:
+        return read_npz(iteration_dir(extra, iteration - 1) / "poses.npz")
+    initial = extra / "initial_poses.npz"
+    return read_npz(initial) if initial.exists() else initial_poses(arrays, arrays["half"])
+
+
+def working_particles(arrays: ParticleArrays, schedule: dict[str, Any]) -> ParticleArrays:
+    if schedule.get("stack"):
+        return on_working_grid(arrays, schedule["stack"], schedule["box_px"],
+                               schedule["pixel_size_a"])
+    return arrays
+
+
+def particle_mask(box_px: int, radius_px: float) -> np.ndarray:
+    return soft_sphere_mask(box_px, min(radius_px, box_px / 2 - 1), edge_width_px=3.0, ndim=2)
+
+
+# -- prepare: working grid and references --------------------------------------------------------
+def prepare_step(ctx: StepContext, iteration: int, schedule: dict[str, Any], arrays: str,
+                 cache_root: str, references: dict[str, Any],
+                 settings: dict[str, Any]) -> StepResult:
+    started = time.perf_counter()
+    particles = read_arrays(arrays)
+    folder = iteration_dir(ctx.extra_dir, iteration)
+    box = schedule["box_px"]
+    if box != particles.box_px:
+        table = ParticleTable(pd.DataFrame({"image_path": particles.paths,
+                                            "image_index": particles["image_index"],
+                                            "optics_group": particles["optics_group"]}),
+                              particles.optics.assign(name="g"))
+        key = cache_key(table, box)
+
+        def build(target: Path) -> dict:
+            stats = downsample_stack(table, box, target, schedule["pixel_size_a"],
+                                     threads=ctx.threads)
+            return {"n_images": stats.n_images, "box_px": box}
+
+        entry = DownsampleCache(Path(cache_root)).get_or_build(key, stack_name(box), build)
+        schedule = {**schedule, "stack": str(entry.stack_path)}
+    options = ReferenceOptions(**settings["reference"])
+    user_mask = read_volume(references["mask"])[0] if references.get("mask") else None
+    previous_fsc = None
+    if references.get("fsc_file"):
+        record = read_json(Path(references["fsc_file"]))
+        previous_fsc = (np.asarray(record["frequency_per_a"]), np.asarray(record["fsc"]))
+    elif references.get("fsc"):
+        previous_fsc = (np.asarray(references["fsc"][0]), np.asarray(references["fsc"][1]))
+    for half in (1, 2):
+        volume, pixel = read_volume(references["maps"][half - 1])
+        pixel = references.get("pixel_size_a") or pixel
+        rng = np.random.default_rng([settings["seed"], iteration, half])
+        reference = prepare_reference(
+            volume, pixel, box_px=box, working_pixel_a=schedule["pixel_size_a"],
+            lowpass_resolution_a=references.get("lowpass_a"), previous_fsc=previous_fsc,
+            options=options, user_mask=user_mask, rng=rng)
+        write_mrc(folder / f"ref_h{half}.mrc", reference, schedule["pixel_size_a"])
+    write_json(folder / "schedule.json", {**schedule, "seconds": time.perf_counter() - started})
+    return StepResult(info={"box_px": box, "pixel_size_a": schedule["pixel_size_a"]})
+
+
+# -- align -------------------------------------------------------------------------------------
+def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: int,
+               arrays: str, settings: dict[str, Any]) -> StepResult:
+    started = time.perf_counter()
+    folder = iteration_dir(ctx.extra_dir, iteration)
+    schedule = read_json(folder / "schedule.json")
+    master = read_arrays(arrays)
+    poses = previous_poses(ctx.extra_dir, iteration, master)
+    halves = poses["half"]
+    particles = working_particles(with_poses(master, poses), schedule)
+    box, pixel = schedule["box_px"], schedule["pixel_size_a"]
+    rows = np.arange(start, stop)
+    if settings["alignment"] == "stochastic":
+        rows = rows[np.isin(rows, np.asarray(schedule["stochastic_rows"]))]
+    reader = StackReader()
+    mask = particle_mask(box, schedule["particle_radius_px"] * (1 + settings["max_shift_percent"]
+                                                                 / 100))
+    out = {name: np.full(len(rows), np.nan) for name in
+           ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score")}
+    for half in (1, 2):
+        members = np.flatnonzero(halves[rows] == half)
+        if not len(members):
+            continue
+        selected = rows[members]
+        images = reader.read(particles.paths[selected], particles["image_index"][selected], box)
+        images *= mask
+        reference, _ = read_volume(folder / f"ref_h{half}.mrc")
+        result = assign(settings["alignment_now"], images, particles.ctf(selected), reference,
+                        schedule, settings, current=particles, rows=selected)
+        out["rot_deg"][members] = result.rot_deg
+        out["tilt_deg"][members] = result.tilt_deg
+        out["psi_deg"][members] = result.psi_deg
+        out["shift_x_a"][members] = result.origin_x_px * pixel
+        out["shift_y_a"][members] = result.origin_y_px * pixel
+        out["score"][members] = result.score
+        ctx.progress(int(members[-1]) + 1, len(rows))
+    write_npz(folder / f"align_c{chunk:03d}.npz", rows=rows,
+              seconds=np.asarray(time.perf_counter() - started), **out)
+    return StepResult(info={"particles": len(rows)})
+
+
+# -- combine: poses and weights ----------------------------------------------------------------
+def combine_step(ctx: StepContext, iteration: int, chunks: int, arrays: str,
+                 settings: dict[str, Any]) -> StepResult:
+    folder = iteration_dir(ctx.extra_dir, iteration)
+    schedule = read_json(folder / "schedule.json")
+    master = read_arrays(arrays)
+    before = previous_poses(ctx.extra_dir, iteration, master)
+    poses = {k: np.array(v, copy=True) for k, v in before.items()}
+    align_seconds = 0.0
+    aligned = np.zeros(len(master), bool)
+    for chunk in range(chunks):
+        part = read_npz(folder / f"align_c{chunk:03d}.npz")
+        rows = part["rows"]
+        align_seconds += float(part["seconds"])
+        for name in ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score"):
+            poses[name][rows] = part[name]
+        aligned[rows] = True
+    if chunks == 0:  # alignment none: poses, scores and weights stay as they were
+        write_npz(folder / "poses.npz", **poses)
+        write_json(folder / "align_stats.json", {"align_seconds": 0.0, "aligned": 0,
+                                                 "rejected_alignment": 0})
+        return StepResult(info={"rejected": 0})
+    previous = euler_to_matrix(before["rot_deg"], before["tilt_deg"], before["psi_deg"])
+    current = euler_to_matrix(poses["rot_deg"], poses["tilt_deg"], poses["psi_deg"])
+    poses["angular_change_deg"] = angular_changes_deg(previous, current, settings["symmetry"])
+    finite = np.isfinite(poses["score"])
+    rejected = ~finite | (settings["alignment_now"] == "local") & (poses["score"] < 0)
+    if settings["alignment_now"] == "stochastic":
+        rejected |= ~aligned  # only this iteration's subset is reconstructed
+    terms = compute_weights(np.where(finite, poses["score"], 0.0), master["defocus_u_a"],
+                            WeightOptions(**settings["weights"]),
+                            angular_change_deg=poses["angular_change_deg"],
+                            angular_step_deg=schedule["angular_step_deg"])
+    poses["weight"] = np.where(rejected, 0.0, terms["weight"])
+    poses["percentile"] = terms["percentile"]
+    poses["defocus_group"] = terms["defocus_group"]
+    poses["used"] = ~rejected
+    write_npz(folder / "poses.npz", **poses)
+    write_json(folder / "align_stats.json", {"align_seconds": align_seconds,
+                                             "aligned": int(aligned.sum()),
+                                             "rejected_alignment": int(rejected.sum())})
+    return StepResult(info={"rejected": int(rejected.sum())})
+
+
+# -- insert: weighted reconstruction of one half -----------------------------------------------
+ABNORMAL_VARIANCE_FACTOR = 25.0
+
+
+def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
+                settings: dict[str, Any]) -> StepResult:
+    started = time.perf_counter()
+    folder = iteration_dir(ctx.extra_dir, iteration)
+    schedule = read_json(folder / "schedule.json")
+    poses = read_npz(folder / "poses.npz")
+    particles = working_particles(with_poses(read_arrays(arrays), poses), schedule)
+    selected = (poses["half"] == half) & poses["used"] & (poses["weight"] > 0)
+    tilt_range = settings.get("restrict_tilt_deg")
+    if tilt_range:
+        selected &= (poses["tilt_deg"] >= tilt_range[0]) & (poses["tilt_deg"] <= tilt_range[1])
+    rows = np.flatnonzero(selected)
+    accumulator = empty_accumulator(particles, half=half, padding=2.0, max_resolution_a=None)
+    reader = StackReader()
+    abnormal, reference_variance = 0, None
+    for begin in range(0, len(rows), 500):
+        batch = rows[begin:begin + 500]
+        images = reader.read(particles.paths[batch], particles["image_index"][batch],
+                             schedule["box_px"])
+        variance = images.reshape(len(batch), -1).var(axis=1)
+        if reference_variance is None:
+            reference_variance = float(np.median(variance[np.isfinite(variance)])) or 1.0
+        normal = (np.isfinite(images).all(axis=(1, 2))
+                  & (variance < ABNORMAL_VARIANCE_FACTOR * reference_variance)
+                  & (variance > reference_variance / ABNORMAL_VARIANCE_FACTOR))
+        abnormal += int((~normal).sum())
+        batch, images = batch[normal], images[normal]
+        if len(batch):
+            accumulator.insert(images, particles.matrices(batch), ctf=particles.ctf(batch),
+                               origin_xy_px=particles.origins_px(batch),
+                               symmetry=settings["symmetry"],
+                               particle_weights=poses["weight"][batch])
+        ctx.progress(begin + len(batch), len(rows))
+    save_accumulator(folder / f"sums_h{half}.npz", accumulator)
+    write_json(folder / f"insert_h{half}.json", {"inserted": accumulator.n_images,
+                                                 "abnormal": abnormal,
+                                                 "seconds": time.perf_counter() - started})
+    return StepResult(info={"inserted": accumulator.n_images, "abnormal": abnormal})
+
+
+# -- evaluate: maps, FSC, resolution, the iteration's record -----------------------------------
+def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
+                  settings: dict[str, Any]) -> StepResult:
+    from cryoweave.protocols.reconstruction._reconstruct import half_maps
+
+    started = time.perf_counter()
+    folder = iteration_dir(ctx.extra_dir, iteration)
+    schedule = read_json(folder / "schedule.json")
+    particles = working_particles(read_arrays(arrays), schedule)
+    box, pixel = schedule["box_px"], schedule["pixel_size_a"]
+    template = empty_accumulator(particles, half=None, padding=2.0, max_resolution_a=None)
+    acc1 = load_accumulator(folder / "sums_h1.npz", template)
+    acc2 = load_accumulator(folder / "sums_h2.npz", template)
+    half1, half2, average = half_maps(acc1, acc2, regularization=settings["regularization"])
+    if settings["alignment_now"] == "stochastic" and iteration > 1:
+        alpha = settings["stochastic_alpha"]
+        previous = iteration_dir(ctx.extra_dir, iteration - 1)
+        mixed = []
+        for name, new in (("half1", half1), ("half2", half2), ("map", average)):
+            from cryoweave.engine import resample_volume
+
+            old, old_pixel = read_volume(previous / f"{name}.mrc")
+            old, _ = resample_volume(old, old_pixel, pixel, box)
+            mixed.append((1 - alpha) * np.asarray(old) + alpha * new)
+        half1, half2, average = mixed
+    if settings.get("adhoc_mask"):
+        from cryoweave.engine import resample_volume
+
+        mask_volume, mask_pixel = read_volume(settings["adhoc_mask"])
+        mask, _ = resample_volume(mask_volume, mask_pixel, pixel, box)
+        mask = np.clip(np.asarray(mask), 0, 1)
+    else:
+        mask = soft_sphere_mask(box, min(schedule["particle_radius_px"] + 3, box / 2 - 2),
+                                edge_width_px=3.0, ndim=3)
+    curve = evaluate(half1, half2, pixel, mask)
+    for name, volume in (("half1", half1), ("half2", half2), ("map", average)):
+        write_mrc(folder / f"{name}.mrc", volume, pixel)
+    poses = read_npz(folder / "poses.npz")
+    align = read_json(folder / "align_stats.json")
+    inserts = [read_json(folder / f"insert_h{h}.json") for h in (1, 2)]
+    changes = poses["angular_change_deg"][poses["used"]]
+    criterion = settings["resolution_criterion"]
+    record = curve_record(curve)
+    record.update({
+        "iteration": iteration, "alignment": settings["alignment_now"],
+        "resolution_a": curve.resolution_a(criterion, method="first_below"),
+        "resolution_criterion": criterion,
+        "resolution_interpolated_a": curve.resolution_a(criterion),
+        "resolution_0143_a": curve.resolution_a(0.143),
+        "pixel_size_a": pixel, "box_px": box,
+        "angular_step_deg": schedule["angular_step_deg"],
+        "particles_used": int(sum(i["inserted"] for i in inserts)),
+        "particles_rejected": int((~poses["used"]).sum() + sum(i["abnormal"] for i in inserts)),
+        "angular_change_deg": {"median": float(np.median(changes)) if len(changes) else 0.0,
+                               "mean": float(np.mean(changes)) if len(changes) else 0.0,
+                               "p90": float(np.percentile(changes, 90)) if len(changes) else 0.0},
+        "seconds": {"prepare": schedule.get("seconds", 0.0),
+                    "assignment": align["align_seconds"],
+                    "reconstruction": sum(i["seconds"] for i in inserts)
+                    + (time.perf_counter() - started)},
+    })
+    write_json(folder / "result.json", record)  # last: the iteration is complete
+    ctx.logger.info("iteration %d: %.2f Å at FSC %.3g (0.143: %.2f Å), %d particles",
+                    iteration, record["resolution_a"], criterion, record["resolution_0143_a"],
+                    record["particles_used"])
+    return StepResult(publish={"fsc": pd.DataFrame([{"item_id": iteration, "data": record}])},
+                      info={"resolution_a": record["resolution_a"]})

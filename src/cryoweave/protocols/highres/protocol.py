@@ -1,0 +1,226 @@
+"""ReconstructHighRes: Xmipp-style iterative 3D refinement (see specs/reconstruct_highres.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import field_validator, model_validator
+
+from cryoweave.engine import symmetry_order
+from cryoweave.plugin import (
+    ADVANCED,
+    EXPERT,
+    Input,
+    ParticleSet,
+    Plan,
+    PlanContext,
+    Protocol,
+    ProtocolOutputs,
+    ProtocolParams,
+    RecordSet,
+    VolumeSet,
+    param,
+)
+from cryoweave.protocols.highres._plan import plan_refinement
+from cryoweave.protocols.highres._schedule import parse_floors
+
+Alignment = Literal["global", "local", "automatic", "stochastic", "none"]
+
+
+class ReconstructHighRes(Protocol):
+    """Iterative high-resolution 3D refinement against one or two references, in the manner
+    of Xmipp's highres protocol: a multiresolution schedule (the working pixel size follows the
+    resolution reached), gold-standard halves aligned to their own references, global
+    projection matching (CTF on the particle side, normalised cross-correlation) or local
+    continuous refinement, particle weights, weighted reconstruction with symmetry, and the
+    half-map FSC steering the next iteration.
+
+    Deliberate differences from Xmipp: references are weighted by sqrt(2·FSC/(1+FSC)) (the
+    expected correlation with the truth) and keep their DC; the CTF is used in full (never a
+    phase flip of unflipped data); restricting the reconstruction by tilt uses the tilt angle.
+    """
+
+    label = "refine 3D (highres)"
+
+    class Params(ProtocolParams):
+        # -- input
+        particles: Input[ParticleSet] | None = param(
+            None, section="Input", description="Particles with CTF (optional when continuing)")
+        initial_volumes: Input[VolumeSet] | None = param(
+            None, section="Input",
+            description="One map, or one per half (two maps or a map with half maps); none: "
+                        "reconstruct from the particles' poses")
+        continue_from: int | str | None = param(
+            None, section="Input", description="A previous ReconstructHighRes run (id or "
+                                               "label): start from its last iteration")
+        particle_radius_px: float = param(
+            -1, unit="px", section="Input",
+            description="Particle radius at the particles' pixel size; ≤ 0: half the box")
+        symmetry: str = param("c1", section="Input",
+                              description="Symmetry (c1, cN, dN, t, o, i1–i4)")
+        # -- angular assignment
+        alignment: Alignment = param(
+            "global", section="Angular assignment",
+            description="global, local, automatic (global 1–3 then local), stochastic, none")
+        iterations: int | None = param(None, ge=1, section="Angular assignment",
+                                       description="Iterations (default 3; automatic 5; none 1)")
+        multiresolution: bool = param(True, section="Angular assignment",
+                                      description="Adapt the pixel size to the resolution")
+        max_target_resolution_a: str = param(
+            "15 8 4", section="Angular assignment", unit="Å",
+            description="Resolution floor per iteration, e.g. '15 8 4' or '2x15 8'")
+        max_shift_percent: float = param(10.0, gt=0, le=50, section="Angular assignment",
+                                         unit="%", description="Maximum shift (% of box)")
+        min_tilt_deg: float = param(0.0, ge=0, le=180, section="Angular assignment",
+                                    expert=ADVANCED, unit="°",
+                                    description="Smallest tilt of the projection directions")
+        max_tilt_deg: float = param(180.0, ge=0, le=180, section="Angular assignment",
+                                    expert=ADVANCED, unit="°",
+                                    description="Largest tilt of the projection directions")
+        # -- local
+        local_shifts: bool = param(True, section="Local refinement",
+                                   visible_if={"alignment": ["local", "automatic"]},
+                                   description="Optimise shifts")
+        local_max_shift_percent: float = param(
+            2.0, gt=0, section="Local refinement", expert=ADVANCED, unit="%",
+            visible_if={"alignment": ["local", "automatic"]},
+            description="Maximum shift change (% of box)")
+        local_angles: bool = param(True, section="Local refinement",
+                                   visible_if={"alignment": ["local", "automatic"]},
+                                   description="Optimise angles (within 3·atan(1/k))")
+        # -- weights
+        weight_cc_percentile: bool = param(
+            True, section="Weights", description="Weight by the CC percentile in defocus groups")
+        weight_angular_stability: bool = param(
+            False, section="Weights", expert=ADVANCED,
+            description="Weight by the stability of the orientation across iterations")
+        weight_ssnr: bool = param(False, section="Weights", expert=ADVANCED,
+                                  description="Weight by the particle's estimated SNR")
+        weight_continuous: bool = param(False, section="Weights", expert=ADVANCED,
+                                        description="Weight by the CC percentile overall")
+        min_cc_weight: float = param(0.1, ge=0, le=1, section="Weights", expert=ADVANCED,
+                                     description="Weight of the worst particle")
+        # -- halves and resolution
+        split: Literal["fixed", "stochastic"] = param(
+            "fixed", section="Resolution", expert=ADVANCED,
+            description="fixed halves for the whole run, or a new split each iteration")
+        resolution_criterion: float = param(0.5, gt=0, lt=1, section="Resolution",
+                                            description="FSC threshold steering the schedule")
+        resolution_offset_a: float = param(2.0, ge=0, section="Resolution", unit="Å",
+                                           description="Added to the resolution for the next "
+                                                       "low-pass and angular step")
+        # -- next reference
+        next_lowpass: bool = param(True, section="Next reference",
+                                   description="Low-pass at resolution + offset")
+        next_spherical_mask: bool = param(True, section="Next reference",
+                                          description="Soft spherical mask")
+        next_positivity: bool = param(True, section="Next reference",
+                                      description="Set negative values to zero")
+        next_mask: Input[VolumeSet] | None = param(None, section="Next reference",
+                                                   expert=ADVANCED,
+                                                   description="A mask instead of the sphere")
+        next_dropout: float = param(0.0, ge=0, lt=1, section="Next reference", expert=EXPERT,
+                                    description="Fraction of voxels zeroed at random")
+        # -- stochastic
+        stochastic_images_per_half: int = param(
+            250, gt=0, section="Stochastic", visible_if={"alignment": "stochastic"},
+            description="Particles per half and iteration")
+        stochastic_alpha: float = param(0.1, gt=0, le=1, section="Stochastic",
+                                        visible_if={"alignment": "stochastic"},
+                                        description="V ← (1−α)·V_prev + α·V_new")
+        # -- reconstruction
+        restrict_reconstruction_tilt: bool = param(
+            False, section="Reconstruction", expert=ADVANCED,
+            description="Use only particles whose tilt is in the range below")
+        restrict_tilt_min_deg: float = param(88.0, ge=0, le=180, section="Reconstruction",
+                                             expert=ADVANCED, unit="°",
+                                             visible_if={"restrict_reconstruction_tilt": True},
+                                             description="Smallest tilt kept")
+        restrict_tilt_max_deg: float = param(92.0, ge=0, le=180, section="Reconstruction",
+                                             expert=ADVANCED, unit="°",
+                                             visible_if={"restrict_reconstruction_tilt": True},
+                                             description="Largest tilt kept")
+        correct_ctf_envelope: bool = param(
+            False, section="Reconstruction", expert=ADVANCED,
+            description="Include the particles' CTF B-factor envelope (rlnCtfBfactor) in the "
+                        "CTF, so that the reconstruction divides it out")
+        regularization: float = param(1e-3, ge=0, section="Reconstruction", expert=EXPERT,
+                                      description="Wiener constant relative to the mean weight")
+        keep_intermediate: bool = param(False, section="Output", expert=ADVANCED,
+                                        description="Keep every iteration's maps")
+        seed: int = param(0, section="Output", expert=ADVANCED,
+                          description="Seed of random splits, subsets and dropout")
+        # -- post-processing
+        adhoc_mask: Input[VolumeSet] | None = param(None, section="Post-processing",
+                                                    description="Mask for the FSC")
+        post_script: str | None = param(
+            None, section="Post-processing", expert=ADVANCED,
+            description="A command run at the end with the final map as last argument")
+
+        @field_validator("symmetry")
+        @classmethod
+        def _symmetry(cls, value: str) -> str:
+            try:
+                symmetry_order(value)
+            except ValueError as exc:
+                raise ValueError(f"symmetry {value!r}: {exc}") from exc
+            return value.lower()
+
+        @field_validator("max_target_resolution_a")
+        @classmethod
+        def _floors(cls, value: str) -> str:
+            parse_floors(value, 1)
+            return value
+
+        @model_validator(mode="after")
+        def _consistent(self) -> ReconstructHighRes.Params:
+            if self.particles is None and self.continue_from is None:
+                raise ValueError("give particles, or continue_from a previous run")
+            if self.min_tilt_deg >= self.max_tilt_deg:
+                raise ValueError(f"min_tilt_deg={self.min_tilt_deg} must be below "
+                                 f"max_tilt_deg={self.max_tilt_deg}")
+            if self.restrict_tilt_min_deg >= self.restrict_tilt_max_deg:
+                raise ValueError("restrict_tilt_min_deg must be below restrict_tilt_max_deg")
+            return self
+
+    class Outputs(ProtocolOutputs):
+        volume: VolumeSet
+        particles: ParticleSet
+        fsc: RecordSet
+
+    def check_inputs(self, params: Any, inputs: Mapping[str, Any]) -> list[str]:
+        problems = []
+        particles = inputs.get("particles")
+        if particles is not None:
+            props = particles.properties
+            if not props.get("has_ctf"):
+                problems.append("the particles have no CTF (defocus); refinement needs it")
+            if params.alignment in ("local", "none") and not props.get("has_poses") and \
+                    params.continue_from is None:
+                problems.append(f"alignment={params.alignment!r} needs particles with poses; "
+                                "use global or automatic alignment")
+            if params.initial_volumes is None and not props.get("has_poses") and \
+                    params.continue_from is None:
+                problems.append("without initial_volumes the particles must have poses (the "
+                                "first reference is reconstructed from them)")
+        volumes = inputs.get("initial_volumes")
+        if volumes is not None and volumes.count() > 2:
+            problems.append(f"initial_volumes has {volumes.count()} maps; give one, or one "
+                            "per half")
+        return problems
+
+    def check_project(self, params: Any, project: Any) -> list[str]:
+        if params.continue_from is None:
+            return []
+        run = project.find_run(params.continue_from) if project is not None else None
+        if run is None:
+            return [f"continue_from: there is no run {params.continue_from!r} in this project"]
+        if not run.protocol.endswith(":ReconstructHighRes") or run.status != "finished":
+            return [f"continue_from: run {run.id} is a {run.status} {run.protocol} run; give a "
+                    "finished ReconstructHighRes run"]
+        return []
+
+    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        return plan_refinement(params, ctx)
+

@@ -1,0 +1,115 @@
+"""ReconstructHighRes on simulated data with known truth (the CI-sized version of the spec's
+acceptance test; `make validate` runs the full one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryoweave.engine import euler_to_matrix, fsc, symmetry_aware_angular_distance
+from cryoweave.errors import ParamError
+from cryoweave.formats import read_volume
+from cryoweave.plugin import registry
+from cryoweave.workflow import ParticleSet, RecordSet, VolumeSet
+from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow.runner import Runner
+
+
+def run(project_dir, name, params, workers=2):
+    project, summary = run_protocol(project_dir, registry().get(name), params,
+                                    workers=workers)
+    assert summary.status == "finished", summary.error
+    return project, summary
+
+
+def simulated(project_dir, *, n=1200, box=48, pixel=3.0, snr=0.1, symmetry="c1", seed=1):
+    project, simulation = run(project_dir, "SimulateParticles", {
+        "phantom": True, "symmetry": symmetry, "n_particles": n, "box_px": box,
+        "pixel_size_a": pixel, "snr": snr, "max_shift_a": 2 * pixel,
+        "defocus_range_a": [10000, 30000], "seed": seed})
+    truth = VolumeSet(project, simulation.outputs["truth"]).to_frame().iloc[0]["path"]
+    return project, simulation, truth
+
+
+def lowpassed_start(project_dir, truth_path, pixel, resolution_a=30.0):
+    from cryoweave.engine import lowpass_filter_a
+    from cryoweave.formats import write_mrc
+
+    truth, _ = read_volume(truth_path)
+    start = project_dir.parent / f"start_{resolution_a:.0f}A.mrc"
+    write_mrc(start, lowpass_filter_a(truth, resolution_a, pixel), pixel)
+    _, imported = run(project_dir, "ImportVolume", {"path": str(start)})
+    return {"run": imported.run_id, "output": "volume"}
+
+
+def resolution_vs_truth(map_path, truth_path, threshold=0.5):
+    volume, pixel = read_volume(map_path)
+    truth, _ = read_volume(truth_path)
+    return fsc(volume, truth, pixel_size_a=pixel).resolution_a(threshold)
+
+
+def pose_errors(project, refined, simulation, symmetry="c1"):
+    ours = ParticleSet(project, refined.outputs["particles"]).to_frame().set_index("item_id")
+    truth = ParticleSet(project, simulation.outputs["particles"]).to_frame() \
+        .set_index("item_id").loc[ours.index]
+    a = euler_to_matrix(ours["rot_deg"], ours["tilt_deg"], ours["psi_deg"])
+    b = euler_to_matrix(truth["rot_deg"], truth["tilt_deg"], truth["psi_deg"])
+    angles = symmetry_aware_angular_distance(a, b, symmetry)
+    pixel = ParticleSet(project, simulation.outputs["particles"]).properties["pixel_size_a"]
+    shifts = np.hypot(ours["shift_x_a"] - truth["shift_x_a"],
+                      ours["shift_y_a"] - truth["shift_y_a"]) / pixel
+    return np.asarray(angles), np.asarray(shifts)
+
+
+def test_global_then_local_recovers_the_truth(tmp_path):
+    project_dir = tmp_path / "p"
+    project, simulation, truth = simulated(project_dir)
+    start = lowpassed_start(project_dir, truth, 3.0)
+    particles = {"run": simulation.run_id, "output": "particles"}
+    _, true_poses = run(project_dir, "ReconstructFourier", {"particles": particles})
+    best_map = VolumeSet(project, true_poses.outputs["volume"]).to_frame().iloc[0]["path"]
+    _, refined = run(project_dir, "ReconstructHighRes", {
+        "particles": particles, "initial_volumes": start, "alignment": "automatic",
+        "iterations": 4, "max_target_resolution_a": "12 9"})
+    records = [r for r in RecordSet(project, refined.outputs["fsc"]).to_frame()["data"]]
+    assert [r["alignment"] for r in records] == ["global"] * 3 + ["local"]
+    final = VolumeSet(project, refined.outputs["volume"]).to_frame().iloc[0]
+    assert read_volume(final["path"])[0].shape == (48, 48, 48)  # back at the original grid
+    ours = resolution_vs_truth(final["path"], truth)
+    best = resolution_vs_truth(best_map, truth)
+    assert ours <= 1.15 * best, (ours, best)
+    angles, shifts = pose_errors(project, refined, simulation)
+    final_step = records[-2]["angular_step_deg"]  # the last global step
+    assert np.median(angles) < 2 * final_step, (np.median(angles), final_step)
+    assert np.median(shifts) < 1.0
+    for name in ("fsc_iterations.png", "resolution_iterations.png", "angular_distribution.png",
+                 "final_slices.png", "final_map_filtered.mrc"):
+        assert (project.root / project.get_run(refined.run_id).folder / "extra" / name).exists()
+
+
+def test_alignment_none_reconstructs_from_the_poses_and_resumes(tmp_path):
+    project_dir = tmp_path / "p"
+    project, simulation, truth = simulated(project_dir, n=600, box=40, snr=0.5)
+    particles = {"run": simulation.run_id, "output": "particles"}
+    _, refined = run(project_dir, "ReconstructHighRes",
+                     {"particles": particles, "alignment": "none", "multiresolution": False})
+    record = RecordSet(project, refined.outputs["fsc"]).to_frame()["data"].iloc[0]
+    assert record["particles_used"] == 600 and record["box_px"] == 40
+    again = Runner(project, refined.run_id).execute(resume=True)
+    assert again.status == "finished" and again.steps_run == 0
+
+
+def test_validation_messages(tmp_path):
+    project_dir = tmp_path / "p"
+    project, simulation, _ = simulated(project_dir, n=20, box=24)
+    particles = {"run": simulation.run_id, "output": "particles"}
+    with pytest.raises(ParamError) as info:
+        run(project_dir, "ReconstructHighRes", {"particles": particles, "symmetry": "z3",
+                                                "max_target_resolution_a": "8 x",
+                                                "min_tilt_deg": 100, "max_tilt_deg": 90})
+    text = str(info.value)
+    assert "symmetry 'z3'" in text and "max_target_resolution_a" in text
+    with pytest.raises(ParamError, match="continue_from: there is no run 'nope'"):
+        run(project_dir, "ReconstructHighRes", {"continue_from": "nope"})
+    with pytest.raises(ParamError, match="give particles, or continue_from"):
+        run(project_dir, "ReconstructHighRes", {})
