@@ -89,7 +89,7 @@ def test_global_then_local_recovers_the_truth(tmp_path):
 
 def test_alignment_none_reconstructs_from_the_poses_and_resumes(tmp_path):
     project_dir = tmp_path / "p"
-    project, simulation, truth = simulated(project_dir, n=600, box=40, snr=0.5)
+    project, simulation, _truth = simulated(project_dir, n=600, box=40, snr=0.5)
     particles = {"run": simulation.run_id, "output": "particles"}
     _, refined = run(project_dir, "ReconstructHighRes",
                      {"particles": particles, "alignment": "none", "multiresolution": False})
@@ -101,7 +101,7 @@ def test_alignment_none_reconstructs_from_the_poses_and_resumes(tmp_path):
 
 def test_validation_messages(tmp_path):
     project_dir = tmp_path / "p"
-    project, simulation, _ = simulated(project_dir, n=20, box=24)
+    _project, simulation, _ = simulated(project_dir, n=20, box=24)
     particles = {"run": simulation.run_id, "output": "particles"}
     with pytest.raises(ParamError) as info:
         run(project_dir, "ReconstructHighRes", {"particles": particles, "symmetry": "z3",

@@ -27,7 +27,7 @@ def angular_distribution(rot_deg: np.ndarray, tilt_deg: np.ndarray, path: Path) 
     """A 2-D histogram of the projection directions (rot, tilt), as a PNG."""
     plt = _pyplot()
     figure, ax = plt.subplots(figsize=(6.4, 3.6))
-    counts, _, _, image = ax.hist2d(rot_deg, tilt_deg, bins=(72, 36),
+    _counts, _, _, image = ax.hist2d(rot_deg, tilt_deg, bins=(72, 36),
                                     range=((-180, 180), (0, 180)), cmap="viridis")
     figure.colorbar(image, ax=ax, label="particles")
     ax.set_xlabel("rot (°)")
