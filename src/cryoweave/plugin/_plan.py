@@ -151,6 +151,7 @@ class Derived:
 
     input: str
     updates: pd.DataFrame
+    source_set_id: int | None = None  # a set other than an input (e.g. a previous run's)
 
 
 @dataclass

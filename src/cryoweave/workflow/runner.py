@@ -283,7 +283,9 @@ class Runner:
         with self.project.transaction() as s:
             published: dict[str, list[int]] = {}
             for name, derived in result.derive.items():
-                source = self.inputs.get(derived.input)
+                source = (set_handle(self.project, derived.source_set_id)
+                          if derived.source_set_id is not None
+                          else self.inputs.get(derived.input))
                 if source is None:
                     raise StepFailed(self.run_id, state.key,
                                      f"derived output {name!r} refers to unset input "
@@ -377,8 +379,12 @@ class Runner:
                         self._record(state, result, seconds)
                         self.progress.step_finished(state.key, True, seconds)
                     except Exception as exc:  # the step's own error, reported with its key
-                        message = str(exc) if isinstance(exc, CryoweaveError) else (
-                            f"{type(exc).__name__}: {exc}")
+                        if isinstance(exc, StepFailed):
+                            message = exc.original_message
+                        elif isinstance(exc, CryoweaveError):
+                            message = str(exc)
+                        else:
+                            message = f"{type(exc).__name__}: {exc}"
                         self.log.error("step %s failed:\n%s", state.key,
                                        "".join(traceback.format_exception(exc)))
                         self._record_failure(state, message)

@@ -90,7 +90,8 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
     rejected = int((~used).sum())
     return StepResult(
         publish={"volume": volume},
-        derive={"particles": Derived("particles", updates)},
+        derive={"particles": Derived("particles", updates,
+                                     source_set_id=settings["particles_set_id"])},
         properties={"volume": {"pixel_size_a": pixel, "box_px": box,
                                "symmetry": settings["symmetry"], "resolution_a": resolution},
                     "particles": {"has_poses": True, "rejected_particles": rejected}},

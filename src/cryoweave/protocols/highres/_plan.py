@@ -119,6 +119,7 @@ class Refinement:
         if params.continue_from is not None:
             previous_run = ctx.project.get_run(params.continue_from)
             particles = particles or self._previous_output(previous_run, "particles")
+        self.particles_set_id = particles.id
         frame = particles.to_frame(with_extra=False)
         optics = particles.optics()
         problem = uniform_grid_problem(optics)
@@ -139,6 +140,7 @@ class Refinement:
         mask = ctx.input("next_mask")
         adhoc = ctx.input("adhoc_mask")
         self.settings = settings_of(params, _single_path(mask), _single_path(adhoc))
+        self.settings["particles_set_id"] = self.particles_set_id
         steps: list[Step] = []
         if previous_run is not None:
             self.initial = self._from_previous_run(previous_run)
