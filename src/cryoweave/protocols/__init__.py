@@ -3,9 +3,9 @@
 from cryoweave import __version__
 from cryoweave.plugin import Plugin
 from cryoweave.protocols.downsample import Downsample
+from cryoweave.protocols.highres import ReconstructHighRes
 from cryoweave.protocols.import_micrographs import ImportMicrographs
 from cryoweave.protocols.import_particles import ImportParticles
-from cryoweave.protocols.highres import ReconstructHighRes
 from cryoweave.protocols.import_volume import ImportVolume
 from cryoweave.protocols.preprocess import PreprocessMicrographs
 from cryoweave.protocols.reconstruction import ReconstructFourier, SimulateParticles

@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
-from conftest import cryoweave_command, subprocess_env
 
+from conftest import cryoweave_command, subprocess_env
 from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
 from cryoweave.workflow import ParticleSet, Project, RecordSet, VolumeSet
 from cryoweave.workflow._schema import StepRow
 from cryoweave.workflow._submit import run_protocol
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from test_refinement import lowpassed_start, simulated  # noqa: E402
+from .test_refinement import lowpassed_start, simulated
 
 
 def finished_steps(project, run_id):
@@ -29,7 +27,7 @@ def finished_steps(project, run_id):
 
 def test_killed_in_iteration_two_and_continued(tmp_path):
     project_dir = tmp_path / "p"
-    project, simulation, truth = simulated(project_dir, n=800, box=40, snr=0.2)
+    _, simulation, truth = simulated(project_dir, n=800, box=40, snr=0.2)
     start = lowpassed_start(project_dir, truth, 3.0)
     params = {"particles": {"run": simulation.run_id, "output": "particles"},
               "initial_volumes": start, "alignment": "global", "iterations": 3,
