@@ -113,3 +113,47 @@ def test_validation_messages(tmp_path):
         run(project_dir, "ReconstructHighRes", {"continue_from": "nope"})
     with pytest.raises(ParamError, match="give particles, or continue_from"):
         run(project_dir, "ReconstructHighRes", {})
+
+
+def test_local_defocus_gray_and_scale_refinement(tmp_path):
+    """Particles whose defocus is off by 150 Å, whose contrast varies and which are magnified
+    by known factors: the local options recover all three (noiseless data)."""
+    from cryoweave.formats import read_images, write_mrc
+    from cryoweave.protocols.highres._local_extras import magnify
+    from cryoweave.workflow._submit import run_protocol as submit
+
+    project_dir = tmp_path / "p"
+    project, simulation, truth = simulated(project_dir, n=300, box=40, snr=None, pixel=2.0)
+    frame = ParticleSet(project, simulation.outputs["particles"]).to_frame()
+    stack = frame["image_path"].iloc[0]
+    rng = np.random.default_rng(9)
+    contrast = rng.uniform(0.8, 1.25, len(frame))
+    magnification = rng.uniform(0.985, 1.015, len(frame))
+    images = magnify(read_images(stack), magnification)
+    write_mrc(tmp_path / "scaled.mrcs", images * contrast[:, None, None].astype(np.float32),
+              2.0, volume=False)
+    from cryoweave.formats import ParticleTable, write_particles_star
+
+    frame["image_path"] = str(tmp_path / "scaled.mrcs")
+    frame["defocus_u_a"] += 150.0
+    frame["defocus_v_a"] += 150.0
+    optics = ParticleSet(project, simulation.outputs["particles"]).optics()
+    write_particles_star(ParticleTable(frame.drop(columns=["item_id"]), optics),
+                         tmp_path / "off.star")
+    _, imported = submit(project_dir, registry().get("ImportParticles"),
+                         {"path": str(tmp_path / "off.star")})
+    start = lowpassed_start(project_dir, truth, 2.0, resolution_a=8.0)
+    _, refined = run(project_dir, "ReconstructHighRes", {
+        "particles": {"run": imported.run_id, "output": "particles"},
+        "initial_volumes": start, "alignment": "local", "iterations": 1,
+        "local_defocus": True, "local_gray": True, "local_scale": True,
+        "multiresolution": False, "max_target_resolution_a": "4"})
+    out = ParticleSet(project, refined.outputs["particles"]).to_frame().set_index("item_id")
+    change = out["defocus_change_a"].to_numpy()
+    assert np.median(np.abs(change + 150.0)) < 40  # the 150 Å error is found
+    gray = out["gray_scale"].to_numpy()
+    expected = contrast[out.index - 1] / np.median(contrast[out.index - 1])
+    assert np.corrcoef(gray, expected)[0, 1] > 0.9
+    found = out["magnification"].to_numpy()
+    assert np.corrcoef(found, magnification[out.index - 1])[0, 1] > 0.9
+    assert np.median(np.abs(found - magnification[out.index - 1])) < 0.004

@@ -81,7 +81,12 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
         "weight": poses["weight"][used], "score": poses["score"][used],
         "max_cc": poses["score"][used], "cc_percentile": poses["percentile"][used],
         "angular_change_deg": poses["angular_change_deg"][used],
-        "cost": 1.0 - poses["score"][used], "defocus_group": poses["defocus_group"][used]})
+        "cost": 1.0 - poses["score"][used], "defocus_group": poses["defocus_group"][used],
+        "defocus_u_a": particles["defocus_u_a"][used] + poses["defocus_change_a"][used],
+        "defocus_v_a": particles["defocus_v_a"][used] + poses["defocus_change_a"][used],
+        "defocus_change_a": poses["defocus_change_a"][used],
+        "gray_scale": poses["gray_scale"][used], "gray_offset": poses["gray_offset"][used],
+        "magnification": poses["magnification"][used]})
     volume = pd.DataFrame([{"item_id": 1, "path": files["map"], "half1_path": files["half1"],
                             "half2_path": files["half2"], "pixel_size_a": pixel,
                             "box_px": box, "filtered_path": files["filtered"],

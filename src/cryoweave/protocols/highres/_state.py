@@ -20,7 +20,8 @@ import numpy as np
 from cryoweave.protocols.reconstruction._arrays import ParticleArrays
 
 POSE_FIELDS = ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score", "weight",
-               "percentile", "angular_change_deg", "half", "used", "defocus_group")
+               "percentile", "angular_change_deg", "half", "used", "defocus_group",
+               "defocus_change_a", "gray_scale", "gray_offset", "magnification")
 
 
 def iteration_dir(extra: Path, index: int) -> Path:
@@ -66,7 +67,8 @@ def initial_poses(arrays: ParticleArrays, halves: np.ndarray) -> dict[str, np.nd
             "shift_y_a": arrays["shift_y_a"].copy(), "score": np.zeros(n),
             "weight": np.ones(n), "percentile": np.ones(n), "angular_change_deg": np.zeros(n),
             "half": halves.astype(np.int64), "used": np.ones(n, bool),
-            "defocus_group": np.zeros(n, np.int64)}
+            "defocus_group": np.zeros(n, np.int64), "defocus_change_a": np.zeros(n),
+            "gray_scale": np.ones(n), "gray_offset": np.zeros(n), "magnification": np.ones(n)}
 
 
 def with_poses(arrays: ParticleArrays, poses: dict[str, np.ndarray]) -> ParticleArrays:
@@ -74,6 +76,10 @@ def with_poses(arrays: ParticleArrays, poses: dict[str, np.ndarray]) -> Particle
     columns = dict(arrays.columns)
     for name in ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "half"):
         columns[name] = np.asarray(poses[name])
+    change = poses.get("defocus_change_a")
+    if change is not None:  # refined defocus, relative to the particles' own
+        columns["defocus_u_a"] = arrays["defocus_u_a"] + change
+        columns["defocus_v_a"] = arrays["defocus_v_a"] + change
     return replace(arrays, columns=columns)
 
 

@@ -119,13 +119,17 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
                                                                  / 100))
     out = {name: np.full(len(rows), np.nan) for name in
            ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score")}
+    local = settings["local"] if settings["alignment_now"] == "local" else {}
+    for name in ("defocus_change_a", "gray_scale", "gray_offset", "magnification"):
+        out[name] = np.asarray(poses[name][rows], np.float64).copy()
     for half in (1, 2):
         members = np.flatnonzero(halves[rows] == half)
         if not len(members):
             continue
         selected = rows[members]
-        images = reader.read(particles.paths[selected], particles["image_index"][selected], box)
-        images *= mask
+        unmasked = reader.read(particles.paths[selected], particles["image_index"][selected],
+                               box)
+        images = unmasked * mask
         reference, _ = read_volume(folder / f"ref_h{half}.mrc")
         result = assign(settings["alignment_now"], images, particles.ctf(selected), reference,
                         schedule, settings, current=particles, rows=selected)
@@ -135,10 +139,58 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
         out["shift_x_a"][members] = result.origin_x_px * pixel
         out["shift_y_a"][members] = result.origin_y_px * pixel
         out["score"][members] = result.score
+        if local.get("scale") or local.get("defocus") or local.get("gray"):
+            refine_extras(out, members, unmasked, particles, selected, reference, result, local,
+                          schedule, mask)
         ctx.progress(int(members[-1]) + 1, len(rows))
     write_npz(folder / f"align_c{chunk:03d}.npz", rows=rows,
               seconds=np.asarray(time.perf_counter() - started), **out)
     return StepResult(info={"particles": len(rows)})
+
+
+def refine_extras(out: dict[str, np.ndarray], members: np.ndarray, unmasked: np.ndarray,
+                  particles: ParticleArrays, selected: np.ndarray, reference: np.ndarray,
+                  result: Any, local: dict[str, Any], schedule: dict[str, Any],
+                  mask: np.ndarray) -> None:
+    """Magnification, then defocus, then gray values, at the refined poses (local iterations).
+
+    Magnification goes first: its error moves the CTF rings like a defocus change. Defocus is
+    refined on unmasked images (the particle mask cuts the signal the CTF delocalises beyond
+    it and biases the defocus) with the magnification undone.
+    """
+    from cryoweave.engine import local_search
+    from cryoweave.protocols.highres._alignment import matching_radius_px
+    from cryoweave.protocols.highres._local_extras import fit_gray, magnify, refine_scale
+
+    r_max = matching_radius_px(schedule)
+    poses = {"rot_deg": result.rot_deg, "tilt_deg": result.tilt_deg, "psi_deg": result.psi_deg,
+             "origin_x_px": result.origin_x_px, "origin_y_px": result.origin_y_px}
+    images = unmasked
+    if local.get("scale"):
+        scale, score = refine_scale(unmasked, particles.ctf(selected), reference, poses,
+                                    max_change=local["max_scale_change"], r_max_px=r_max)
+        out["magnification"][members] = scale
+        out["score"][members] = np.maximum(out["score"][members], score)
+        images = magnify(unmasked, 1 / scale)
+    offsets = None
+    if local.get("defocus"):
+        refined = local_search(
+            images, particles.ctf(selected), reference, **poses, max_angle_change_deg=0.0,
+            max_shift_change_px=0.0, angular_step_deg=schedule["angular_step_deg"],
+            r_max_px=r_max, refine_defocus=True,
+            max_defocus_change_a=local["max_defocus_change_a"],
+            ctf_for=lambda index, change: particles.ctf(selected[np.asarray(index)],
+                                                        defocus_offset_a=np.asarray(change)))
+        offsets = refined.defocus_change_a
+        out["defocus_change_a"][members] += offsets
+        out["score"][members] = np.maximum(out["score"][members], refined.score)
+    if local.get("gray"):
+        ctfs = particles.ctf(selected, defocus_offset_a=offsets)
+        a, b = fit_gray(images * mask, ctfs, reference, poses, mask,
+                        max_scale_change=local["max_gray_scale_change"],
+                        max_offset_sigma=local["max_gray_offset_sigma"])
+        out["gray_scale"][members] = a
+        out["gray_offset"][members] = b
 
 
 # -- combine: poses and weights ----------------------------------------------------------------
@@ -155,8 +207,10 @@ def combine_step(ctx: StepContext, iteration: int, chunks: int, arrays: str,
         part = read_npz(folder / f"align_c{chunk:03d}.npz")
         rows = part["rows"]
         align_seconds += float(part["seconds"])
-        for name in ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score"):
-            poses[name][rows] = part[name]
+        for name in ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score",
+                     "defocus_change_a", "gray_scale", "gray_offset", "magnification"):
+            if name in part:
+                poses[name][rows] = part[name]
         aligned[rows] = True
     if chunks == 0:  # alignment none: poses, scores and weights stay as they were
         write_npz(folder / "poses.npz", **poses)
@@ -216,6 +270,7 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
                   & (variance > reference_variance / ABNORMAL_VARIANCE_FACTOR))
         abnormal += int((~normal).sum())
         batch, images = batch[normal], images[normal]
+        images = corrected_images(images, poses, batch)
         if len(batch):
             accumulator.insert(images, particles.matrices(batch), ctf=particles.ctf(batch),
                                origin_xy_px=particles.origins_px(batch),
@@ -227,6 +282,21 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
                                                  "abnormal": abnormal,
                                                  "seconds": time.perf_counter() - started})
     return StepResult(info={"inserted": accumulator.n_images, "abnormal": abnormal})
+
+
+def corrected_images(images: np.ndarray, poses: dict[str, np.ndarray], rows: np.ndarray
+                     ) -> np.ndarray:
+    """Images with refined gray values removed and magnification undone."""
+    from cryoweave.protocols.highres._local_extras import magnify
+
+    scale = poses["gray_scale"][rows]
+    if not (np.all(scale == 1) and np.all(poses["gray_offset"][rows] == 0)):
+        images = (images - poses["gray_offset"][rows][:, None, None].astype(np.float32)) \
+            / scale[:, None, None].astype(np.float32)
+    magnification = poses["magnification"][rows]
+    if not np.all(magnification == 1):
+        images = magnify(images.astype(np.float32), 1 / magnification)
+    return images
 
 
 # -- evaluate: maps, FSC, resolution, the iteration's record -----------------------------------

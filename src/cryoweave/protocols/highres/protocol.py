@@ -89,6 +89,28 @@ class ReconstructHighRes(Protocol):
         local_angles: bool = param(True, section="Local refinement",
                                    visible_if={"alignment": ["local", "automatic"]},
                                    description="Optimise angles (within 3·atan(1/k))")
+        local_scale: bool = param(False, section="Local refinement", expert=ADVANCED,
+                                  visible_if={"alignment": ["local", "automatic"]},
+                                  description="Optimise each particle's magnification")
+        local_max_scale_change: float = param(
+            0.02, gt=0, lt=0.5, section="Local refinement", expert=ADVANCED,
+            visible_if={"local_scale": True}, description="Maximum magnification change")
+        local_defocus: bool = param(False, section="Local refinement", expert=ADVANCED,
+                                    visible_if={"alignment": ["local", "automatic"]},
+                                    description="Optimise each particle's defocus")
+        local_max_defocus_change_a: float = param(
+            200.0, gt=0, unit="Å", section="Local refinement", expert=ADVANCED,
+            visible_if={"local_defocus": True}, description="Maximum defocus change")
+        local_gray: bool = param(False, section="Local refinement", expert=ADVANCED,
+                                 visible_if={"alignment": ["local", "automatic"]},
+                                 description="Fit each particle's gray values (a·model + b)")
+        local_max_gray_scale_change: float = param(
+            0.5, gt=0, lt=1, section="Local refinement", expert=ADVANCED,
+            visible_if={"local_gray": True}, description="Maximum contrast change (|a − 1|)")
+        local_max_gray_offset_sigma: float = param(
+            3.0, gt=0, section="Local refinement", expert=ADVANCED,
+            visible_if={"local_gray": True},
+            description="Maximum offset b, in standard deviations of the residual")
         # -- weights
         weight_cc_percentile: bool = param(
             True, section="Weights", description="Weight by the CC percentile in defocus groups")

@@ -58,12 +58,17 @@ class ParticleArrays:
         return np.stack([c["shift_x_a"][rows], c["shift_y_a"][rows]], axis=1) / self.pixel_size_a
 
     def ctf(self, rows: slice | np.ndarray, *, box_px: int | None = None,
-            pixel_size_a: float | None = None) -> np.ndarray:
+            pixel_size_a: float | None = None,
+            defocus_offset_a: np.ndarray | None = None) -> np.ndarray:
         """CTFs on the rfft2 grid, (n, N, N//2+1) float32 (|CTF| when phase-flipped).
 
-        ``box_px``/``pixel_size_a`` evaluate them for images resampled to another grid.
+        ``box_px``/``pixel_size_a`` evaluate them for images resampled to another grid;
+        ``defocus_offset_a`` (n,) moves defocus U and V of each particle.
         """
         c = {k: v[rows] for k, v in self.columns.items()}
+        if defocus_offset_a is not None:
+            c["defocus_u_a"] = c["defocus_u_a"] + defocus_offset_a
+            c["defocus_v_a"] = c["defocus_v_a"] + defocus_offset_a
         n = len(c["item_id"])
         box = box_px or self.box_px
         pixel = pixel_size_a or self.pixel_size_a
