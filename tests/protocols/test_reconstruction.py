@@ -109,9 +109,8 @@ def test_symmetry_imposed_matches_the_truth_and_c1_is_noisier(tmp_path):
     assert up_to_half_nyquist(curve_d7).min() >= 0.9
     box = 40
     assert curve_c1.values[1:box // 8 + 1].min() >= 0.95  # c1: the same map at low resolution
-    outer = slice(box // 8 + 1, box // 4 + 1)  # … with more noise beyond (14× fewer views)
-    assert (curve_d7.values[outer] >= curve_c1.values[outer] - 0.01).all()
-    assert curve_d7.values[outer].mean() > curve_c1.values[outer].mean() + 0.05
+    # … with more noise beyond (14× fewer views): a worse resolution against the truth
+    assert curve_d7.resolution_a(0.5) < 0.95 * curve_c1.resolution_a(0.5)
 
 
 @pytest.mark.real_data

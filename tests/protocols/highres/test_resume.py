@@ -15,8 +15,7 @@ from cryoweave.plugin import registry
 from cryoweave.workflow import ParticleSet, Project, RecordSet, VolumeSet
 from cryoweave.workflow._schema import StepRow
 from cryoweave.workflow._submit import run_protocol
-
-from .test_refinement import lowpassed_start, simulated
+from refinement_data import lowpassed_start, simulated
 
 
 def finished_steps(project, run_id):

@@ -18,6 +18,7 @@ from cryoweave.engine import (
     atoms_phantom,
     euler_to_matrix,
     resample_volume,
+    symmetry_order,
 )
 from cryoweave.formats import ParticleTable, StackWriter, write_mrc, write_particles_star
 from cryoweave.protocols.reconstruction._arrays import arrays_from_frame
@@ -41,11 +42,18 @@ class SimulationSettings:
     seed: int = 0
 
 
+PHANTOM_ATOMS = 200
+
+
 def phantom_volume(box_px: int, pixel_size_a: float, *, symmetry: str = "c1",
                    seed: int = 0) -> np.ndarray:
-    """The built-in asymmetric (or symmetrised) phantom of Gaussian atoms."""
-    return atoms_phantom(box_px, pixel_size_a, seed=seed,
-                         symmetry=None if symmetry.lower() == "c1" else symmetry)
+    """The built-in phantom of Gaussian atoms: 200 atoms in total, asymmetric, or with a
+    symmetry about 200/|G| atoms (at least 20) per asymmetric unit, so that a symmetric
+    phantom keeps features an alignment can use (not a featureless blob)."""
+    if symmetry.lower() == "c1":
+        return atoms_phantom(box_px, pixel_size_a, seed=seed, n_atoms=PHANTOM_ATOMS)
+    atoms = max(20, round(PHANTOM_ATOMS / symmetry_order(symmetry)))
+    return atoms_phantom(box_px, pixel_size_a, seed=seed, n_atoms=atoms, symmetry=symmetry)
 
 
 def resample_to(volume: np.ndarray, pixel_size_a: float, target_pixel_a: float | None,

@@ -52,7 +52,7 @@ class SimulateParticles(Protocol):
     CTF-modulated images over the noise variance). Writes a stack and a RELION 3.1 STAR with the
     true poses and random half subsets (rlnRandomSubset); deterministic per seed. The map is
     the input volume (resampled to the pixel size and box asked for) or a built-in phantom of
-    Gaussian atoms (optionally with a symmetry).
+    200 Gaussian atoms (with a symmetry: about 200/|G|, at least 20, per asymmetric unit).
     """
 
     label = "simulate particles"
