@@ -12,15 +12,9 @@ from cryoweave.engine._ctf import ctf_2d
 from cryoweave.engine._fsc import fsc
 from cryoweave.engine._geometry import euler_to_matrix, shift_images
 from cryoweave.engine._phantom import atom_positions, atoms_phantom
-from cryoweave.engine._projection import (
-    Projector,
-    ReconstructionAccumulator,
-    backproject,
-    project,
-    reconstruct,
-    slice_geometry,
-    trilinear_gridding_correction,
-)
+from cryoweave.engine._projection import Projector, backproject, project
+from cryoweave.engine._reconstruction import ReconstructionAccumulator, reconstruct
+from cryoweave.engine._slicing import slice_geometry, trilinear_gridding_correction
 from cryoweave.engine._symmetry import symmetry_matrices
 
 OPTICS = {"voltage_kv": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1}
@@ -166,7 +160,8 @@ def test_d7_reconstruction_with_symmetry_imposed():
     without = reconstruct(images, a, ctf=ctf, origin_xy_px=origins)
     good = fsc(with_symmetry, truth).values[1 : box // 4 + 1]
     assert good.min() >= 0.98  # 40 views × 14 operators fill Fourier space
-    assert good.mean() > fsc(without, truth).values[1 : box // 4 + 1].mean() + 0.02
+    # 40 views alone leave gaps: the worst shell is ~0.93 without the operators
+    assert good.min() > fsc(without, truth).values[1 : box // 4 + 1].min() + 0.03
 
 
 def test_symmetry_operators_multiply_on_the_left_of_a_transpose():
@@ -201,16 +196,16 @@ def test_accumulators_add_across_batches_and_halves(xp):
 def test_scatter_paths_agree(monkeypatch):
     """SciPy's sparse kernel (default) and the numpy.add.at fallback give the same sums, with
     one or several threads."""
-    import cryoweave.engine._projection as projection
+    import cryoweave.engine._slicing as slicing
 
     rng = np.random.default_rng(8)
     images = rng.standard_normal((30, 20, 20)).astype(np.float32)
     a = _random_poses(30, 9)
     results = []
-    for kernel, threads in [(projection._csc_matvecs, "1"), (projection._csc_matvecs, "3"),
+    for kernel, threads in [(slicing._csc_matvecs, "1"), (slicing._csc_matvecs, "3"),
                             (lambda: None, "2")]:
-        monkeypatch.setattr(projection, "_csc_matvecs", kernel)
-        monkeypatch.setattr(projection, "_CHUNK", 1000)  # many chunks, so threads split slabs
+        monkeypatch.setattr(slicing, "_csc_matvecs", kernel)
+        monkeypatch.setattr(slicing, "_CHUNK", 1000)  # many chunks, so threads split slabs
         monkeypatch.setenv("CRYOWEAVE_FFT_WORKERS", threads)
         accumulator = ReconstructionAccumulator.empty(20)
         accumulator.insert(images, a)

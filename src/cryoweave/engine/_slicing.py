@@ -1,0 +1,382 @@
+"""Central slices on the padded Fourier grid: geometry, grid layout, trilinear kernels and the
+per-image factors shared by projection (`_projection`) and reconstruction (`_reconstruction`).
+
+An N-pixel image's half spectrum keeps the pixels with |k| ≤ r_max_px (`SliceGeometry`); at
+orientation A, wave number k = (kx, ky) sits at q = (P/N) · Aᵀ (kx, ky, 0) on the P-point grid
+(P = round(padding · N)), mirrored to −q (conjugate value) where qx < 0.
+
+Grid layout: the half transform `(P, P, P // 2 + 1)` with z and y centred (slot = wave number +
+P // 2), two wrapped copies appended on z and y and a zero column on x: `(P + 2, P + 2,
+P // 2 + 2)`, so every trilinear corner exists without index wrapping; `fold_grid` sums the
+copies back. On the CPU the scatter-add is SciPy's compiled sparse kernel, fed in slab order (a
+linear-time radix sort of 16-bit keys) so it walks the large grid nearly sequentially, with
+disjoint slab ranges on parallel threads (`fft_workers()` of them); on the GPU,
+`cupyx.scatter_add`.
+
+Backends: images, volumes, CTF images and accumulators must share one backend (a mix raises
+TypeError); the small per-image tables (rotation matrices, origins) are taken with
+`xp.asarray`, so NumPy ones are accepted for CuPy data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import Any
+
+import numpy
+
+from ._backend import array_namespace, fft_workers, to_host
+
+_CORNERS = [(dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]
+_CHUNK = 1 << 15  # samples per chunk: keeps the (chunk, 8) temporaries in cache
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceGeometry:
+    """Kept pixels (|k| ≤ r_max_px) of an N-box half spectrum, interpolated on a P-point grid."""
+
+    box_px: int
+    padded_px: int
+    r_max_px: float
+
+    @property
+    def scale(self) -> float:
+        """Padded-grid voxels per image wave number: P / N."""
+        return self.padded_px / self.box_px
+
+    @property
+    def extended_shape(self) -> tuple[int, int, int]:
+        p = self.padded_px
+        return (p + 2, p + 2, p // 2 + 2)
+
+    @functools.cached_property
+    def _pixels(self) -> tuple[numpy.ndarray, ...]:
+        n, h = self.box_px, self.box_px // 2 + 1
+        ky = numpy.arange(n, dtype=numpy.float64)
+        ky = numpy.where(ky <= n // 2, ky, ky - n)
+        kx = numpy.arange(h, dtype=numpy.float64)
+        inside = ky[:, None] ** 2 + kx[None, :] ** 2 <= self.r_max_px**2 + 1e-9
+        rows, cols = numpy.nonzero(inside)
+        return rows * h + cols, kx[cols], ky[rows], cols, rows
+
+    def pixels(self, xp: ModuleType) -> tuple[Any, ...]:
+        """(flat index into (N, N//2+1), kx, ky, column index, row index) of kept pixels."""
+        return self._pixels if xp is numpy else _device_tables(self, xp)
+
+
+@functools.lru_cache(maxsize=8)
+def _device_tables(geometry: SliceGeometry, xp: ModuleType) -> tuple[Any, ...]:
+    return tuple(xp.asarray(a) for a in geometry._pixels)  # copied to the device once
+
+
+def slice_geometry(
+    box_px: int, padding: float = 2.0, r_max_px: float | None = None
+) -> SliceGeometry:
+    """Validated `SliceGeometry` for an N-pixel box, padding factor and maximum radius (px)."""
+    box_px = int(box_px)
+    if box_px < 2:
+        raise ValueError(f"box_px={box_px} must be at least 2 pixels")
+    if not 1.0 <= float(padding) <= 4.0:
+        raise ValueError(f"padding={padding} must be between 1 and 4 (RELION uses 2)")
+    padded = round(float(padding) * box_px)
+    if (padded + 2) ** 2 * (padded // 2 + 2) >= 2**31:
+        raise ValueError(
+            f"box_px={box_px} with padding={padding} needs a grid beyond 2³¹ voxels; use a "
+            "smaller box (Fourier-crop the images) or padding"
+        )
+    limit = (padded // 2) * box_px / padded  # keeps every trilinear corner inside the grid
+    r_max = box_px // 2 if r_max_px is None else float(r_max_px)
+    if not r_max > 0:
+        raise ValueError(f"r_max_px={r_max_px} must be positive (Fourier pixels)")
+    return SliceGeometry(box_px, padded, min(float(r_max), limit))
+
+
+def trilinear_gridding_correction(box_px: int, padded_px: int, xp: ModuleType = numpy) -> Any:
+    """sinc²(x/P)·sinc²(y/P)·sinc²(z/P) on the N³ box, x from the centre N // 2: `(N, N, N)`
+    float64. Dividing by it undoes trilinear interpolation on the P-point grid."""
+    s = xp.sinc((xp.arange(box_px, dtype=xp.float64) - box_px // 2) / padded_px) ** 2
+    return s[:, None, None] * s[None, :, None] * s[None, None, :]
+
+
+def _threads(xp: ModuleType) -> int:
+    return fft_workers() if xp is numpy else 1
+
+
+def _run_parallel(tasks: list, n_threads: int) -> None:
+    if n_threads <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            task()
+        return
+    with ThreadPoolExecutor(n_threads) as pool:
+        for future in [pool.submit(task) for task in tasks]:
+            future.result()
+
+
+# ---------------------------------------------------------------- sample records and kernels
+
+
+def _slab_key_shift(geometry: SliceGeometry) -> int:
+    """Bits dropped from y so that the (z, y) slab key fits in 16 bits."""
+    e, shift = geometry.extended_shape[1], 0
+    while (e - 1) * ((e >> shift) + 1) + (e >> shift) >= 1 << 16:
+        shift += 1
+    return shift
+
+
+def _positions(
+    geometry: SliceGeometry, matrices: Any, dtype: Any, values: Any = None, extra: Any = None
+) -> tuple[Any, Any]:
+    """Sample records of the kept pixels (image-major, m = b·p) of orientations `(b, 3, 3)`.
+
+    q = (P/N)·Aᵀ(kx, ky, 0) is mirrored to −q where qx < 0 (such samples take the conjugate).
+    Returns (records `(m, 8)` of real `dtype`: lower corner index into the extended grid (int
+    bits in column 0), fractions x, y, z, Re value, Im value (conjugated where mirrored),
+    `extra`, ±1 (−1 = mirrored); slab keys (m,) uint16: z slab, then coarse y). One record per
+    sample lets the slab-order pass fetch it with a single gather.
+    """
+    xp = array_namespace(matrices)
+    n_pixels = len(geometry._pixels[0])
+    records = xp.zeros((matrices.shape[0] * n_pixels, 8), dtype=dtype)
+    keys = xp.empty(records.shape[0], dtype=xp.uint16)
+    # positions in the records' precision: float32 q is exact to ~1e-5 voxel for P ≤ 1024
+    a = (matrices[:, :2, :] * geometry.scale).astype(dtype)
+    step = max(1, _CHUNK // n_pixels)
+    starts = range(0, matrices.shape[0], step)
+    tasks = [functools.partial(_fill_records, geometry, records, keys, a, i, i + step, values,
+                               extra) for i in starts]
+    _run_parallel(tasks, _threads(xp))
+    return records, keys
+
+
+def _fill_records(geometry, records, keys, a, start, stop, values, extra) -> None:
+    xp = array_namespace(records)
+    _, kx, ky, _, _ = geometry.pixels(xp)
+    kx, ky = kx.astype(records.dtype), ky.astype(records.dtype)
+    p2, e, hx = geometry.padded_px // 2, geometry.extended_shape[1], geometry.extended_shape[2]
+    shift, r = _slab_key_shift(geometry), a[start:stop]
+    rows = slice(start * kx.shape[0], (start + r.shape[0]) * kx.shape[0])
+    q = [xp.reshape(r[:, 0, j, None] * kx + r[:, 1, j, None] * ky, (-1,)) for j in range(3)]
+    sign = xp.where(q[0] < 0, -1.0, 1.0).astype(records.dtype)
+    lower = []
+    for j in range(3):
+        qj = xp.clip(q[j] * sign, -p2, p2)  # |q| ≤ P // 2 up to rounding
+        floor = xp.floor(qj)
+        lower.append(floor.astype(xp.int32) + (p2 if j else 0))
+        records[rows, 1 + j] = qj - floor
+    index_view = records[rows, 0].view(xp.int32 if records.itemsize == 4 else xp.int64)
+    index_view[:] = (lower[2] * e + lower[1]) * hx + lower[0]
+    keys[rows] = lower[2] * ((e >> shift) + 1) + (lower[1] >> shift)
+    if values is not None:
+        records[rows, 4] = values[rows].real
+        records[rows, 5] = values[rows].imag * sign
+    if extra is not None:
+        records[rows, 6] = extra[rows]
+    records[rows, 7] = sign
+
+
+def _stencils(geometry: SliceGeometry, records: Any) -> tuple[Any, Any]:
+    """Trilinear corners `(m, 8)` int32 and weights `(m, 8)` float64 (order of `_CORNERS`)."""
+    xp = array_namespace(records)
+    e, hx = geometry.extended_shape[1], geometry.extended_shape[2]
+    offsets = xp.asarray([(dz * e + dy) * hx + dx for dz, dy, dx in _CORNERS], dtype=xp.int32)
+    base = records[:, 0].view(xp.int32 if records.itemsize == 4 else xp.int64)
+    corners = base[:, None].astype(xp.int32) + offsets[None, :]
+    fx, fy, fz = (records[:, j].astype(xp.float64) for j in (1, 2, 3))
+    gx, gy, gz = (1.0 - fx, fx), (1.0 - fy, fy), (1.0 - fz, fz)
+    zy = [gz[dz] * gy[dy] for dz in (0, 1) for dy in (0, 1)]
+    weights = xp.empty((records.shape[0], 8), dtype=xp.float64)
+    for c, (dz, dy, dx) in enumerate(_CORNERS):
+        xp.multiply(zy[2 * dz + dy], gx[dx], out=weights[:, c])
+    return corners, weights
+
+
+def _gather(grid_view: Any, corners: Any, weights: Any) -> Any:
+    """Σ_c w_c · grid[corner_c] per row: grid_view `(G, k)` real -> `(m, k)`."""
+    xp = array_namespace(grid_view)
+    if xp is numpy:
+        import scipy.sparse
+
+        m = corners.shape[0]
+        matrix = scipy.sparse.csr_matrix(
+            (weights.astype(grid_view.dtype, copy=False).ravel(), corners.ravel(),
+             numpy.arange(0, 8 * m + 1, 8, dtype=corners.dtype)),
+            shape=(m, grid_view.shape[0]),
+        )
+        return matrix @ grid_view
+    return xp.einsum("mc,mck->mk", weights.astype(grid_view.dtype), grid_view[corners])
+
+
+@functools.cache
+def _csc_matvecs() -> Any:
+    # SciPy's compiled Y += Aᵀ·X kernel, in place and without the GIL (the public `A.T @ X`
+    # allocates Y on every call, which costs more than the scatter); absent -> numpy.add.at.
+    try:
+        from scipy.sparse import _sparsetools
+
+        return _sparsetools.csc_matvecs
+    except (ImportError, AttributeError):
+        return None
+
+
+def _scatter(accumulator: Any, corners: Any, weights: Any, values: Any) -> None:
+    """accumulator[corner_c] += w_c · values, in place: accumulator `(G, k)` float64."""
+    xp = array_namespace(accumulator)
+    m, k = values.shape
+    if xp is numpy and _csc_matvecs() is not None:
+        pointers = numpy.arange(0, 8 * m + 1, 8, dtype=corners.dtype)
+        _csc_matvecs()(accumulator.shape[0], m, k, pointers, corners.ravel(), weights.ravel(),
+                       numpy.ascontiguousarray(values).ravel(), accumulator.reshape(-1))
+        return
+    for column in range(k):
+        contribution = (weights * values[:, column, None]).ravel()
+        if xp is numpy:
+            numpy.add.at(accumulator[:, column], corners.ravel(), contribution)
+        else:
+            import cupyx
+
+            cupyx.scatter_add(accumulator.reshape(-1), corners.ravel() * k + column, contribution)
+
+
+def _interpolate(geometry: SliceGeometry, grid_view: Any, matrices: Any) -> Any:
+    """Trilinear samples `(b·p, 2)` (Re, Im; conjugated where mirrored) of the extended grid
+    (as `(G, 2)` real) at the kept pixels of orientations `(b, 3, 3)`, image-major."""
+    xp = array_namespace(grid_view)
+    records, _ = _positions(geometry, matrices, grid_view.dtype)
+    out = xp.empty((records.shape[0], 2), dtype=grid_view.dtype)
+    for s in range(0, records.shape[0], _CHUNK):
+        chunk = slice(s, s + _CHUNK)
+        out[chunk] = _gather(grid_view, *_stencils(geometry, records[chunk]))
+    out[:, 1] *= records[:, 7]
+    return out
+
+
+def _splat(geometry: SliceGeometry, accumulator: Any, matrices: Any, values: Any,
+           extra: Any = None) -> None:
+    """Adjoint of `_interpolate`: accumulator `(G, 2 | 3)` float64 += the trilinear spread of
+    complex `values` (b·p,) (conjugated where mirrored) and of the real `extra` (b·p,)."""
+    xp = array_namespace(accumulator)
+    records, keys = _positions(geometry, matrices, values.real.dtype, values, extra)
+    # slab order for the CPU caches; GPU atomics need none
+    order = xp.argsort(keys, kind="stable") if xp is numpy else xp.arange(keys.shape[0])
+    k = accumulator.shape[1]
+
+    def scatter_range(start: int, stop: int) -> None:
+        for s in range(start, stop, _CHUNK):
+            chunk = xp.take(records, order[s : min(stop, s + _CHUNK)], axis=0)
+            corners, weights = _stencils(geometry, chunk)
+            _scatter(accumulator, corners, weights, chunk[:, 4 : 4 + k].astype(xp.float64))
+
+    # Threads take disjoint z-slab ranges; samples whose two z layers straddle a split go last.
+    n_threads = _threads(xp)
+    if n_threads <= 1 or order.shape[0] < 4 * _CHUNK:
+        scatter_range(0, order.shape[0])
+        return
+    per_slab = (geometry.extended_shape[1] >> _slab_key_shift(geometry)) + 1
+    slab = keys[order] // per_slab
+    quantiles = (order.shape[0] * numpy.arange(1, n_threads)) // n_threads
+    splits = [int(v) for v in numpy.unique(to_host(slab[xp.asarray(quantiles)])) if v > 0]
+    bounds = [0]
+    for split in splits:  # [first sample of slab split − 1, first sample of slab split]
+        bounds += [int(xp.searchsorted(slab, split - 1)), int(xp.searchsorted(slab, split))]
+    bounds.append(order.shape[0])
+    ranges = [(bounds[2 * i], bounds[2 * i + 1]) for i in range(len(splits) + 1)]
+    _run_parallel([functools.partial(scatter_range, *r) for r in ranges], n_threads)
+    for i in range(1, len(splits) + 1):
+        scatter_range(bounds[2 * i - 1], bounds[2 * i])
+
+
+def extend_grid(half: Any) -> Any:
+    """FFT-layout half transform `(P, P, P//2+1)` -> extended centred grid (module notes)."""
+    xp = array_namespace(half)
+    p = half.shape[0]
+    out = xp.zeros((p + 2, p + 2, p // 2 + 2), dtype=half.dtype)
+    out[:p, :p, : p // 2 + 1] = xp.roll(half, (p // 2, p // 2), axis=(0, 1))
+    out[p:, :p] = out[:2, :p]
+    out[:, p:] = out[:, :2]
+    return out
+
+
+def fold_grid(extended: Any) -> Any:
+    """Adjoint of `extend_grid`: sums the wrapped copies back; `(P, P, P//2+1, ...)`."""
+    xp = array_namespace(extended)
+    p = extended.shape[0] - 2
+    grid = extended[:, :, : p // 2 + 1].copy()
+    grid[:, :2] += grid[:, p:]
+    grid = grid[:, :p]
+    grid[:2] += grid[p:]
+    return xp.roll(grid[:p], (-(p // 2), -(p // 2)), axis=(0, 1))
+
+
+# ---------------------------------------------------------------- per-image factors
+
+
+def _phase_factors(geometry: SliceGeometry, origin_xy_px: Any, b: int, xp: ModuleType,
+                   dtype: Any) -> Any:
+    """exp(−2πi k·(c − origin)/N) at the kept pixels `(b, p)`: centre c = N // 2, and the
+    particle is the centred image translated by −origin (RELION's origin convention)."""
+    n = geometry.box_px
+    _, _, _, columns, rows = geometry.pixels(xp)
+    shift = xp.full((b, 2), float(n // 2))
+    if origin_xy_px is not None:
+        shift = shift - xp.reshape(xp.asarray(origin_xy_px, dtype=xp.float64), (b, 2))
+    k = xp.arange(n, dtype=xp.float64)
+    ky = xp.where(k <= n // 2, k, k - n)
+    phase_x = xp.exp((-2j * numpy.pi / n) * shift[:, 0, None] * k[: n // 2 + 1]).astype(dtype)
+    phase_y = xp.exp((-2j * numpy.pi / n) * shift[:, 1, None] * ky).astype(dtype)
+    return phase_x[:, columns] * phase_y[:, rows]
+
+
+def _at_pixels(geometry: SliceGeometry, array: Any, b: int, xp: ModuleType) -> Any:
+    """Values `(b, p)` at the kept pixels of half-spectrum arrays `(b | 1, N, N//2+1)`."""
+    flat, *_ = geometry.pixels(xp)
+    arr = xp.reshape(xp.asarray(array), (-1, geometry.box_px * (geometry.box_px // 2 + 1)))
+    if arr.shape[0] not in (1, b):
+        raise ValueError(
+            f"got {arr.shape[0]} CTF images for {b} images; pass one per image `(n, N, N//2+1)` "
+            "or one shared `(N, N//2+1)` array"
+        )
+    return xp.broadcast_to(arr[:, flat], (b, flat.shape[0]))
+
+
+def _batch_ctf(ctf: Any, start: int, stop: int) -> Any:
+    return ctf if ctf.ndim == 2 else ctf[start:stop]
+
+
+def _check_ctf(ctf: Any | None, data: Any) -> None:
+    """CTF images must live with the data: array_namespace raises TypeError on a mix."""
+    if ctf is not None:
+        array_namespace(ctf, data)
+
+
+def _check_matrices(matrices: Any, xp: ModuleType) -> Any:
+    matrices = xp.asarray(matrices, dtype=xp.float64)
+    if matrices.ndim != 3 or matrices.shape[1:] != (3, 3):
+        raise ValueError(
+            f"rotation matrices must be (n, 3, 3); got {tuple(matrices.shape)} "
+            "(use euler_to_matrix(rot, tilt, psi))"
+        )
+    return matrices
+
+
+def _batch_size(geometry: SliceGeometry, n: int, batch_size: int | None) -> int:
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1")
+        return int(batch_size)
+    return max(1, min(n, int(2.5e8 // (len(geometry._pixels[0]) * 96))))  # ≈ 96 B per sample
+
+
+def _real_dtype(xp: ModuleType, dtype: Any) -> Any:
+    return xp.float64 if dtype in (xp.float64, xp.complex128) else xp.float32
+
+
+def _column_multiplicity(size: int, xp: ModuleType) -> Any:
+    """How often each rfft column stands for itself and its mirror: 1 at 0 (and N/2), else 2."""
+    c = xp.full(size // 2 + 1, 2.0)
+    c[0] = 1.0
+    if size % 2 == 0:
+        c[-1] = 1.0
+    return c
