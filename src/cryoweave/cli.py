@@ -15,29 +15,23 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from cryoweave import __version__
+from cryoweave._cli_common import (
+    EXIT_RUN_FAILED,
+    EXIT_USER_ERROR,
+    db_option,
+    err,
+    open_project,
+    out,
+    output_set,
+    project_option,
+    resolve_device,
+)
+from cryoweave._cli_tools import demo, docs, downsample, simulate, view
 from cryoweave.errors import CryoweaveError, InputError, ParamError, StorageError
-
-out = Console()
-err = Console(stderr=True)
-EXIT_USER_ERROR = 2
-EXIT_RUN_FAILED = 3
-
-project_option = click.option(
-    "--project", "project_dir", type=click.Path(file_okay=False), default=".",
-    show_default=True, help="Project folder.")
-db_option = click.option("--db", "db_url", default=None,
-                         help="Database URL (e.g. postgresql://…); default project.sqlite.")
-
-
-def _open_project(project_dir: str, db_url: str | None = None) -> Any:
-    from cryoweave.workflow import Project
-
-    return Project.open(project_dir, db_url)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,15 +153,6 @@ def _run_protocol_options(func: Any) -> Any:
     return func
 
 
-def _resolve_device(device: str) -> str:
-    from cryoweave.engine import resolve_device
-
-    try:
-        return resolve_device(device)
-    except ValueError as exc:
-        raise ParamError(f"--device: {exc}") from exc
-
-
 @cli.command("run-protocol")
 @_run_protocol_options
 def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str,
@@ -179,9 +164,9 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
     from cryoweave.workflow._submit import prepare_run
     from cryoweave.workflow.runner import Runner
 
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if continue_run is not None:
-        project = _open_project(project_dir, db_url)
+        project = open_project(project_dir, db_url)
         run = project.get_run(continue_run)
         _execute(project, run.id, resume=True, workers=workers, executor=executor,
                  threads=threads, device=device, as_json=as_json, quiet=quiet)
@@ -215,7 +200,7 @@ def _run_state(run: Any) -> str:
 @db_option
 def runs(project_dir: str, db_url: str | None) -> None:
     """List the runs of a project."""
-    project = _open_project(project_dir, db_url)
+    project = open_project(project_dir, db_url)
     table = Table("id", "label", "protocol", "status", "started", "duration", "outputs")
     for run in project.list_runs():
         outputs = _outputs_report(project, run.id)
@@ -239,7 +224,7 @@ def show(run_ref: str, project_dir: str, db_url: str | None) -> None:
 
     from cryoweave.workflow._schema import Event, StepRow
 
-    project = _open_project(project_dir, db_url)
+    project = open_project(project_dir, db_url)
     run = project.get_run(run_ref)
     out.print(f"[bold]run {run.id}[/bold] {run.label or ''} {run.protocol}: {_run_state(run)}")
     if run.error:
@@ -270,7 +255,7 @@ def stop(run_ref: str, project_dir: str, db_url: str | None) -> None:
     """Ask a running run to stop (a streaming import closes its output)."""
     from cryoweave.workflow.runner import request_stop
 
-    run = request_stop(_open_project(project_dir, db_url), run_ref)
+    run = request_stop(open_project(project_dir, db_url), run_ref)
     out.print(f"stop requested for run {run.id} ({run.status})")
 
 
@@ -283,8 +268,8 @@ def export(target: str, path: str, project_dir: str, db_url: str | None) -> None
     """Export an output: particles/micrographs → RELION 3.1 STAR, volume → MRC."""
     from cryoweave.workflow._export import export_set
 
-    project = _open_project(project_dir, db_url)
-    for written in export_set(_output_set(project, target), path):
+    project = open_project(project_dir, db_url)
+    for written in export_set(output_set(project, target), path):
         out.print(f"wrote {written}")
 
 
@@ -310,7 +295,7 @@ def workflow_run(workflow_file: str, project_dir: str, db_url: str | None, resum
     from cryoweave._workflow_cli import run_workflow_file
 
     summary = run_workflow_file(workflow_file, project_dir, db_url=db_url, resume=resume,
-                                workers=workers, device=_resolve_device(device), console=err)
+                                workers=workers, device=resolve_device(device), console=err)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     failed = {label: status for label, status in summary["status"].items()
@@ -320,182 +305,8 @@ def workflow_run(workflow_file: str, project_dir: str, db_url: str | None, resum
         sys.exit(EXIT_RUN_FAILED)
 
 
-@cli.command()
-@click.argument("folder", type=click.Path(file_okay=False), default="docs/protocols")
-def docs(folder: str) -> None:
-    """Write the protocol reference (markdown) generated from the declarations."""
-    from cryoweave.docs import write_reference
-
-    for path in write_reference(folder):
-        out.print(f"wrote {path}")
-
-
-@cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.option("-D", "--box", "box_px", type=int, default=None,
-              help="Target box in pixels (even, ≤ the input box).")
-@click.option("--pixel-size", "pixel_size_a", type=float, default=None,
-              help="Target pixel size (Å) instead of -D: the box is the closest even value.")
-@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
-              help="Output folder for particles.<D>.mrcs and particles.<D>.star.")
-@click.option("--datadir", default=None, help="Base folder of relative image paths.")
-@click.option("--strip-prefix", default=None, help="Prefix removed from image paths.")
-@click.option("--input-pixel-size", type=float, default=None,
-              help="Pixel size (Å) of the input images when the file has none.")
-@click.option("--batch-size", default=1000, show_default=True, type=int,
-              help="Images per batch (bounds memory).")
-@click.option("--project", "project_dir", default=None, type=click.Path(file_okay=False),
-              help="Use (and fill) this project's cache.")
-@click.option("--device", default="auto", show_default=True,
-              type=click.Choice(["auto", "cpu", "gpu"]))
-@click.option("--threads", default=None, type=click.IntRange(1), help="FFT threads.")
-def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, outdir: str,
-               datadir: str | None, strip_prefix: str | None, input_pixel_size: float | None,
-               batch_size: int, project_dir: str | None, device: str,
-               threads: int | None) -> None:
-    """Fourier-crop the particles of INPUT (.star, .cs or .mrcs) to a smaller box."""
-    from cryoweave._progress import RichRunProgress
-    from cryoweave.protocols.downsample import downsample_file
-
-    if box_px is None and pixel_size_a is None:
-        raise ParamError("give the target box with -D (e.g. -D 128) or --pixel-size")
-    if box_px is not None and pixel_size_a is not None:
-        raise ParamError("give -D or --pixel-size, not both")
-    device = _resolve_device(device)
-    cache_root = None
-    if project_dir is not None:
-        from cryoweave.workflow import Project
-
-        with Project.open(project_dir, create=True) as project:
-            cache_root = project.cache_dir / "downsample"
-    started = time.perf_counter()
-    with RichRunProgress(err) as progress:
-        result = downsample_file(
-            input_path, outdir, box_px=box_px, pixel_size_a=pixel_size_a, datadir=datadir,
-            strip_prefix=strip_prefix, input_pixel_size_a=input_pixel_size,
-            batch_size=batch_size, device=device, threads=threads, cache_root=cache_root,
-            progress=lambda done, total: progress.step_progress("images", done, total))
-    seconds = time.perf_counter() - started
-    rate = f", {result.n_images / seconds:,.0f} images/s" if not result.cache_hit else ""
-    out.print(f"{result.n_images} images → {result.stack_path} "
-              f"({'from the project cache' if result.cache_hit else 'computed'}, "
-              f"{seconds:.1f} s{rate})")
-    for _, group in result.table.optics.iterrows():
-        out.print(f"  optics group {int(group['group_id'])}: {int(group['box_px'])} px, "
-                  f"{group['pixel_size_a']:.6g} Å/px")
-    out.print(f"STAR: {result.star_path}")
-
-
-@cli.command()
-@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
-              help="Folder for particles.mrcs, particles.star and truth.mrc.")
-@click.option("--phantom", is_flag=True, help="Project the built-in phantom of Gaussian atoms.")
-@click.option("--volume", "volume_path", type=click.Path(dir_okay=False), default=None,
-              help="Project this map (MRC) instead.")
-@click.option("--volume-pixel-size", type=float, default=None,
-              help="Pixel size (Å) of --volume when its header has none.")
-@click.option("-n", "--n-particles", default=1000, show_default=True, type=click.IntRange(1))
-@click.option("--box", "box_px", type=int, default=None, help="Box (px) of the particles.")
-@click.option("--pixel-size", "pixel_size_a", type=float, default=None,
-              help="Pixel size (Å) of the particles.")
-@click.option("--snr", type=float, default=1.0, show_default=True,
-              help="Signal-to-noise ratio (variance); 0 for none.")
-@click.option("--max-shift", "max_shift_a", type=float, default=0.0, show_default=True,
-              help="Shifts (Å) are drawn in a disc of this radius.")
-@click.option("--defocus", "defocus_range_a", type=float, nargs=2, default=(10000.0, 30000.0),
-              show_default=True, help="Defocus range (Å).")
-@click.option("--astigmatism", "astigmatism_a", type=float, default=500.0, show_default=True)
-@click.option("--voltage", "voltage_kv", type=float, default=300.0, show_default=True)
-@click.option("--cs", "cs_mm", type=float, default=2.7, show_default=True)
-@click.option("--amplitude-contrast", type=float, default=0.1, show_default=True)
-@click.option("--symmetry", default="c1", show_default=True, help="Symmetry of the phantom.")
-@click.option("--seed", default=0, show_default=True, type=int)
-def simulate(outdir: str, phantom: bool, volume_path: str | None,
-             volume_pixel_size: float | None, **options: Any) -> None:
-    """Simulate particles with known poses, shifts, CTF and noise (no project needed)."""
-    from pydantic import ValidationError
-
-    from cryoweave._progress import RichRunProgress
-    from cryoweave.protocols.reconstruction.simulate import (
-        SimulateParticles,
-        simulate_to_folder,
-    )
-    from cryoweave.workflow._runs import _format_pydantic
-
-    if phantom == (volume_path is not None):
-        raise ParamError("give --phantom or --volume MAP.mrc (exactly one)")
-    if volume_path is not None and not Path(volume_path).is_file():
-        raise InputError(f"{volume_path}: map not found")
-    options["snr"] = options["snr"] or None
-    try:
-        params = SimulateParticles.Params.model_validate(
-            {**options, "phantom": phantom, "volume": volume_path})
-    except ValidationError as exc:
-        raise ParamError(_format_pydantic(exc, SimulateParticles.Params)) from exc
-    folder = Path(outdir).resolve()
-    with RichRunProgress(err) as progress:
-        table, settings, sigma = simulate_to_folder(
-            params.model_dump(mode="json", exclude={"volume"}),
-            str(Path(volume_path).resolve()) if volume_path else None, volume_pixel_size,
-            folder, progress=lambda done, total: progress.step_progress("particles", done,
-                                                                       total))
-    out.print(f"{len(table)} particles {settings.box_px}² at {settings.pixel_size_a:.4g} Å → "
-              f"{folder / 'particles.star'} (noise σ {sigma:.4g}); truth: "
-              f"{folder / 'truth.mrc'}")
-
-
-def _output_set(project: Any, target: str) -> Any:
-    from sqlalchemy import select
-
-    from cryoweave.workflow import set_handle
-    from cryoweave.workflow._schema import SetRow
-
-    run_ref, _, output = target.rpartition(".")
-    if not run_ref or not output:
-        raise ParamError(f"expected RUN.OUTPUT (e.g. 3.particles), got {target!r}")
-    run = project.get_run(run_ref)
-    with project.reader() as s:
-        row = s.scalar(select(SetRow).where(SetRow.run_id == run.id, SetRow.name == output))
-        names = list(s.scalars(select(SetRow.name).where(SetRow.run_id == run.id)))
-    if row is None:
-        raise ParamError(f"run {run.id} has no output {output!r}; outputs: {', '.join(names)}")
-    return set_handle(project, row.id, row.kind)
-
-
-@cli.command()
-@click.argument("target", metavar="RUN.OUTPUT")
-@project_option
-@db_option
-@click.option("--outdir", default=None, type=click.Path(file_okay=False),
-              help="Where to write the pictures (default: the run's extra/view_OUTPUT).")
-def view(target: str, project_dir: str, db_url: str | None, outdir: str | None) -> None:
-    """Write pictures of an output (thumbnails, power spectra, contact sheet, slices)."""
-    from cryoweave.viewers import view_set
-
-    project = _open_project(project_dir, db_url)
-    handle = _output_set(project, target)
-    if outdir is None:
-        run = project.get_run(handle.run_id)
-        outdir = str(project.root / run.folder / "extra" / f"view_{handle.name}")
-    written = view_set(handle, outdir)
-    if not written:
-        raise ParamError(f"nothing to show for {target} ({handle.kind} set, "
-                         f"{handle.count()} items)")
-    for path in written:
-        out.print(str(path))
-
-
-@cli.command()
-@project_option
-@click.option("--quick", is_flag=True, help="A smaller, faster demo.")
-def demo(project_dir: str, quick: bool) -> None:
-    """Create a project with synthetic data, import it and print a summary."""
-    from cryoweave.demo import run_demo
-
-    target = Path(project_dir)
-    if project_dir == ".":
-        target = Path("demo_project")
-    run_demo(target, console=out, quick=quick)
+for _command in (docs, downsample, simulate, view, demo):
+    cli.add_command(_command)
 
 
 def _handle_error(exc: BaseException, debug: bool) -> NoReturn:

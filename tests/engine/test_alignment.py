@@ -25,18 +25,16 @@ from cryoweave.engine import (
     symmetry_aware_angular_distance,
     symmetry_matrices,
 )
-from cryoweave.engine._alignment import (
-    _grid,
-    _neighbour_tables,
+from cryoweave.engine._alignment import gemm_scores, global_search
+from cryoweave.engine._alignment_grid import _grid, _neighbour_tables
+from cryoweave.engine._alignment_local import local_search, rotation_from_vector
+from cryoweave.engine._alignment_score import (
     band,
-    gemm_scores,
-    global_search,
     pose_scores,
     prepare_particles,
     project_band,
     shift_phases,
 )
-from cryoweave.engine._alignment_local import local_search, rotation_from_vector
 
 BOX, PIXEL_A, R_MAX = 48, 3.5, 12.0
 OPTICS = {"voltage_kv": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1}

@@ -41,395 +41,40 @@ GEMMs) and to memory_budget_bytes / 4 on a GPU.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
 import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy
 
+from ._alignment_grid import _FineGallery, _Plan, _plan
+from ._alignment_score import (
+    DEFAULT_MEMORY_BUDGET_BYTES,
+    AlignmentResult,
+    Particles,
+    _batch_ctf,
+    _check_inputs,
+    _parabola_vertex,
+    _subset,
+    _sync,
+    as_projector,
+    band,
+    ncc_denominator,
+    pose_scores,
+    prepare_particles,
+    project_band,
+    real_view,
+    row_denominator,
+    shift_phases,
+)
 from ._backend import array_namespace, batch_size_for, to_host
-from ._fft import rfft2
-from ._geometry import euler_to_matrix, matrix_to_euler
-from ._sampling import psi_sampling, sphere_sampling
-from ._symmetry import symmetry_aware_angular_distance, symmetry_matrices
+from ._symmetry import symmetry_aware_angular_distance
 
 if TYPE_CHECKING:
-    from cryoweave.engine import Projector
+    pass
 
-DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30
-_PROJECTION_CHUNK = 4096
 POLISH_MIN_STEP, POLISH_ITERATIONS = 1 / 16, 4
-
-
-@dataclasses.dataclass(frozen=True)
-class AlignmentResult:
-    """Best pose per particle; all arrays `(n,)` float64 on the host.
-
-    Angles in degrees (RELION ZYZ), origins in pixels of the working box (RELION: shift the
-    image by +origin to compare it with the projection), `score` the NCC of that pose.
-    `second_score`: the best NCC found at an orientation more than two angular steps away
-    (symmetry-aware), NaN when the search met none (global search only; NaN for local).
-    Local search only, else None: `angular_change_deg`, the symmetry-aware angle between the
-    starting and the found orientation; `defocus_change_a`, the defocus offset (Å, added to U
-    and V) when defocus was refined. `timings`: seconds per stage.
-    """
-
-    rot_deg: numpy.ndarray
-    tilt_deg: numpy.ndarray
-    psi_deg: numpy.ndarray
-    origin_x_px: numpy.ndarray
-    origin_y_px: numpy.ndarray
-    score: numpy.ndarray
-    second_score: numpy.ndarray
-    timings: dict[str, float] = dataclasses.field(default_factory=dict)
-    angular_change_deg: numpy.ndarray | None = None
-    defocus_change_a: numpy.ndarray | None = None
-
-    @property
-    def rejected(self) -> numpy.ndarray:
-        """Particles whose best NCC is below 0 (or not finite): the caller drops them."""
-        return ~(self.score >= 0.0)
-
-    @classmethod
-    def from_matrices(cls, matrices: numpy.ndarray, origins: numpy.ndarray,
-                      score: numpy.ndarray, second_score: numpy.ndarray,
-                      timings: dict[str, float]) -> AlignmentResult:
-        """From host rotation matrices `(n, 3, 3)`, origins `(n, 2)` px and scores `(n,)`."""
-        rot, tilt, psi = matrix_to_euler(matrices)
-        origins = numpy.asarray(origins, dtype=numpy.float64)
-        return cls(rot, tilt, psi, origins[:, 0].copy(), origins[:, 1].copy(),
-                   numpy.asarray(score, dtype=numpy.float64),
-                   numpy.asarray(second_score, dtype=numpy.float64), timings)
-
-    def matrices(self) -> numpy.ndarray:
-        """Rotation matrices `(n, 3, 3)` float64 of the poses (`euler_to_matrix`)."""
-        return euler_to_matrix(self.rot_deg, self.tilt_deg, self.psi_deg)
-
-
-# ---------------------------------------------------------------- band, particles, gallery
-
-
-@dataclasses.dataclass(frozen=True)
-class Band:
-    """Kept half-plane coefficients (module notes), sorted by radius: host arrays `(C,)`."""
-
-    box_px: int
-    flat: numpy.ndarray  # index into the flattened (N, N//2+1) rfft2 grid
-    kx: numpy.ndarray
-    ky: numpy.ndarray
-    radius: numpy.ndarray
-
-    def count_within(self, r_max_px: float) -> int:
-        """How many kept coefficients have |k| ≤ r_max_px (a prefix: sorted by radius)."""
-        return int(numpy.searchsorted(self.radius, r_max_px + 1e-9, side="right"))
-
-
-@functools.lru_cache(maxsize=16)
-def band(box_px: int, r_min_px: float, r_max_px: float) -> Band:
-    """The band of an N-pixel box between r_min_px (excluded) and r_max_px (included)."""
-    if not 0.0 <= r_min_px < r_max_px:
-        raise ValueError(
-            f"need 0 ≤ r_min_px < r_max_px; got r_min_px={r_min_px}, r_max_px={r_max_px} "
-            "(Fourier pixels of the working box)"
-        )
-    n, h = int(box_px), int(box_px) // 2 + 1
-    k = numpy.arange(n)
-    ky = numpy.where(k <= n // 2, k, k - n)[:, None] + numpy.zeros((1, h), dtype=int)
-    kx = numpy.arange(h)[None, :] + numpy.zeros((n, 1), dtype=int)
-    radius = numpy.hypot(kx, ky)
-    keep = (radius > r_min_px + 1e-9) & (radius <= r_max_px + 1e-9)
-    keep &= (kx > 0) | (ky > 0)  # one of each conjugate pair
-    keep &= (2 * kx != n) & (2 * numpy.abs(ky) != n)  # no Nyquist lines
-    flat = numpy.flatnonzero(keep)
-    order = numpy.argsort(radius.ravel()[flat], kind="stable")
-    flat = flat[order]
-    if flat.size == 0:
-        raise ValueError(
-            f"no Fourier coefficient with {r_min_px} < radius ≤ {r_max_px} in a {n}-pixel box; "
-            "raise r_max_px"
-        )
-    return Band(n, flat, kx.ravel()[flat].astype(float), ky.ravel()[flat].astype(float),
-                radius.ravel()[flat])
-
-
-@dataclasses.dataclass(frozen=True)
-class Particles:
-    """Band coefficients of a particle batch: CTF·X `(b, C)` complex64, CTF² and |X|²
-    `(b, C)` float32."""
-
-    ctf_x: Any
-    ctf2: Any
-    power: Any
-
-    def norm(self, n_coeffs: int) -> Any:
-        """‖X‖ over the first `n_coeffs` band coefficients, `(b,)` float32."""
-        xp = array_namespace(self.power)
-        return xp.sqrt(xp.sum(self.power[:, :n_coeffs], axis=1))
-
-
-def prepare_particles(images: Any, ctfs: Any, the_band: Band, workers: int | None) -> Particles:
-    """images `(b, N, N)` real, ctfs `(b, N, N//2+1)` (or shared `(N, N//2+1)`) -> `Particles`."""
-    xp = array_namespace(images, ctfs)
-    n, b = the_band.box_px, images.shape[0]
-    flat = xp.asarray(the_band.flat)
-    spectra = rfft2(xp.asarray(images, dtype=xp.float32), workers=workers)
-    x = xp.reshape(spectra, (b, -1))[:, flat].astype(xp.complex64)
-    ctf = xp.reshape(xp.asarray(ctfs, dtype=xp.float32), (-1, n * (n // 2 + 1)))[:, flat]
-    ctf = xp.broadcast_to(ctf, x.shape)
-    power = (x.real * x.real + x.imag * x.imag).astype(xp.float32)
-    return Particles(xp.ascontiguousarray(x * ctf), xp.ascontiguousarray(ctf * ctf),
-                     xp.ascontiguousarray(power))
-
-
-def shift_phases(the_band: Band, origins_xy_px: Any, n_coeffs: int | None = None) -> Any:
-    """e^{−2πi k·o/N} at the band coefficients for origins `(..., 2)` px: `(..., C)` complex64
-    (translates an image by +o)."""
-    xp = array_namespace(origins_xy_px)
-    c = len(the_band.flat) if n_coeffs is None else n_coeffs
-    n = the_band.box_px
-    o = xp.asarray(origins_xy_px, dtype=xp.float64)
-    # separable: exponentials on the x and y axes, then one gather each
-    k = xp.arange(n, dtype=xp.float64) - n // 2
-    along_x = xp.exp((-2j * math.pi / n) * o[..., 0:1] * k[n // 2:]).astype(xp.complex64)
-    along_y = xp.exp((-2j * math.pi / n) * o[..., 1:2] * k).astype(xp.complex64)
-    kx = xp.asarray(the_band.kx[:c].astype(numpy.int64))
-    ky = xp.asarray(the_band.ky[:c].astype(numpy.int64) + n // 2)
-    return xp.take(along_x, kx, axis=-1) * xp.take(along_y, ky, axis=-1)
-
-
-def as_projector(reference: Any, r_max_px: float, like: Any) -> Projector:
-    """A `Projector` for a volume `(N, N, N)` (band-limited to r_max_px), or `reference` itself;
-    TypeError when it is not on the backend of `like` (the images)."""
-    # from the package, not its (changing) private module; at call time, so that the package
-    # may re-export this module
-    from cryoweave.engine import Projector
-
-    box = like.shape[-1]
-    if isinstance(reference, Projector):
-        if reference.geometry.r_max_px + 1e-6 < min(r_max_px, box / 2 - 1):
-            raise ValueError(
-                f"the Projector keeps radii ≤ {reference.geometry.r_max_px} px but r_max_px="
-                f"{r_max_px}; build it with Projector.from_volume(volume, r_max_px={r_max_px})"
-            )
-        projector = reference
-    else:
-        if reference.shape != (box,) * 3:
-            raise ValueError(f"the reference must be ({box}, {box}, {box}) like the images; got "
-                             f"{tuple(reference.shape)} (rescale it to the working box)")
-        projector = Projector.from_volume(reference, r_max_px=r_max_px)
-    if projector.geometry.box_px != box:
-        raise ValueError(f"the Projector is for {projector.geometry.box_px}-pixel images, the "
-                         f"images are {box} pixels")
-    array_namespace(projector.grid, like)  # TypeError on a NumPy/CuPy mix
-    return projector
-
-
-def project_band(projector: Projector, matrices: Any, the_band: Band,
-                 n_coeffs: int | None = None) -> tuple[Any, Any]:
-    """Reference rows of orientations `(R, 3, 3)`: interleaved (Re, Im) `(R, 2C)` float32 and
-    |P|² `(R, C)` float32, over the first `n_coeffs` band coefficients."""
-    xp = array_namespace(projector.grid)
-    c = len(the_band.flat) if n_coeffs is None else n_coeffs
-    flat = xp.asarray(the_band.flat[:c])
-    count = matrices.shape[0]
-    rows = xp.empty((count, 2 * c), dtype=xp.float32)
-    power = xp.empty((count, c), dtype=xp.float32)
-    for start in range(0, count, _PROJECTION_CHUNK):
-        stop = min(count, start + _PROJECTION_CHUNK)
-        spectra = projector.project(matrices[start:stop], spectra=True)
-        values = xp.reshape(spectra, (stop - start, -1))[:, flat].astype(xp.complex64)
-        rows[start:stop] = real_view(values)
-        power[start:stop] = values.real * values.real + values.imag * values.imag
-    return rows, power
-
-
-def real_view(values: Any) -> Any:
-    """Complex `(..., C)` as interleaved (Re, Im) float `(..., 2C)` (a view when contiguous):
-    Re(a·conj b) is then the dot product of the two rows."""
-    xp = array_namespace(values)
-    return xp.ascontiguousarray(values).view(xp.float32 if values.dtype == xp.complex64
-                                             else xp.float64)
-
-
-def ncc_denominator(norm: Any, ctf2: Any, power: Any) -> Any:
-    """‖X‖·sqrt(CTF²·|P|²); zero-energy references get an infinite denominator (NCC 0)."""
-    xp = array_namespace(ctf2, power)
-    energy = ctf2 @ power
-    return norm * xp.sqrt(xp.where(energy > 0, energy, xp.inf))
-
-
-def row_denominator(parts: Particles, power: Any) -> Any:
-    """‖X_i‖·sqrt(Σ CTF_i²|P_i|²) `(b,)` for one reference per particle, power `(b, C)`."""
-    xp = array_namespace(power)
-    energy = xp.sum(parts.ctf2[:, : power.shape[1]] * power, axis=1)
-    return parts.norm(power.shape[1]) * xp.sqrt(xp.where(energy > 0, energy, xp.inf))
-
-
-def _sync(xp: ModuleType) -> None:
-    if xp is not numpy:  # GPU work is asynchronous: wait before reading the clock
-        xp.cuda.get_current_stream().synchronize()
-
-
-def _parabola_vertex(minus: Any, centre: Any, plus: Any) -> Any:
-    """Vertex offset (in steps, within ±0.5) of the parabola through 3 equally spaced values;
-    0 where the centre is not a strict maximum of a concave fit."""
-    xp = array_namespace(centre)
-    curvature = minus - 2.0 * centre + plus
-    concave = curvature < 0
-    offset = xp.where(concave, 0.5 * (minus - plus) / xp.where(concave, curvature, -1.0), 0.0)
-    return xp.clip(offset, -0.5, 0.5)
-
-
-# ---------------------------------------------------------------- the search plan
-
-
-@dataclasses.dataclass(frozen=True)
-class _Grid:
-    """An orientation grid: directions × psi, orientation index = dir · n_psi + psi index."""
-
-    rot_deg: numpy.ndarray
-    tilt_deg: numpy.ndarray
-    psi_deg: numpy.ndarray
-
-    @property
-    def size(self) -> int:
-        return len(self.rot_deg) * len(self.psi_deg)
-
-    def matrices(self, indices: Any | None = None) -> Any:
-        """`(R, 3, 3)` float64 for all orientations (host) or for `indices` (their backend)."""
-        n_psi = len(self.psi_deg)
-        if indices is None:
-            indices = numpy.arange(self.size)
-        xp = array_namespace(indices)
-        d, p = indices // n_psi, indices % n_psi
-        return euler_to_matrix(xp.asarray(self.rot_deg)[d], xp.asarray(self.tilt_deg)[d],
-                               xp.asarray(self.psi_deg)[p])
-
-
-def _grid(step_deg: float, symmetry: str, min_tilt: float, max_tilt: float) -> _Grid:
-    rot, tilt = sphere_sampling(step_deg, symmetry=symmetry, min_tilt_deg=min_tilt,
-                                max_tilt_deg=max_tilt)
-    if len(rot) == 0:
-        raise ValueError(
-            f"no projection direction at step {step_deg}° in tilt range [{min_tilt}, {max_tilt}]"
-            f" for symmetry {symmetry!r}; widen the tilt range or use a finer step"
-        )
-    return _Grid(rot, tilt, psi_sampling(step_deg))
-
-
-def _neighbour_tables(coarse: _Grid, fine: _Grid, radius_deg: float,
-                      symmetry: str) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """For every coarse direction, the fine directions within radius_deg (symmetry-aware),
-    `(Dc, L)` int64 (padded with the nearest), and the psi offset `(Dc, L)` degrees that carries
-    a coarse in-plane angle to each: psi_fine ≈ psi_coarse + offset."""
-    bc = euler_to_matrix(coarse.rot_deg, coarse.tilt_deg, 0.0)
-    bf = euler_to_matrix(fine.rot_deg, fine.tilt_deg, 0.0)
-    ops = symmetry_matrices(symmetry)
-    fine_dirs = numpy.einsum("gij,fj->gfi", ops, bf[:, 2])  # the direction of A·Rᵀ is R·d
-    limit = math.cos(math.radians(radius_deg)) - 1e-12
-    lists, chunk = [], max(1, (1 << 22) // (len(ops) * len(bf)))
-    for start in range(0, len(bc), chunk):
-        cosines = numpy.einsum("ci,gfi->cfg", bc[start:start + chunk, 2], fine_dirs)
-        best_op = numpy.argmax(cosines, axis=2)
-        best_cos = numpy.take_along_axis(cosines, best_op[..., None], axis=2)[..., 0]
-        for row_cos, row_op in zip(best_cos, best_op, strict=True):
-            near = numpy.flatnonzero(row_cos >= limit)
-            near = near[numpy.argsort(-row_cos[near], kind="stable")]
-            if near.size == 0:
-                near = numpy.array([numpy.argmax(row_cos)])
-            lists.append((near, row_op[near]))
-    width = max(len(near) for near, _ in lists)
-    neighbours = numpy.array([numpy.resize(near, width) for near, _ in lists])
-    ops_used = ops[numpy.array([numpy.resize(op, width) for _, op in lists])]
-    # M = B_f Rᵀ B_cᵀ ≈ Rz(t): A_f(psi)·Rᵀ·A_cᵀ = Rz(psi)·M·Rz(−psi_c) is nearest the identity
-    # at psi = psi_c − t
-    m = bf[neighbours] @ numpy.swapaxes(ops_used, -1, -2) @ numpy.swapaxes(bc, -1, -2)[:, None]
-    t = numpy.degrees(numpy.arctan2(m[..., 0, 1] - m[..., 1, 0], m[..., 0, 0] + m[..., 1, 1]))
-    return neighbours, -t
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    band: Band
-    fine_step_deg: float
-    coarse: _Grid
-    fine: _Grid
-    coarse_coeffs: int  # band prefix of the coarse pass
-    neighbours: numpy.ndarray  # (Dc, Ld) fine directions per coarse direction
-    psi_offset_deg: numpy.ndarray  # (Dc, Ld)
-    psi_half_width: int  # fine psi steps either side
-    shift_step_px: float
-    max_shift_px: float
-    coarse_offsets: numpy.ndarray  # (Sc, 2) int, in shift steps
-    fine_offsets: numpy.ndarray  # (Sf, 2) int, in shift steps, around a coarse offset
-    table_half_width: int  # phase table covers integer offsets in [−w, w]²
-
-
-def _plan(step_deg, symmetry, min_tilt, max_tilt, max_shift_px, shift_step_px, the_band,
-          coarse_r_max_px) -> _Plan:
-    coarse_step = min(2.0 * step_deg, max(step_deg, 30.0))
-    coarse, fine = (_grid(s, symmetry, min_tilt, max_tilt) for s in (coarse_step, step_deg))
-    neighbours, psi_offset = _neighbour_tables(coarse, fine, coarse_step, symmetry)
-    ratio = coarse_step / step_deg
-    # ± half a coarse psi step; the candidates' own neighbours cover the rest (measured: as
-    # good as ± (coarse + fine)/2 against a brute-force search down to SNR 0.03)
-    half_width = max(1, math.ceil(ratio / 2.0))
-    reach = math.floor(max_shift_px / shift_step_px + 1e-9)
-    factor = 2 if reach >= 2 else 1
-    grid = numpy.arange(-reach, reach + 1)
-    ij = numpy.stack(numpy.meshgrid(grid, grid, indexing="xy"), axis=-1).reshape(-1, 2)
-    in_disc = numpy.hypot(ij[:, 0], ij[:, 1]) * shift_step_px <= max_shift_px + 1e-9
-    coarse_offsets = ij[in_disc & numpy.all(ij % factor == 0, axis=1)]
-    fine_offsets = numpy.stack(numpy.meshgrid([-1, 0, 1], [-1, 0, 1], indexing="xy"),
-                               axis=-1).reshape(-1, 2)
-    return _Plan(the_band, step_deg, coarse, fine, the_band.count_within(coarse_r_max_px),
-                 neighbours, psi_offset, half_width, shift_step_px, max_shift_px, coarse_offsets,
-                 fine_offsets, reach + 1)
-
-
-class _FineGallery:
-    """Fine reference rows made on demand (`prepare` a chunk's orientations, then `take`):
-    kept for the whole call when the full gallery fits in `budget_bytes`, else only the
-    current chunk's."""
-
-    def __init__(self, projector: Projector, grid: _Grid, the_band: Band, budget_bytes: int):
-        self.projector, self.grid, self.band = projector, grid, the_band
-        xp = array_namespace(projector.grid)
-        c = len(the_band.flat)
-        self.bytes_per_row = 3 * c * 4
-        self.cached = grid.size * self.bytes_per_row <= budget_bytes
-        self.rows = xp.zeros((grid.size if self.cached else 0, 2 * c), dtype=xp.float32)
-        self.power = xp.zeros((self.rows.shape[0], c), dtype=xp.float32)
-        self.done = xp.zeros(self.rows.shape[0], dtype=bool)
-        self.held = None  # sorted orientation indices held when not cached
-        self.projected = 0
-
-    def prepare(self, orientations: Any) -> None:
-        """Project the fine orientations `(...)` (indices) that `take` will be asked for."""
-        needed = array_namespace(orientations).unique(orientations)
-        if self.cached:
-            needed = needed[~self.done[needed]]
-        if needed.shape[0]:
-            rows, power = project_band(self.projector, self.grid.matrices(needed), self.band)
-            self.projected += int(needed.shape[0])
-            if self.cached:
-                self.rows[needed], self.power[needed] = rows, power
-                self.done[needed] = True
-            else:
-                self.rows, self.power, self.held = rows, power, needed
-
-    def take(self, orientations: Any) -> tuple[Any, Any]:
-        """Rows `(..., 2C)` and |P|² `(..., C)` of prepared fine orientation indices `(...)`."""
-        xp = array_namespace(orientations)
-        index = orientations if self.cached else xp.searchsorted(self.held, orientations)
-        return self.rows[index], self.power[index]
-
-
-# ---------------------------------------------------------------- the passes
-
+__all__ = ["AlignmentResult", "global_search", "pose_scores"]
 
 def gemm_scores(parts: Particles, phases: Any, rows_t: Any, power_t: Any) -> tuple[Any, Any]:
     """NCC of every particle × shift × reference as two GEMMs, over the first c = len(power_t)
@@ -545,24 +190,6 @@ def _second_scores(plan, symmetry, scores, orientations, winner, min_distance_de
 
 
 # ---------------------------------------------------------------- public
-
-
-def _check_inputs(images: Any, ctfs: Any) -> ModuleType:
-    xp = array_namespace(images, ctfs)
-    if images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise ValueError(f"images must be (n, N, N); got {tuple(images.shape)}")
-    n, box = images.shape[0], images.shape[1]
-    if ctfs.shape[-2:] != (box, box // 2 + 1) or ctfs.ndim not in (2, 3) or (
-            ctfs.ndim == 3 and ctfs.shape[0] != n):
-        raise ValueError(
-            f"ctfs must be ({n}, {box}, {box // 2 + 1}) or shared ({box}, {box // 2 + 1}) on the "
-            f"rfft2 grid (ctf_2d); got {tuple(ctfs.shape)}"
-        )
-    return xp
-
-
-def _batch_ctf(ctfs: Any, start: int, stop: int) -> Any:
-    return ctfs if ctfs.ndim == 2 else ctfs[start:stop]
 
 
 def global_search(
@@ -733,49 +360,9 @@ def _polish(parts, found, projector, the_band, angular_step_deg, shift_step_px):
     return matrices, origins, refined, second
 
 
-def _subset(parts: Particles, index: Any) -> Particles:
-    return Particles(parts.ctf_x[index], parts.ctf2[index], parts.power[index])
-
-
 def _clip_to_disc(offset: Any, radius: float) -> Any:
     xp = array_namespace(offset)
     length = xp.sqrt(xp.sum(offset * offset, axis=1, keepdims=True))
     return offset * xp.minimum(1.0, radius / xp.maximum(length, 1e-12))
 
 
-def pose_scores(
-    images: Any,
-    ctfs: Any,
-    reference: Any,
-    *,
-    rot_deg: Any,
-    tilt_deg: Any,
-    psi_deg: Any,
-    origin_x_px: Any,
-    origin_y_px: Any,
-    r_max_px: float,
-    r_min_px: float = 1.0,
-) -> numpy.ndarray:
-    """NCC `(n,)` float64 (host) of each particle at its given pose (module notes).
-
-    Same inputs and band as `global_search`; poses are `(n,)` arrays (degrees, pixels).
-    """
-    xp = _check_inputs(images, ctfs)
-    n, box = images.shape[0], images.shape[1]
-    the_band = band(box, float(r_min_px), float(r_max_px))
-    projector = as_projector(reference, r_max_px, images)
-    matrices = euler_to_matrix(*(xp.asarray(a, dtype=xp.float64) for a in
-                                 (rot_deg, tilt_deg, psi_deg)))
-    origins = xp.stack([xp.asarray(origin_x_px, dtype=xp.float64),
-                        xp.asarray(origin_y_px, dtype=xp.float64)], axis=-1)
-    out = []
-    for start in range(0, n, _PROJECTION_CHUNK):
-        stop = min(n, start + _PROJECTION_CHUNK)
-        parts = prepare_particles(images[start:stop], _batch_ctf(ctfs, start, stop), the_band,
-                                  None)
-        rows, power = project_band(projector, matrices[start:stop], the_band)
-        y = parts.ctf_x * shift_phases(the_band, origins[start:stop])
-        num = xp.sum(real_view(y) * rows, axis=1)
-        den = row_denominator(parts, power)
-        out.append(to_host(num / den))
-    return numpy.concatenate(out).astype(numpy.float64)

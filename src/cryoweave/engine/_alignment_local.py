@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from ._alignment import (
+from ._alignment_score import (
     AlignmentResult,
     Band,
     Particles,

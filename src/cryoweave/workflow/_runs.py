@@ -20,7 +20,8 @@ from cryoweave.plugin._protocol import Protocol
 from cryoweave.plugin._registry import registry
 from cryoweave.workflow._project import Project, run_folder_name
 from cryoweave.workflow._schema import Run, SetRow
-from cryoweave.workflow._sets import SET_TYPES, SetHandle, create_set
+from cryoweave.workflow._sets import SET_TYPES, SetHandle
+from cryoweave.workflow._store import create_set
 
 RUN_SUBFOLDERS = ("extra", "tmp", "logs")
 

@@ -25,15 +25,8 @@ from cryoweave.workflow._executors import Executor, _attach_run_log, make_execut
 from cryoweave.workflow._project import Project, pid_alive
 from cryoweave.workflow._runs import load_run_protocol
 from cryoweave.workflow._schema import Event, Run, SetRow, StepRow, StreamCursor, StreamUnit
-from cryoweave.workflow._sets import (
-    SET_TYPES,
-    SetHandle,
-    append_items,
-    derive_items,
-    put_optics,
-    retract_items,
-    set_handle,
-)
+from cryoweave.workflow._sets import SET_TYPES, SetHandle, set_handle
+from cryoweave.workflow._store import append_items, derive_items, put_optics, retract_items
 from cryoweave.workflow._streams import BatchStream, WatchStream
 
 POLL_INTERVAL_S = 0.2

@@ -101,11 +101,13 @@ def write_results(folder: Path, half1: np.ndarray, half2: np.ndarray, average: n
 
 
 def half_maps(acc1: ReconstructionAccumulator, acc2: ReconstructionAccumulator, *,
-              regularization: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              regularization: float, gridding_iterations: int = 10
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Both half maps and the map of all particles."""
-    half1 = acc1.reconstruct(regularization=regularization)
-    half2 = acc2.reconstruct(regularization=regularization)
-    average = (acc1 + acc2).reconstruct(regularization=regularization)
+    options = {"regularization": regularization, "gridding_iterations": gridding_iterations}
+    half1 = acc1.reconstruct(**options)
+    half2 = acc2.reconstruct(**options)
+    average = (acc1 + acc2).reconstruct(**options)
     return half1, half2, average
 
 

@@ -52,10 +52,12 @@ POSE_COLUMNS = ("rot_deg", "tilt_deg", "psi_deg", "defocus_u_a", "defocus_v_a")
 
 class ReconstructFourier(Protocol):
     """Reconstruct a map from particles with known poses and CTF by Fourier insertion (padding
-    ×2, trilinear, gridding correction), the two halves kept separate, with symmetry imposed at
-    insertion. Reports the half-map FSC and the resolution at 0.143 and 0.5 (interpolated and
-    first shell below), and writes the maps, the map low-passed at the 0.143 resolution, the
-    FSC plot, central slices and projections.
+    ×2, trilinear, CTF-weighted), the two halves kept separate, with symmetry imposed at
+    insertion, then — as relion_reconstruct does — iterative gridding weights (10 iterations
+    by default), the sinc² gridding correction and a soft mask of the box corners. Reports the
+    half-map FSC and the resolution at 0.143 and 0.5 (interpolated and first shell below), and
+    writes the maps, the map low-passed at the 0.143 resolution, the FSC plot, central slices
+    and projections.
     """
 
     label = "reconstruct from known poses"
@@ -77,6 +79,9 @@ class ReconstructFourier(Protocol):
                                               description="Mask applied before the FSC")
         regularization: float = param(1e-3, ge=0, section="Advanced", expert=EXPERT,
                                       description="Wiener constant relative to the mean weight")
+        gridding_iterations: int = param(
+            10, ge=0, section="Advanced", expert=EXPERT,
+            description="Iterations of the gridding weights (0: divide data by weights)")
         batch_size: int = param(500, gt=0, section="Advanced", expert=ADVANCED,
                                 description="Images per insertion batch")
 
@@ -135,6 +140,7 @@ class ReconstructFourier(Protocol):
             mask_path = str(ctx.input("mask").to_frame().iloc[0]["path"])
         steps.append(Step("finalize", finalize_step,
                           {**common, "regularization": params.regularization,
+                           "gridding_iterations": params.gridding_iterations,
                            "mask_path": mask_path},
                           outputs=["extra/map.mrc", "extra/fsc.json"],
                           after=["insert/half1", "insert/half2"], label="maps and FSC"))
@@ -166,13 +172,14 @@ def insert_step(ctx: StepContext, arrays: str, half: int, symmetry: str,
 
 def finalize_step(ctx: StepContext, arrays: str, symmetry: str, max_resolution_a: float | None,
                   batch_size: int, content: dict[str, Any], regularization: float,
-                  mask_path: str | None) -> StepResult:
+                  mask_path: str | None, gridding_iterations: int = 10) -> StepResult:
     particles = read_arrays(arrays)
     template = empty_accumulator(particles, half=None, padding=2.0,
                                  max_resolution_a=max_resolution_a)
     acc1 = load_accumulator(ctx.extra_dir / "half1_sums.npz", template)
     acc2 = load_accumulator(ctx.extra_dir / "half2_sums.npz", template)
-    half1, half2, average = half_maps(acc1, acc2, regularization=regularization)
+    half1, half2, average = half_maps(acc1, acc2, regularization=regularization,
+                                      gridding_iterations=gridding_iterations)
     mask = read_volume(mask_path)[0] if mask_path else None
     curve = evaluate(half1, half2, particles.pixel_size_a, mask)
     files = write_results(ctx.extra_dir, half1, half2, average, particles.pixel_size_a, curve)

@@ -1,0 +1,181 @@
+"""Commands that stand alone: downsample, simulate, view, docs, demo."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cryoweave._cli_common import (
+    db_option,
+    err,
+    open_project,
+    out,
+    output_set,
+    project_option,
+    resolve_device,
+)
+from cryoweave.errors import InputError, ParamError
+
+
+@click.command()
+@click.argument("folder", type=click.Path(file_okay=False), default="docs/protocols")
+def docs(folder: str) -> None:
+    """Write the protocol reference (markdown) generated from the declarations."""
+    from cryoweave.docs import write_reference
+
+    for path in write_reference(folder):
+        out.print(f"wrote {path}")
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("-D", "--box", "box_px", type=int, default=None,
+              help="Target box in pixels (even, ≤ the input box).")
+@click.option("--pixel-size", "pixel_size_a", type=float, default=None,
+              help="Target pixel size (Å) instead of -D: the box is the closest even value.")
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
+              help="Output folder for particles.<D>.mrcs and particles.<D>.star.")
+@click.option("--datadir", default=None, help="Base folder of relative image paths.")
+@click.option("--strip-prefix", default=None, help="Prefix removed from image paths.")
+@click.option("--input-pixel-size", type=float, default=None,
+              help="Pixel size (Å) of the input images when the file has none.")
+@click.option("--batch-size", default=1000, show_default=True, type=int,
+              help="Images per batch (bounds memory).")
+@click.option("--project", "project_dir", default=None, type=click.Path(file_okay=False),
+              help="Use (and fill) this project's cache.")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "gpu"]))
+@click.option("--threads", default=None, type=click.IntRange(1), help="FFT threads.")
+def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, outdir: str,
+               datadir: str | None, strip_prefix: str | None, input_pixel_size: float | None,
+               batch_size: int, project_dir: str | None, device: str,
+               threads: int | None) -> None:
+    """Fourier-crop the particles of INPUT (.star, .cs or .mrcs) to a smaller box."""
+    from cryoweave._progress import RichRunProgress
+    from cryoweave.protocols.downsample import downsample_file
+
+    if box_px is None and pixel_size_a is None:
+        raise ParamError("give the target box with -D (e.g. -D 128) or --pixel-size")
+    if box_px is not None and pixel_size_a is not None:
+        raise ParamError("give -D or --pixel-size, not both")
+    device = resolve_device(device)
+    cache_root = None
+    if project_dir is not None:
+        from cryoweave.workflow import Project
+
+        with Project.open(project_dir, create=True) as project:
+            cache_root = project.cache_dir / "downsample"
+    started = time.perf_counter()
+    with RichRunProgress(err) as progress:
+        result = downsample_file(
+            input_path, outdir, box_px=box_px, pixel_size_a=pixel_size_a, datadir=datadir,
+            strip_prefix=strip_prefix, input_pixel_size_a=input_pixel_size,
+            batch_size=batch_size, device=device, threads=threads, cache_root=cache_root,
+            progress=lambda done, total: progress.step_progress("images", done, total))
+    seconds = time.perf_counter() - started
+    rate = f", {result.n_images / seconds:,.0f} images/s" if not result.cache_hit else ""
+    out.print(f"{result.n_images} images → {result.stack_path} "
+              f"({'from the project cache' if result.cache_hit else 'computed'}, "
+              f"{seconds:.1f} s{rate})")
+    for _, group in result.table.optics.iterrows():
+        out.print(f"  optics group {int(group['group_id'])}: {int(group['box_px'])} px, "
+                  f"{group['pixel_size_a']:.6g} Å/px")
+    out.print(f"STAR: {result.star_path}")
+
+
+@click.command()
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
+              help="Folder for particles.mrcs, particles.star and truth.mrc.")
+@click.option("--phantom", is_flag=True, help="Project the built-in phantom of Gaussian atoms.")
+@click.option("--volume", "volume_path", type=click.Path(dir_okay=False), default=None,
+              help="Project this map (MRC) instead.")
+@click.option("--volume-pixel-size", type=float, default=None,
+              help="Pixel size (Å) of --volume when its header has none.")
+@click.option("-n", "--n-particles", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--box", "box_px", type=int, default=None, help="Box (px) of the particles.")
+@click.option("--pixel-size", "pixel_size_a", type=float, default=None,
+              help="Pixel size (Å) of the particles.")
+@click.option("--snr", type=float, default=1.0, show_default=True,
+              help="Signal-to-noise ratio (variance); 0 for none.")
+@click.option("--max-shift", "max_shift_a", type=float, default=0.0, show_default=True,
+              help="Shifts (Å) are drawn in a disc of this radius.")
+@click.option("--defocus", "defocus_range_a", type=float, nargs=2, default=(10000.0, 30000.0),
+              show_default=True, help="Defocus range (Å).")
+@click.option("--astigmatism", "astigmatism_a", type=float, default=500.0, show_default=True)
+@click.option("--voltage", "voltage_kv", type=float, default=300.0, show_default=True)
+@click.option("--cs", "cs_mm", type=float, default=2.7, show_default=True)
+@click.option("--amplitude-contrast", type=float, default=0.1, show_default=True)
+@click.option("--symmetry", default="c1", show_default=True, help="Symmetry of the phantom.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def simulate(outdir: str, phantom: bool, volume_path: str | None,
+             volume_pixel_size: float | None, **options: Any) -> None:
+    """Simulate particles with known poses, shifts, CTF and noise (no project needed)."""
+    from pydantic import ValidationError
+
+    from cryoweave._progress import RichRunProgress
+    from cryoweave.protocols.reconstruction.simulate import (
+        SimulateParticles,
+        simulate_to_folder,
+    )
+    from cryoweave.workflow._runs import _format_pydantic
+
+    if phantom == (volume_path is not None):
+        raise ParamError("give --phantom or --volume MAP.mrc (exactly one)")
+    if volume_path is not None and not Path(volume_path).is_file():
+        raise InputError(f"{volume_path}: map not found")
+    options["snr"] = options["snr"] or None
+    try:
+        params = SimulateParticles.Params.model_validate(
+            {**options, "phantom": phantom, "volume": volume_path})
+    except ValidationError as exc:
+        raise ParamError(_format_pydantic(exc, SimulateParticles.Params)) from exc
+    folder = Path(outdir).resolve()
+    with RichRunProgress(err) as progress:
+        table, settings, sigma = simulate_to_folder(
+            params.model_dump(mode="json", exclude={"volume"}),
+            str(Path(volume_path).resolve()) if volume_path else None, volume_pixel_size,
+            folder, progress=lambda done, total: progress.step_progress("particles", done,
+                                                                       total))
+    out.print(f"{len(table)} particles {settings.box_px}² at {settings.pixel_size_a:.4g} Å → "
+              f"{folder / 'particles.star'} (noise σ {sigma:.4g}); truth: "
+              f"{folder / 'truth.mrc'}")
+
+
+@click.command()
+@click.argument("target", metavar="RUN.OUTPUT")
+@project_option
+@db_option
+@click.option("--outdir", default=None, type=click.Path(file_okay=False),
+              help="Where to write the pictures (default: the run's extra/view_OUTPUT).")
+def view(target: str, project_dir: str, db_url: str | None, outdir: str | None) -> None:
+    """Write pictures of an output (thumbnails, power spectra, contact sheet, slices)."""
+    from cryoweave.viewers import view_set
+
+    project = open_project(project_dir, db_url)
+    handle = output_set(project, target)
+    if outdir is None:
+        run = project.get_run(handle.run_id)
+        outdir = str(project.root / run.folder / "extra" / f"view_{handle.name}")
+    written = view_set(handle, outdir)
+    if not written:
+        raise ParamError(f"nothing to show for {target} ({handle.kind} set, "
+                         f"{handle.count()} items)")
+    for path in written:
+        out.print(str(path))
+
+
+@click.command()
+@project_option
+@click.option("--quick", is_flag=True, help="A smaller, faster demo.")
+def demo(project_dir: str, quick: bool) -> None:
+    """Run the built-in protocols on synthetic data (streaming preprocessing, downsampling,
+    simulation, reconstruction, refinement) in demo_project/ and print what they found."""
+    from cryoweave.demo import run_demo
+
+    target = Path(project_dir)
+    if project_dir == ".":
+        target = Path("demo_project")
+    run_demo(target, console=out, quick=quick)
