@@ -24,7 +24,7 @@ from common import Section, best_of, rate, run_timed
 
 from cryoweave.engine import fourier_crop
 from cryoweave.engine._fourier import _crop_full
-from cryoweave.formats import read_images
+from cryoweave.formats import StackReader, StackWriter, read_images
 from cryoweave.protocols.downsample import downsample_file
 from cryoweave.synthetic import write_particles
 
@@ -59,6 +59,17 @@ def run(n: int = 5000, box_in: int = 256, box_out: int = 128) -> Section:
         hit_s = time.perf_counter() - started
         section.rows.append(["cryoweave downsample, project cache hit", f"{hit_s:.2f}",
                              rate(n, hit_s), "identical file"])
+        started = time.perf_counter()
+        reader = StackReader()
+        with StackWriter(folder / "io_only.mrcs", n, box_out, 2.0) as writer:
+            for start in range(0, n, 256):
+                stop = min(n, start + 256)
+                chunk = reader.read(np.full(stop - start, str(folder / "particles.mrcs"),
+                                            dtype=object), np.arange(start, stop), box_in)
+                writer.write(start, chunk[:, :box_out, :box_out])
+        io_s = time.perf_counter() - started
+        section.rows.append(["I/O floor: read every input image, write the output stack "
+                             "(no compute)", f"{io_s:.2f}", rate(n, io_s), ""])
         batch = images[:500]
         full_s = best_of(3, lambda: _crop_full(batch, box_out, 2, None)) * n / len(batch)
         pruned_s = best_of(3, lambda: fourier_crop(batch, box_out)) * n / len(batch)
@@ -66,8 +77,9 @@ def run(n: int = 5000, box_in: int = 256, box_out: int = 128) -> Section:
                              f"{full_s:.2f}", rate(n, full_s), ""])
         section.rows.append(["engine in memory, pruned transform (batch 500)",
                              f"{pruned_s:.2f}", rate(n, pruned_s), ""])
-        section.notes.append(f"disk-to-disk throughput is {pruned_s / cold_s:.0%} of the "
-                             "in-memory pruned figure")
+        section.notes.append(f"disk-to-disk time = {cold_s:.2f} s ≈ I/O floor {io_s:.2f} s + "
+                             f"in-memory compute {pruned_s:.2f} s: with both cores busy in the "
+                             "FFTs, reading and writing cannot hide behind compute")
     return section
 
 

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import mrcfile
 import numpy as np
@@ -224,24 +225,48 @@ class StackWriter:
 
 
 class StackReader:
-    """Gather images by (path, 0-based index) from memory-mapped stacks (LRU of open maps)."""
+    """Gather images by (path, 0-based index) from stacks, keeping recent files open.
+
+    Runs of consecutive indices in one stack are read with a single ``readinto`` (about twice
+    as fast as fancy indexing through a memory map); scattered indices use the memory map.
+    """
 
     def __init__(self) -> None:
-        self._maps: OrderedDict[str, np.memmap] = OrderedDict()
+        self._maps: OrderedDict[str, tuple[np.memmap, MrcInfo, Any]] = OrderedDict()
 
-    def _map(self, path: str) -> np.memmap:
+    def _open(self, path: str) -> tuple[np.memmap, MrcInfo, Any]:
         if path in self._maps:
             self._maps.move_to_end(path)
             return self._maps[path]
         if len(self._maps) >= MAX_OPEN_STACKS:
-            self._maps.popitem(last=False)
-        self._maps[path] = open_stack(path)
+            _, (_, _, handle) = self._maps.popitem(last=False)
+            handle.close()
+        info = read_info(path)
+        stack = np.memmap(info.path, dtype=info.dtype, mode="r", offset=info.data_offset,
+                          shape=info.shape)
+        self._maps[path] = (stack, info, open(info.path, "rb"))  # noqa: SIM115 (kept open)
         return self._maps[path]
 
     def read(self, paths: np.ndarray, indices: np.ndarray, box_px: int) -> np.ndarray:
         out = np.empty((len(paths), box_px, box_px), dtype=np.float32)
-        # runs of consecutive rows from the same stack are read with one fancy index
         breaks = np.flatnonzero(paths[1:] != paths[:-1]) + 1
         for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(paths)], strict=True):
-            out[lo:hi] = self._map(str(paths[lo]))[indices[lo:hi]]
+            stack, info, handle = self._open(str(paths[lo]))
+            run = indices[lo:hi]
+            contiguous = bool(np.all(np.diff(run) == 1)) if len(run) > 1 else True
+            if contiguous and info.dtype == np.dtype("<f4"):
+                handle.seek(info.data_offset + int(run[0]) * box_px * box_px * 4)
+                if handle.readinto(memoryview(out[lo:hi]).cast("B")) != out[lo:hi].nbytes:
+                    raise InputError(f"{info.path}: could not read images {run[0] + 1}–"
+                                     f"{run[-1] + 1}; the file is shorter than its header says")
+            else:
+                out[lo:hi] = stack[run]
         return out
+
+    def close(self) -> None:
+        for _, _, handle in self._maps.values():
+            handle.close()
+        self._maps.clear()
+
+    def __del__(self) -> None:
+        self.close()
