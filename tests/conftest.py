@@ -135,3 +135,18 @@ def postgres_url():
     subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                    capture_output=True, timeout=60)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(postgres_url):
+    """The URL of a new, empty database on the throwaway PostgreSQL server."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"cw_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return postgres_url.rsplit("/", 1)[0] + "/" + name

@@ -42,18 +42,10 @@ def test_postgres_url_is_remembered(tmp_path, postgres_url):
 
 
 @pytest.mark.postgres
-def test_concurrent_creation_on_postgres(tmp_path, postgres_url):
+def test_concurrent_creation_on_postgres(tmp_path, postgres_database):
     import threading
-    import uuid
 
-    import sqlalchemy
-
-    name = f"cw_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+    url = postgres_database
     errors = []
 
     def create(i):

@@ -114,17 +114,8 @@ def test_references_by_label_and_wrong_kind(tmp_path):
 
 
 @pytest.mark.postgres
-def test_runner_on_postgres(tmp_path, postgres_url):
-    import uuid
-
-    import sqlalchemy
-
-    name = f"cw_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+def test_runner_on_postgres(tmp_path, postgres_database):
+    url = postgres_database
     project, summary = run_protocol(tmp_path, registry().get("ToySteps"), {"n_steps": 3},
                                     db_url=url, workers=2)
     assert summary.status == "finished"

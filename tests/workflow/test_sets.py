@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,15 +15,7 @@ def project(request: pytest.FixtureRequest, tmp_path):
     if request.param == "sqlite":
         p = Project.create(tmp_path / "p")
     else:
-        url = request.getfixturevalue("postgres_url")
-        import sqlalchemy
-
-        name = f"cw_{uuid.uuid4().hex[:10]}"
-        admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-        admin.dispose()
-        p = Project.create(tmp_path / "p", url.rsplit("/", 1)[0] + "/" + name)
+        p = Project.create(tmp_path / "p", request.getfixturevalue("postgres_database"))
     yield p
     p.close()
 
