@@ -32,15 +32,7 @@ def plot_fsc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *,
         ticks = np.linspace(0, top, 6)[1:]
         ax.set_xticks(ticks, [f"{t:.3f}\n{1 / t:.1f} Å" for t in ticks], fontsize=7)
     ax.grid(alpha=0.3)
-    if len(curves) > 1:
-        ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _finish(figure, ax, path, legend=len(curves) > 1, title=title)
 
 
 def plot_series(values: Mapping[str, Sequence[float]], path: Path, *, xlabel: str,
@@ -53,12 +45,17 @@ def plot_series(values: Mapping[str, Sequence[float]], path: Path, *, xlabel: st
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if len(values) > 1:
+    return _finish(figure, ax, path, legend=len(values) > 1, title=title)
+
+
+def _finish(figure, ax, path: Path, *, legend: bool, title: str) -> Path:  # type: ignore[no-untyped-def]
+    """Legend, title, layout; save to ``path`` (PNG) and release the figure."""
+    if legend:
         ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _pyplot().close(figure)
     return path

@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from cryoweave.engine import symmetry_order
 from cryoweave.plugin import (
     ADVANCED,
     EXPERT,
@@ -24,6 +23,7 @@ from cryoweave.plugin import (
 )
 from cryoweave.protocols.highres._plan import plan_refinement
 from cryoweave.protocols.highres._schedule import parse_floors
+from cryoweave.protocols.reconstruction.simulate import check_symmetry
 
 Alignment = Literal["global", "local", "automatic", "stochastic", "none"]
 
@@ -183,11 +183,7 @@ class ReconstructHighRes(Protocol):
         @field_validator("symmetry")
         @classmethod
         def _symmetry(cls, value: str) -> str:
-            try:
-                symmetry_order(value)
-            except ValueError as exc:
-                raise ValueError(f"symmetry {value!r}: {exc}") from exc
-            return value.lower()
+            return check_symmetry(value)
 
         @field_validator("max_target_resolution_a")
         @classmethod
