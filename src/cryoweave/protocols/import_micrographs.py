@@ -38,9 +38,10 @@ class ImportMicrographs(Protocol):
 
     Symbolic links are followed inside the pattern's folder (the part of the pattern before
     the first wildcard): a file reached by several names is imported once, under its real
-    path. A link loop or a broken link is one failed item. A link that leads out of the folder
-    is not followed by default: it is refused as a failed item naming the link and its
-    target; set ``follow_external_links`` to import such files.
+    path. A link loop or a broken link is one failed item (while streaming, a broken link
+    waits for its target until the output closes). A link that leads out of the folder is
+    not followed by default: it is refused as a failed item naming the link and its target;
+    set ``follow_external_links`` to import such files.
 
     In streaming mode the folder is watched during acquisition: a file is imported once its
     size has not changed for ``file_settle_s`` seconds and it is as long as its MRC header
@@ -72,7 +73,8 @@ class ImportMicrographs(Protocol):
         file_settle_s: float = param(
             5.0, ge=0, unit="s", section="Streaming", visible_if={"streaming": True},
             expert=ADVANCED, description="A file is imported once its size has not changed "
-                                         "for this long")
+                                         "for this long and it is as long as its MRC header "
+                                         "says")
         batch_size: int = param(10, gt=0, section="Streaming", expert=ADVANCED,
                                 description="Micrographs published per step")
         follow_external_links: bool = param(
