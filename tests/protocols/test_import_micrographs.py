@@ -140,13 +140,15 @@ def test_streaming_import_takes_one_item_per_real_file_and_refuses_bad_links(tmp
     (folder / "loop.mrc").symlink_to("loop.mrc")
     write_mrc(outside / "x.mrc", np.zeros((16, 16)), 1.0)
     (folder / "ext.mrc").symlink_to(outside / "x.mrc")
+    (folder / "dangling.mrc").symlink_to("nowhere.mrc")  # waits for its target until closing
     project = Project.create(tmp_path / "p")
     run_id = streaming_run(project, folder, timeout_s=1.0, file_settle_s=0.1)
     summary = Runner(project, run_id).execute()
     assert summary.status == "finished", summary.error
     frame = MicrographSet(project, 1).to_frame()
     assert frame["path"].tolist() == [str((folder / "a.mrc").resolve())]
-    ext, loop = failed_messages(project)
+    dangling, ext, loop = failed_messages(project)
+    assert "dangling.mrc: broken symbolic link" in dangling
     assert "ext.mrc: symbolic link to" in ext and "follow_external_links" in ext
     assert "loop.mrc: symbolic link loop" in loop
 
@@ -264,14 +266,18 @@ def test_symlink_loop_is_one_failed_item_and_the_rest_is_imported(tmp_path):
     (tmp_path / "c1.mrc").symlink_to("c2.mrc")
     (tmp_path / "c2.mrc").symlink_to("c1.mrc")
     (tmp_path / "same_as_a.mrc").symlink_to("a.mrc")
+    (tmp_path / "dangling.mrc").symlink_to("nowhere.mrc")
     project, summary = run_protocol(tmp_path / "p", registry().get("ImportMicrographs"),
                                     {"pattern": str(tmp_path / "*.mrc")})
     assert summary.status == "finished", summary.error
     frame = MicrographSet(project, summary.outputs["micrographs"]).to_frame()
     assert frame["name"].tolist() == ["a", "b"]
     assert frame["pixel_size_a"].tolist() == [1.3, 1.3]
-    messages = failed_messages(project)
-    assert len(messages) == 3 and all("symbolic link loop" in m for m in messages)
+    loops = [m for m in failed_messages(project) if "symbolic link loop" in m]
+    assert [m.split(":")[0] for m in loops] == [str(tmp_path / n) for n in
+                                                ("0loop.mrc", "c1.mrc", "c2.mrc")]
+    [broken] = [m for m in failed_messages(project) if m not in loops]
+    assert broken.startswith(f"{tmp_path / 'dangling.mrc'}: broken symbolic link")
 
 
 def test_links_out_of_the_folder_are_refused_unless_allowed(tmp_path):
