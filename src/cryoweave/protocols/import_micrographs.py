@@ -202,7 +202,8 @@ class SettledFiles:
             if waiting is None:
                 units.append(file_unit(matched))
             elif closing:
-                units.append(file_unit(matched, f"{waiting} when the streaming import closed"))
+                units.append(file_unit(matched, f"when the streaming import closed, {waiting}; "
+                                                "import it again once it is complete"))
         return units
 
     def _waiting(self, path: str, now: float) -> str | None:
@@ -223,8 +224,7 @@ class SettledFiles:
             state.expected_bytes = header_implied_size(path)
             state.header_read = True
         if state.expected_bytes is not None and size < state.expected_bytes:
-            return (f"it had {size} of the {state.expected_bytes} bytes its MRC header "
-                    "describes (still being written)")
+            return f"it had {size} of the {state.expected_bytes} bytes its MRC header describes"
         return None
 
 
@@ -256,7 +256,7 @@ def import_micrographs_step(ctx: StepContext, paths: list[str], first_item_id: i
         except CryoweaveError as exc:
             message = str(exc)
             if path in unfinished:
-                message = f"{message} ({path}: {unfinished[path]})"
+                message = f"{message}; {unfinished[path]}"
             failures[item_id] = message
             ctx.logger.error("micrograph %d: %s", item_id, message)
             continue
