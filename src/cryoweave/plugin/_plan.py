@@ -102,9 +102,10 @@ class Watch:
     ``discover()`` returns every unit ready now (already seen ones included, the runner skips
     keys it knows, and keeps the first of units sharing a key); ``make_step(units,
     first_item_id)`` turns new units into one step. The watch ends ``timeout_s`` after the last
-    new unit, or when the run is asked to stop; then ``remaining()``, if given, returns the units
-    that were found but never became ready, and they become a last batch of steps (which
-    records those it cannot use as failed items), so nothing found is dropped silently.
+    new unit, or when the run is asked to stop; then ``remaining()``, if given, returns every
+    unit there is by then, ready or not (known keys are skipped again), and the new ones become
+    a last batch of steps (which records those it cannot use as failed items), so nothing
+    found is dropped silently.
     """
 
     discover: Callable[[], list[WorkUnit]]
