@@ -176,13 +176,17 @@ def test_continued_streaming_import_skips_new_names_of_imported_files(tmp_path):
 
     def wait_for_micrographs(n, process):
         deadline = time.monotonic() + 60  # bounds only the failure case
+        last_error = None
         while time.monotonic() < deadline and process.poll() is None:
-            if (tmp_path / "proj" / "project.sqlite").exists():
+            try:  # the project may still be being created by the process
                 with Project.open(tmp_path / "proj") as project:
                     if project.find_run(1) is not None and MicrographSet(project, 1).count() >= n:
                         return
+            except Exception as exc:  # reported if the wait fails
+                last_error = exc
             time.sleep(0.1)
-        raise AssertionError(f"{n} micrograph(s) were not imported: {process.communicate()}")
+        raise AssertionError(f"{n} micrograph(s) were not imported ({last_error!r}): "
+                             f"{process.communicate()}")
 
     first = start("ImportMicrographs", "params.json")
     wait_for_micrographs(1, first)
