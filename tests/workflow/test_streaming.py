@@ -89,3 +89,16 @@ def test_consumer_processes_a_growing_set_concurrently(tmp_path):
         source = produced.to_frame().set_index("item_id")["data"]
         for item_id, data in zip(frame["item_id"], frame["data"], strict=True):
             assert data["value"] == 2 * source[item_id]["value"]
+
+
+def test_a_watcher_naming_a_unit_twice_gives_one_item(tmp_path):
+    from cryoweave.plugin import registry
+    from cryoweave.workflow._submit import run_protocol
+
+    project, summary = run_protocol(tmp_path / "p", registry().get("ToyProducer"),
+                                    {"n_items": 7, "interval_s": 0, "batch_size": 3,
+                                     "repeat_units": True})
+    assert summary.status == "finished", summary.error
+    frame = RecordSet(project, summary.outputs["records"]).to_frame()
+    assert sorted(frame["item_id"]) == list(range(1, 8))
+    assert sorted(d["value"] for d in frame["data"]) == list(range(7))
