@@ -162,7 +162,8 @@ def _as_input_problem(problem: str, name: str, importer: type[Protocol], path_pa
               if option != path_param and option not in forwarded
               and re.search(rf"\b{option}\b", text)]
     if hidden:
-        text += (f" ({', '.join(hidden)}: a parameter of {importer.__name__}, not of this "
+        what = "a parameter" if len(hidden) == 1 else "parameters"
+        text += (f" ({', '.join(hidden)}: {what} of {importer.__name__}, not of this "
                  f"protocol; import the file with {importer.__name__} first and give that "
                  f"run's output as {name!r})")
     return text
