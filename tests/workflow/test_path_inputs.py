@@ -151,8 +151,8 @@ def test_stacks_found_only_with_datadir(tmp_path):
     assert len(problems) == 1 and problems[0].startswith("input 'particles': ")
     assert "referenced image stack(s) not found" in problems[0]
     assert problems[0].endswith(
-        "(datadir, strip_prefix: parameters of ImportParticles, not of this protocol; import "
-        "the file with ImportParticles first and give that run's output as 'particles')")
+        "(datadir, strip_prefix: parameters of ImportParticles; import the file with "
+        "ImportParticles first and give that run's output as 'particles')")
     wrong = refused(tmp_path, "Downsample", {"particles": "rel.star", "box_px": 16,
                                              "datadir": str(tmp_path / "nowhere")},
                     project="proj2")
@@ -226,5 +226,6 @@ def test_import_of_micrographs_none_of_which_is_readable(tmp_path):
     problems = refused(tmp_path, "ImportMicrographs",
                        {"pattern": str(tmp_path / "mics/*.mrc"), "pixel_size_a": 1.0})
     assert len(problems) == 1
-    assert problems[0].startswith("parameter 'pattern': none of the 2 files matching ")
-    assert "is a readable MRC micrograph; the first: " in problems[0]
+    assert problems[0].startswith(f"parameter 'pattern': {tmp_path / 'mics/*.mrc'}: none of "
+                                  "the 2 matching files is a readable MRC micrograph; the "
+                                  f"first: {tmp_path / 'mics/m0.mrc'}: not a readable MRC")

@@ -110,7 +110,7 @@ class ImportMicrographs(Protocol):
             except CryoweaveError as exc:
                 errors.append(str(exc))
         if errors and not sizes:
-            raise InputError(f"none of the {len(errors)} files matching {params.pattern!r} is "
+            raise InputError(f"{params.pattern}: none of the {len(errors)} matching files is "
                              f"a readable MRC micrograph; the first: {errors[0]}")
         return {"micrographs": SetPreview("micrographs", acquisition, pd.DataFrame(sizes))}
 

@@ -88,8 +88,8 @@ class ImportParticles(Protocol):
     def preview(self, params: Any) -> dict[str, SetPreview]:
         table = read_checked_table(params.path, params.pixel_size_a, params.datadir,
                                    params.strip_prefix, params.check_stacks)
-        items = numbered(table.particles)
-        return {"particles": SetPreview("particles", set_properties(table), items,
+        # the parsed rows as they are (no item ids yet): no copy of a large table
+        return {"particles": SetPreview("particles", set_properties(table), table.particles,
                                         table.optics)}
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
@@ -172,18 +172,12 @@ def read_checked_table(path: str, pixel_size_a: float | None, datadir: str | Non
     return table
 
 
-def numbered(particles: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``particles`` with item ids 1…n in front."""
-    particles = particles.copy()
-    particles.insert(0, "item_id", np.arange(1, len(particles) + 1, dtype=np.int64))
-    return particles
-
-
 def import_particles_step(ctx: StepContext, path: str, pixel_size_a: float | None,
                           datadir: str | None, strip_prefix: str | None, check_stacks: bool,
                           file_identity: list[int]) -> StepResult:
     table = read_checked_table(path, pixel_size_a, datadir, strip_prefix, check_stacks)
-    particles = numbered(table.particles)
+    particles = table.particles.copy()
+    particles.insert(0, "item_id", np.arange(1, len(particles) + 1, dtype=np.int64))
     ctx.logger.info("imported %d particles from %s", len(particles), path)
     return StepResult(publish={"particles": particles}, optics={"particles": table.optics},
                       properties={"particles": set_properties(table)},

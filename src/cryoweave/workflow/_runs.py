@@ -145,6 +145,8 @@ def _preview(protocol: type[Protocol], params: Any) -> tuple[dict[str, SetPrevie
     except Exception as exc:  # a file the reader chokes on is the user's bad file, not a crash
         problem = f"cannot be read ({type(exc).__name__}: {exc})"
     path_param = _importer_path_param(protocol)
+    if path_param and not problem.startswith(str(getattr(params, path_param, ""))):
+        problem = f"{getattr(params, path_param)}: {problem}"
     return {}, f"parameter {path_param!r}: {problem}" if path_param else problem
 
 
@@ -163,9 +165,8 @@ def _as_input_problem(problem: str, name: str, importer: type[Protocol], path_pa
               and re.search(rf"\b{option}\b", text)]
     if hidden:
         what = "a parameter" if len(hidden) == 1 else "parameters"
-        text += (f" ({', '.join(hidden)}: {what} of {importer.__name__}, not of this "
-                 f"protocol; import the file with {importer.__name__} first and give that "
-                 f"run's output as {name!r})")
+        text += (f" ({', '.join(hidden)}: {what} of {importer.__name__}; import the file "
+                 f"with {importer.__name__} first and give that run's output as {name!r})")
     return text
 
 
