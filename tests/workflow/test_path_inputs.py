@@ -201,7 +201,7 @@ def test_bad_poses_star(tmp_path, star32, content, message):
     assert re.search(message, problems[0]), problems[0]
 
 
-def test_workflow_checks_path_inputs_and_imports_it_plans(tmp_path, star32):
+def test_workflow_checks_path_inputs_and_imports_it_plans(run_cli, tmp_path, star32):
     star = str(star32)
     entries = [
         WorkflowEntry("import", "ImportParticles", {"path": star}),
@@ -216,6 +216,13 @@ def test_workflow_checks_path_inputs_and_imports_it_plans(tmp_path, star32):
     assert info.value.problems == [
         "by_ref: box_px=64 exceeds the input box 32; choose an even value ≤ 32",
         "by_path: box_px=48 exceeds the input box 32; choose an even value ≤ 32"]
+    assert_runs(project_dir, 0)
+    (tmp_path / "wf.json").write_text(json.dumps({"protocols": [
+        {"label": e.label, "protocol": e.protocol, "params": e.params} for e in entries]}))
+    result = run_cli("workflow", "run", "wf.json", "--project", "proj")
+    assert result.returncode == 2 and "2 problems found" in result.stderr, result.stderr
+    assert "by_path: box_px=48 exceeds the input box 32" in result.stderr
+    assert "Traceback" not in result.stderr
     assert_runs(project_dir, 0)
 
 
