@@ -201,6 +201,45 @@ def _plan_import(project: Project | None, name: str, spec: InputSpec, path: str,
     return PendingImport(name, spec.kind, path, importer, validated), preview, []
 
 
+def _path_input(project: Project | None, name: str, spec: InputSpec, path: str,
+                forwarded: dict[str, Any], base_dir: Path | None, validated: ValidatedRun
+                ) -> tuple[SetPreview | None, list[str]]:
+    """(preview, problems) of a path given for input ``name``; records its pending import."""
+    problem = _check_path(name, path)
+    if problem is None and spec.set_type.importer is None:
+        problem = (f"input {name!r}: a {spec.kind} set cannot be imported from a file; "
+                   "refer to a run output instead")
+    if problem is not None:
+        return None, [problem]
+    pending, preview, problems = _plan_import(project, name, spec, path, forwarded, base_dir)
+    if pending is not None:
+        validated.imports.append(pending)
+    return preview, problems
+
+
+def _planned_input(name: str, spec: InputSpec, ref: InputRef, planned: PlannedOutputs,
+                   planned_previews: PlannedPreviews | None, validated: ValidatedRun
+                   ) -> tuple[SetPreview | None, list[str]]:
+    """(preview, problems) of a reference to a run that the workflow creates first."""
+    run = str(ref.run)
+    problem = _planned_ref(name, ref, spec.kind, planned[run])
+    validated.inputs[name] = None
+    validated.deferred[name] = (run, ref.output or "")
+    if problem is not None:
+        return None, [problem]
+    return (planned_previews or {}).get(run, {}).get(ref.output or ""), []
+
+
+def _run_input(project: Project | None, name: str, spec: InputSpec, ref: InputRef,
+               validated: ValidatedRun) -> tuple[Any, list[str]]:
+    """(set handle, problems) of a reference to an existing run's output."""
+    set_id, problem = _resolve_ref(project, name, ref, spec.kind)
+    validated.inputs[name] = set_id
+    if problem is not None or set_id is None or project is None:
+        return None, [problem] if problem else []
+    return SET_TYPES[spec.kind](project, set_id), []
+
+
 def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
                  base_dir: Path | None = None,
                  planned: PlannedOutputs | None = None,
@@ -246,33 +285,17 @@ def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
             validated.inputs[name] = None
             continue
         if value.is_path:
-            problem = _check_path(name, value.path)
-            if problem is None and spec.set_type.importer is None:
-                problem = (f"input {name!r}: a {spec.kind} set cannot be imported from a file; "
-                           "refer to a run output instead")
-            if problem is None:
-                pending, preview, import_problems = _plan_import(
-                    project, name, spec, value.path,
-                    _forwarded(protocol, name, params, raw, invalid), base_dir)
-                problems.extend(import_problems)
-                if pending is not None:
-                    validated.imports.append(pending)
-                if preview is not None:
-                    handles[name] = preview
+            handle, found = _path_input(project, name, spec, value.path,
+                                        _forwarded(protocol, name, params, raw, invalid),
+                                        base_dir, validated)
         elif planned and isinstance(value.run, str) and value.run in planned:
-            problem = _planned_ref(name, value, spec.kind, planned[value.run])
-            validated.inputs[name] = None
-            validated.deferred[name] = (value.run, value.output or "")
-            preview = (planned_previews or {}).get(value.run, {}).get(value.output or "")
-            if problem is None and preview is not None:
-                handles[name] = preview
+            handle, found = _planned_input(name, spec, value, planned, planned_previews,
+                                           validated)
         else:
-            set_id, problem = _resolve_ref(project, name, value, spec.kind)
-            validated.inputs[name] = set_id
-            if set_id is not None and project is not None:
-                handles[name] = SET_TYPES[spec.kind](project, set_id)
-        if problem:
-            problems.append(problem)
+            handle, found = _run_input(project, name, spec, value, validated)
+        if handle is not None:
+            handles[name] = handle
+        problems.extend(found)
 
     if params is not None:
         # inputs that could not be resolved are left out: each check_inputs skips them
