@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from pydantic import model_validator
 
-from cryoweave.errors import CryoweaveError
+from cryoweave.errors import CryoweaveError, InputError
 from cryoweave.formats import read_info
 from cryoweave.formats._paths import MatchedFile, match_files, pattern_folder
 from cryoweave.formats.mrc import HEADER_BYTES, header_implied_size
@@ -24,6 +24,7 @@ from cryoweave.plugin import (
     Protocol,
     ProtocolOutputs,
     ProtocolParams,
+    SetPreview,
     Step,
     StepContext,
     StepResult,
@@ -114,6 +115,24 @@ class ImportMicrographs(Protocol):
             if not pixel:
                 return [f"{usable[0]}: the MRC header has no pixel size; pass pixel_size_a"]
         return []
+
+    def preview(self, params: Any) -> dict[str, SetPreview]:
+        acquisition = {"voltage_kv": params.voltage_kv, "cs_mm": params.cs_mm,
+                       "amplitude_contrast": params.amplitude_contrast}
+        if params.streaming:  # the files arrive later; each is checked when it settles
+            return {"micrographs": SetPreview("micrographs", acquisition, state="open")}
+        sizes, errors = [], []
+        for path in sorted(glob.glob(params.pattern)):
+            try:
+                shape = read_info(path).shape
+                sizes.append({"item_id": len(sizes) + 1, "path": path,
+                              "width_px": shape[2], "height_px": shape[1]})
+            except CryoweaveError as exc:
+                errors.append(str(exc))
+        if errors and not sizes:
+            raise InputError(f"{params.pattern}: none of the {len(errors)} matching files is "
+                             f"a readable MRC micrograph; the first: {errors[0]}")
+        return {"micrographs": SetPreview("micrographs", acquisition, pd.DataFrame(sizes))}
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         acquisition = {"voltage_kv": params.voltage_kv, "cs_mm": params.cs_mm,
