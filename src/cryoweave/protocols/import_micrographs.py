@@ -122,10 +122,14 @@ class ImportMicrographs(Protocol):
         if params.streaming:  # the files arrive later; each is checked when it settles
             return {"micrographs": SetPreview("micrographs", acquisition, state="open")}
         sizes, errors = [], []
-        for path in sorted(glob.glob(params.pattern)):
+        for matched in match_files(params.pattern,
+                                   follow_external_links=params.follow_external_links):
+            if matched.problem:
+                errors.append(matched.problem)
+                continue
             try:
-                shape = read_info(path).shape
-                sizes.append({"item_id": len(sizes) + 1, "path": path,
+                shape = read_info(matched.real).shape
+                sizes.append({"item_id": len(sizes) + 1, "path": matched.path,
                               "width_px": shape[2], "height_px": shape[1]})
             except CryoweaveError as exc:
                 errors.append(str(exc))
