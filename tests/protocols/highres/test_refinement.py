@@ -66,6 +66,13 @@ def test_validation_messages(tmp_path):
         run(project_dir, "ReconstructHighRes", {"continue_from": "nope"})
     with pytest.raises(ParamError, match="give particles, or continue_from"):
         run(project_dir, "ReconstructHighRes", {})
+    with pytest.raises(ParamError, match=r"initial_resolution_a=4.0 Å is beyond Nyquist "
+                                         r"of the particles \(6 Å\)"):
+        run(project_dir, "ReconstructHighRes", {"particles": particles,
+                                                "initial_resolution_a": 4})
+    with pytest.raises(ParamError, match="initial_resolution_a applies to initial volumes"):
+        run(project_dir, "ReconstructHighRes", {"continue_from": 1,
+                                                "initial_resolution_a": 30})
 
 
 def test_local_defocus_gray_and_scale_refinement(tmp_path):

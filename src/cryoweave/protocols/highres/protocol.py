@@ -226,6 +226,12 @@ class ReconstructHighRes(Protocol):
                     params.continue_from is None:
                 problems.append(f"alignment={params.alignment!r} needs particles with poses; "
                                 "use global or automatic alignment")
+            pixel = props.get("pixel_size_a")
+            if params.initial_resolution_a is not None and pixel and \
+                    params.initial_resolution_a < 2 * pixel:
+                problems.append(f"initial_resolution_a={params.initial_resolution_a} Å is "
+                                f"beyond Nyquist of the particles ({2 * pixel:.3g} Å); give a "
+                                "coarser resolution, e.g. 30")
             if params.initial_volumes is None and not props.get("has_poses") and \
                     params.continue_from is None:
                 problems.append("without initial_volumes the particles must have poses (the "
