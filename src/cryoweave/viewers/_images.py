@@ -158,12 +158,12 @@ def spectrum_figure(spectrum: np.ndarray, pixel_size_a: float, *,
 def gallery_figure(images: np.ndarray, ids: Sequence[int], *, title: str,
                    columns: int = 10):  # type: ignore[no-untyped-def]
     """Particle images ``(n, y, x)`` tiled (:func:`montage`), each numbered by its id; tiles
-    are shown at least 64 px."""
+    are shown at least 80 px."""
     plt = _pyplot()
     n, height, width = images.shape
     columns = max(1, min(columns, n))
     picture = montage(images, columns)
-    scale = max(1.0, 64 / max(height, width))
+    scale = max(1.0, 80 / max(height, width))
     figure, ax = plt.subplots(figsize=(picture.shape[1] * scale / 100 + 0.2,
                                        picture.shape[0] * scale / 100 + 0.5), dpi=100)
     ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -171,7 +171,7 @@ def gallery_figure(images: np.ndarray, ids: Sequence[int], *, title: str,
     for i, item_id in enumerate(ids):
         r, c = divmod(i, columns)
         ax.text(c * (width + 2) + 1, r * (height + 2) + 1, str(int(item_id)), color="#ffcc33",
-                fontsize=6, ha="left", va="top",
+                fontsize=7, ha="left", va="top",
                 bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "edgecolor": "none"})
     ax.set_title(title, fontsize=9)
     figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01,
