@@ -355,3 +355,38 @@ def make_queue_executor(queue_name: str, queue: Any, *, executor: str, workers: 
     if queue.kind == "dask":
         return DaskExecutor(workers, queue.address, queue_name=queue_name)
     return JobqueueExecutor(queue, queue_name=queue_name, log_dir=log_dir)
+
+
+def probe_step(ctx: StepContext) -> StepResult:
+    """A trivial step (``cryoweave config check-queue``): where it ran, what it saw."""
+    return StepResult(info={"host": socket.gethostname(), "pid": os.getpid(),
+                            "threads": ctx.threads,
+                            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                            "sees_folder": Path(ctx.run_dir).is_dir()})
+
+
+def check_queue(queue_name: str, queue: Any, folder: Path, *, gpu: bool = False,
+                timeout_s: float = 300.0) -> dict[str, Any]:
+    """Submit :func:`probe_step` to a queue and wait for it; returns what the step saw.
+
+    ``folder`` (in the project) must be visible to the workers, as a run folder is.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    executor = make_queue_executor(queue_name, queue, executor="threads", workers=1,
+                                   log_dir=folder / "logs" / "workers")
+    start = time.perf_counter()
+    try:
+        ctx = StepContext(0, "check-queue", folder, 1, "cpu")
+        handle = executor.submit(f"{__name__}:probe_step", {}, ctx, [],
+                                 {"cpus": 1, "gpu": gpu, "mem_gb": 0})
+        deadline = time.monotonic() + timeout_s
+        while not executor.wait([handle], 0.5):
+            if time.monotonic() > deadline:
+                raise CryoweaveError(f"queue {queue_name!r}: the test job did not run within "
+                                     f"{timeout_s:.0f} s (is the queue full, or are workers "
+                                     "unable to start? see the job logs in "
+                                     f"{folder / 'logs' / 'workers'})")
+        result, _ = executor.outcome(handle)
+    finally:
+        executor.shutdown()
+    return {**result.info, "seconds": round(time.perf_counter() - start, 2)}
