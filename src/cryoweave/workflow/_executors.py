@@ -163,7 +163,7 @@ class DaskExecutor(Executor):
     name = "dask"
 
     def __init__(self, workers: int, address: str | None = None, *, queue_name: str = "",
-                 connect_timeout_s: float = 30.0):
+                 connect_timeout_s: float = 10.0):
         try:
             from distributed import Client, LocalCluster
         except ImportError as exc:  # pragma: no cover - depends on the extra
@@ -231,9 +231,7 @@ class DaskExecutor(Executor):
                                   pure=False, resources=wanted or None)
 
     def _check_connected(self) -> None:
-        if self.client.status not in ("running", "connecting", "newly-created"):
-            raise SchedulerLost(self._lost_message())
-        if self.client.status == "connecting":
+        if self.client.status != "running":
             raise SchedulerLost(self._lost_message())
 
     def _lost_message(self) -> str:
@@ -243,11 +241,16 @@ class DaskExecutor(Executor):
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         from distributed import wait as dask_wait
+        from distributed.client import FuturesCancelledError
 
+        if self.client.status != "running":  # reconnecting: its tasks are lost anyway
+            raise SchedulerLost(self._lost_message())
         try:
             done, _ = dask_wait(handles, timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:
             done = set()
+        except (FuturesCancelledError, cf.CancelledError) as exc:
+            raise SchedulerLost(self._lost_message()) from exc
         if self.client.status != "running" or any(h.status == "cancelled" for h in done):
             raise SchedulerLost(self._lost_message())
         return list(done)
