@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cryoweave._cli_common import out, project_option
+from cryoweave._cli_common import project_option
 
 
 @click.group()
@@ -43,10 +43,10 @@ def config_check_queue(name: str, project_dir: str, gpu: bool, timeout_s: float)
 
     root = Path(project_dir).resolve()
     queue_name, queue = load_config(root).config.queue(name)
-    out.print(f"queue {queue_name!r} ({queue.kind}): submitting a test job …")
+    click.echo(f"queue {queue_name!r} ({queue.kind}): submitting a test job …")
     report = check_queue(queue_name, queue, root / "Cache" / "check-queue", gpu=gpu,
                          timeout_s=timeout_s)
-    out.print(f"ok: ran on {report['host']} (pid {report['pid']}) in {report['seconds']} s; "
+    click.echo(f"ok: ran on {report['host']} (pid {report['pid']}) in {report['seconds']} s; "
               f"threads {report['threads']}; CUDA_VISIBLE_DEVICES="
               f"{report['cuda_visible_devices']}; project folder visible: "
               f"{report['sees_folder']}")

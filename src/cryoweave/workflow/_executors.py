@@ -321,7 +321,7 @@ def jobqueue_options(queue: Any, log_dir: Path) -> dict[str, Any]:
         "job_script_prologue": list(queue.prologue), "job_extra_directives": directives,
         "worker_extra_args": ["--resources", resources],
         "python": queue.python or sys.executable, "log_directory": str(log_dir),
-        "name": f"cryoweave-{queue.kind}",
+        "job_name": f"cryoweave-{queue.kind}",
         "scheduler_options": {"dashboard_address": None,
                               **({"host": queue.scheduler_host} if queue.scheduler_host
                                  else {})},
