@@ -257,7 +257,8 @@ def toy_placed(ctx: StepContext, index: int, hold_s: float, gate: str | None) ->
     attempts = ctx.extra_dir / "attempts"
     attempts.mkdir(exist_ok=True)
     first = not any(attempts.glob(f"{index:03d}-*"))
-    (attempts / f"{index:03d}-{os.getpid()}").write_text(socket.gethostname())
+    (attempts / f"{index:03d}-{os.getpid()}").write_text(
+        f"{socket.gethostname()} {os.environ.get('SLURM_JOB_ID', '')}")
     start = time.time()
     if gate and first:
         deadline = time.monotonic() + 120  # only bounds a failing test

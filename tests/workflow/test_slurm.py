@@ -113,3 +113,39 @@ def test_protocol_runs_on_a_slurm_queue_with_gpu_workers(tmp_path, slurm_cluster
     ours = RecordSet(project, set_id).to_frame().sort_values("item_id")
     theirs = RecordSet(local_project, local.outputs["records"]).to_frame()
     assert list(ours["data"]) == list(theirs.sort_values("item_id")["data"])
+
+
+def test_worker_job_ended_by_slurm_mid_step_is_a_killed_worker(tmp_path, slurm_cluster):
+    """What a walltime does to a job (Slurm ends it), done at once with scancel."""
+    folder = tmp_path / "p"
+    write_project_config(folder, slurm_cluster)
+    config = yaml.safe_load((folder / "cryoweave.yaml").read_text())
+    config["queues"]["cpu"] = {**config["queues"]["gpu"], "gpus": 0}
+    (folder / "cryoweave.yaml").write_text(yaml.safe_dump(config))
+    env = subprocess_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), **slurm_cluster.env)
+    gate = tmp_path / "gate"
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"n_steps": 3, "gate": str(gate), "gate_step": 1}))
+    runner = subprocess.Popen(
+        cryoweave_command("run-protocol", "ToyPlaced", str(params), "--project", str(folder),
+                          "--queue", "cpu", "--label", "ended", "--quiet"),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    attempts = folder / "Runs" / "000001_ToyPlaced" / "extra" / "attempts"
+    try:
+        wait_until(lambda: any(attempts.glob("001-*")) or runner.poll() is not None,
+                   RUN_TIMEOUT_S, "step 1 to start")
+        first = next(attempts.glob("001-*"))
+        job_id = first.read_text().split()[1]
+        subprocess.run(["scancel", job_id], env=env, check=True, timeout=30)
+        wait_until(lambda: f"JobId={job_id} " in (slurm_cluster.jobcomp.read_text()
+                                                  if slurm_cluster.jobcomp.exists() else ""),
+                   RUN_TIMEOUT_S, "the cancelled job to end")
+        gate.write_text("go")
+        output, _ = runner.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        stop_process(runner)
+    assert runner.returncode == 0, output + slurm_cluster.log_text()
+    runs = sorted(p.read_text().split()[1] for p in attempts.glob("001-*"))
+    assert len(runs) == 2 and job_id in runs and len(set(runs)) == 2  # rerun in a new job
+    assert "3 steps run" in output  # recorded once each
+    assert f"JobId={job_id} " in slurm_cluster.jobcomp.read_text()
