@@ -221,3 +221,70 @@ def test_worker_that_cannot_see_the_project_fails_the_run(tmp_path, dask_cluster
     assert summary.status == "failed"
     assert "cannot see the project folder" in summary.error
     assert "shared with the queue's workers" in summary.error
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from cryoweave.formats import write_mrc
+folder, n = Path(sys.argv[1]), int(sys.argv[2])
+for i in range(n):
+    rng = np.random.default_rng(i)
+    image = rng.normal(100.0, 5.0, (128, 160)).astype(np.float32)
+    image[rng.integers(0, 128, 8), rng.integers(0, 160, 8)] = 5000.0  # hot pixels
+    write_mrc(folder / f".tmp_{i}.mrc", image, 1.0)
+    (folder / f".tmp_{i}.mrc").rename(folder / f"mic_{i:03d}.mrc")
+    time.sleep(0.3)
+"""
+
+PREPROCESS = {"do_remove_bad_pixels": True, "bad_pixel_stddev": 5, "do_downsample": True,
+              "downsample_factor": 2, "do_normalize": True, "batch_size": 2}
+
+
+def test_streaming_preprocessing_on_the_cluster_matches_a_local_run(tmp_path, dask_cluster):
+    from cryoweave.formats import read_image
+    from cryoweave.workflow import MicrographSet
+
+    dask_cluster.start_scheduler()
+    dask_cluster.start_worker("w1")
+    dask_cluster.start_worker("w2")
+    dask_cluster.wait_for_workers(2)
+    folder = project_with_queue(tmp_path / "p", dask_cluster.address)
+    acquisition = tmp_path / "Micrographs"
+    acquisition.mkdir()
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(yaml.safe_dump({"protocols": [
+        {"label": "import", "protocol": "ImportMicrographs",
+         "params": {"pattern": str(acquisition / "*.mrc"), "streaming": True,
+                    "pixel_size_a": 1.0, "timeout_s": 3.0, "file_settle_s": 0.2}},
+        {"label": "preprocess", "protocol": "PreprocessMicrographs", "queue": "cluster",
+         "params": {"micrographs": {"run": "import", "output": "micrographs"},
+                    **PREPROCESS}}]}))
+    n = 6
+    writer = subprocess.Popen([__import__("sys").executable, "-c", WRITER, str(acquisition),
+                               str(n)], env=subprocess_env())
+    try:
+        done = cli("workflow", "run", str(flow), "--project", str(folder),
+                   xdg=tmp_path / "xdg")
+    finally:
+        stop_process(writer)
+    assert done.returncode == 0, done.stderr + done.stdout + dask_cluster.log_text()
+    project = Project.open(folder)
+    assert project.get_run("preprocess").queue == "cluster"
+    run = project.get_run("preprocess")
+    with project.reader() as s:
+        from cryoweave.workflow._schema import SetRow
+
+        set_id = s.scalar(select(SetRow.id).where(SetRow.run_id == run.id))
+    ours = MicrographSet(project, set_id).to_frame().sort_values("item_id")
+    assert ours["item_id"].tolist() == list(range(1, n + 1))
+    reference, imported = run_protocol(tmp_path / "ref", registry().get("ImportMicrographs"),
+                                       {"pattern": str(acquisition / "*.mrc"),
+                                        "pixel_size_a": 1.0})
+    _, local = run_protocol(tmp_path / "ref", registry().get("PreprocessMicrographs"),
+                            {**PREPROCESS, "micrographs": {"run": imported.run_id,
+                                                           "output": "micrographs"}})
+    theirs = MicrographSet(reference, local.outputs["micrographs"]).to_frame()
+    for a, b in zip(ours["path"], theirs.sort_values("item_id")["path"], strict=True):
+        np.testing.assert_array_equal(read_image(a)[0], read_image(b)[0])
