@@ -171,8 +171,7 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
     from cryoweave.workflow.runner import Runner
 
     device = resolve_device(device)
-    if queue is not None:  # checked before anything is created
-        load_config(Path(project_dir)).config.queue(queue)
+    load_config(Path(project_dir)).config.queue(queue)  # checked before anything is created
     if continue_run is not None:
         project = open_project(project_dir, db_url)
         run = project.get_run(continue_run)

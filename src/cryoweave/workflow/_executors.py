@@ -197,7 +197,12 @@ class DaskExecutor(Executor):
         return self._worker_threads() or None
 
     def dask_resources(self, resources: dict[str, Any]) -> dict[str, float]:
-        """The Dask resources a step with these declared resources asks for."""
+        """The Dask resources a step with these declared resources asks for.
+
+        None on a local cluster of this machine (a local queue: no worker advertises any).
+        """
+        if self._cluster is not None and self.name == "dask":
+            return {}
         advertised = self._expected_resources()
         wanted: dict[str, float] = {}
         if resources.get("gpu"):
@@ -222,6 +227,8 @@ class DaskExecutor(Executor):
         return self._worker_resources()
 
     def step_threads(self, resources: dict[str, Any], default: int) -> int:
+        if self._cluster is not None and self.name == "dask":  # a local cluster
+            return default
         return max(1, int(resources.get("cpus") or 1))
 
     def submit(self, func_path, args, ctx, outputs, resources=None):  # type: ignore[no-untyped-def]
