@@ -185,3 +185,14 @@ def test_workflow_entries_choose_their_queue(tmp_path):
         {"label": "c", "protocol": "ToyPlaced", "params": {"n_steps": 1}, "queue": "nope"}]})
     with pytest.raises(ParamError, match="c: no queue 'nope'"):
         prepare_workflow(project_dir, load_workflow(wrong))
+
+
+def test_a_missing_service_skips_locally_and_fails_when_required(monkeypatch):
+    from conftest import missing_service
+
+    monkeypatch.delenv("CRYOWEAVE_REQUIRE_SERVICES", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no slurm here"):
+        missing_service("no slurm here")
+    monkeypatch.setenv("CRYOWEAVE_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"no slurm here .*required services"):
+        missing_service("no slurm here")

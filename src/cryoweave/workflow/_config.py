@@ -123,7 +123,7 @@ class Config(BaseModel):
         """The queue called ``name`` (the default queue for None); a clear error otherwise."""
         name = name or self.default_queue
         if name not in self.queues:
-            raise ParamError(f"--queue: no queue {name!r}; configured queues: "
+            raise ParamError(f"no queue {name!r}; configured queues: "
                              f"{', '.join(sorted(self.queues))} (see `cryoweave config show`)")
         return name, self.queues[name]
 
