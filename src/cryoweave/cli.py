@@ -145,8 +145,8 @@ def _run_protocol_options(func: Any) -> Any:
                      type=click.Choice(["threads", "processes", "dask"])),
         click.option("--threads", default=None, type=click.IntRange(1),
                      help="Engine threads per step (FFT workers); default cores/workers."),
-        click.option("--device", default="auto", show_default=True,
-                     type=click.Choice(["auto", "cpu", "gpu"])),
+        click.option("--device", default=None, type=click.Choice(["auto", "cpu", "gpu"]),
+                     help="Default: the configured device (`cryoweave config show`), auto."),
         click.option("--queue", default=None, metavar="NAME",
                      help="Configured queue for the steps (`cryoweave config show`); "
                           "--continue reuses the run's queue unless given."),
@@ -162,7 +162,7 @@ def _run_protocol_options(func: Any) -> Any:
 @_run_protocol_options
 def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str,
                      db_url: str | None, continue_run: str | None, label: str | None,
-                     workers: int, executor: str, threads: int | None, device: str,
+                     workers: int, executor: str, threads: int | None, device: str | None,
                      queue: str | None, as_json: bool, quiet: bool) -> None:
     """Run protocol NAME with the parameters in PARAMS_FILE (JSON), in the foreground."""
     from cryoweave.plugin import registry
@@ -170,8 +170,9 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
     from cryoweave.workflow._submit import prepare_run
     from cryoweave.workflow.runner import Runner
 
-    device = resolve_device(device)
-    load_config(Path(project_dir)).config.queue(queue)  # checked before anything is created
+    config = load_config(Path(project_dir)).config
+    config.queue(queue)  # checked before anything is created
+    device = resolve_device(device or config.device)
     if continue_run is not None:
         project = open_project(project_dir, db_url)
         run = project.get_run(continue_run)

@@ -196,3 +196,22 @@ def test_a_missing_service_skips_locally_and_fails_when_required(monkeypatch):
     monkeypatch.setenv("CRYOWEAVE_REQUIRE_SERVICES", "1")
     with pytest.raises(pytest.fail.Exception, match=r"no slurm here .*required services"):
         missing_service("no slurm here")
+
+
+def test_the_configured_device_is_the_default_of_run_protocol(tmp_path, run_cli):
+    from cryoweave.engine import cupy_available
+
+    if cupy_available():
+        pytest.skip("needs a machine without a GPU (asks for one and expects the refusal)")
+    project_dir = tmp_path / "project"
+    write_yaml(project_dir / "cryoweave.yaml", {"device": "GPU"})
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"n_steps": 1}))
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    refused = run_cli("run-protocol", "ToyPlaced", str(params), "--project", str(project_dir),
+                      **env)
+    assert refused.returncode == 2 and "device='gpu' was requested" in refused.stderr
+    assert not (project_dir / "project.sqlite").exists()
+    chosen = run_cli("run-protocol", "ToyPlaced", str(params), "--project", str(project_dir),
+                     "--device", "cpu", **env)
+    assert chosen.returncode == 0, chosen.stderr

@@ -112,6 +112,11 @@ class Config(BaseModel):
     engine_threads: int | None = Field(None, gt=0, description="engine (FFT) threads per step")
     allow_post_script: bool = Field(False, description="runs may execute a post script")
 
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_any_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _default_queue_exists(self) -> Config:
         if self.default_queue not in self.queues:
