@@ -4,6 +4,7 @@ The runner lives in :mod:`cryoweave.workflow.runner` (it imports the plugin API,
 uses the set types defined here).
 """
 
+from cryoweave.workflow._config import Config, QueueConfig, load_config, post_script_allowed
 from cryoweave.workflow._project import Project
 from cryoweave.workflow._sets import (
     SET_TYPES,
@@ -18,12 +19,16 @@ from cryoweave.workflow._sets import (
 
 __all__ = [
     "SET_TYPES",
+    "Config",
     "MicrographSet",
     "ParticleSet",
     "Project",
+    "QueueConfig",
     "RecordSet",
     "SetHandle",
     "SetQuery",
     "VolumeSet",
+    "load_config",
+    "post_script_allowed",
     "set_handle",
 ]
