@@ -32,6 +32,7 @@ from cryoweave._cli_common import (
 )
 from cryoweave._cli_tools import demo, docs, downsample, simulate, view
 from cryoweave._config_cli import config
+from cryoweave._gui_cli import gui
 from cryoweave.errors import CryoweaveError, InputError, ParamError, StorageError
 
 
@@ -313,7 +314,7 @@ def workflow_run(workflow_file: str, project_dir: str, db_url: str | None, resum
         sys.exit(EXIT_RUN_FAILED)
 
 
-for _command in (docs, downsample, simulate, view, demo, config):
+for _command in (docs, downsample, simulate, view, demo, config, gui):
     cli.add_command(_command)
 
 

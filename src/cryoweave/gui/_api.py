@@ -1,0 +1,512 @@
+"""The JSON endpoints of the web GUI (``/api/...``) and the event stream.
+
+State is read through :mod:`cryoweave.workflow.queries`, the report functions and the run
+folders; runs are created by the same validation and creation code as ``run-protocol`` and
+executed by ordinary runner processes (:mod:`cryoweave.gui._launch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from cryoweave.errors import CryoweaveError, InputError, ParamError, StorageError
+from cryoweave.gui._files import FileBrowser, PathRefused
+from cryoweave.gui._launch import DEVICES, EXECUTORS, launch_runner
+from cryoweave.gui._reports import protocol_report, run_report
+from cryoweave.workflow import Project, queries
+
+LOG_TAIL_BYTES = 64_000
+PICTURE_NAME = re.compile(r"^[A-Za-z0-9._-]+\.png$")
+FIELD_OF_PROBLEM = re.compile(r"(?:parameter|input) '([A-Za-z_]\w*)")
+
+
+class GuiState:
+    """What every endpoint needs: the project, the file browser, the launch options."""
+
+    def __init__(self, project: Project, browser: FileBrowser, *, poll_interval_s: float = 1.0):
+        self.project = project
+        self.browser = browser
+        self.poll_interval_s = poll_interval_s
+
+
+def _state(request: Request) -> GuiState:
+    return request.app.state.gui
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _int(value: Any, name: str, default: int | None = None) -> int:
+    if value is None:
+        if default is None:
+            raise ParamError(f"{name} is required")
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise ParamError(f"{name} must be an integer, got {value!r}") from exc
+
+
+def handle_errors(func: Any) -> Any:
+    """Turn the package's errors into JSON answers: 403 paths, 404 missing, 400 bad input."""
+
+    def wrapper(request: Request) -> Any:
+        try:
+            return func(request)
+        except PathRefused as exc:
+            return error(403, str(exc))
+        except ParamError as exc:
+            return error(400, str(exc), problems=exc.problems)
+        except StorageError as exc:
+            text = str(exc)
+            return error(404 if "no run" in text or "does not exist" in text else 409, text)
+        except (InputError, CryoweaveError) as exc:
+            return error(400, str(exc))
+
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+def _json_body(request: Request) -> Any:
+    body = request.state.body if hasattr(request.state, "body") else None
+    if body is None:
+        raise ParamError("a JSON body is required")
+    return body
+
+
+def _run_id(request: Request) -> int:
+    return _int(request.path_params["run_id"], "run id")
+
+
+# -- project and runs ---------------------------------------------------------------------
+@handle_errors
+def project_info(request: Request) -> JSONResponse:
+    st = _state(request)
+    return JSONResponse({"root": str(st.project.root), "name": st.project.root.name,
+                         "db": st.project.db_url if not st.project.is_sqlite else "sqlite",
+                         "roots": [str(r) for r in st.browser.roots]})
+
+
+@handle_errors
+def runs_list(request: Request) -> JSONResponse:
+    return JSONResponse({"runs": queries.list_runs(_state(request).project,
+                                                   request.query_params.get("q"))})
+
+
+@handle_errors
+def runs_graph(request: Request) -> JSONResponse:
+    project = _state(request).project
+    return JSONResponse({"runs": queries.list_runs(project), "edges": queries.lineage(project)})
+
+
+def _log_tail(path: Path, lines: int) -> list[str]:
+    if not path.is_file():
+        return []
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(max(0, size - LOG_TAIL_BYTES))
+        text = handle.read().decode("utf-8", "replace")
+    return text.splitlines()[-lines:]
+
+
+@handle_errors
+def run_detail(request: Request) -> JSONResponse:
+    project = _state(request).project
+    run_id = _run_id(request)
+    report = run_report(project, run_id)
+    folder = project.root / project.get_run(run_id).folder
+    notes = folder / "notes.txt"
+    report.update({
+        "step_list": queries.run_steps(project, run_id),
+        "events": queries.run_events(project, run_id, limit=50),
+        "dependents": queries.dependents(project, run_id),
+        "notes": notes.read_text() if notes.is_file() else "",
+    })
+    return JSONResponse(report)
+
+
+@handle_errors
+def run_log(request: Request) -> JSONResponse:
+    project = _state(request).project
+    run = project.get_run(_run_id(request))
+    lines = max(1, min(_int(request.query_params.get("lines"), "lines", 200), 2000))
+    folder = project.root / run.folder / "logs"
+    return JSONResponse({"run": run.id,
+                         "lines": _log_tail(folder / "run.log", lines),
+                         "process": _log_tail(folder / "process.log", 20)})
+
+
+# -- protocols and forms ------------------------------------------------------------------
+@handle_errors
+def protocols_list(request: Request) -> JSONResponse:
+    from cryoweave.plugin import registry
+
+    return JSONResponse({"protocols": [protocol_report(c) for c in registry().protocols()]})
+
+
+@handle_errors
+def protocol_form(request: Request) -> JSONResponse:
+    from cryoweave.plugin import registry
+
+    cls = registry().get(request.path_params["name"])
+    project = _state(request).project
+    return JSONResponse({
+        "protocol": protocol_report(cls), "schema": cls.form_schema(),
+        "choices": {name: queries.compatible_outputs(project, spec.kind)
+                    for name, spec in cls.inputs().items()}})
+
+
+def _problems(exc: ParamError) -> list[dict[str, Any]]:
+    found = []
+    for problem in exc.problems:
+        match = FIELD_OF_PROBLEM.search(problem)
+        found.append({"field": match.group(1) if match else None, "message": problem})
+    return found
+
+
+def _launch_options(body: dict[str, Any], project: Project) -> tuple[dict[str, Any],
+                                                                     list[dict[str, Any]]]:
+    from cryoweave.workflow import load_config
+
+    problems = []
+    options: dict[str, Any] = {}
+    try:
+        workers = int(body.get("workers", 1))
+        if not 1 <= workers <= 256:
+            raise ValueError
+        options["workers"] = workers
+    except (TypeError, ValueError):
+        problems.append({"field": "_workers", "message":
+                         f"workers must be an integer from 1 to 256, got {body.get('workers')!r}"})
+    executor = body.get("executor") or "threads"
+    if executor not in EXECUTORS:
+        problems.append({"field": "_executor",
+                         "message": f"executor must be one of {', '.join(EXECUTORS)}"})
+    options["executor"] = executor
+    device = body.get("device") or None
+    if device is not None and device not in DEVICES:
+        problems.append({"field": "_device",
+                         "message": f"device must be one of {', '.join(DEVICES)}"})
+    options["device"] = device
+    queue = body.get("queue") or None
+    if queue is not None:
+        config = load_config(project.root).config
+        if queue not in config.queues:
+            problems.append({"field": "_queue", "message": f"no queue {queue!r}; configured "
+                             f"queues: {', '.join(sorted(config.queues))}"})
+    options["queue"] = queue
+    return options, problems
+
+
+def _check_new_run(project: Project, body: Any) -> tuple[Any, dict[str, Any], str | None,
+                                                         list[dict[str, Any]]]:
+    """(protocol class, launch options, label, problems) of a new-run request."""
+    from cryoweave.plugin import registry
+    from cryoweave.workflow._runs import validate_run
+
+    if not isinstance(body, dict) or not isinstance(body.get("protocol"), str):
+        raise ParamError('expected {"protocol": NAME, "params": {...}}')
+    cls = registry().get(body["protocol"])
+    options, problems = _launch_options(body, project)
+    label = body.get("label") or None
+    if label is not None:
+        if not isinstance(label, str) or label.isdigit() or len(label) > 200:
+            problems.append({"field": "_label", "message": "a label is text (not only digits, "
+                             "at most 200 characters)"})
+        elif project.find_run(label) is not None:
+            problems.append({"field": "_label", "message": f"run label {label!r} is already "
+                             "used in this project; choose another label"})
+    try:
+        validate_run(project, cls, body.get("params", {}), base_dir=project.root)
+    except ParamError as exc:
+        problems.extend(_problems(exc))
+    return cls, options, label, problems
+
+
+@handle_errors
+def validate_new_run(request: Request) -> JSONResponse:
+    _, _, _, problems = _check_new_run(_state(request).project, _json_body(request))
+    return JSONResponse({"ok": not problems, "problems": problems},
+                        status_code=200 if not problems else 400)
+
+
+@handle_errors
+def create_new_run(request: Request) -> JSONResponse:
+    from cryoweave.workflow._submit import prepare_run
+
+    project = _state(request).project
+    body = _json_body(request)
+    cls, options, label, problems = _check_new_run(project, body)
+    if problems:
+        return JSONResponse({"error": f"{len(problems)} problem(s)", "problems": problems},
+                            status_code=400)
+    try:
+        created, run_id = prepare_run(project.root, cls, body.get("params", {}), label=label,
+                                      base_dir=project.root, queue=options["queue"])
+    except ParamError as exc:
+        problems = _problems(exc)
+        return JSONResponse({"error": str(exc), "problems": problems}, status_code=400)
+    created.close()
+    run = project.get_run(run_id)
+    pid = launch_runner(project.root, run_id, project.root / run.folder, **options)
+    return JSONResponse({"run": run_id, "pid": pid}, status_code=201)
+
+
+# -- run actions --------------------------------------------------------------------------
+@handle_errors
+def continue_run(request: Request) -> JSONResponse:
+    project = _state(request).project
+    run = project.get_run(_run_id(request))
+    if run.status == "running" and not queries.process_gone(run):
+        return error(409, f"run {run.id} is running (pid {run.pid})")
+    body = request.state.body if isinstance(request.state.body, dict) else {}
+    options, problems = _launch_options({"queue": run.queue, **body}, project)
+    if problems:
+        return JSONResponse({"error": "bad launch options", "problems": problems},
+                            status_code=400)
+    pid = launch_runner(project.root, run.id, project.root / run.folder, **options)
+    return JSONResponse({"run": run.id, "pid": pid}, status_code=202)
+
+
+@handle_errors
+def stop_run(request: Request) -> JSONResponse:
+    from cryoweave.workflow.runner import request_stop
+
+    run = request_stop(_state(request).project, _run_id(request))
+    return JSONResponse({"run": run.id, "stop_requested": True}, status_code=202)
+
+
+@handle_errors
+def delete_run(request: Request) -> JSONResponse:
+    from cryoweave.workflow._delete import delete_run as delete
+
+    project = _state(request).project
+    run = project.get_run(_run_id(request))
+    users = queries.dependents(project, run.id)
+    if request.query_params.get("confirm") != "1":
+        return error(409, f"deleting run {run.id} removes its folder and output sets; "
+                          "confirm with ?confirm=1", dependents=users)
+    delete(project, run.id)
+    return JSONResponse({"deleted": run.id, "dependents": users})
+
+
+@handle_errors
+def save_notes(request: Request) -> JSONResponse:
+    project = _state(request).project
+    run = project.get_run(_run_id(request))
+    body = _json_body(request)
+    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(text, str) or len(text) > 100_000:
+        raise ParamError('expected {"text": "..."} (at most 100,000 characters)')
+    path = project.root / run.folder / "notes.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return JSONResponse({"run": run.id, "notes": text})
+
+
+# -- sets and pictures --------------------------------------------------------------------
+@handle_errors
+def set_detail(request: Request) -> JSONResponse:
+    return JSONResponse(queries.set_info(_state(request).project,
+                                         _int(request.path_params["set_id"], "set id")))
+
+
+@handle_errors
+def set_items(request: Request) -> JSONResponse:
+    q = request.query_params
+    page = queries.set_page(
+        _state(request).project, _int(request.path_params["set_id"], "set id"),
+        offset=_int(q.get("offset"), "offset", 0), limit=_int(q.get("limit"), "limit", 100),
+        sort=q.get("sort") or "item_id", descending=q.get("desc") in ("1", "true"))
+    return JSONResponse(page)
+
+
+def _picture_folder(project: Project, set_id: int) -> tuple[Path, dict[str, Any]]:
+    info = queries.set_info(project, set_id)
+    return project.cache_dir / "gui" / f"set{set_id}-v{info['version']}", info
+
+
+@handle_errors
+def set_pictures(request: Request) -> JSONResponse:
+    from cryoweave.viewers import view_set
+    from cryoweave.workflow import set_handle
+
+    project = _state(request).project
+    set_id = _int(request.path_params["set_id"], "set id")
+    folder, info = _picture_folder(project, set_id)
+    if not (folder / "index.html").is_file() and info["size"]:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".render-", dir=folder.parent))
+        view_set(set_handle(project, set_id), tmp)
+        try:
+            tmp.rename(folder)  # complete pictures only (another request may have won)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    names = sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
+    return JSONResponse({"set": set_id, "pictures": names})
+
+
+@handle_errors
+def set_picture(request: Request) -> Any:
+    project = _state(request).project
+    name = request.path_params["name"]
+    if not PICTURE_NAME.match(name):
+        raise PathRefused(f"{name!r} is not a picture name")
+    folder, _ = _picture_folder(project, _int(request.path_params["set_id"], "set id"))
+    path = folder / name
+    if not path.is_file():
+        return error(404, f"no picture {name!r} for this set (list them first)")
+    return FileResponse(path, media_type="image/png")
+
+
+@handle_errors
+def streaming(request: Request) -> JSONResponse:
+    return JSONResponse(queries.streaming_status(_state(request).project))
+
+
+# -- files and workflows --------------------------------------------------------------------
+@handle_errors
+def files(request: Request) -> JSONResponse:
+    return JSONResponse(_state(request).browser.listing(request.query_params.get("path")))
+
+
+@handle_errors
+def load_workflow_file(request: Request) -> JSONResponse:
+    from cryoweave.workflow._workflow import load_workflow, prepare_workflow
+
+    project = _state(request).project
+    body = _json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        raise ParamError('expected {"text": WORKFLOW, "format": "json" | "yaml"}')
+    suffix = ".yaml" if body.get("format") == "yaml" else ".json"
+    scratch = project.cache_dir / "gui"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=suffix, dir=scratch, delete=False) as handle:
+        handle.write(body["text"])
+    try:
+        entries = load_workflow(handle.name)
+        created, run_ids = prepare_workflow(project.root, entries, base_dir=project.root)
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+    created.close()
+    if body.get("start", True):
+        for run_id in run_ids:
+            run = project.get_run(run_id)
+            launch_runner(project.root, run_id, project.root / run.folder)
+    return JSONResponse({"runs": run_ids}, status_code=201)
+
+
+@handle_errors
+def export_workflow(request: Request) -> JSONResponse:
+    project = _state(request).project
+    runs = project.list_runs()
+    labels = {run.id: run.label or f"run-{run.id}" for run in runs}
+    entries = []
+    for run in runs:
+        params = {}
+        for name, value in (run.params or {}).items():
+            if isinstance(value, dict) and "set" in value:
+                ref = value.get("run")
+                source = project.find_run(ref) if ref is not None else None
+                value = {"run": labels.get(source.id, ref) if source else ref,
+                         "output": value.get("output")}
+            params[name] = value
+        entry = {"label": labels[run.id], "protocol": run.protocol, "params": params}
+        if run.queue:
+            entry["queue"] = run.queue
+        entries.append(entry)
+    return JSONResponse({"name": project.root.name, "protocols": entries},
+                        headers={"content-disposition": 'attachment; filename="workflow.json"'})
+
+
+# -- live updates -------------------------------------------------------------------------
+async def events(request: Request) -> StreamingResponse:
+    """Server-sent events: ``change`` with the project's change marker whenever it changes
+    (polled every ``poll_interval_s``), a comment every 15 s to keep the line open.
+    ``?max_s=`` ends the stream after that many seconds (tests)."""
+    st = _state(request)
+    try:
+        max_s = float(request.query_params.get("max_s", "0"))
+    except ValueError:
+        max_s = 0.0
+
+    async def stream() -> Any:
+        last: dict[str, Any] | None = None
+        start = last_sent = time.monotonic()
+        yield "retry: 2000\n\n"
+        while True:
+            marker = await asyncio.to_thread(queries.change_marker, st.project)
+            now = time.monotonic()
+            if marker != last:
+                last = marker
+                last_sent = now
+                yield f"event: change\ndata: {json.dumps(marker)}\n\n"
+            elif now - last_sent > 15:
+                last_sent = now
+                yield ": keep-alive\n\n"
+            if max_s and now - start >= max_s:
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(st.poll_interval_s)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+
+def _with_body(func: Any) -> Any:
+    """Read the JSON body (async) before the synchronous handler runs in a thread."""
+    from starlette.concurrency import run_in_threadpool
+
+    async def endpoint(request: Request) -> Any:
+        raw = await request.body()
+        if raw:
+            try:
+                request.state.body = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                return error(400, f"the body is not valid JSON ({exc.msg})")
+        else:
+            request.state.body = None
+        return await run_in_threadpool(func, request)
+
+    endpoint.__name__ = func.__name__
+    return endpoint
+
+
+ROUTES = [
+    Route("/api/project", project_info),
+    Route("/api/runs", runs_list, methods=["GET"]),
+    Route("/api/runs", _with_body(create_new_run), methods=["POST"]),
+    Route("/api/validate", _with_body(validate_new_run), methods=["POST"]),
+    Route("/api/graph", runs_graph),
+    Route("/api/runs/{run_id}", run_detail, methods=["GET"]),
+    Route("/api/runs/{run_id}", _with_body(delete_run), methods=["DELETE"]),
+    Route("/api/runs/{run_id}/log", run_log),
+    Route("/api/runs/{run_id}/continue", _with_body(continue_run), methods=["POST"]),
+    Route("/api/runs/{run_id}/stop", _with_body(stop_run), methods=["POST"]),
+    Route("/api/runs/{run_id}/notes", _with_body(save_notes), methods=["POST"]),
+    Route("/api/protocols", protocols_list),
+    Route("/api/protocols/{name}", protocol_form),
+    Route("/api/sets/{set_id}", set_detail),
+    Route("/api/sets/{set_id}/items", set_items),
+    Route("/api/sets/{set_id}/pictures", set_pictures),
+    Route("/api/sets/{set_id}/pictures/{name}", set_picture),
+    Route("/api/streaming", streaming),
+    Route("/api/files", files),
+    Route("/api/workflows", _with_body(load_workflow_file), methods=["POST"]),
+    Route("/api/workflow", export_workflow),
+    Route("/api/events", events),
+]

@@ -1,0 +1,245 @@
+"""Read queries for browsing a project: runs, steps, events, outputs, lineage, set pages.
+
+The web GUI (and anything else that browses a project) reads through these functions and never
+writes SQL of its own. Each function is one or a few queries, whatever the project's size, so a
+project of hundreds of runs and sets of a million items stay fast. Results are plain JSON-ready
+dicts whose keys match :func:`cryoweave.workflow.run_dict` where they overlap.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+
+from cryoweave.errors import ParamError, StorageError
+from cryoweave.workflow._items import typed_columns
+from cryoweave.workflow._project import Project, pid_alive
+from cryoweave.workflow._schema import ITEM_TABLES, Event, Run, SetRow, StepRow
+
+PAGE_LIMIT_MAX = 500  # rows of a set page, whatever the request asks
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
+
+
+def process_gone(run: Any) -> bool:
+    """A "running" run whose runner process (on this host) no longer exists."""
+    if run.status != "running":
+        return False
+    if run.host and run.host != socket.gethostname():
+        return False  # another machine's process: we cannot tell
+    return not pid_alive(run.pid)
+
+
+def _state(run: Any) -> str:
+    return "running (process gone: continue it)" if process_gone(run) else run.status
+
+
+def _run_row(run: Any, steps: dict[str, int], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    duration = (run.finished_at - run.started_at) if run.started_at and run.finished_at else None
+    return {
+        "id": run.id, "label": run.label, "protocol": run.protocol,
+        "protocol_name": run.protocol.split(":")[-1], "status": run.status,
+        "state": _state(run), "process_gone": process_gone(run), "error": run.error,
+        "folder": run.folder, "queue": run.queue,
+        "created_at": iso_time(run.created_at), "started_at": iso_time(run.started_at),
+        "finished_at": iso_time(run.finished_at),
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "steps": steps, "outputs": outputs,
+    }
+
+
+def list_runs(project: Project, search: str | None = None) -> list[dict[str, Any]]:
+    """Every run with its step counts and outputs (name, kind, state, set id): three queries.
+
+    ``search`` keeps runs whose label, protocol or status contains it (any case).
+    """
+    with project.reader() as s:
+        runs = list(s.execute(select(Run.id, Run.label, Run.protocol, Run.status, Run.error,
+                                     Run.folder, Run.queue, Run.created_at, Run.started_at,
+                                     Run.finished_at, Run.pid, Run.host).order_by(Run.id)))
+        step_rows = s.execute(select(StepRow.run_id, StepRow.status, func.count())
+                              .group_by(StepRow.run_id, StepRow.status)).all()
+        set_rows = s.execute(select(SetRow.id, SetRow.run_id, SetRow.name, SetRow.kind,
+                                    SetRow.state, SetRow.version).order_by(SetRow.id)).all()
+    steps: dict[int, dict[str, int]] = {}
+    for run_id, status, count in step_rows:
+        steps.setdefault(run_id, {})[status] = int(count)
+    outputs: dict[int, list[dict[str, Any]]] = {}
+    for set_id, run_id, name, kind, state, version in set_rows:
+        outputs.setdefault(run_id, []).append(
+            {"set": set_id, "name": name, "kind": kind, "state": state, "version": version})
+    rows = [_run_row(run, steps.get(run.id, {}), outputs.get(run.id, [])) for run in runs]
+    if search:
+        needle = search.strip().lower()
+        rows = [r for r in rows if any(needle in str(r[k] or "").lower()
+                                       for k in ("label", "protocol", "state", "id"))]
+    return rows
+
+
+def lineage(project: Project) -> list[dict[str, Any]]:
+    """Data edges: which run's output set feeds which run's input (from the stored params)."""
+    with project.reader() as s:
+        producers = {set_id: (run_id, name) for set_id, run_id, name in s.execute(
+            select(SetRow.id, SetRow.run_id, SetRow.name))}
+        params = s.execute(select(Run.id, Run.params)).all()
+    edges = []
+    for run_id, stored in params:
+        for input_name, value in (stored or {}).items():
+            if isinstance(value, dict) and value.get("set") in producers:
+                source, output = producers[value["set"]]
+                if source is not None:
+                    edges.append({"from": source, "output": output, "to": run_id,
+                                  "input": input_name, "set": value["set"]})
+    return edges
+
+
+def dependents(project: Project, run_id: int) -> list[int]:
+    """Runs that use an output of ``run_id`` as an input."""
+    return sorted({e["to"] for e in lineage(project) if e["from"] == run_id and e["to"] != run_id})
+
+
+def run_steps(project: Project, run_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """The run's most recent steps (by id), newest last."""
+    with project.reader() as s:
+        rows = s.execute(select(StepRow.key, StepRow.status, StepRow.error, StepRow.started_at,
+                                StepRow.finished_at).where(StepRow.run_id == run_id)
+                         .order_by(StepRow.id.desc()).limit(limit)).all()
+    return [{"key": k, "status": st, "error": err, "started_at": iso_time(a),
+             "seconds": round(b - a, 3) if a and b else None}
+            for k, st, err, a, b in reversed(rows)]
+
+
+def run_events(project: Project, run_id: int | None = None, after_id: int = 0,
+               limit: int = 200) -> list[dict[str, Any]]:
+    """Events (newest ``limit`` after ``after_id``) of one run, or of all runs."""
+    stmt = select(Event).where(Event.id > after_id)
+    if run_id is not None:
+        stmt = stmt.where(Event.run_id == run_id)
+    with project.reader() as s:
+        rows = list(s.scalars(stmt.order_by(Event.id.desc()).limit(limit)))
+        return [{"id": e.id, "run": e.run_id, "time": iso_time(e.time), "level": e.level,
+                 "kind": e.kind, "message": e.message, "data": e.data} for e in reversed(rows)]
+
+
+def change_marker(project: Project) -> dict[str, Any]:
+    """A small fingerprint of the project that changes whenever something a page shows does:
+    the last event, set versions, step counts, and runs whose process has gone."""
+    with project.reader() as s:
+        last_event = s.scalar(select(func.max(Event.id))) or 0
+        versions = s.execute(select(func.count(SetRow.id), func.coalesce(
+            func.sum(SetRow.version), 0))).one()
+        steps = s.execute(select(func.count(StepRow.id)).where(
+            StepRow.status.in_(("done", "failed")))).scalar() or 0
+        running = s.execute(select(Run.id, Run.status, Run.pid, Run.host).where(
+            Run.status == "running")).all()
+        runs = s.scalar(select(func.count(Run.id))) or 0
+    gone = sorted(r.id for r in running if process_gone(r))
+    return {"event": last_event, "sets": int(versions[0]), "version": int(versions[1]),
+            "steps": int(steps), "runs": int(runs), "gone": gone}
+
+
+# -- sets ---------------------------------------------------------------------------------------
+def set_info(project: Project, set_id: int) -> dict[str, Any]:
+    with project.reader() as s:
+        row = s.get(SetRow, set_id)
+        if row is None:
+            raise StorageError(f"set {set_id} does not exist")
+        table = ITEM_TABLES[row.kind]
+        size = s.scalar(select(func.count()).select_from(table).where(
+            table.set_id == set_id)) or 0
+        return {"set": row.id, "run": row.run_id, "name": row.name, "kind": row.kind,
+                "state": row.state, "version": row.version, "size": int(size),
+                "properties": row.properties or {},
+                "columns": typed_columns(table.__table__)}
+
+
+def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100,
+             sort: str = "item_id", descending: bool = False) -> dict[str, Any]:
+    """One page of a set's items in typed columns, sorted by one typed column.
+
+    ``limit`` is capped at :data:`PAGE_LIMIT_MAX`; ``sort`` must be a typed column.
+    """
+    info = set_info(project, set_id)
+    table = ITEM_TABLES[info["kind"]]
+    columns = info["columns"]
+    if sort not in columns:
+        raise ParamError(f"cannot sort by {sort!r}; sortable columns: {', '.join(columns)}")
+    limit = max(1, min(int(limit), PAGE_LIMIT_MAX))
+    offset = max(0, int(offset))
+    order = getattr(table, sort)
+    order = order.desc() if descending else order.asc()
+    tiebreak = table.item_id.desc() if descending else table.item_id.asc()
+    stmt = (select(*[getattr(table, c) for c in columns]).where(table.set_id == set_id)
+            .order_by(order, tiebreak).offset(offset).limit(limit))
+    with project.reader() as s:
+        rows = [list(r) for r in s.execute(stmt)]
+    return {"set": set_id, "columns": columns, "rows": rows, "offset": offset,
+            "limit": limit, "total": info["size"], "sort": sort, "descending": descending}
+
+
+def compatible_outputs(project: Project, kind: str) -> list[dict[str, Any]]:
+    """Output sets of kind ``kind`` (for an input picker): run, output, state, item count."""
+    table = ITEM_TABLES.get(kind)
+    if table is None:
+        return []
+    with project.reader() as s:
+        rows = s.execute(select(SetRow.id, SetRow.run_id, SetRow.name, SetRow.state,
+                                Run.label, Run.protocol, Run.status)
+                         .join(Run, Run.id == SetRow.run_id)
+                         .where(SetRow.kind == kind).order_by(SetRow.id)).all()
+        counts = dict(s.execute(select(table.set_id, func.count()).where(
+            table.set_id.in_([r[0] for r in rows])).group_by(table.set_id)).all()) if rows else {}
+    return [{"set": sid, "run": rid, "output": name, "state": state, "label": label,
+             "protocol_name": protocol.split(":")[-1], "status": status,
+             "size": int(counts.get(sid, 0))}
+            for sid, rid, name, state, label, protocol, status in rows]
+
+
+def streaming_status(project: Project, window_s: float = 60.0) -> dict[str, Any]:
+    """For the streaming monitor: unfinished runs and open sets with their item counts, items
+    per minute over the last ``window_s`` (from the steps that published them), the time of
+    the last published item, and failed items (error events) per run."""
+    now = time.time()
+    with project.reader() as s:
+        runs = s.execute(select(Run.id, Run.label, Run.protocol, Run.status, Run.pid, Run.host,
+                                Run.stop_requested).where(
+            Run.status.in_(("running", "saved")))).all()
+        sets = s.execute(select(SetRow.id, SetRow.run_id, SetRow.name, SetRow.kind,
+                                SetRow.state).where(SetRow.state == "open")).all()
+        recent = s.execute(select(StepRow.published).where(
+            StepRow.status == "done", StepRow.finished_at > now - window_s)).all()
+        last_step = dict(s.execute(select(StepRow.run_id, func.max(StepRow.finished_at))
+                                   .where(StepRow.status == "done")
+                                   .group_by(StepRow.run_id)).all())
+        failed = dict(s.execute(select(Event.run_id, func.count()).where(
+            Event.level == "error").group_by(Event.run_id)).all())
+        recent_seqs: dict[int, set[int]] = {}
+        for (published,) in recent:
+            for set_id, seq in (published or {}).values():
+                recent_seqs.setdefault(set_id, set()).add(seq)
+        out_sets = []
+        for set_id, run_id, name, kind, state in sets:
+            table = ITEM_TABLES[kind]
+            size = s.scalar(select(func.count()).select_from(table).where(
+                table.set_id == set_id)) or 0
+            seqs = recent_seqs.get(set_id)
+            fresh = s.scalar(select(func.count()).select_from(table).where(
+                table.set_id == set_id, table.seq.in_(seqs))) if seqs else 0
+            out_sets.append({"set": set_id, "run": run_id, "name": name, "kind": kind,
+                             "state": state, "size": int(size),
+                             "per_min": round(float(fresh or 0) * 60.0 / window_s, 1),
+                             "last_item_at": iso_time(last_step.get(run_id))})
+    run_rows = [{"id": r.id, "label": r.label, "protocol_name": r.protocol.split(":")[-1],
+                 "status": r.status, "state": _state(r),
+                 "stop_requested": bool(r.stop_requested),
+                 "last_item_at": iso_time(last_step.get(r.id)),
+                 "failed_items": int(failed.get(r.id, 0))} for r in runs]
+    return {"runs": run_rows, "sets": out_sets, "time": iso_time(now), "window_s": window_s}
