@@ -414,15 +414,14 @@ def export_workflow(request: Request) -> JSONResponse:
     project = _state(request).project
     runs = project.list_runs()
     labels = {run.id: run.label or f"run-{run.id}" for run in runs}
+    sources = {(e["to"], e["input"]): (e["from"], e["output"]) for e in queries.lineage(project)}
     entries = []
     for run in runs:
         params = {}
         for name, value in (run.params or {}).items():
-            if isinstance(value, dict) and "set" in value:
-                ref = value.get("run")
-                source = project.find_run(ref) if ref is not None else None
-                value = {"run": labels.get(source.id, ref) if source else ref,
-                         "output": value.get("output")}
+            if (run.id, name) in sources:
+                source, output = sources[(run.id, name)]
+                value = {"run": labels[source], "output": output}
             params[name] = value
         entry = {"label": labels[run.id], "protocol": run.protocol, "params": params}
         if run.queue:

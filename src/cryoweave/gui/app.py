@@ -41,10 +41,7 @@ def create_app(project_dir: str | Path, *, token: str | None = None,
     project = Project.open(project_dir, db_url)
     roots: list[Path] = [project.root]
     roots += [Path(r) for r in data_roots or []]
-    try:
-        roots += [Path(r) for r in load_config(project.root).config.data_roots]
-    except Exception:  # a broken configuration must not keep the GUI from starting
-        pass
+    roots += [Path(r) for r in load_config(project.root).config.data_roots]
     app = Starlette(routes=[
         Route("/", _index),
         *ROUTES,

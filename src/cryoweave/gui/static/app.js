@@ -438,7 +438,7 @@ function runPage(id) {
           h("h2", {}, "Summary"), kvTable(run.summary, "run-summary")),
         h("div", {class: "panel"}, h("h2", {}, "Inputs"),
           h("ul", {}, Object.entries(run.inputs || {}).map(([n, ref]) => h("li", {}, `${n}: `,
-            h("a", {href: "#/set/" + ref.set}, `run ${ref.run} · ${ref.output}`)))),
+            h("a", {href: "#/set/" + ref.set}, ref.run !== undefined ? `run ${ref.run} · ${ref.output}` : `set ${ref.set} (${ref.path || "imported"})`)))),
           h("h2", {}, "Outputs"),
           h("ul", {id: "run-outputs"}, (run.output_sets || []).map(o => h("li", {},
             h("a", {href: "#/set/" + o.set, "data-set": o.set}, `${o.name}`), ` (${o.kind}, ${o.state})`))),
