@@ -1,0 +1,250 @@
+"""The GUI in a real browser: Playwright driving Debian's Chromium (never a downloaded one).
+
+Each test starts ``cryoweave gui`` on a project made on the fly and waits for conditions
+(no fixed sleeps). Screenshots of the main pages go to docs/images/ (shown in the README and
+the user guide). A missing Chromium skips these tests, or fails them under
+CRYOWEAVE_REQUIRE_SERVICES=1 (CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, TESTS_DIR, cryoweave_command, missing_service, subprocess_env
+from gui.conftest import make_project, wait_for_run
+
+CHROMIUM = Path(os.environ.get("CRYOWEAVE_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+                 "--disable-default-apps", "--disable-sync"]
+IMAGES = REPO_ROOT / "docs" / "images"
+TIMEOUT_MS = 45_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing_service("the playwright package is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.exists():
+        missing_service(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _env() -> dict[str, str]:
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(TESTS_DIR),
+                                         os.environ.get("PYTHONPATH", "")])
+    return env
+
+
+class Served:
+    """A ``cryoweave gui`` process and its URL (with the token)."""
+
+    def __init__(self, project_dir: Path):
+        self.project_dir = project_dir
+        self.process = subprocess.Popen(
+            cryoweave_command("gui", "--project", str(project_dir), "--no-browser"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+        line = self.process.stdout.readline()
+        match = re.search(r"(http://\S+/)\?token=(\S+)", line)
+        if not match:
+            self.process.kill()
+            raise AssertionError(f"no URL printed by cryoweave gui: {line!r}")
+        self.base, self.token = match.groups()
+        self.url = f"{self.base}?token={self.token}"
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+@pytest.fixture
+def serve():
+    started: list[Served] = []
+
+    def start(project_dir: Path) -> Served:
+        served = Served(project_dir)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.close()
+
+
+def _shot(page, name: str) -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMAGES / name), full_page=False)
+
+
+def _status(page, expected: str) -> None:
+    page.wait_for_selector(f'#run-status [data-status="{expected}"]', timeout=TIMEOUT_MS)
+
+
+# -- a Downsample form filled, launched and watched live ---------------------------------------
+def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
+    from playwright.sync_api import expect
+
+    served = serve(make_project(tmp_path))
+    page.goto(served.url)
+    expect(page.locator('#runs-graph g.node[data-run="2"]')).to_have_attribute(
+        "data-status", "finished")
+    expect(page.locator("#runs-graph path.edge")).to_have_count(1)
+    page.fill("#run-search", "downsample")
+    expect(page.locator("#runs-table tbody tr")).to_have_count(1)
+    _shot(page, "gui-project.png")
+    page.fill("#run-search", "")
+
+    page.click('a[data-nav="new"]')
+    page.click('a[data-protocol="Downsample"]')
+    form = page.locator("#run-form")
+    expect(form).to_be_visible()
+    page.select_option('select[data-input="particles"]',
+                       label="#2 small Downsample: particles (60 items, closed)")
+    page.click('.tab[data-tab="Target"]')
+    page.fill('input[name="box_px"]', "33")
+    page.click('.tab[data-tab="Launch"]')
+    page.fill('input[name="_label"]', "live")
+    page.click("#launch")  # refused by the server's validator: shown next to the field
+    error = page.locator('.field[data-field="box_px"] .error')
+    expect(error).to_contain_text("must be even")
+    expect(page.locator('.field[data-field="box_px"]')).to_be_visible()
+    _shot(page, "gui-form.png")
+    page.fill('input[name="box_px"]', "24")
+    page.click("#launch")
+    page.wait_for_url(re.compile(r"#/run/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+    _status(page, "finished")  # no reload: the event stream refreshed the page
+    expect(page.locator("#run-steps")).to_contain_text("done")
+    expect(page.locator("#run-log")).to_contain_text("finished")
+    _shot(page, "gui-run.png")
+    page.click(f'#run-outputs a[data-set]')
+    expect(page.locator("#set-info")).to_contain_text("60 items")
+    expect(page.locator("#items tbody tr")).to_have_count(60)
+    page.click('th[data-column="defocus_u_a"]')
+    page.click('th[data-column="defocus_u_a"]')  # descending
+    expect(page.locator('th[data-column="defocus_u_a"]')).to_have_class(re.compile("sorted-desc"))
+    expect(page.locator("#set-pictures img")).to_have_count(1)
+    page.wait_for_function("document.querySelector('#set-pictures img').naturalWidth > 0")
+    _shot(page, "gui-set.png")
+    assert wait_for_run(served.project_dir, run_id) == "finished"
+
+
+# -- visible_if -----------------------------------------------------------------------------------
+def test_form_hides_and_shows_fields_as_declared(page, serve, tmp_path):
+    from playwright.sync_api import expect
+
+    served = serve(make_project(tmp_path))
+    page.goto(served.url + "#/new/ImportMicrographs")
+    page.click('.tab[data-tab="Streaming"]')
+    timeout = page.locator('.field[data-field="timeout_s"]')
+    settle = page.locator('.field[data-field="file_settle_s"]')
+    expect(timeout).to_be_hidden()
+    page.check('input[name="streaming"]')
+    expect(timeout).to_be_visible()
+    expect(settle).to_be_hidden()  # expert
+    page.check("#expert-toggle")
+    expect(settle).to_be_visible()
+    expect(timeout.locator(".unit")).to_have_text("(s)")
+    page.uncheck('input[name="streaming"]')
+    expect(timeout).to_be_hidden()
+    expect(settle).to_be_hidden()
+
+
+# -- a run killed with SIGKILL, shown failed, continued from the GUI -------------------------------
+def test_killed_run_is_shown_failed_and_continued_from_the_gui(page, serve, tmp_path):
+    from playwright.sync_api import expect
+
+    project_dir = make_project(tmp_path)
+    served = serve(project_dir)
+    params = tmp_path / "slow.json"
+    params.write_text(json.dumps({"n_steps": 30, "sleep_s": 0.15, "chain": True}))
+    runner = subprocess.Popen(  # started from the command line: the GUI sees it live
+        cryoweave_command("run-protocol", "ToySteps", str(params), "--project",
+                          str(project_dir), "--label", "slow", "--quiet"),
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    page.goto(served.url)
+    node = page.locator('#runs-graph g.node[data-run="3"]')
+    expect(node).to_have_attribute("data-status", "running")
+    page.goto(served.url + "#/run/3")
+    expect(page.locator("#run-steps")).to_contain_text("done")
+    runner.send_signal(signal.SIGKILL)
+    runner.wait(10)
+    _status(page, "failed (process gone)")
+    expect(page.locator("#run-continue")).to_be_enabled()
+    page.click("#run-continue")
+    _status(page, "finished")
+    expect(page.locator("#run-steps")).to_have_text("30 done")
+    assert wait_for_run(project_dir, 3) == "finished"
+
+
+# -- a streaming import + preprocessing with items arriving while the page is open --------------
+def _write_micrograph(folder: Path, index: int) -> None:
+    from cryoweave.formats import write_mrc
+
+    rng = np.random.default_rng(index)
+    tmp = folder / f".part_{index}"
+    write_mrc(tmp, rng.normal(100.0, 5.0, (128, 128)).astype(np.float32), 1.0)
+    tmp.rename(folder / f"mic_{index:03d}.mrc")
+
+
+def test_streaming_workflow_monitored_then_stopped(page, serve, tmp_path):
+    from playwright.sync_api import expect
+
+    project_dir = make_project(tmp_path)
+    movies = tmp_path / "Movies"
+    movies.mkdir()
+    for index in range(2):
+        _write_micrograph(movies, index)
+    served = serve(project_dir)
+    workflow = {"protocols": [
+        {"label": "import", "protocol": "ImportMicrographs",
+         "params": {"pattern": str(movies / "*.mrc"), "streaming": True, "pixel_size_a": 1.0,
+                    "timeout_s": 120, "file_settle_s": 0.2}},
+        {"label": "preprocess", "protocol": "PreprocessMicrographs",
+         "params": {"micrographs": {"run": "import", "output": "micrographs"},
+                    "do_normalize": True, "batch_size": 2}}]}
+    page.goto(served.url + "#/workflows")
+    page.fill("#workflow-text", json.dumps(workflow, indent=1))
+    page.click("#workflow-load")
+    expect(page.locator("#workflow-result a")).to_have_count(2)
+    page.goto(served.url + "#/streaming")
+    rows = page.locator("#open-sets tbody tr")
+    count = page.locator('#open-sets tbody tr:first-child td.count')
+    expect(count).to_have_text("2")
+    for index in range(2, 6):  # the session goes on while the page is open
+        _write_micrograph(movies, index)
+    expect(count).to_have_text("6")
+    expect(rows).to_have_count(2)  # the import's and the preprocessing's outputs
+    expect(page.locator("#open-sets tbody tr:nth-child(2) td.count")).to_have_text("6")
+    _shot(page, "gui-streaming.png")
+    page.locator('#stream-runs tr[data-run="3"] button.stop').click()
+    expect(page.locator("#stream-runs tbody tr")).to_have_count(0)
+    expect(rows).to_have_count(0)
+    assert wait_for_run(project_dir, 3) == "finished"
+    assert wait_for_run(project_dir, 4) == "finished"
