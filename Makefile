@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cryoweave demo
 
-# Debian packages of the services the tests start (Slurm, munge); installs only as root.
+# Debian packages of the services the tests start (Slurm, munge) and Chromium for the browser
+# tests of the GUI; installs only as root.
 services:
 	@bash scripts/ensure-services.sh
 

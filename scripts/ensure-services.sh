@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install the Debian packages of the services the tests start (Slurm, munge) when missing.
+# Install the Debian packages of the services the tests start (Slurm, munge) and the browser
+# the GUI tests drive (Chromium, through Playwright) when missing.
 # Idempotent: installs only what is missing, runs `apt-get update` at most once. Without root
 # (or without apt-get) it installs nothing and says so: the service tests then skip, unless
-# CRYOWEAVE_REQUIRE_SERVICES=1 makes a missing service a failure.
+# CRYOWEAVE_REQUIRE_SERVICES=1 makes a missing service (or browser) a failure.
 set -euo pipefail
 
-declare -A binary_of=([slurmctld]=slurmctld [slurmd]=slurmd [munge]=munged [slurm-client]=sbatch)
+declare -A binary_of=([slurmctld]=slurmctld [slurmd]=slurmd [munge]=munged [slurm-client]=sbatch
+                      [chromium]=chromium)
 missing=()
 for package in "${!binary_of[@]}"; do
     command -v "${binary_of[$package]}" >/dev/null 2>&1 || missing+=("$package")
@@ -15,7 +17,7 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "ensure-services: not root (or no apt-get): not installing ${missing[*]};" \
-         "the Slurm tests will skip" >&2
+         "the Slurm and browser tests will skip" >&2
     exit 0
 fi
 echo "ensure-services: installing ${missing[*]}" >&2

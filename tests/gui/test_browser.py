@@ -99,6 +99,7 @@ def serve():
 
 def _shot(page, name: str) -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(IMAGES / name), full_page=False)
 
 
@@ -143,7 +144,7 @@ def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
     expect(page.locator("#run-steps")).to_contain_text("done")
     expect(page.locator("#run-log")).to_contain_text("finished")
     _shot(page, "gui-run.png")
-    page.click(f'#run-outputs a[data-set]')
+    page.click("#run-outputs a[data-set]")
     expect(page.locator("#set-info")).to_contain_text("60 items")
     expect(page.locator("#items tbody tr")).to_have_count(60)
     page.click('th[data-column="defocus_u_a"]')

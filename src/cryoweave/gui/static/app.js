@@ -54,6 +54,15 @@ function statusBadge(run) {
   return h("span", {class: "status status-" + statusClass(run), "data-status": label}, label);
 }
 
+const UNIT_SUFFIXES = /_(px|a|s|kv|mm|deg|pct)$/;
+
+function fieldTitle(name, prop) {
+  // an explicit title from the declaration wins over pydantic's generated "Box Px"
+  const generated = name.split("_").map(w => w.charAt(0).toUpperCase() + w.slice(1)).join(" ");
+  if (prop.title && prop.title !== generated) return prop.title;
+  return humanize(prop.unit ? name.replace(UNIT_SUFFIXES, "") : name);
+}
+
 function humanize(name) {
   const words = name.replace(/_/g, " ").trim();
   return words.charAt(0).toUpperCase() + words.slice(1);
@@ -252,10 +261,10 @@ async function openChooser(box, target, path) {
   const res = await api("/api/files" + (path ? "?path=" + encodeURIComponent(path) : ""), {allowError: true});
   if (!res.ok) { box.replaceChildren(h("div", {class: "error"}, res.data.error)); return; }
   const d = res.data;
-  box.replaceChildren(h("div", {class: "muted"}, d.path),
+  box.replaceChildren(h("div", {}, h("div", {class: "muted"}, d.path),
     d.parent ? h("div", {onclick: () => openChooser(box, target, d.parent)}, "⬆ ..") : null,
     d.entries.map(e => h("div", {onclick: () => e.dir ? openChooser(box, target, e.path) : (target.value = e.path, box.hidden = true)},
-      (e.dir ? "📁 " : "📄 ") + e.name)));
+      (e.dir ? "📁 " : "📄 ") + e.name))));
 }
 
 function scalarField(name, kind, value) {
@@ -307,7 +316,7 @@ async function formPage(name, copyFrom) {
       control = {elements: [el], read: () => readScalar(el, kind)};
     }
     const required = (schema.required || []).includes(fname);
-    const title = prop.title && !prop["x-input"] ? prop.title : humanize(fname);
+    const title = fieldTitle(fname, prop);
     const wrap = h("div", {class: "field" + (prop.expert ? " expert" : ""), "data-field": fname, "data-section": section},
       h("label", {}, title + (required ? " *" : ""),
         prop.unit ? h("span", {class: "unit"}, "(" + prop.unit + ")") : null,
@@ -426,7 +435,7 @@ function runPage(id) {
     const stepCounts = Object.entries(run.steps).map(([k, n]) => `${n} ${k}`).join(", ") || "no steps yet";
     const total = Object.values(run.steps).reduce((a, b) => a + b, 0);
     const done = run.steps.done || 0;
-    root.replaceChildren(
+    root.replaceChildren(h("div", {},
       h("h1", {}, `Run ${runName(run)} `, h("span", {class: "muted"}, run.protocol), " ", h("span", {id: "run-status"}, statusBadge(run))),
       run.error ? h("p", {class: "problems", id: "run-error"}, run.error) : null,
       run.process_gone ? h("p", {class: "problems"}, "The runner process is gone (killed or crashed): continue the run.") : null,
@@ -454,7 +463,7 @@ function runPage(id) {
       h("div", {}, h("button", {id: "run-notes-save", onclick: async () => {
         await api(`/api/runs/${id}/notes`, {method: "POST", body: {text: root.querySelector("#run-notes").value}});
         notesDirty = false;
-      }}, "Save notes")));
+      }}, "Save notes"))));
     const logEl = root.querySelector("#run-log");
     logEl.scrollTop = logEl.scrollHeight;
   }
