@@ -21,9 +21,9 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
+from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.highres._plan import plan_refinement
 from cryoweave.protocols.highres._schedule import parse_floors
-from cryoweave.protocols.reconstruction.simulate import check_symmetry
 
 Alignment = Literal["global", "local", "automatic", "stochastic", "none"]
 
@@ -58,7 +58,7 @@ class ReconstructHighRes(Protocol):
             -1, unit="px", section="Input",
             description="Particle radius at the particles' pixel size; ≤ 0: half the box")
         symmetry: str = param("c1", section="Input",
-                              description="Symmetry (c1, cN, dN, t, o, i1–i4)")
+                              description=f"Symmetry ({SYMMETRY_NAMES})")
         # -- angular assignment
         alignment: Alignment = param(
             "global", section="Angular assignment",
