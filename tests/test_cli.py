@@ -52,6 +52,17 @@ def test_unreadable_params_file_and_unknown_run(run_cli, tmp_path):
     assert result.returncode == 2 and "no run 7" in result.stderr
 
 
+def test_label_with_an_escape_sequence_is_refused_and_nothing_created(run_cli, tmp_path):
+    name = write_json(tmp_path / "steps.json", {"n_steps": 1})
+    result = run_cli("run-protocol", "ToySteps", name, "--project", "proj",
+                     "--label", "ok\x1b[2J\x1b[31mred")
+    assert result.returncode == 2
+    assert "run label 'ok\\x1b[2J\\x1b[31mred' contains control or invisible characters " \
+           "(U+001B); use printable characters only" in result.stderr
+    assert "\x1b" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "proj").exists()
+
+
 def test_run_show_export_and_implicit_import(run_cli, tmp_path):
     star = write_particles(tmp_path, 30, 16, 2.0, np.random.default_rng(1))
     before = hashlib.sha256(star.read_bytes()).hexdigest()

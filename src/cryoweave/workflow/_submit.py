@@ -12,6 +12,7 @@ from cryoweave.workflow._project import Project
 from cryoweave.workflow._runs import (
     PendingImport,
     ValidatedRun,
+    check_label,
     create_run,
     import_params,
     validate_run,
@@ -69,6 +70,7 @@ def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
     Raises :class:`ParamError` listing every problem before anything is created.
     Path inputs are imported as runs of their set type's importer (executed here).
     """
+    check_label(label)
     project_dir = Path(project_dir)
     existing = Project.open(project_dir, db_url) if Project.exists(project_dir) or db_url \
         else None

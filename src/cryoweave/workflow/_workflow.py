@@ -25,7 +25,13 @@ from cryoweave.errors import CryoweaveError, InputError, ParamError
 from cryoweave.plugin._protocol import Protocol
 from cryoweave.plugin._registry import registry
 from cryoweave.workflow._project import Project
-from cryoweave.workflow._runs import PlannedOutputs, ValidatedRun, create_run, validate_run
+from cryoweave.workflow._runs import (
+    PlannedOutputs,
+    ValidatedRun,
+    create_run,
+    label_problem,
+    validate_run,
+)
 from cryoweave.workflow._schema import Run, SetRow
 from cryoweave.workflow._submit import RunnerFactory, plan_imports, run_imports
 
@@ -63,6 +69,10 @@ def load_workflow(path: str | Path) -> list[WorkflowEntry]:
         params = entry.get("params", {})
         if not isinstance(params, dict):
             problems.append(f"entry {index} ({entry['label']}): 'params' must be an object")
+            continue
+        label_issue = label_problem(entry["label"])
+        if label_issue:
+            problems.append(f"entry {index}: {label_issue}")
             continue
         unknown = set(entry) - {"label", "protocol", "params", "description"}
         if unknown:
