@@ -78,8 +78,11 @@ def _load_params(path: str) -> Any:
     file = Path(path)
     if not file.is_file():
         raise InputError(f"{file}: params file not found")
+    from cryoweave.workflow._param_files import parse_json, read_text_utf8
+
+    text = read_text_utf8(file, "params file")
     try:
-        return json.loads(file.read_text())
+        return parse_json(file, text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno} column "
                          f"{exc.colno})") from exc
@@ -114,11 +117,15 @@ def _execute(project: Any, run_id: int, *, resume: bool, workers: int, executor:
     outputs = _outputs_report(project, run_id)
     if as_json:
         click.echo(json.dumps({"run": run_id, "status": summary.status, "error": summary.error,
-                               "outputs": outputs}, indent=2))
+                               "failed_items": summary.failed_items, "outputs": outputs},
+                              indent=2))
     else:
         line = (f"run {run_id} {summary.status} in {summary.seconds:.1f} s "
                 f"({summary.steps_run} steps run, {summary.steps_skipped} skipped)")
         (out if summary.status == "finished" else err).print(line)
+        if summary.failed_items and summary.status == "finished":
+            err.print(f"[yellow]warning:[/yellow] {summary.failed_items} input items failed; "
+                      f"`cryoweave show {run_id}` lists them", highlight=False)
         for name, info in outputs.items():
             out.print(f"  {name}: set {info['set']}, {info['size']} {info['kind']}, "
                       f"{info['state']}")
@@ -223,6 +230,7 @@ def show(run_ref: str, project_dir: str, db_url: str | None) -> None:
     from sqlalchemy import func, select
 
     from cryoweave.workflow._schema import Event, StepRow
+    from cryoweave.workflow.runner import failed_items
 
     project = open_project(project_dir, db_url)
     run = project.get_run(run_ref)
@@ -238,6 +246,9 @@ def show(run_ref: str, project_dir: str, db_url: str | None) -> None:
                                                     Event.level == "error")
                                 .order_by(Event.id.desc()).limit(10)))
     out.print("steps: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"))
+    failed, _ = failed_items(project, run.id)
+    if failed:
+        out.print(f"[red]failed items: {failed}[/red] (the latest are listed below)")
     for name, info in _outputs_report(project, run.id).items():
         out.print(f"output {name}: set {info['set']}, {info['size']} {info['kind']}, "
                   f"{info['state']}")

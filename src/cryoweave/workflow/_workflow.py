@@ -24,6 +24,7 @@ import yaml
 from cryoweave.errors import CryoweaveError, InputError, ParamError
 from cryoweave.plugin._protocol import Protocol
 from cryoweave.plugin._registry import registry
+from cryoweave.workflow._param_files import parse_json, parse_yaml, read_text_utf8
 from cryoweave.workflow._project import Project
 from cryoweave.workflow._runs import (
     PlannedOutputs,
@@ -48,9 +49,10 @@ def load_workflow(path: str | Path) -> list[WorkflowEntry]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: workflow file not found")
+    text = read_text_utf8(path, "workflow file")
     try:
-        text = path.read_text()
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        data = parse_yaml(path, text) if path.suffix in (".yaml", ".yml") \
+            else parse_json(path, text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: not valid {path.suffix.lstrip('.').upper()} ({exc})") from exc
     entries = data.get("protocols") if isinstance(data, dict) else None

@@ -65,6 +65,22 @@ class RunSummary:
     steps_skipped: int = 0
     seconds: float = 0.0
     outputs: dict[str, int] = field(default_factory=dict)
+    failed_items: int = 0  # input items that steps reported as failed (the run goes on)
+
+
+FAILED_ITEMS_KEY = "failed_item_ids"  # in a step's recorded result
+
+
+def failed_items(project: Project, run_id: int) -> tuple[int, str | None]:
+    """(number of input items the finished steps of a run reported as failed, one message)."""
+    with project.reader() as s:
+        results = s.scalars(select(StepRow.result).where(StepRow.run_id == run_id,
+                                                         StepRow.status == "done"))
+        count = sum(len((r or {}).get(FAILED_ITEMS_KEY) or []) for r in results)
+        message = s.scalar(select(Event.message).where(
+            Event.run_id == run_id, Event.kind == "item_failed").order_by(Event.id.desc())
+            .limit(1)) if count else None
+    return count, message
 
 
 def _json_safe(value: Any) -> Any:
@@ -122,7 +138,7 @@ class Runner:
             self.register_steps(plan.steps)
             executor = make_executor(self.executor_kind, self.workers, self.dask_address)
             self._loop(plan, executor)
-            self._finish("finished", None)
+            self._finish_checked()
         except StopRequested as exc:
             self._finish("aborted", str(exc))
         except KeyboardInterrupt:
@@ -165,6 +181,17 @@ class Runner:
             s.flush()
             s.expunge(run)
             return run
+
+    def _finish_checked(self) -> None:
+        """Finish, or fail when items failed and none reached an output (nothing to use)."""
+        count, message = failed_items(self.project, self.run_id)
+        self.summary.failed_items = count
+        if count and not any(handle.count() for handle in self.outputs.values()):
+            self._finish("failed", f"all {count} input items failed, no output item was "
+                                   f"produced (last: {message}); `cryoweave show "
+                                   f"{self.run_id}` lists the failures")
+        else:
+            self._finish("finished", None)
 
     def _finish(self, status: str, error: str | None) -> None:
         with self.project.transaction() as s:
@@ -302,7 +329,8 @@ class Runner:
             produced = [p for p in state.outputs if p not in set(result.excused_outputs)]
             s.execute(update(StepRow).where(StepRow.run_id == self.run_id,
                                             StepRow.key == state.key).values(
-                status="done", result=_json_safe({**result.info, "seconds": round(seconds, 3)}),
+                status="done", result=_json_safe({**result.info, "seconds": round(seconds, 3),
+                                                  FAILED_ITEMS_KEY: sorted(result.item_failures)}),
                 published=published, error=None, finished_at=time.time(), outputs=produced))
         state.status = "done"
         self.summary.steps_run += 1
