@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 import traceback
@@ -139,6 +140,8 @@ class Runner:
             executor = make_executor(self.executor_kind, self.workers, self.dask_address)
             self._loop(plan, executor)
             self._finish_checked()
+            if self.summary.status == "finished":
+                self._remove_tmp()
         except StopRequested as exc:
             self._finish("aborted", str(exc))
         except KeyboardInterrupt:
@@ -192,6 +195,16 @@ class Runner:
                                    f"{self.run_id}` lists the failures")
         else:
             self._finish("finished", None)
+
+    def _remove_tmp(self) -> None:
+        """Empty the run's tmp/ (scratch of the plan and steps): a finished run keeps its
+        results in extra/; a later --continue plans again and writes what it needs."""
+        tmp = self.run_dir / "tmp"
+        for path in tmp.iterdir() if tmp.is_dir() else ():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def _finish(self, status: str, error: str | None) -> None:
         with self.project.transaction() as s:
