@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -31,6 +33,7 @@ from cryoweave.workflow._store import append_items, derive_items, put_optics, re
 from cryoweave.workflow._streams import BatchStream, WatchStream
 
 POLL_INTERVAL_S = 0.2
+_PARTIAL_WRITE = re.compile(r"\..+\.[0-9a-f]{8}\.part")  # formats._atomic.temporary_path
 STOP_CHECK_INTERVAL_S = 0.5
 
 
@@ -197,14 +200,19 @@ class Runner:
             self._finish("finished", None)
 
     def _remove_tmp(self) -> None:
-        """Empty the run's tmp/ (scratch of the plan and steps): a finished run keeps its
-        results in extra/; a later --continue plans again and writes what it needs."""
+        """Empty the run's tmp/ (scratch of the plan and steps) and remove the partial files
+        of writes killed before their rename (formats.atomic_path): a finished run has no
+        step running, keeps its results in extra/, and a later --continue plans again."""
         tmp = self.run_dir / "tmp"
         for path in tmp.iterdir() if tmp.is_dir() else ():
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+        for folder, _dirs, files in os.walk(self.run_dir):  # links to data are not followed
+            for name in files:
+                if _PARTIAL_WRITE.fullmatch(name):
+                    Path(folder, name).unlink(missing_ok=True)
 
     def _finish(self, status: str, error: str | None) -> None:
         with self.project.transaction() as s:
