@@ -63,6 +63,22 @@ def test_label_with_an_escape_sequence_is_refused_and_nothing_created(run_cli, t
     assert not (tmp_path / "proj").exists()
 
 
+def test_runs_and_show_never_print_control_characters_of_older_labels(run_cli, tmp_path):
+    from cryoweave.plugin import registry
+    from cryoweave.workflow._schema import Run
+    from cryoweave.workflow._submit import prepare_run
+
+    project, run_id = prepare_run(tmp_path / "proj", registry().get("ToySteps"),
+                                  {"n_steps": 1}, label="fine")
+    with project.transaction() as s:  # as a project made before labels were checked
+        s.get(Run, run_id).label = "old\x1b[2J[bold]label"
+    project.close()
+    for args in (("runs",), ("show", "1")):
+        result = run_cli(*args, "--project", "proj", COLUMNS="300")
+        assert result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout and "old\\x1b[2J[bold]label" in result.stdout
+
+
 def test_run_show_export_and_implicit_import(run_cli, tmp_path):
     star = write_particles(tmp_path, 30, 16, 2.0, np.random.default_rng(1))
     before = hashlib.sha256(star.read_bytes()).hexdigest()

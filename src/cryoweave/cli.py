@@ -194,6 +194,17 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
              threads=threads, device=device, as_json=as_json, quiet=quiet)
 
 
+def _shown_label(label: str | None) -> str:
+    """A run label for the terminal: rich markup escaped, and control characters (refused
+    for new labels, possible in older projects) written as escapes, never sent raw."""
+    from cryoweave.workflow._runs import label_problem
+
+    if not label:
+        return ""
+    text = repr(label)[1:-1] if label_problem(label) else label
+    return escape(text)
+
+
 def _run_state(run: Any) -> str:
     from cryoweave.workflow._project import pid_alive
 
@@ -215,7 +226,7 @@ def runs(project_dir: str, db_url: str | None) -> None:
             if run.started_at else ""
         duration = f"{run.finished_at - run.started_at:.1f} s" \
             if run.started_at and run.finished_at else ""
-        table.add_row(str(run.id), run.label or "", run.protocol, _run_state(run), started,
+        table.add_row(str(run.id), _shown_label(run.label), run.protocol, _run_state(run), started,
                       duration, ", ".join(f"{n}: {o['size']} ({o['state']})"
                                           for n, o in outputs.items()))
     out.print(table)
@@ -234,7 +245,8 @@ def show(run_ref: str, project_dir: str, db_url: str | None) -> None:
 
     project = open_project(project_dir, db_url)
     run = project.get_run(run_ref)
-    out.print(f"[bold]run {run.id}[/bold] {run.label or ''} {run.protocol}: {_run_state(run)}")
+    out.print(f"[bold]run {run.id}[/bold] {_shown_label(run.label)} {run.protocol}: "
+              f"{_run_state(run)}")
     if run.error:
         out.print(f"[red]error:[/red] {run.error}")
     out.print(f"folder: {project.root / run.folder}")
