@@ -144,7 +144,10 @@ class Runner:
             self._loop(plan, executor)
             self._finish_checked()
             if self.summary.status == "finished":
-                self._remove_tmp()
+                try:
+                    self._remove_tmp()
+                except OSError as exc:  # the run's results stand; the scratch stays behind
+                    self.log.warning("run %d: could not empty tmp/: %s", self.run_id, exc)
         except StopRequested as exc:
             self._finish("aborted", str(exc))
         except KeyboardInterrupt:
