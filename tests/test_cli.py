@@ -63,6 +63,20 @@ def test_label_with_an_escape_sequence_is_refused_and_nothing_created(run_cli, t
     assert not (tmp_path / "proj").exists()
 
 
+def test_a_used_label_is_refused_before_the_implicit_import(run_cli, tmp_path):
+    star = write_particles(tmp_path, 10, 16, 2.0, np.random.default_rng(1))
+    name = write_json(tmp_path / "count.json", {"particles": star.name})
+    first = run_cli("run-protocol", "ToyCountParticles", name, "--project", "proj", "--label",
+                    "count", "--quiet")
+    assert first.returncode == 0, first.stderr
+    listed = run_cli("runs", "--project", "proj", COLUMNS="200").stdout
+    again = run_cli("run-protocol", "ToyCountParticles", name, "--project", "proj", "--label",
+                    "count", "--quiet")
+    assert again.returncode == 2
+    assert "run label 'count' is already used in this project (run 2)" in again.stderr
+    assert run_cli("runs", "--project", "proj", COLUMNS="200").stdout == listed
+
+
 def test_runs_and_show_never_print_control_characters_of_older_labels(run_cli, tmp_path):
     from cryoweave.plugin import registry
     from cryoweave.workflow._schema import Run

@@ -78,6 +78,17 @@ def test_duplicate_keys_in_a_params_file_are_refused(run_cli, tmp_path):
     assert not (tmp_path / "proj").exists()
 
 
+def test_a_deeply_nested_params_file_is_refused(run_cli, tmp_path):
+    (tmp_path / "params.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = run_cli("run-protocol", "ImportMicrographs", "params.json", "--project", "proj")
+    assert result.returncode == 2
+    assert "params.json: nested too deeply to be a params file" in result.stderr
+    assert "internal error" not in result.stderr and not (tmp_path / "proj").exists()
+    (tmp_path / "w.yaml").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match=r"w\.yaml: nested too deeply to be a workflow file"):
+        load_workflow(tmp_path / "w.yaml")
+
+
 @pytest.mark.parametrize(("name", "text", "message"), [
     ("w.json", '{"protocols": [{"label": "a", "protocol": "ToySteps", "label": "b"}]}',
      "w.json: key 'label' is given twice in one object"),

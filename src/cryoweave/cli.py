@@ -86,6 +86,9 @@ def _load_params(path: str) -> Any:
     except json.JSONDecodeError as exc:
         raise InputError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno} column "
                          f"{exc.colno})") from exc
+    except RecursionError as exc:
+        raise InputError(f"{file}: nested too deeply to be a params file; give a flat "
+                         "JSON object of parameters") from exc
 
 
 def _outputs_report(project: Any, run_id: int) -> dict[str, Any]:

@@ -49,12 +49,13 @@ def test_file_structure_problems(tmp_path):
 
 
 @pytest.mark.parametrize("label", ["a\x1b[2Jb", "two\nlines", "bell\x07", "rtl\u202eexe",
-                                   "x" * 201])
+                                   "x" * 201, "12"])
 def test_labels_with_control_characters_are_refused(tmp_path, label):
     bad = write(tmp_path / "w.json", {"protocols": [{"label": label, "protocol": "ToySteps"}]})
     with pytest.raises(ParamError) as info:
         load_workflow(bad)
-    expected = "at most 200" if len(label) > 200 else "contains control or invisible characters"
+    expected = "at most 200" if len(label) > 200 else "only digits" if label.isdigit() \
+        else "contains control or invisible characters"
     assert expected in str(info.value) and repr(label)[:30] in str(info.value)
     with pytest.raises(ParamError, match=expected):  # the API refuses it too
         run_protocol(tmp_path / "proj", registry().get("ToySteps"), {"n_steps": 1},

@@ -42,15 +42,25 @@ def label_problem(label: str | None) -> str | None:
         shown = ", ".join(f"U+{ord(ch):04X}" for ch in bad)
         return (f"run label {label!r} contains control or invisible characters ({shown}); "
                 "use printable characters only")
+    if label.isdigit():
+        return (f"run label {label!r} has only digits and would be taken for a run id; "
+                f"add a letter (e.g. 'run{label}')")
     if len(label) > MAX_LABEL_LENGTH:
         return (f"run label {label[:40]!r}… has {len(label)} characters; use at most "
                 f"{MAX_LABEL_LENGTH}")
     return None
 
 
-def check_label(label: str | None) -> None:
-    """Raise ParamError when ``label`` cannot name a run (see label_problem)."""
+def check_label(label: str | None, project: Project | None = None) -> None:
+    """Raise ParamError when ``label`` cannot name a run (see label_problem) or, given the
+    project, is already used there."""
     problem = label_problem(label)
+    if problem is None and label and project is not None:
+        with project.reader() as s:
+            used = s.scalar(select(Run.id).where(Run.label == label))
+        if used is not None:
+            problem = (f"run label {label!r} is already used in this project (run {used}); "
+                       "choose another label")
     if problem is not None:
         raise ParamError(problem)
 

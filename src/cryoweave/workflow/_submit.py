@@ -70,11 +70,11 @@ def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
     Raises :class:`ParamError` listing every problem before anything is created.
     Path inputs are imported as runs of their set type's importer (executed here).
     """
-    check_label(label)
     project_dir = Path(project_dir)
     existing = Project.open(project_dir, db_url) if Project.exists(project_dir) or db_url \
         else None
     try:
+        check_label(label, existing)
         validated = validate_run(existing, protocol, raw, base_dir=base_dir)
         imports = plan_imports(existing, protocol, validated, base_dir)
     except ParamError:

@@ -55,6 +55,9 @@ def load_workflow(path: str | Path) -> list[WorkflowEntry]:
             else parse_json(path, text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: not valid {path.suffix.lstrip('.').upper()} ({exc})") from exc
+    except RecursionError as exc:
+        raise InputError(f"{path}: nested too deeply to be a workflow file; see "
+                         "examples/ for the structure") from exc
     entries = data.get("protocols") if isinstance(data, dict) else None
     unknown_top = set(data) - {"protocols", "description", "name"} if isinstance(data, dict) \
         else set()
