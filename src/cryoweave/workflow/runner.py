@@ -165,6 +165,7 @@ class Runner:
                 executor.shutdown()
         self.summary.seconds = time.perf_counter() - start
         self.summary.outputs = {n: h.id for n, h in self.outputs.items()}
+        self.summary.failed_items = failed_items(self.project, self.run_id)[0]
         return self.summary
 
     def _claim(self, resume: bool) -> Run:
@@ -194,7 +195,6 @@ class Runner:
     def _finish_checked(self) -> None:
         """Finish, or fail when items failed and none reached an output (nothing to use)."""
         count, message = failed_items(self.project, self.run_id)
-        self.summary.failed_items = count
         if count and not any(handle.count() for handle in self.outputs.values()):
             self._finish("failed", f"all {count} input items failed, no output item was "
                                    f"produced (last: {message}); `cryoweave show "
