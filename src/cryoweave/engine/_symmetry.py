@@ -72,8 +72,13 @@ def _generators(name: str) -> list[numpy.ndarray]:
     return [_axis_rotation(axis, fold) for axis, fold in table[name]]
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
 def _expected(symmetry: Any) -> str:
-    return (f"symmetry={symmetry!r} is not a supported point group; expected c<n> or d<n> "
+    return (f"symmetry {_shown(symmetry)} is not a supported point group; expected c<n> or d<n> "
             f"(1 ≤ n ≤ {MAX_AXIAL_ORDER}), t, o, i, i1, i2, i3 or i4 as RELION names them "
             "(e.g. 'c1', 'd7', 'i2')")
 
@@ -100,7 +105,7 @@ def normalize_symmetry_name(symmetry: str) -> str:
             raise ValueError(_expected(symmetry))
         if len(digits) > len(str(MAX_AXIAL_ORDER)) or int(digits) > MAX_AXIAL_ORDER:
             raise ValueError(
-                f"symmetry={symmetry!r}: the order {digits} is above the limit of "
+                f"symmetry {_shown(symmetry)}: the order n is above the limit of "
                 f"{MAX_AXIAL_ORDER} for c<n> and d<n>; use n from 1 to {MAX_AXIAL_ORDER} "
                 "(check for a typo)")
     return "i2" if name == "i" else name

@@ -10,8 +10,5 @@ SYMMETRY_NAMES = f"c1, cN and dN with N ≤ {MAX_AXIAL_ORDER}, t, o, i (= i2), i
 def check_symmetry(name: str) -> str:
     """The name in lower case ('C7' -> 'c7'); ValueError naming the value, the accepted names
     and the limit on N otherwise (for a pydantic field validator)."""
-    try:
-        normalize_symmetry_name(name)
-    except ValueError as exc:
-        raise ValueError(f"symmetry {name!r}: {exc}") from exc
+    normalize_symmetry_name(name)  # its message names the value
     return name.lower()
