@@ -72,6 +72,7 @@ def launch(project: Project, run_ids: list[int], *, workers: int, device: str,
 def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume: bool,
                       workers: int, device: str, console: Console) -> dict[str, Any]:
     from cryoweave.workflow._workflow import load_workflow, prepare_workflow
+    from cryoweave.workflow.runner import failed_items
 
     entries = load_workflow(path)
     project, run_ids = prepare_workflow(Path(project_dir), entries, resume=resume,
@@ -79,5 +80,8 @@ def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume
     codes = launch(project, run_ids, workers=workers, device=device, console=console)
     with project.reader() as s:
         statuses = {s.get(Run, rid).label: s.get(Run, rid).status for rid in run_ids}
-    return {"runs": dict(zip([e.label for e in entries], run_ids, strict=True)),
-            "status": statuses, "exit_codes": codes}
+    labels = [e.label for e in entries]
+    return {"runs": dict(zip(labels, run_ids, strict=True)),
+            "status": statuses, "exit_codes": codes,
+            "failed_items": {label: failed_items(project, rid)[0]
+                             for label, rid in zip(labels, run_ids, strict=True)}}

@@ -80,11 +80,17 @@ def _load_params(path: str) -> Any:
     file = Path(path)
     if not file.is_file():
         raise InputError(f"{file}: params file not found")
+    from cryoweave.workflow._param_files import parse_json, read_text_utf8
+
+    text = read_text_utf8(file, "params file")
     try:
-        return json.loads(file.read_text())
+        return parse_json(file, text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno} column "
                          f"{exc.colno})") from exc
+    except RecursionError as exc:
+        raise InputError(f"{file}: nested too deeply to be a params file; give a flat "
+                         "JSON object of parameters") from exc
 
 
 def _outputs_report(project: Any, run_id: int) -> dict[str, Any]:
@@ -117,11 +123,15 @@ def _execute(project: Any, run_id: int, *, resume: bool, workers: int, executor:
     outputs = _outputs_report(project, run_id)
     if as_json:
         click.echo(json.dumps({"run": run_id, "status": summary.status, "error": summary.error,
-                               "outputs": outputs}, indent=2))
+                               "failed_items": summary.failed_items, "outputs": outputs},
+                              indent=2))
     else:
         line = (f"run {run_id} {summary.status} in {summary.seconds:.1f} s "
                 f"({summary.steps_run} steps run, {summary.steps_skipped} skipped)")
         (out if summary.status == "finished" else err).print(line)
+        if summary.failed_items and summary.status == "finished":
+            err.print(f"[yellow]warning:[/yellow] {summary.failed_items} input items failed; "
+                      f"`cryoweave show {run_id}` lists them", highlight=False)
         for name, info in outputs.items():
             out.print(f"  {name}: set {info['set']}, {info['size']} {info['kind']}, "
                       f"{info['state']}")
@@ -196,6 +206,17 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
              threads=threads, device=device, as_json=as_json, quiet=quiet, queue=queue)
 
 
+def _shown_label(label: str | None) -> str:
+    """A run label for the terminal: rich markup escaped, and control characters (refused
+    for new labels, possible in older projects) written as escapes, never sent raw."""
+    from cryoweave.workflow._runs import label_problem
+
+    if not label:
+        return ""
+    text = repr(label)[1:-1] if label_problem(label) else label
+    return escape(text)
+
+
 def _run_state(run: Any) -> str:
     from cryoweave.workflow._project import pid_alive
 
@@ -217,7 +238,7 @@ def runs(project_dir: str, db_url: str | None) -> None:
             if run.started_at else ""
         duration = f"{run.finished_at - run.started_at:.1f} s" \
             if run.started_at and run.finished_at else ""
-        table.add_row(str(run.id), run.label or "", run.protocol, _run_state(run), started,
+        table.add_row(str(run.id), _shown_label(run.label), run.protocol, _run_state(run), started,
                       duration, ", ".join(f"{n}: {o['size']} ({o['state']})"
                                           for n, o in outputs.items()))
     out.print(table)
@@ -232,10 +253,12 @@ def show(run_ref: str, project_dir: str, db_url: str | None) -> None:
     from sqlalchemy import func, select
 
     from cryoweave.workflow._schema import Event, StepRow
+    from cryoweave.workflow.runner import failed_items
 
     project = open_project(project_dir, db_url)
     run = project.get_run(run_ref)
-    out.print(f"[bold]run {run.id}[/bold] {run.label or ''} {run.protocol}: {_run_state(run)}")
+    out.print(f"[bold]run {run.id}[/bold] {_shown_label(run.label)} {run.protocol}: "
+              f"{_run_state(run)}")
     if run.error:
         out.print(f"[red]error:[/red] {run.error}")
     out.print(f"folder: {project.root / run.folder}")
@@ -247,6 +270,9 @@ def show(run_ref: str, project_dir: str, db_url: str | None) -> None:
                                                     Event.level == "error")
                                 .order_by(Event.id.desc()).limit(10)))
     out.print("steps: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"))
+    failed, _ = failed_items(project, run.id)
+    if failed:
+        out.print(f"[red]failed items: {failed}[/red] (the latest are listed below)")
     for name, info in _outputs_report(project, run.id).items():
         out.print(f"output {name}: set {info['set']}, {info['size']} {info['kind']}, "
                   f"{info['state']}")
