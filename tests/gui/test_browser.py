@@ -13,8 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,6 +152,20 @@ def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
     page.wait_for_function("document.querySelector('#set-pictures img').naturalWidth > 0")
     _shot(page, "gui-set.png")
     assert wait_for_run(served.project_dir, run_id) == "finished"
+
+    page.goto(served.url + f"#/run/{run_id}")
+    page.click("#run-copy")  # the form pre-filled with the run's parameters
+    expect(page.locator("#run-form")).to_contain_text("copy of #3 live")
+    page.click('.tab[data-tab="Target"]')
+    expect(page.locator('input[name="box_px"]')).to_have_value("24")
+    expect(page.locator('select[data-input="particles"]')).to_have_value(
+        json.dumps({"run": 2, "output": "particles"}, separators=(",", ":")))
+    page.goto(served.url + "#/run/2")
+    messages = []
+    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.dismiss()))
+    page.click("#run-delete")  # dismissed: the runs using its outputs are named first
+    assert messages and "#3" in messages[0]
+    _status(page, "finished")
 
 
 # -- visible_if -----------------------------------------------------------------------------------
