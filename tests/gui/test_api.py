@@ -22,7 +22,8 @@ from gui.conftest import HEADERS, TOKEN, make_project, wait_for_run
 GET_ENDPOINTS = [
     "/", "/static/app.js", "/api/project", "/api/runs", "/api/graph", "/api/runs/1",
     "/api/runs/1/log", "/api/protocols", "/api/protocols/Downsample", "/api/sets/1",
-    "/api/sets/1/items", "/api/sets/1/pictures", "/api/sets/1/pictures/x.png",
+    "/api/sets/1/items", "/api/sets/1/items/1/image.png", "/api/sets/1/pictures",
+    "/api/sets/1/pictures/x.png",
     "/api/streaming", "/api/files", "/api/workflow", "/api/events?max_s=0",
 ]
 MUTATING_ENDPOINTS = [
@@ -179,6 +180,9 @@ def test_set_pictures_come_from_the_viewers(client):
     assert client.get(f"/api/sets/{set_id}/pictures/..%2Fx.png").status_code in (403, 404)
     assert client.get(f"/api/sets/{set_id}/pictures/index.html").status_code == 403
     assert client.get(f"/api/sets/{set_id}/pictures/missing.png").status_code == 404
+    thumb = client.get(f"/api/sets/{set_id}/items/7/image.png")
+    assert thumb.status_code == 200 and thumb.content[:4] == b"\x89PNG"
+    assert client.get(f"/api/sets/{set_id}/items/999/image.png").status_code == 404
 
 
 # -- protocols, forms, validation, launching --------------------------------------------------

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,13 +60,18 @@ class Served:
         self.process = subprocess.Popen(
             cryoweave_command("gui", "--project", str(project_dir), "--no-browser"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
-        line = self.process.stdout.readline()
-        match = re.search(r"(http://\S+/)\?token=(\S+)", line)
-        if not match:
+        for line in self.process.stdout:  # warnings may come first
+            match = re.search(r"(http://\S+/)\?token=(\S+)", line)
+            if match:
+                break
+        else:
             self.process.kill()
-            raise AssertionError(f"no URL printed by cryoweave gui: {line!r}")
+            raise AssertionError("cryoweave gui exited without printing its URL")
         self.base, self.token = match.groups()
         self.url = f"{self.base}?token={self.token}"
+        self.output: list[str] = []  # drained, so that the server never blocks on the pipe
+        threading.Thread(target=lambda: self.output.extend(self.process.stdout),
+                         daemon=True).start()
 
     def close(self) -> None:
         self.process.terminate()
@@ -150,6 +156,7 @@ def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
     expect(page.locator('th[data-column="defocus_u_a"]')).to_have_class(re.compile("sorted-desc"))
     expect(page.locator("#set-pictures img")).to_have_count(1)
     page.wait_for_function("document.querySelector('#set-pictures img').naturalWidth > 0")
+    page.wait_for_function("document.querySelector('#items img.thumb').naturalWidth > 0")
     _shot(page, "gui-set.png")
     assert wait_for_run(served.project_dir, run_id) == "finished"
 

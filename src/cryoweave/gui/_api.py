@@ -373,6 +373,27 @@ def set_picture(request: Request) -> Any:
 
 
 @handle_errors
+def item_image(request: Request) -> Any:
+    """A thumbnail of one item (a row of the set table), rendered once by the viewers."""
+    from cryoweave.viewers import item_thumbnail
+
+    project = _state(request).project
+    set_id = _int(request.path_params["set_id"], "set id")
+    item_id = _int(request.path_params["item_id"], "item id")
+    item = queries.set_item(project, set_id, item_id)
+    path = project.cache_dir / "gui" / f"thumbs-set{set_id}-v{item['version']}" / \
+        f"{item_id}.png"
+    if not path.is_file():
+        try:
+            written = item_thumbnail(item["kind"], item, path)
+        except (OSError, ValueError, CryoweaveError) as exc:
+            return error(404, f"item {item_id}: no image ({exc})")
+        if written is None:
+            return error(404, f"items of a {item['kind']} set have no image")
+    return FileResponse(path, media_type="image/png")
+
+
+@handle_errors
 def streaming(request: Request) -> JSONResponse:
     return JSONResponse(queries.streaming_status(_state(request).project))
 
@@ -503,6 +524,7 @@ ROUTES = [
     Route("/api/sets/{set_id}/items", set_items),
     Route("/api/sets/{set_id}/pictures", set_pictures),
     Route("/api/sets/{set_id}/pictures/{name}", set_picture),
+    Route("/api/sets/{set_id}/items/{item_id}/image.png", item_image),
     Route("/api/streaming", streaming),
     Route("/api/files", files),
     Route("/api/workflows", _with_body(load_workflow_file), methods=["POST"]),

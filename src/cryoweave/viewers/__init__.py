@@ -16,6 +16,7 @@ from cryoweave.viewers._images import (
 )
 from cryoweave.viewers._plots import plot_fsc, plot_series
 from cryoweave.viewers._sets import view_set
+from cryoweave.viewers._thumbs import item_thumbnail
 from cryoweave.viewers._volumes import plot_volume, volume_figure
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "contact_sheet",
     "contact_sheet_figure",
     "gallery_figure",
+    "item_thumbnail",
     "montage",
     "plot_fsc",
     "plot_series",

@@ -185,6 +185,19 @@ def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100
             "limit": limit, "total": info["size"], "sort": sort, "descending": descending}
 
 
+def set_item(project: Project, set_id: int, item_id: int) -> dict[str, Any]:
+    """One item's typed columns (``kind`` added)."""
+    info = set_info(project, set_id)
+    table = ITEM_TABLES[info["kind"]]
+    with project.reader() as s:
+        row = s.execute(select(*[getattr(table, c) for c in info["columns"]]).where(
+            table.set_id == set_id, table.item_id == item_id)).first()
+    if row is None:
+        raise StorageError(f"set {set_id} has no item {item_id} (it does not exist)")
+    return {"kind": info["kind"], "version": info["version"], **dict(zip(info["columns"], row,
+                                                                         strict=True))}
+
+
 def compatible_outputs(project: Project, kind: str) -> list[dict[str, Any]]:
     """Output sets of kind ``kind`` (for an input picker): run, output, state, item count."""
     table = ITEM_TABLES.get(kind)

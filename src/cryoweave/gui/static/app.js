@@ -487,7 +487,8 @@ function setPage(id) {
   }
   async function loadPage() {
     const {data} = await api(`/api/sets/${id}/items?offset=${offset}&limit=${limit}&sort=${sort}&desc=${desc ? 1 : 0}`);
-    const head = h("tr", {}, data.columns.map(c => h("th", {class: "sortable" + (c === sort ? (desc ? " sorted-desc" : " sorted-asc") : ""),
+    const images = info.kind === "particles" || info.kind === "micrographs" || info.kind === "volumes";
+    const head = h("tr", {}, images ? h("th", {}, "image") : null, data.columns.map(c => h("th", {class: "sortable" + (c === sort ? (desc ? " sorted-desc" : " sorted-asc") : ""),
       "data-column": c, onclick: () => { if (sort === c) desc = !desc; else { sort = c; desc = false; } offset = 0; loadPage(); }}, c)));
     const fmt = v => v === null ? "" : typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(5) : typeof v === "object" ? JSON.stringify(v) : String(v);
     table.replaceChildren(
@@ -495,10 +496,14 @@ function setPage(id) {
         h("button", {id: "page-prev", disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); loadPage(); }}, "◀"),
         h("span", {id: "page-info"}, `${data.total ? offset + 1 : 0}–${Math.min(offset + limit, data.total)} of ${data.total}`),
         h("button", {id: "page-next", disabled: offset + limit >= data.total, onclick: () => { offset += limit; loadPage(); }}, "▶")),
-      h("table", {id: "items"}, h("thead", {}, head), h("tbody", {}, data.rows.map(r => h("tr", {}, r.map(v => h("td", {}, fmt(v))))))));
+      h("table", {id: "items"}, h("thead", {}, head), h("tbody", {}, data.rows.map(r => h("tr", {},
+        images ? h("td", {}, h("img", {class: "thumb", loading: "lazy", alt: "item " + r[0],
+          src: withToken(`/api/sets/${id}/items/${r[0]}/image.png`)})) : null,
+        r.map(v => h("td", {}, fmt(v))))))));
   }
+  let info = {};
   async function refresh() {
-    const {data: info} = await api("/api/sets/" + id);
+    info = (await api("/api/sets/" + id)).data;
     root.replaceChildren(
       h("h1", {}, `Set ${info.set}: `, info.run ? h("a", {href: "#/run/" + info.run}, `run #${info.run}`) : "", ` · ${info.name}`),
       h("p", {id: "set-info"}, `${info.kind} · ${info.size} items · ${info.state}`),
