@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import webbrowser
 
 import click
@@ -51,4 +52,6 @@ def gui(project_dir: str, db_url: str | None, host: str, port: int, no_browser: 
     if not no_browser:
         webbrowser.open(url)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run(sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM, after the shutdown
+        uvicorn.Server(config).run(sockets=[sock])
+    out.print("cryoweave GUI stopped (runs it started go on)")

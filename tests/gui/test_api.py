@@ -218,6 +218,29 @@ def test_validation_reports_every_problem_by_field_and_creates_nothing(client, g
     assert ok.status_code == 200 and ok.json() == {"ok": True, "problems": []}
 
 
+def test_file_inputs_outside_the_allowed_folders_are_refused(client, gui_project):
+    data = gui_project.parent / "data"
+    for protocol, params, field in [
+            ("Downsample", {"particles": "/etc/passwd", "box_px": 24}, "particles"),
+            ("Downsample", {"particles": "../data/particles.star"}, "particles"),
+            ("ImportMicrographs", {"pattern": "/etc/*.mrc"}, "pattern"),
+            ("ImportParticles", {"path": "/etc/passwd"}, "path")]:
+        response = client.post("/api/validate", json={"protocol": protocol, "params": params})
+        assert response.status_code == 400
+        problems = response.json()["problems"]
+        assert [p["field"] for p in problems] == [field], problems
+        assert "outside the allowed folders" in problems[0]["message"] or \
+            "'..' is not allowed" in problems[0]["message"]
+    inside = client.post("/api/validate", json={"protocol": "Downsample", "params": {
+        "particles": str(data / "particles.star"), "box_px": 24}})
+    assert inside.status_code == 200, inside.text
+    workflow = {"protocols": [{"label": "etc", "protocol": "ImportMicrographs",
+                               "params": {"pattern": "/etc/*.mrc"}}]}
+    refused = client.post("/api/workflows", json={"text": json.dumps(workflow)})
+    assert refused.status_code == 400 and "outside the allowed folders" in refused.text
+    assert "etc" not in [r["label"] for r in client.get("/api/runs").json()["runs"]]
+
+
 def test_launch_continue_stop_copy_and_delete(tmp_path):
     project_dir = make_project(tmp_path)
     app = create_app(project_dir, token=TOKEN)
@@ -327,6 +350,8 @@ def test_gui_command_prints_a_token_url_and_serves(gui_project):
     finally:
         process.terminate()
         process.wait(10)
+    assert process.returncode == 0
+    assert "stopped" in process.stdout.read()
 
 
 def test_gui_command_refuses_a_short_token(run_cli, gui_project):

@@ -93,8 +93,12 @@ def _run_id(request: Request) -> int:
 # -- project and runs ---------------------------------------------------------------------
 @handle_errors
 def project_info(request: Request) -> JSONResponse:
+    from cryoweave.workflow import load_config
+
     st = _state(request)
+    config = load_config(st.project.root).config
     return JSONResponse({"root": str(st.project.root), "name": st.project.root.name,
+                         "queues": sorted(config.queues), "device": config.device,
                          "db": st.project.db_url if not st.project.is_sqlite else "sqlite",
                          "roots": [str(r) for r in st.browser.roots]})
 
@@ -211,8 +215,36 @@ def _launch_options(body: dict[str, Any], project: Project) -> tuple[dict[str, A
     return options, problems
 
 
-def _check_new_run(project: Project, body: Any) -> tuple[Any, dict[str, Any], str | None,
-                                                         list[dict[str, Any]]]:
+def path_params(cls: Any) -> list[str]:
+    """Parameters of ``cls`` that may hold file paths: its inputs and an importer's path."""
+    from cryoweave.workflow import SET_TYPES
+
+    names = list(cls.inputs())
+    for set_type in SET_TYPES.values():
+        if set_type.importer and set_type.importer[0] == cls.__name__:
+            names.append(set_type.importer[1])
+    return names
+
+
+def confined_paths(browser: FileBrowser, cls: Any, params: Any) -> list[dict[str, Any]]:
+    """Problems with file paths in ``params`` that lead outside the allowed folders."""
+    problems = []
+    if not isinstance(params, dict):
+        return problems
+    for name in path_params(cls):
+        value = params.get(name)
+        if isinstance(value, str) and value:
+            try:
+                browser.check_param_path(value)
+            except PathRefused as exc:
+                problems.append({"field": name, "message": f"parameter {name!r}: {exc}"})
+    return problems
+
+
+NewRunCheck = tuple[Any, dict[str, Any], str | None, list[dict[str, Any]]]
+
+
+def _check_new_run(project: Project, body: Any, browser: FileBrowser) -> NewRunCheck:
     """(protocol class, launch options, label, problems) of a new-run request."""
     from cryoweave.plugin import registry
     from cryoweave.workflow._runs import validate_run
@@ -229,6 +261,9 @@ def _check_new_run(project: Project, body: Any) -> tuple[Any, dict[str, Any], st
         elif project.find_run(label) is not None:
             problems.append({"field": "_label", "message": f"run label {label!r} is already "
                              "used in this project; choose another label"})
+    refused = confined_paths(browser, cls, body.get("params"))
+    if refused:  # not even inspected
+        return cls, options, label, problems + refused
     try:
         validate_run(project, cls, body.get("params", {}), base_dir=project.root)
     except ParamError as exc:
@@ -238,7 +273,8 @@ def _check_new_run(project: Project, body: Any) -> tuple[Any, dict[str, Any], st
 
 @handle_errors
 def validate_new_run(request: Request) -> JSONResponse:
-    _, _, _, problems = _check_new_run(_state(request).project, _json_body(request))
+    st = _state(request)
+    _, _, _, problems = _check_new_run(st.project, _json_body(request), st.browser)
     return JSONResponse({"ok": not problems, "problems": problems},
                         status_code=200 if not problems else 400)
 
@@ -247,9 +283,10 @@ def validate_new_run(request: Request) -> JSONResponse:
 def create_new_run(request: Request) -> JSONResponse:
     from cryoweave.workflow._submit import prepare_run
 
-    project = _state(request).project
+    st = _state(request)
+    project = st.project
     body = _json_body(request)
-    cls, options, label, problems = _check_new_run(project, body)
+    cls, options, label, problems = _check_new_run(project, body, st.browser)
     if problems:
         return JSONResponse({"error": f"{len(problems)} problem(s)", "problems": problems},
                             status_code=400)
@@ -419,6 +456,10 @@ def load_workflow_file(request: Request) -> JSONResponse:
         handle.write(body["text"])
     try:
         entries = load_workflow(handle.name)
+        refused = [f"{e.label}: {p['message']}" for e in entries
+                   for p in _entry_paths(_state(request).browser, e)]
+        if refused:
+            raise ParamError(refused, context="workflow")
         created, run_ids = prepare_workflow(project.root, entries, base_dir=project.root)
     finally:
         Path(handle.name).unlink(missing_ok=True)
@@ -428,6 +469,16 @@ def load_workflow_file(request: Request) -> JSONResponse:
             run = project.get_run(run_id)
             launch_runner(project.root, run_id, project.root / run.folder)
     return JSONResponse({"runs": run_ids}, status_code=201)
+
+
+def _entry_paths(browser: FileBrowser, entry: Any) -> list[dict[str, Any]]:
+    from cryoweave.plugin import registry
+
+    try:
+        cls = registry().get(entry.protocol)
+    except CryoweaveError:
+        return []  # reported by the workflow's own validation
+    return confined_paths(browser, cls, entry.params)
 
 
 @handle_errors

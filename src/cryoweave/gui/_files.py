@@ -48,6 +48,17 @@ class FileBrowser:
                               f"({', '.join(map(str, self.roots))})")
         return real
 
+    def check_param_path(self, value: str) -> None:
+        """Refuse a file path or glob pattern given as a parameter unless the folder it names
+        (the part before any wildcard) is inside the roots."""
+        parts = Path(value).parts
+        fixed = []
+        for part in parts:
+            if any(ch in part for ch in "*?["):
+                break
+            fixed.append(part)
+        self.resolve(str(Path(*fixed)) if fixed else "")
+
     def listing(self, path: str | None, limit: int = 2000) -> dict[str, Any]:
         folder = self.resolve(path)
         if not folder.is_dir():

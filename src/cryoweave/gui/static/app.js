@@ -165,6 +165,7 @@ function drawGraph(runs, edges, search) {
 
 function projectPage() {
   let search = sessionStorage.getItem("cryoweave-search") || "";
+  let lastScrolled = null;
   const input = h("input", {type: "text", id: "run-search", placeholder: "search label, protocol, status", value: search});
   const graphWrap = h("div", {id: "graph-wrap"});
   const list = h("div", {id: "runs-list"});
@@ -178,6 +179,11 @@ function projectPage() {
     const [{data: graph}, {data: found}] = await Promise.all([
       api("/api/graph"), api("/api/runs?q=" + encodeURIComponent(search))]);
     graphWrap.replaceChildren(drawGraph(graph.runs, graph.edges, search));
+    const first = graphWrap.querySelector("g.node.match");
+    if (first && search !== lastScrolled) {  // bring the first match into view, once per search
+      lastScrolled = search;
+      first.scrollIntoView({block: "nearest", inline: "center"});
+    }
     const rows = found.runs.map(r => h("tr", {"data-run": r.id},
       h("td", {}, h("a", {href: "#/run/" + r.id}, String(r.id))),
       h("td", {}, r.label || ""), h("td", {}, r.protocol_name), h("td", {}, statusBadge(r)),
@@ -332,7 +338,8 @@ async function formPage(name, copyFrom) {
     workers: h("input", {type: "number", name: "_workers", value: "1", min: "1", step: "1"}),
     executor: h("select", {name: "_executor"}, ["threads", "processes", "dask"].map(v => h("option", {value: v}, v))),
     device: h("select", {name: "_device"}, ["", "auto", "cpu", "gpu"].map(v => h("option", {value: v}, v || "(configured)"))),
-    queue: h("input", {type: "text", name: "_queue", placeholder: "(configured default)"}),
+    queue: h("select", {name: "_queue"}, h("option", {value: ""}, "(configured default)"),
+      (PROJECT.queues || []).map(q => h("option", {value: q}, q))),
   };
   const launchSection = "Launch";
   sections.push(launchSection);
@@ -367,7 +374,7 @@ async function formPage(name, copyFrom) {
   }
   const request = () => ({protocol: name, params: values(), label: launch.label.value.trim() || null,
     workers: launch.workers.value, executor: launch.executor.value, device: launch.device.value || null,
-    queue: launch.queue.value.trim() || null});
+    queue: launch.queue.value || null});
   function showProblems(problems) {
     for (const el of body.querySelectorAll(".field")) { el.classList.remove("has-error"); el.querySelector(".error").textContent = ""; }
     general.replaceChildren();
@@ -584,6 +591,9 @@ async function route() {
 }
 
 window.addEventListener("hashchange", route);
-api("/api/project").then(({data}) => { document.getElementById("project-name").textContent = data.name; });
-route();
+let PROJECT = {};
+api("/api/project").then(({data}) => {
+  PROJECT = data;
+  document.getElementById("project-name").textContent = data.name;
+}).finally(route);
 startEvents();
