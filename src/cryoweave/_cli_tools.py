@@ -178,4 +178,4 @@ def demo(project_dir: str, quick: bool) -> None:
     target = Path(project_dir)
     if project_dir == ".":
         target = Path("demo_project")
-    run_demo(target, console=out, quick=quick)
+    run_demo(target, console=out.console, quick=quick)

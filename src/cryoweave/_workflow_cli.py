@@ -73,11 +73,29 @@ def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume
                       workers: int, device: str, console: Console) -> dict[str, Any]:
     from cryoweave.workflow._workflow import load_workflow, prepare_workflow
 
+    """Create and launch the runs of a workflow file; relative paths in it are taken from
+    the file's folder. Returns ``state`` (finished, failed or interrupted — after Ctrl-C or
+    SIGTERM, when the runs were stopped), ``runs`` (label → run id), ``status`` (label →
+    run status), ``exit_codes`` (run id → exit code, ``null`` when stopped) and ``details``
+    (label → run object, see :mod:`cryoweave.workflow._report`)."""
+    from cryoweave.workflow._report import run_dict
+
     entries = load_workflow(path)
     project, run_ids = prepare_workflow(Path(project_dir), entries, resume=resume,
-                                        db_url=db_url)
-    codes = launch(project, run_ids, workers=workers, device=device, console=console)
-    with project.reader() as s:
-        statuses = {s.get(Run, rid).label: s.get(Run, rid).status for rid in run_ids}
-    return {"runs": dict(zip([e.label for e in entries], run_ids, strict=True)),
-            "status": statuses, "exit_codes": codes}
+                                        db_url=db_url, base_dir=Path(path).resolve().parent)
+    interrupted = False
+    try:
+        codes: dict[int, int | None] = dict(
+            launch(project, run_ids, workers=workers, device=device, console=console))
+    except KeyboardInterrupt:
+        interrupted = True
+        codes = {rid: None for rid in run_ids}
+    labels = [e.label for e in entries]
+    runs = {label: project.get_run(rid) for label, rid in zip(labels, run_ids, strict=True)}
+    statuses = {label: run.status for label, run in runs.items()}
+    state = "interrupted" if interrupted else (
+        "finished" if all(v == "finished" for v in statuses.values()) else "failed")
+    return {"state": state, "runs": dict(zip(labels, run_ids, strict=True)),
+            "status": statuses, "exit_codes": codes,
+            "details": {label: run_dict(project, run, files=False)
+                        for label, run in runs.items()}}

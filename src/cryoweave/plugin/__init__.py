@@ -14,7 +14,7 @@ from cryoweave.plugin._plan import (
     Watch,
     WorkUnit,
 )
-from cryoweave.plugin._protocol import PlanContext, Protocol, ProtocolOutputs
+from cryoweave.plugin._protocol import PlanContext, Protocol, ProtocolOutputs, SummaryContext
 from cryoweave.plugin._registry import Plugin, Registry, registry
 from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, VolumeSet
 
@@ -41,6 +41,7 @@ __all__ = [
     "Step",
     "StepContext",
     "StepResult",
+    "SummaryContext",
     "VolumeSet",
     "Watch",
     "WorkUnit",

@@ -25,10 +25,12 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     Watch,
     WorkUnit,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 
 
 class ImportMicrographs(Protocol):
@@ -94,6 +96,10 @@ class ImportMicrographs(Protocol):
             if not pixel:
                 return [f"{files[0]}: the MRC header has no pixel size; pass pixel_size_a"]
         return []
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        summary = set_summary(ctx.output("micrographs"), "micrographs")
+        return {**summary, "failed": ctx.total("failed")}
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         acquisition = {"voltage_kv": params.voltage_kv, "cs_mm": params.cs_mm,

@@ -22,8 +22,10 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 
 
 def datadir_param() -> Any:
@@ -83,6 +85,9 @@ class ImportParticles(Protocol):
         if params.datadir and not Path(params.datadir).is_dir():
             return [f"parameter 'datadir': folder {params.datadir} not found"]
         return []
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        return set_summary(ctx.output("particles"), "particles")
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         path = str(Path(params.path).resolve())

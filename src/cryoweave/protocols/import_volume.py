@@ -19,9 +19,11 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     VolumeSet,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 
 
 class ImportVolume(Protocol):
@@ -51,6 +53,9 @@ class ImportVolume(Protocol):
         if (params.half1_path is None) != (params.half2_path is None):
             problems.append("give both half1_path and half2_path, or neither")
         return problems
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        return set_summary(ctx.output("volume"), "volumes")
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         args = {"path": str(Path(params.path).resolve()), "pixel_size_a": params.pixel_size_a,

@@ -107,6 +107,22 @@ def _resolve_ref(project: Project | None, name: str, ref: InputRef, kind: str
     return row.id, None
 
 
+def _unknown_label(project: Project | None, run: Any) -> bool:
+    """A workflow reference by a label that names no run (of the workflow or the project)."""
+    if not isinstance(run, str) or run.isdigit():
+        return False
+    return project is None or project.find_run(run) is None
+
+
+def _unknown_label_problem(name: str, label: str, project: Project | None,
+                           planned: PlannedOutputs) -> str:
+    known = list(planned)
+    if project is not None:
+        known += [r.label for r in project.list_runs() if r.label and r.label not in known]
+    return (f"input {name!r} refers to the unknown label {label!r}; known labels (entries "
+            f"above this one, runs of the project): {', '.join(known) or 'none'}")
+
+
 def _check_path(name: str, path: str) -> str | None:
     if any(ch in path for ch in "*?["):
         if not glob.glob(path):
@@ -165,6 +181,9 @@ def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
             problem = _planned_ref(name, value, spec.kind, planned[value.run])
             validated.inputs[name] = None
             validated.deferred[name] = (value.run, value.output or "")
+        elif planned is not None and _unknown_label(project, value.run):
+            problem = _unknown_label_problem(name, str(value.run), project, planned)
+            validated.inputs[name] = None
         else:
             set_id, problem = _resolve_ref(project, name, value, spec.kind)
             validated.inputs[name] = set_id

@@ -24,9 +24,11 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     VolumeSet,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 from cryoweave.protocols.reconstruction._simulation import (
     SimulationSettings,
     optics_frame,
@@ -120,6 +122,9 @@ class SimulateParticles(Protocol):
         if params.poses_star and not Path(params.poses_star).is_file():
             return [f"parameter 'poses_star': file {params.poses_star} not found"]
         return []
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        return set_summary(ctx.output("particles"), "particles")
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         volume_path, volume_pixel = None, None
