@@ -285,16 +285,22 @@ def stop(run_ref: str, project_dir: str, db_url: str | None) -> None:
 
 @cli.command()
 @click.argument("target", metavar="RUN.OUTPUT")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
 @project_option
 @db_option
-def export(target: str, path: str, project_dir: str, db_url: str | None) -> None:
-    """Export an output: particles/micrographs → RELION 3.1 STAR, volume → MRC."""
+@click.option("--copy-stacks", is_flag=True,
+              help="Particles: copy the image stacks next to the STAR (a self-contained "
+                   "export; the STAR refers to them relatively).")
+def export(target: str, path: str, project_dir: str, db_url: str | None,
+           copy_stacks: bool) -> None:
+    """Export an output: particles/micrographs → RELION 3.1 STAR (PATH a .star name, or a
+    folder that gets particles.star / micrographs.star), volume → MRC (.mrc/.map), FSC →
+    RELION-style fsc.star or .csv. PATH is taken from the current folder."""
     from cryoweave.workflow._export import export_set
 
     project = open_project(project_dir, db_url)
-    for written in export_set(output_set(project, target), path):
-        out.print(f"wrote {written}")
+    for written in export_set(output_set(project, target), path, copy_stacks=copy_stacks):
+        click.echo(f"wrote {written}")
 
 
 @cli.group()

@@ -46,7 +46,7 @@ class ImportMicrographs(Protocol):
 
     class Params(ProtocolParams):
         pattern: str = param(description="Glob pattern of the micrograph files, e.g. "
-                                         "'Movies/*.mrc'", section="Input")
+                                         "'Movies/*.mrc'", section="Input", path=True)
         pixel_size_a: float | None = param(
             None, gt=0, unit="Å", section="Acquisition",
             description="Pixel size; taken from the MRC header when not given")

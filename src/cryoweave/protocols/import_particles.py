@@ -29,7 +29,7 @@ from cryoweave.protocols._summary import set_summary
 
 
 def datadir_param() -> Any:
-    return param(None, section="Input", expert=True,
+    return param(None, section="Input", expert=True, path=True,
                  description="Base folder of relative image paths in the STAR/.cs file")
 
 
@@ -60,7 +60,8 @@ class ImportParticles(Protocol):
     label = "import particles"
 
     class Params(ProtocolParams):
-        path: str = param(description="Particle file: .star, .cs or .mrcs", section="Input")
+        path: str = param(description="Particle file: .star, .cs or .mrcs", section="Input",
+                          path=True)
         pixel_size_a: float | None = param(
             None, gt=0, unit="Å", section="Input",
             description="Pixel size of the images; overrides the file's (required when the "

@@ -32,13 +32,13 @@ class ImportVolume(Protocol):
     label = "import volume"
 
     class Params(ProtocolParams):
-        path: str = param(description="MRC map file", section="Input")
+        path: str = param(description="MRC map file", section="Input", path=True)
         pixel_size_a: float | None = param(
             None, gt=0, unit="Å", section="Input",
             description="Voxel size; taken from the MRC header when not given")
-        half1_path: str | None = param(None, section="Input", expert=True,
+        half1_path: str | None = param(None, section="Input", expert=True, path=True,
                                        description="First half map (optional)")
-        half2_path: str | None = param(None, section="Input", expert=True,
+        half2_path: str | None = param(None, section="Input", expert=True, path=True,
                                        description="Second half map (optional)")
 
     class Outputs(ProtocolOutputs):

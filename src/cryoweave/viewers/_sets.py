@@ -17,7 +17,7 @@ from cryoweave.viewers._images import (
     show_spectrum,
     thumbnail,
 )
-from cryoweave.workflow import MicrographSet, ParticleSet, SetHandle, VolumeSet
+from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, SetHandle, VolumeSet
 
 
 def view_micrographs(micrographs: MicrographSet, folder: Path, limit: int = 24) -> list[Path]:
@@ -68,6 +68,10 @@ def view_set(handle: SetHandle, folder: str | Path) -> list[Path]:
         written = view_particles(handle, folder)
     elif isinstance(handle, VolumeSet):
         written = view_volumes(handle, folder)
+    elif isinstance(handle, RecordSet):
+        from cryoweave.viewers._fsc import view_fsc
+
+        written = view_fsc(handle, folder)
     else:
         written = []
     if written:

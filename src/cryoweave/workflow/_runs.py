@@ -132,6 +132,14 @@ def _check_path(name: str, path: str) -> str | None:
     return None
 
 
+def path_params(model: Any) -> list[str]:
+    """Params declared with ``param(path=True)`` (files, folders, glob patterns)."""
+    from cryoweave.plugin._params import field_meta
+
+    return [name for name in model.model_fields
+            if field_meta(model, name).get("format") == "path"]
+
+
 def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
                  base_dir: Path | None = None,
                  planned: PlannedOutputs | None = None) -> ValidatedRun:
@@ -148,7 +156,7 @@ def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
     problems: list[str] = []
     specs = protocol.inputs()
     raw = dict(raw)
-    for name in specs:
+    for name in [*specs, *path_params(protocol.Params)]:
         value = raw.get(name)
         if isinstance(value, str) and value:
             raw[name] = str((base / value).resolve()) if not os.path.isabs(value) else value

@@ -74,7 +74,7 @@ class SimulateParticles(Protocol):
         pixel_size_a: float | None = param(
             None, gt=0, unit="Å", section="Particles",
             description="Pixel size (default: the map's; 2 Å for the phantom)")
-        poses_star: str | None = param(None, section="Particles", expert=ADVANCED,
+        poses_star: str | None = param(None, section="Particles", expert=ADVANCED, path=True,
                                        description="Take orientations (and origins) from this "
                                                    "STAR file instead of random ones")
         defocus_range_a: tuple[float, float] = param(
