@@ -177,6 +177,16 @@ def test_paths_in_a_params_file_are_taken_from_its_folder(tmp_path):
                  "job/proj")
     assert result.returncode == 2
     assert str(tmp_path / "job" / "sim" / "particles.star") in result.stderr
+    missing = cli(tmp_path, "run-protocol", "ImportParticles", "job/nothing.json")
+    assert missing.returncode == 2
+    assert f"{tmp_path / 'job' / 'nothing.json'}: params file not found" in missing.stderr
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "wf.json").write_text(json.dumps({"protocols": [
+        {"label": "imp", "protocol": "ImportParticles",
+         "params": {"path": "data/particles.star"}}]}))
+    flow = cli(tmp_path, "workflow", "run", "flows/wf.json", "--project", "proj")
+    assert flow.returncode == 2
+    assert str(tmp_path / "flows" / "data" / "particles.star") in flow.stderr
 
 
 # -- workflows --------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def form(name: str) -> None:
 def _load_params(path: str) -> Any:
     file = Path(path)
     if not file.is_file():
-        raise InputError(f"{file}: params file not found")
+        raise InputError(f"{file.resolve()}: params file not found")
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as exc:

@@ -41,7 +41,7 @@ def load_workflow(path: str | Path) -> list[WorkflowEntry]:
     """Entries of a workflow file, with a clear message for every structural problem."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: workflow file not found")
+        raise InputError(f"{path.resolve()}: workflow file not found")
     try:
         text = path.read_text()
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
