@@ -165,9 +165,10 @@ def fsc_frame(record: dict) -> pd.DataFrame:
                           "rlnAngstromResolution": pd.Series(angstrom, dtype="float64"),
                           "rlnFourierShellCorrelation": pd.Series(record["fsc"],
                                                                   dtype="float64")})
-    label = "rlnFourierShellCorrelationMaskedMaps" if record.get("masked") \
-        else "rlnFourierShellCorrelationUnmaskedMaps"
-    frame[label] = frame["rlnFourierShellCorrelation"]
+    if isinstance(record.get("masked"), bool):  # said by ReconstructFourier
+        label = "rlnFourierShellCorrelationMaskedMaps" if record["masked"] \
+            else "rlnFourierShellCorrelationUnmaskedMaps"
+        frame[label] = frame["rlnFourierShellCorrelation"]
     return frame
 
 
