@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import starfile
@@ -253,3 +254,19 @@ def test_light_commands_do_not_import_heavy_modules(tmp_path):
     runs = imported_modules(tmp_path, "runs", "--project", "proj")
     assert packages(runs) & {"scipy", "matplotlib", "rich"} == set()
     assert "cryoweave.engine" not in runs
+
+
+def test_import_summary_counts_micrographs_and_failures(tmp_path):
+    from cryoweave.formats import write_mrc
+
+    mics = tmp_path / "job" / "Micrographs"
+    mics.mkdir(parents=True)
+    for i in range(2):
+        write_mrc(mics / f"mic_{i}.mrc", np.zeros((1, 48, 64), np.float32), 1.2)
+    write_mrc(mics / "mic_movie.mrc", np.zeros((3, 48, 64), np.float32), 1.2)  # 3 frames
+    (tmp_path / "job" / "import.json").write_text(json.dumps({"pattern": "Micrographs/*.mrc"}))
+    result = cli(tmp_path, "run-protocol", "ImportMicrographs", "job/import.json", "--project",
+                 "proj", "--json")
+    report = json.loads(result.stdout)
+    assert report["summary"] == {"micrographs": 2, "pixel_size_a": 1.2, "failed": 1}
+    assert report["details"]["params"]["pattern"] == str(mics / "*.mrc")
