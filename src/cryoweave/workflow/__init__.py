@@ -5,6 +5,7 @@ uses the set types defined here).
 """
 
 from cryoweave.workflow._project import Project
+from cryoweave.workflow._report import protocol_dict, run_dict, set_dict
 from cryoweave.workflow._sets import (
     SET_TYPES,
     MicrographSet,
@@ -25,5 +26,8 @@ __all__ = [
     "SetHandle",
     "SetQuery",
     "VolumeSet",
+    "protocol_dict",
+    "run_dict",
+    "set_dict",
     "set_handle",
 ]
