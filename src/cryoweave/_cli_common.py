@@ -56,9 +56,11 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A table on stdout: on a terminal, a rich table whose cells fold (never cut with …);
-    otherwise (a pipe, a file) tab-separated lines with a header line, nothing cut."""
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                whole: int = 0) -> None:
+    """A table on stdout: on a terminal, a rich table whose cells wrap or fold (never cut
+    with …), the first ``whole`` columns (names, labels) kept on one line; otherwise (a
+    pipe, a file) tab-separated lines with a header line, nothing cut."""
     if not sys.stdout.isatty():
         for row in [headers, *rows]:
             click.echo("\t".join(str(c).replace("\t", " ").replace("\n", " ") for c in row))
@@ -66,8 +68,9 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich.table import Table
 
     table = Table(*headers)
-    for column in table.columns:
+    for index, column in enumerate(table.columns):
         column.overflow = "fold"
+        column.no_wrap = index < whole
     for row in rows:
         table.add_row(*(str(c) for c in row))
     out.print(table, soft_wrap=False)

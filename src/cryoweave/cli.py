@@ -85,7 +85,7 @@ def protocols(as_json: bool) -> None:
     print_table(("protocol", "plugin", "label", "inputs", "outputs"), [
         (p["name"], p["plugin"], p["label"],
          ", ".join(f"{n}:{k}" for n, k in p["inputs"].items()),
-         ", ".join(f"{n}:{k}" for n, k in p["outputs"].items())) for p in listed])
+         ", ".join(f"{n}:{k}" for n, k in p["outputs"].items())) for p in listed], whole=1)
 
 
 @cli.command()
@@ -226,9 +226,11 @@ def runs(project_dir: str, db_url: str | None, as_json: bool) -> None:
             if run.started_at else ""
         duration = f"{run.finished_at - run.started_at:.1f} s" \
             if run.started_at and run.finished_at else ""
-        rows.append((run.id, run.label or "", run.protocol, run_state(run), started, duration,
+        rows.append((run.id, run.label or "", run.protocol.split(":")[-1], run_state(run),
+                     started, duration,
                      ", ".join(f"{n}: {o['size']} ({o['state']})" for n, o in outputs.items())))
-    print_table(("id", "label", "protocol", "status", "started", "duration", "outputs"), rows)
+    print_table(("id", "label", "protocol", "status", "started", "duration", "outputs"), rows,
+                whole=4)
 
 
 @cli.command()
