@@ -253,7 +253,7 @@ def test_light_commands_do_not_import_heavy_modules(tmp_path):
     assert cli(tmp_path, "init", "proj").returncode == 0
     runs = imported_modules(tmp_path, "runs", "--project", "proj")
     assert packages(runs) & {"scipy", "matplotlib", "rich"} == set()
-    assert "cryoweave.engine" not in runs
+    assert "cryoweave.engine" not in runs and "cryoweave.formats" not in runs
 
 
 def test_import_summary_counts_micrographs_and_failures(tmp_path):

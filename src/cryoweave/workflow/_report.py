@@ -47,12 +47,13 @@ def run_state(run: Run) -> str:
 
 
 def set_dict(handle: SetHandle, *, files: bool = True) -> dict[str, Any]:
-    from cryoweave.workflow._export import set_files
-
+    """An output set (keys: module docstring); ``files`` lists the files it refers to."""
     row = handle.row()
     report = {"set": handle.id, "name": row.name, "kind": row.kind, "state": row.state,
               "size": handle.count()}
     if files:
+        from cryoweave.workflow._export import set_files
+
         report["files"] = set_files(handle)
     return report
 
