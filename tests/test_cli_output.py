@@ -133,7 +133,7 @@ def test_fsc_exports_as_relion_star_and_csv_and_is_drawn(reconstructed):
     view = cli(root, "view", f"{LABEL}.fsc", "--project", "proj")
     assert view.returncode == 0, view.stderr
     png = Path(view.stdout.splitlines()[0])
-    assert png.name == "fsc.png" and png.is_absolute() and png.stat().st_size > 5000
+    assert png.name == f"{LABEL}_fsc.png" and png.is_absolute() and png.stat().st_size > 5000
     described = json.loads(cli(root, "view", f"{LABEL}.fsc", "--project", "proj",
                                "--json").stdout)
     assert described["set"]["kind"] == "records" and str(png) in described["files"]

@@ -87,3 +87,17 @@ def test_real_maps_load(real_data_dir):
     np.testing.assert_array_equal(volume, np.transpose(raw, (2, 0, 1)))
     ribosome, pixel = read_volume(real_data_dir / "aspire" / "clean70SRibosome_vol_65p.mrc")
     assert ribosome.shape == (65, 65, 65) and pixel == 0.0  # header has no pixel size
+
+
+def test_header_implied_size_tells_how_long_a_file_must_be(tmp_path):
+    from cryoweave.formats.mrc import header_implied_size
+
+    path = write_mrc(tmp_path / "m.mrc", np.zeros((6, 10), np.float32), 1.0)
+    data = path.read_bytes()
+    assert header_implied_size(path) == len(data) == 1024 + 6 * 10 * 4
+    (tmp_path / "part.mrc").write_bytes(data[:1030])  # a file still being written
+    assert header_implied_size(tmp_path / "part.mrc") == len(data)
+    (tmp_path / "short.mrc").write_bytes(data[:500])  # not even a whole header
+    assert header_implied_size(tmp_path / "short.mrc") is None
+    (tmp_path / "text.mrc").write_bytes(b"not an MRC file " * 100)
+    assert header_implied_size(tmp_path / "text.mrc") is None

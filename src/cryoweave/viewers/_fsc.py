@@ -9,9 +9,11 @@ import numpy as np
 from cryoweave.viewers._plots import plot_fsc
 
 
-def view_fsc(records: object, folder: Path) -> list[Path]:
-    """``fsc.png`` of the set's FSC records (one line per record, e.g. per iteration; the
-    last one's resolution in the title); no picture when the set holds no FSC curve."""
+def view_fsc(records: object, folder: Path, *, prefix: str = "set",
+             display: str = "") -> list[tuple[Path, str]]:
+    """(``<prefix>_fsc.png``, caption) of the set's FSC records (one line per record, e.g.
+    per iteration; the last one's resolution in the title); nothing when the set holds no
+    FSC curve."""
     frame = records.to_frame()  # type: ignore[attr-defined]
     if not len(frame):
         return []
@@ -25,8 +27,11 @@ def view_fsc(records: object, folder: Path) -> list[Path]:
             ("half maps" if len(curves) == 1 else f"curve {number}")
         lines[name] = (np.asarray(record["frequency_per_a"]), np.asarray(record["fsc"]))
     resolutions = curves[-1].get("resolutions_a") or {}
-    title = "half-map FSC"
+    title = f"{display}: half-map FSC" if display else "half-map FSC"
     if "fsc0143_interpolated" in resolutions and "fsc05_interpolated" in resolutions:
         title += (f": {resolutions['fsc0143_interpolated']:.2f} Å at 0.143, "
                   f"{resolutions['fsc05_interpolated']:.2f} Å at 0.5")
-    return [plot_fsc(lines, folder / "fsc.png", title=title)]
+    caption = (f"{title} against spatial frequency"
+               f"{', one curve per iteration' if len(curves) > 1 else ''}; dashed lines at "
+               "FSC 0.143 and 0.5")
+    return [(plot_fsc(lines, folder / f"{prefix}_fsc.png", title=title), caption)]
