@@ -9,9 +9,9 @@ import numpy as np
 from cryoweave.viewers._plots import plot_fsc
 
 
-def view_fsc(records: object, folder: Path, *, prefix: str = "set",
+def view_fsc(records: object, folder: Path, *, prefix: str = "fsc",
              display: str = "") -> list[tuple[Path, str]]:
-    """(``<prefix>_fsc.png``, caption) of the set's FSC records (one line per record, e.g.
+    """(``<prefix>.png``, caption) of the set's FSC records (one line per record, e.g.
     per iteration; the last one's resolution in the title); nothing when the set holds no
     FSC curve."""
     frame = records.to_frame()  # type: ignore[attr-defined]
@@ -34,4 +34,4 @@ def view_fsc(records: object, folder: Path, *, prefix: str = "set",
     caption = (f"{title} against spatial frequency"
                f"{', one curve per iteration' if len(curves) > 1 else ''}; dashed lines at "
                "FSC 0.143 and 0.5")
-    return [(plot_fsc(lines, folder / f"{prefix}_fsc.png", title=title), caption)]
+    return [(plot_fsc(lines, folder / f"{prefix}.png", title=title), caption)]
