@@ -270,3 +270,11 @@ def test_import_summary_counts_micrographs_and_failures(tmp_path):
     report = json.loads(result.stdout)
     assert report["summary"] == {"micrographs": 2, "pixel_size_a": 1.2, "failed": 1}
     assert report["details"]["params"]["pattern"] == str(mics / "*.mrc")
+
+
+def test_every_built_in_protocol_has_a_summary():
+    from cryoweave.plugin import Protocol, registry
+
+    built_in = [cls for cls in registry().protocols() if cls.plugin == "cryoweave"]
+    assert len(built_in) >= 9
+    assert [cls.__name__ for cls in built_in if cls.summary is Protocol.summary] == []
