@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint validate bench external docs clean
+.PHONY: demo test services lint validate bench external docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cryoweave demo
 
-test: $(STAMP)
+# Debian packages of the services the tests start (Slurm, munge); installs only as root.
+services:
+	@bash scripts/ensure-services.sh
+
+test: $(STAMP) services
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -171,3 +171,21 @@ def postgres_database(postgres_url):
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     admin.dispose()
     return postgres_url.rsplit("/", 1)[0] + "/" + name
+
+
+# -- real services (Dask, Slurm) ---------------------------------------------------------------
+REQUIRE_SERVICES_ENV = "CRYOWEAVE_REQUIRE_SERVICES"
+
+
+def missing_service(reason: str) -> None:
+    """A service a test needs is not available: a skip locally, a failure in CI.
+
+    ``.ci/run`` sets ``CRYOWEAVE_REQUIRE_SERVICES=1`` so that a missing Slurm or Dask is a
+    failure there, not a silent skip.
+    """
+    import os
+
+    if os.environ.get(REQUIRE_SERVICES_ENV) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_SERVICES_ENV}=1: required services must be present)",
+                    pytrace=False)
+    pytest.skip(reason)

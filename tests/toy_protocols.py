@@ -25,6 +25,7 @@ from cryoweave.plugin import (
     ProtocolOutputs,
     ProtocolParams,
     RecordSet,
+    Resources,
     Step,
     StepContext,
     StepResult,
@@ -219,5 +220,61 @@ def toy_iterate(ctx: StepContext, index: int, sleep_s: float) -> StepResult:
                                                         "data": [{"value": value}]})})
 
 
+class ToyPlaced(Protocol):
+    """Steps with declared resources that record where they ran (placement and fault tests).
+
+    Each step writes ``extra/attempts/NNN-PID`` when it starts. With ``gate``, the first
+    attempt of step ``gate_step`` waits until the file ``gate`` exists, so a test can kill its
+    worker while the step is known to be running; later attempts do not wait.
+    """
+
+    label = "toy placed"
+
+    class Params(ProtocolParams):
+        n_steps: int = param(4, gt=0, description="steps")
+        gpu: bool = param(False, description="the steps want a GPU")
+        cpus: int = param(1, gt=0, description="cpus per step")
+        mem_gb: float = param(0.0, ge=0, description="memory per step (GB)")
+        hold_s: float = param(0.0, ge=0, description="seconds each step holds its device")
+        gate: str | None = param(None, description="file the gated step waits for")
+        gate_step: int = param(0, ge=0, description="index of the gated step")
+
+    class Outputs(ProtocolOutputs):
+        records: RecordSet
+
+    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        resources = Resources(cpus=params.cpus, gpu=params.gpu, mem_gb=params.mem_gb)
+        return Plan(steps=[Step(
+            f"placed/{i:03d}", toy_placed,
+            {"index": i, "hold_s": params.hold_s,
+             "gate": params.gate if i == params.gate_step else None},
+            outputs=[f"extra/placed_{i:03d}.json"], resources=resources)
+            for i in range(params.n_steps)])
+
+
+def toy_placed(ctx: StepContext, index: int, hold_s: float, gate: str | None) -> StepResult:
+    import json
+    import socket
+
+    attempts = ctx.extra_dir / "attempts"
+    attempts.mkdir(exist_ok=True)
+    first = not any(attempts.glob(f"{index:03d}-*"))
+    (attempts / f"{index:03d}-{os.getpid()}").write_text(
+        f"{socket.gethostname()} {os.environ.get('SLURM_JOB_ID', '')}")
+    start = time.time()
+    if gate and first:
+        deadline = time.monotonic() + 120  # only bounds a failing test
+        while not Path(gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    time.sleep(hold_s)
+    record = {"index": index, "gpu_id": ctx.gpu_id, "threads": ctx.threads,
+              "start": start, "end": time.time(), "pid": os.getpid()}
+    with atomic_path(ctx.extra_dir / f"placed_{index:03d}.json") as tmp:
+        tmp.write_text(json.dumps(record))
+    frame = pd.DataFrame({"item_id": [index + 1], "data": [{"index": index,
+                                                            "square": index * index}]})
+    return StepResult(publish={"records": frame}, info={"pid": os.getpid()})
+
+
 PLUGIN = Plugin("toy", "0.1", (ToySteps, ToyProducer, ToyConsumer, ToyCountParticles,
-                                ToyIterations))
+                                ToyIterations, ToyPlaced))

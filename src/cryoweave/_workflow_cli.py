@@ -71,14 +71,13 @@ def launch(project: Project, run_ids: list[int], *, workers: int, device: str,
 
 def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume: bool,
                       workers: int, device: str, console: Console) -> dict[str, Any]:
-    from cryoweave.workflow._workflow import load_workflow, prepare_workflow
-
     """Create and launch the runs of a workflow file; relative paths in it are taken from
     the file's folder. Returns ``state`` (finished, failed or interrupted — after Ctrl-C or
     SIGTERM, when the runs were stopped), ``runs`` (label → run id), ``status`` (label →
     run status), ``exit_codes`` (run id → exit code, ``null`` when stopped) and ``details``
     (label → run object, see :mod:`cryoweave.workflow._report`)."""
     from cryoweave.workflow._report import run_dict
+    from cryoweave.workflow._workflow import load_workflow, prepare_workflow
 
     entries = load_workflow(path)
     project, run_ids = prepare_workflow(Path(project_dir), entries, resume=resume,

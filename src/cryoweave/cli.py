@@ -32,6 +32,7 @@ from cryoweave._cli_common import (
     resolve_device,
 )
 from cryoweave._cli_tools import demo, docs, downsample, simulate, view
+from cryoweave._config_cli import config
 from cryoweave.errors import CryoweaveError, InputError, ParamError, StorageError
 
 
@@ -114,13 +115,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _execute(project: Any, run_id: int, *, resume: bool, workers: int, executor: str,
-             threads: int | None, device: str, as_json: bool, quiet: bool) -> None:
+             threads: int | None, device: str, as_json: bool, quiet: bool,
+             queue: str | None = None) -> None:
     from cryoweave._progress import RichRunProgress
     from cryoweave.workflow.runner import Runner
 
     with RichRunProgress(err, enabled=not quiet) as progress:
         runner = Runner(project, run_id, workers=workers, executor=executor, threads=threads,
-                        device=device, progress=progress)
+                        device=device, progress=progress, queue=queue)
         summary = runner.execute(resume=resume)
     from cryoweave.workflow._report import run_dict
 
@@ -158,8 +160,11 @@ def _run_protocol_options(func: Any) -> Any:
                      type=click.Choice(["threads", "processes", "dask"])),
         click.option("--threads", default=None, type=click.IntRange(1),
                      help="Engine threads per step (FFT workers); default cores/workers."),
-        click.option("--device", default="auto", show_default=True,
-                     type=click.Choice(["auto", "cpu", "gpu"])),
+        click.option("--device", default=None, type=click.Choice(["auto", "cpu", "gpu"]),
+                     help="Default: the configured device (`cryoweave config show`), auto."),
+        click.option("--queue", default=None, metavar="NAME",
+                     help="Configured queue for the steps (`cryoweave config show`); "
+                          "--continue reuses the run's queue unless given."),
         click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
@@ -172,23 +177,26 @@ def _run_protocol_options(func: Any) -> Any:
 @_run_protocol_options
 def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str,
                      db_url: str | None, continue_run: str | None, label: str | None,
-                     workers: int, executor: str, threads: int | None, device: str,
-                     as_json: bool, quiet: bool) -> None:
+                     workers: int, executor: str, threads: int | None, device: str | None,
+                     queue: str | None, as_json: bool, quiet: bool) -> None:
     """Run protocol NAME with the parameters in PARAMS_FILE (JSON), in the foreground.
 
     NAME matches case-insensitively (a notice says which protocol is used). Relative paths
     inside PARAMS_FILE are taken from PARAMS_FILE's folder; paths on the command line from
     the current folder.
     """
+    from cryoweave.workflow._config import load_config
     from cryoweave.workflow._submit import prepare_run
     from cryoweave.workflow.runner import Runner
 
-    device = resolve_device(device)
+    config = load_config(Path(project_dir)).config
+    config.queue(queue)  # checked before anything is created
+    device = resolve_device(device or config.device)
     if continue_run is not None:
         project = open_project(project_dir, db_url)
         run = project.get_run(continue_run)
         _execute(project, run.id, resume=True, workers=workers, executor=executor,
-                 threads=threads, device=device, as_json=as_json, quiet=quiet)
+                 threads=threads, device=device, as_json=as_json, quiet=quiet, queue=queue)
         return
     if not name or not params_file:
         raise ParamError("give a protocol NAME and a PARAMS_FILE (or --continue RUN); "
@@ -198,13 +206,13 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
 
     def factory(project: Any, run_id: int) -> Runner:
         return Runner(project, run_id, workers=workers, executor=executor, threads=threads,
-                      device=device)
+                      device=device, queue=queue)
 
     project, run_id = prepare_run(project_dir, protocol, raw, label=label, db_url=db_url,
                                   base_dir=Path(params_file).resolve().parent,
-                                  runner_factory=factory)
+                                  queue=queue, runner_factory=factory)
     _execute(project, run_id, resume=False, workers=workers, executor=executor,
-             threads=threads, device=device, as_json=as_json, quiet=quiet)
+             threads=threads, device=device, as_json=as_json, quiet=quiet, queue=queue)
 
 
 @cli.command()
@@ -345,7 +353,7 @@ def workflow_run(workflow_file: str, project_dir: str, db_url: str | None, resum
         sys.exit(EXIT_RUN_FAILED)
 
 
-for _command in (docs, downsample, simulate, view, demo):
+for _command in (docs, downsample, simulate, view, demo, config):
     cli.add_command(_command)
 
 

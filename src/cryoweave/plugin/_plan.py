@@ -194,6 +194,7 @@ class StepContext:
     threads: int = 1
     device: str = "cpu"
     progress_callback: ProgressCallback | None = None
+    gpu_id: str | None = None  # the GPU this step was given (CUDA_VISIBLE_DEVICES-style id)
 
     @property
     def extra_dir(self) -> Path:

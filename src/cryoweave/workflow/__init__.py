@@ -4,6 +4,7 @@ The runner lives in :mod:`cryoweave.workflow.runner` (it imports the plugin API,
 uses the set types defined here).
 """
 
+from cryoweave.workflow._config import Config, QueueConfig, load_config, post_script_allowed
 from cryoweave.workflow._project import Project
 from cryoweave.workflow._report import protocol_dict, run_dict, set_dict
 from cryoweave.workflow._sets import (
@@ -19,13 +20,17 @@ from cryoweave.workflow._sets import (
 
 __all__ = [
     "SET_TYPES",
+    "Config",
     "MicrographSet",
     "ParticleSet",
     "Project",
+    "QueueConfig",
     "RecordSet",
     "SetHandle",
     "SetQuery",
     "VolumeSet",
+    "load_config",
+    "post_script_allowed",
     "protocol_dict",
     "run_dict",
     "set_dict",

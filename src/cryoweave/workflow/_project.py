@@ -146,6 +146,8 @@ class Project:
                         f"project database schema version {version} is newer than this "
                         f"cryoweave supports ({SCHEMA_VERSION}); upgrade cryoweave")
                 Base.metadata.create_all(conn)  # tables added since (no-op otherwise)
+                _add_columns(conn)
+
 
     def close(self) -> None:
         self.engine.dispose()
@@ -223,3 +225,19 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# columns added to existing tables since schema version 1 (no migrations yet): table ->
+# column -> SQL type; added on open when missing, so older projects still open
+ADDED_COLUMNS = {"runs": {"queue": "VARCHAR(100)"}}
+
+
+def _add_columns(conn: Any) -> None:
+    from sqlalchemy import inspect
+
+    inspector = inspect(conn)
+    for table, columns in ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        for name, sql_type in columns.items():
+            if name not in present:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")

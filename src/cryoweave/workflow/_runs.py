@@ -348,7 +348,8 @@ def stored_params(validated: ValidatedRun) -> dict[str, Any]:
     return data
 
 
-def create_run(project: Project, validated: ValidatedRun, *, label: str | None = None) -> int:
+def create_run(project: Project, validated: ValidatedRun, *, label: str | None = None,
+               queue: str | None = None) -> int:
     """Insert the run, its output sets and its folder; returns the run id.
 
     Path inputs must have been imported first (their set ids filled into ``inputs``).
@@ -364,7 +365,7 @@ def create_run(project: Project, validated: ValidatedRun, *, label: str | None =
                              "choose another label")
         run = Run(label=label or None, protocol=protocol.identity(),
                   schema_version=protocol.schema_version, params=stored_params(validated),
-                  status="saved")
+                  status="saved", queue=queue)
         s.add(run)
         s.flush()
         run.folder = run_folder_name(run.id, protocol.__name__)

@@ -58,6 +58,8 @@ class Run(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     host: Mapped[str | None] = mapped_column(String(200))
     stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the queue the run's steps go to (added after schema 1: see Project._add_columns)
+    queue: Mapped[str | None] = mapped_column(String(100))
 
 
 class StepRow(Base):

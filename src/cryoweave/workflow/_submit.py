@@ -58,7 +58,7 @@ def run_imports(project: Project, validated: ValidatedRun, plans: list[ImportPla
 
 def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
                 label: str | None = None, db_url: str | None = None,
-                base_dir: Path | None = None,
+                base_dir: Path | None = None, queue: str | None = None,
                 runner_factory: RunnerFactory | None = None) -> tuple[Project, int]:
     """Validate ``raw`` for ``protocol``; create the project, import path inputs, create the run.
 
@@ -77,7 +77,7 @@ def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
         raise
     project = existing or Project.create(project_dir, db_url)
     run_imports(project, validated, imports, label, runner_factory)
-    return project, create_run(project, validated, label=label)
+    return project, create_run(project, validated, label=label, queue=queue)
 
 
 def run_protocol(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,

@@ -24,6 +24,7 @@ import yaml
 from cryoweave.errors import CryoweaveError, InputError, ParamError
 from cryoweave.plugin._protocol import Protocol
 from cryoweave.plugin._registry import registry
+from cryoweave.workflow._config import load_config
 from cryoweave.workflow._project import Project
 from cryoweave.workflow._runs import (
     PlannedOutputs,
@@ -41,6 +42,7 @@ class WorkflowEntry:
     label: str
     protocol: str
     params: dict[str, Any]
+    queue: str | None = None  # a configured queue for this run's steps
 
 
 def load_workflow(path: str | Path) -> list[WorkflowEntry]:
@@ -70,10 +72,14 @@ def load_workflow(path: str | Path) -> list[WorkflowEntry]:
         if not isinstance(params, dict):
             problems.append(f"entry {index} ({entry['label']}): 'params' must be an object")
             continue
-        unknown = set(entry) - {"label", "protocol", "params", "description"}
+        unknown = set(entry) - {"label", "protocol", "params", "description", "queue"}
         if unknown:
             problems.append(f"entry {index} ({entry['label']}): unknown keys {sorted(unknown)}")
-        result.append(WorkflowEntry(entry["label"], entry["protocol"], params))
+        queue = entry.get("queue")
+        if queue is not None and not isinstance(queue, str):
+            problems.append(f"entry {index} ({entry['label']}): 'queue' must be a queue name")
+            queue = None
+        result.append(WorkflowEntry(entry["label"], entry["protocol"], params, queue))
     labels = [e.label for e in result]
     problems += [f"label {lb!r} is used twice" for lb in sorted(set(labels))
                  if labels.count(lb) > 1]
@@ -107,7 +113,11 @@ def prepare_workflow(project_dir: str | Path, entries: list[WorkflowEntry], *,
     planned_outputs: PlannedOutputs = {}
     planned_previews: PlannedPreviews = {}  # what entries importing files will produce
     plans: list[PlannedRun] = []
+    config = load_config(project_dir).config
     for entry in entries:
+        if entry.queue is not None and entry.queue not in config.queues:
+            problems.append(f"{entry.label}: no queue {entry.queue!r}; configured queues: "
+                            f"{', '.join(sorted(config.queues))}")
         try:
             protocol = registry().get(entry.protocol)
         except CryoweaveError as exc:
@@ -150,5 +160,6 @@ def prepare_workflow(project_dir: str | Path, entries: list[WorkflowEntry], *,
             with project.reader() as s:
                 plan.validated.inputs[input_name] = s.query(SetRow.id).filter(
                     SetRow.run_id == producer.id, SetRow.name == output).scalar()
-        run_ids.append(create_run(project, plan.validated, label=plan.entry.label))
+        run_ids.append(create_run(project, plan.validated, label=plan.entry.label,
+                                  queue=plan.entry.queue))
     return project, run_ids

@@ -21,7 +21,8 @@ from sqlalchemy import select, update
 from cryoweave.errors import CryoweaveError, StepFailed, StopRequested, StorageError
 from cryoweave.plugin._plan import ForEachBatch, Plan, Step, StepContext, StepResult
 from cryoweave.plugin._protocol import PlanContext
-from cryoweave.workflow._executors import Executor, _attach_run_log, make_executor
+from cryoweave.workflow._config import QueueConfig, load_config
+from cryoweave.workflow._executors import Executor, _attach_run_log, make_queue_executor
 from cryoweave.workflow._project import Project, pid_alive
 from cryoweave.workflow._runs import load_run_protocol
 from cryoweave.workflow._schema import Event, Run, SetRow, StepRow, StreamCursor, StreamUnit
@@ -78,16 +79,19 @@ class Runner:
     def __init__(self, project: Project, run_id: int, *, workers: int = 1,
                  executor: str = "threads", threads: int | None = None, device: str = "cpu",
                  progress: RunProgress | None = None, dask_address: str | None = None,
-                 poll_interval_s: float = POLL_INTERVAL_S):
+                 poll_interval_s: float = POLL_INTERVAL_S, queue: str | None = None):
         self.project = project
         self.run_id = run_id
         self.workers = max(1, workers)
         self.executor_kind = executor
+        self._threads_given = threads
         self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
         self.device = device
         self.progress = progress or RunProgress()
         self.dask_address = dask_address
         self.poll_interval_s = poll_interval_s
+        self.queue = queue  # None: the run's recorded queue, else the configured default
+        self.queue_config = QueueConfig(kind="local")
         self.log = logging.getLogger(f"cryoweave.run{run_id}")
         self.steps: dict[str, _StepState] = {}
         self.inputs: dict[str, SetHandle | None] = {}
@@ -98,6 +102,7 @@ class Runner:
     # -- entry point ------------------------------------------------------------------------
     def execute(self, *, resume: bool = False) -> RunSummary:
         start = time.perf_counter()
+        self.queue, self.queue_config = self._resolve_queue()
         run = self._claim(resume)
         protocol_cls, params, input_ids = load_run_protocol(run)
         self.salt = f"{protocol_cls.identity()}@{protocol_cls.schema_version}"
@@ -121,7 +126,10 @@ class Runner:
             plan = protocol.plan(params, ctx)
             self._load_existing_steps()
             self.register_steps(plan.steps)
-            executor = make_executor(self.executor_kind, self.workers, self.dask_address)
+            executor = make_queue_executor(self.queue or "local", self.queue_config,
+                                           executor=self.executor_kind, workers=self.workers,
+                                           log_dir=self.run_dir / "logs" / "workers",
+                                           address=self.dask_address)
             self._loop(plan, executor)
             self._finish("finished", None)
         except StopRequested as exc:
@@ -143,6 +151,17 @@ class Runner:
         self.summary.outputs = {n: h.id for n, h in self.outputs.items()}
         return self.summary
 
+    def _resolve_queue(self) -> tuple[str, QueueConfig]:
+        """The queue given, else the one recorded on the run, else the configured default."""
+        config = load_config(self.project.root).config
+        if self._threads_given is None and config.engine_threads:
+            self.threads = config.engine_threads
+        name = self.queue
+        if name is None:
+            with self.project.reader() as s:
+                name = s.scalar(select(Run.queue).where(Run.id == self.run_id))
+        return config.queue(name)
+
     def _claim(self, resume: bool) -> Run:
         with self.project.transaction() as s:
             run = s.get(Run, self.run_id)
@@ -161,8 +180,9 @@ class Runner:
             run.started_at = time.time()
             run.finished_at = None
             run.stop_requested = False
+            run.queue = self.queue
             s.add(Event(run_id=run.id, kind="run_started" if not resume else "run_continued",
-                        message=f"pid {run.pid} on {run.host}"))
+                        message=f"pid {run.pid} on {run.host}, queue {run.queue}"))
             s.flush()
             s.expunge(run)
             return run
@@ -337,7 +357,11 @@ class Runner:
         streams: list[BatchStream | WatchStream] = [
             BatchStream(self, spec) if isinstance(spec, ForEachBatch)
             else WatchStream(self, spec, i) for i, spec in enumerate(plan.streams)]
-        running: dict[Any, tuple[_StepState, float]] = {}
+        running: dict[Any, tuple[_StepState, float, str | None]] = {}
+        # GPUs of a local queue, shared out one per concurrent GPU step
+        free_gpus = list(self.queue_config.devices)
+        capacity = max(self.workers, executor.capacity() or 0) \
+            if self.queue_config.kind != "local" else self.workers
         failure: StepFailed | None = None
         aborting = False
         last_stop_check = 0.0
@@ -357,17 +381,26 @@ class Runner:
                 for st in streams:
                     if not st.done:
                         st.poll()
-                free = self.workers - len(running)
+                free = capacity - len(running)
                 for state in self._ready()[:max(0, free)]:
+                    gpu_id = None
+                    if state.resources.get("gpu") and self.queue_config.devices:
+                        if not free_gpus:
+                            continue
+                        gpu_id = free_gpus.pop(0)
                     state.status = "running"
-                    ctx = StepContext(self.run_id, state.key, self.run_dir, self.threads,
-                                      self.device, self.progress.step_progress)
+                    ctx = StepContext(self.run_id, state.key, self.run_dir,
+                                      executor.step_threads(state.resources, self.threads),
+                                      self.device, self.progress.step_progress, gpu_id)
                     self.progress.step_started(state.key, state.label)
-                    handle = executor.submit(state.func, state.args, ctx, state.outputs)
-                    running[handle] = (state, time.perf_counter())
+                    handle = executor.submit(state.func, state.args, ctx, state.outputs,
+                                             state.resources)
+                    running[handle] = (state, time.perf_counter(), gpu_id)
             if running:
                 for handle in executor.wait(list(running), self.poll_interval_s):
-                    state, started = running.pop(handle)
+                    state, started, gpu_id = running.pop(handle)
+                    if gpu_id is not None:
+                        free_gpus.append(gpu_id)
                     try:
                         result, seconds = executor.outcome(handle)
                         self._record(state, result, seconds)
