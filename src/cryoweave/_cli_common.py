@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
-from rich.console import Console
 
 from cryoweave.errors import ParamError
 
-out = Console()
-err = Console(stderr=True)
+
+class LazyConsole:
+    """A rich ``Console`` made on first use (rich is not imported by ``--help``).
+
+    Soft wrap: lines are never broken by rich (a path stays whole when piped or copied).
+    """
+
+    def __init__(self, *, stderr: bool = False):
+        self._stderr = stderr
+        self._console: Any = None
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, soft_wrap=True)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+out: Any = LazyConsole()
+err: Any = LazyConsole(stderr=True)
 EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 3
 
@@ -19,6 +44,48 @@ project_option = click.option(
     show_default=True, help="Project folder.")
 db_option = click.option("--db", "db_url", default=None,
                          help="Database URL (e.g. postgresql://…); default project.sqlite.")
+
+
+def json_option(what: str) -> Any:
+    return click.option("--json", "as_json", is_flag=True,
+                        help=f"Print {what} as JSON (keys: see cryoweave.workflow._report).")
+
+
+def echo_json(data: Any) -> None:
+    """JSON on stdout, nothing else (scripts parse it)."""
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                whole: int = 0) -> None:
+    """A table on stdout: on a terminal, a rich table whose cells wrap or fold (never cut
+    with …), the first ``whole`` columns (names, labels) kept on one line; otherwise (a
+    pipe, a file) tab-separated lines with a header line, nothing cut."""
+    if not sys.stdout.isatty():
+        for row in [headers, *rows]:
+            click.echo("\t".join(str(c).replace("\t", " ").replace("\n", " ") for c in row))
+        return
+    from rich.table import Table
+
+    table = Table(*headers)
+    for index, column in enumerate(table.columns):
+        column.overflow = "fold"
+        column.no_wrap = index < whole
+    from rich.markup import escape
+
+    for row in rows:
+        table.add_row(*(escape(str(c)) for c in row))
+    out.print(table, soft_wrap=False)
+
+
+def shown_label(label: str | None) -> str:
+    """A run label for output: control characters (refused for new labels, possible in
+    older projects) written as escapes, never sent raw to a terminal."""
+    from cryoweave.workflow._runs import label_problem
+
+    if not label:
+        return ""
+    return repr(label)[1:-1] if label_problem(label) else label
 
 
 def open_project(project_dir: str, db_url: str | None = None) -> Any:

@@ -10,7 +10,9 @@ import click
 
 from cryoweave._cli_common import (
     db_option,
+    echo_json,
     err,
+    json_option,
     open_project,
     out,
     output_set,
@@ -95,9 +97,11 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
 @click.option("--volume-pixel-size", type=float, default=None,
               help="Pixel size (Å) of --volume when its header has none.")
 @click.option("-n", "--n-particles", default=1000, show_default=True, type=click.IntRange(1))
-@click.option("--box", "box_px", type=int, default=None, help="Box (px) of the particles.")
+@click.option("--box", "box_px", type=int, default=None,
+              help="Box (px) of the particles.  [default: the map's; 64 with --phantom]")
 @click.option("--pixel-size", "pixel_size_a", type=float, default=None,
-              help="Pixel size (Å) of the particles.")
+              help="Pixel size (Å) of the particles.  [default: the map's; 2 Å with "
+                   "--phantom]")
 @click.option("--snr", type=float, default=1.0, show_default=True,
               help="Signal-to-noise ratio (variance); 0 for none.")
 @click.option("--max-shift", "max_shift_a", type=float, default=0.0, show_default=True,
@@ -150,8 +154,11 @@ def simulate(outdir: str, phantom: bool, volume_path: str | None,
 @db_option
 @click.option("--outdir", default=None, type=click.Path(file_okay=False),
               help="Where to write the pictures (default: the run's extra/view_OUTPUT).")
-def view(target: str, project_dir: str, db_url: str | None, outdir: str | None) -> None:
-    """Write pictures of an output (thumbnails, power spectra, contact sheet, slices)."""
+@json_option("the set and the files written")
+def view(target: str, project_dir: str, db_url: str | None, outdir: str | None,
+         as_json: bool) -> None:
+    """Write pictures of an output (thumbnails, power spectra, contact sheet, slices, FSC
+    plots) and print their paths, one a line."""
     from cryoweave.viewers import view_set
 
     project = open_project(project_dir, db_url)
@@ -163,8 +170,15 @@ def view(target: str, project_dir: str, db_url: str | None, outdir: str | None) 
     if not written:
         raise ParamError(f"nothing to show for {target} ({handle.kind} set, "
                          f"{handle.count()} items)")
+    if as_json:
+        from cryoweave.workflow._report import set_dict
+
+        echo_json({"target": target, "run": handle.run_id, "set": set_dict(handle, files=False),
+                   "folder": str(Path(outdir).resolve()),
+                   "files": [str(Path(p).resolve()) for p in written]})
+        return
     for path in written:
-        out.print(str(path))
+        click.echo(str(Path(path).resolve()))
 
 
 @click.command()
@@ -178,4 +192,4 @@ def demo(project_dir: str, quick: bool) -> None:
     target = Path(project_dir)
     if project_dir == ".":
         target = Path("demo_project")
-    run_demo(target, console=out, quick=quick)
+    run_demo(target, console=out.console, quick=quick)

@@ -71,17 +71,33 @@ def launch(project: Project, run_ids: list[int], *, workers: int, device: str,
 
 def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume: bool,
                       workers: int, device: str, console: Console) -> dict[str, Any]:
+    """Create and launch the runs of a workflow file; relative paths in it are taken from
+    the file's folder. Returns ``state`` (finished, failed or interrupted — after Ctrl-C or
+    SIGTERM, when the runs were stopped), ``runs`` (label → run id), ``status`` (label →
+    run status), ``exit_codes`` (run id → exit code, ``null`` when stopped) and ``details``
+    (label → run object, see :mod:`cryoweave.workflow._report`)."""
+    from cryoweave.workflow._report import run_dict
     from cryoweave.workflow._workflow import load_workflow, prepare_workflow
     from cryoweave.workflow.runner import failed_items
 
     entries = load_workflow(path)
     project, run_ids = prepare_workflow(Path(project_dir), entries, resume=resume,
-                                        db_url=db_url)
-    codes = launch(project, run_ids, workers=workers, device=device, console=console)
-    with project.reader() as s:
-        statuses = {s.get(Run, rid).label: s.get(Run, rid).status for rid in run_ids}
+                                        db_url=db_url, base_dir=Path(path).resolve().parent)
+    interrupted = False
+    try:
+        codes: dict[int, int | None] = dict(
+            launch(project, run_ids, workers=workers, device=device, console=console))
+    except KeyboardInterrupt:
+        interrupted = True
+        codes = {rid: None for rid in run_ids}
     labels = [e.label for e in entries]
-    return {"runs": dict(zip(labels, run_ids, strict=True)),
+    runs = {label: project.get_run(rid) for label, rid in zip(labels, run_ids, strict=True)}
+    statuses = {label: run.status for label, run in runs.items()}
+    state = "interrupted" if interrupted else (
+        "finished" if all(v == "finished" for v in statuses.values()) else "failed")
+    return {"state": state, "runs": dict(zip(labels, run_ids, strict=True)),
             "status": statuses, "exit_codes": codes,
-            "failed_items": {label: failed_items(project, rid)[0]
-                             for label, rid in zip(labels, run_ids, strict=True)}}
+            "failed_items": {label: failed_items(project, run.id)[0]
+                             for label, run in runs.items()},
+            "details": {label: run_dict(project, run, files=False)
+                        for label, run in runs.items()}}

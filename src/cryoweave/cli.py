@@ -15,20 +15,22 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from cryoweave import __version__
 from cryoweave._cli_common import (
     EXIT_RUN_FAILED,
     EXIT_USER_ERROR,
     db_option,
+    echo_json,
     err,
+    json_option,
     open_project,
     out,
     output_set,
+    print_table,
     project_option,
     resolve_device,
+    shown_label,
 )
 from cryoweave._cli_tools import demo, docs, downsample, simulate, view
 from cryoweave._config_cli import config
@@ -54,32 +56,52 @@ def init(directory: str, db_url: str | None) -> None:
         out.print(f"project ready at {project.root} ({project.db_url})")
 
 
-@cli.command()
-def protocols() -> None:
-    """List the protocols of every installed plugin."""
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def find_protocol(name: str) -> Any:
+    """The protocol called ``name``. Names match case-insensitively (``-`` ignored); when the
+    spelling differs from the class name, a notice on stderr says which protocol is used."""
     from cryoweave.plugin import registry
 
-    table = Table("protocol", "plugin", "label", "inputs", "outputs")
-    for cls in registry().protocols():
-        inputs = ", ".join(f"{n}:{s.kind}" for n, s in cls.inputs().items())
-        outputs = ", ".join(f"{n}:{t.kind}" for n, t in cls.outputs().items())
-        table.add_row(cls.__name__, cls.plugin, cls.label, inputs, outputs)
-    out.print(table)
+    protocol = registry().get(name)
+    if name not in (protocol.__name__, protocol.identity()):
+        err.print(f"note: {name!r} taken as {protocol.__name__} ({protocol.identity()})",
+                  highlight=False)
+    return protocol
+
+
+@cli.command()
+@json_option("the protocols")
+def protocols(as_json: bool) -> None:
+    """List the protocols of every installed plugin (tab-separated when piped)."""
+    from cryoweave.plugin import registry
+    from cryoweave.workflow._report import protocol_dict
+
+    listed = [protocol_dict(cls) for cls in registry().protocols()]
+    if as_json:
+        echo_json(listed)
+        return
+    print_table(("protocol", "plugin", "label", "inputs", "outputs"), [
+        (p["name"], p["plugin"], p["label"],
+         ", ".join(f"{n}:{k}" for n, k in p["inputs"].items()),
+         ", ".join(f"{n}:{k}" for n, k in p["outputs"].items())) for p in listed], whole=1)
 
 
 @cli.command()
 @click.argument("name")
 def form(name: str) -> None:
     """Print the JSON Schema of a protocol's parameters (what a GUI form renders)."""
-    from cryoweave.plugin import registry
-
-    click.echo(json.dumps(registry().get(name).form_schema(), indent=2))
+    click.echo(json.dumps(find_protocol(name).form_schema(), indent=2))
 
 
 def _load_params(path: str) -> Any:
     file = Path(path)
     if not file.is_file():
-        raise InputError(f"{file}: params file not found")
+        raise InputError(f"{file.resolve()}: params file not found")
     from cryoweave.workflow._param_files import parse_json, read_text_utf8
 
     text = read_text_utf8(file, "params file")
@@ -93,21 +115,11 @@ def _load_params(path: str) -> Any:
                          "JSON object of parameters") from exc
 
 
-def _outputs_report(project: Any, run_id: int) -> dict[str, Any]:
-    from sqlalchemy import select
+def _print_summary(summary: dict[str, Any]) -> None:
+    from cryoweave.workflow._report import format_summary
 
-    from cryoweave.workflow import set_handle
-    from cryoweave.workflow._export import set_files
-    from cryoweave.workflow._schema import SetRow
-
-    with project.reader() as s:
-        rows = list(s.scalars(select(SetRow).where(SetRow.run_id == run_id)))
-    report = {}
-    for row in rows:
-        handle = set_handle(project, row.id, row.kind)
-        report[row.name] = {"set": row.id, "kind": row.kind, "state": row.state,
-                            "size": handle.count(), "files": set_files(handle)}
-    return report
+    if summary:
+        out.print(f"summary: {format_summary(summary)}", highlight=False)
 
 
 def _execute(project: Any, run_id: int, *, resume: bool, workers: int, executor: str,
@@ -120,11 +132,14 @@ def _execute(project: Any, run_id: int, *, resume: bool, workers: int, executor:
         runner = Runner(project, run_id, workers=workers, executor=executor, threads=threads,
                         device=device, progress=progress, queue=queue)
         summary = runner.execute(resume=resume)
-    outputs = _outputs_report(project, run_id)
+    from cryoweave.workflow._report import run_dict
+
+    report = run_dict(project, project.get_run(run_id))
+    outputs = report["outputs"]
     if as_json:
-        click.echo(json.dumps({"run": run_id, "status": summary.status, "error": summary.error,
-                               "failed_items": summary.failed_items, "outputs": outputs},
-                              indent=2))
+        echo_json({"run": run_id, "status": summary.status, "error": summary.error,
+                   "failed_items": summary.failed_items, "outputs": outputs,
+                   "summary": report["summary"], "details": report})
     else:
         line = (f"run {run_id} {summary.status} in {summary.seconds:.1f} s "
                 f"({summary.steps_run} steps run, {summary.steps_skipped} skipped)")
@@ -135,6 +150,7 @@ def _execute(project: Any, run_id: int, *, resume: bool, workers: int, executor:
         for name, info in outputs.items():
             out.print(f"  {name}: set {info['set']}, {info['size']} {info['kind']}, "
                       f"{info['state']}")
+        _print_summary(report["summary"])
     if summary.status != "finished":
         if not as_json:
             err.print(f"[red]error:[/red] {escape(summary.error or '')}", soft_wrap=True)
@@ -175,8 +191,12 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
                      db_url: str | None, continue_run: str | None, label: str | None,
                      workers: int, executor: str, threads: int | None, device: str | None,
                      queue: str | None, as_json: bool, quiet: bool) -> None:
-    """Run protocol NAME with the parameters in PARAMS_FILE (JSON), in the foreground."""
-    from cryoweave.plugin import registry
+    """Run protocol NAME with the parameters in PARAMS_FILE (JSON), in the foreground.
+
+    NAME matches case-insensitively (a notice says which protocol is used). Relative paths
+    inside PARAMS_FILE are taken from PARAMS_FILE's folder; paths on the command line from
+    the current folder.
+    """
     from cryoweave.workflow._config import load_config
     from cryoweave.workflow._submit import prepare_run
     from cryoweave.workflow.runner import Runner
@@ -193,7 +213,7 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
     if not name or not params_file:
         raise ParamError("give a protocol NAME and a PARAMS_FILE (or --continue RUN); "
                          "`cryoweave protocols` lists the protocols")
-    protocol = registry().get(name)
+    protocol = find_protocol(name)
     raw = _load_params(params_file)
 
     def factory(project: Any, run_id: int) -> Runner:
@@ -201,81 +221,75 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
                       device=device, queue=queue)
 
     project, run_id = prepare_run(project_dir, protocol, raw, label=label, db_url=db_url,
+                                  base_dir=Path(params_file).resolve().parent,
                                   queue=queue, runner_factory=factory)
     _execute(project, run_id, resume=False, workers=workers, executor=executor,
              threads=threads, device=device, as_json=as_json, quiet=quiet, queue=queue)
 
 
-def _shown_label(label: str | None) -> str:
-    """A run label for the terminal: rich markup escaped, and control characters (refused
-    for new labels, possible in older projects) written as escapes, never sent raw."""
-    from cryoweave.workflow._runs import label_problem
-
-    if not label:
-        return ""
-    text = repr(label)[1:-1] if label_problem(label) else label
-    return escape(text)
-
-
-def _run_state(run: Any) -> str:
-    from cryoweave.workflow._project import pid_alive
-
-    if run.status == "running" and not pid_alive(run.pid):
-        return "running (process gone: continue it)"
-    return run.status
-
-
 @cli.command()
 @project_option
 @db_option
-def runs(project_dir: str, db_url: str | None) -> None:
-    """List the runs of a project."""
+@json_option("the runs (a list of run objects, with their summaries)")
+def runs(project_dir: str, db_url: str | None, as_json: bool) -> None:
+    """List the runs of a project (tab-separated when piped)."""
+    from cryoweave.workflow._report import outputs_dict, run_dict, run_state
+
     project = open_project(project_dir, db_url)
-    table = Table("id", "label", "protocol", "status", "started", "duration", "outputs")
+    if as_json:
+        echo_json([run_dict(project, run) for run in project.list_runs()])
+        return
+    rows = []
     for run in project.list_runs():
-        outputs = _outputs_report(project, run.id)
+        outputs = outputs_dict(project, run.id, files=False)
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started_at)) \
             if run.started_at else ""
         duration = f"{run.finished_at - run.started_at:.1f} s" \
             if run.started_at and run.finished_at else ""
-        table.add_row(str(run.id), _shown_label(run.label), run.protocol, _run_state(run), started,
-                      duration, ", ".join(f"{n}: {o['size']} ({o['state']})"
-                                          for n, o in outputs.items()))
-    out.print(table)
+        rows.append((run.id, shown_label(run.label), run.protocol.split(":")[-1], run_state(run),
+                     started, duration,
+                     ", ".join(f"{n}: {o['size']} ({o['state']})" for n, o in outputs.items())))
+    print_table(("id", "label", "protocol", "status", "started", "duration", "outputs"), rows,
+                whole=4)
 
 
 @cli.command()
 @click.argument("run_ref", metavar="RUN")
 @project_option
 @db_option
-def show(run_ref: str, project_dir: str, db_url: str | None) -> None:
-    """Show a run: parameters, status, steps, outputs and recent problems."""
-    from sqlalchemy import func, select
+@json_option("the run object")
+def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> None:
+    """Show a run: parameters, status, steps, outputs, summary and recent problems."""
+    from sqlalchemy import select
 
-    from cryoweave.workflow._schema import Event, StepRow
-    from cryoweave.workflow.runner import failed_items
+    from cryoweave.workflow._report import run_dict
+    from cryoweave.workflow._schema import Event
 
     project = open_project(project_dir, db_url)
     run = project.get_run(run_ref)
-    out.print(f"[bold]run {run.id}[/bold] {_shown_label(run.label)} {run.protocol}: "
-              f"{_run_state(run)}")
+    report = run_dict(project, run)
+    if as_json:
+        echo_json(report)
+        return
+    out.print(f"[bold]run {run.id}[/bold] {escape(shown_label(run.label))} {run.protocol}: "
+              f"{report['state']}")
     if run.error:
-        out.print(f"[red]error:[/red] {run.error}")
-    out.print(f"folder: {project.root / run.folder}")
-    out.print("params: " + json.dumps(run.params, indent=2))
+        out.print(f"[red]error:[/red] {escape(run.error)}")
+    out.print(f"folder: {report['folder']}", highlight=False)
+    out.print("params: " + json.dumps(run.params, indent=2), highlight=False, markup=False)
     with project.reader() as s:
-        counts = dict(s.execute(select(StepRow.status, func.count()).where(
-            StepRow.run_id == run.id).group_by(StepRow.status)).all())
         events = list(s.scalars(select(Event).where(Event.run_id == run.id,
                                                     Event.level == "error")
                                 .order_by(Event.id.desc()).limit(10)))
-    out.print("steps: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"))
-    failed, _ = failed_items(project, run.id)
-    if failed:
-        out.print(f"[red]failed items: {failed}[/red] (the latest are listed below)")
-    for name, info in _outputs_report(project, run.id).items():
+    counts = report["steps"]
+    out.print("steps: " + (", ".join(f"{n} {k}" for k, n in counts.items()) or "none"))
+    if report["failed_items"]:
+        out.print(f"[red]failed items: {report['failed_items']}[/red] "
+                  "(the latest are listed below)")
+    for name, info in report["outputs"].items():
         out.print(f"output {name}: set {info['set']}, {info['size']} {info['kind']}, "
                   f"{info['state']}")
+    _print_summary(report["summary"])
     for event in reversed(events):
         item = (event.data or {}).get("item_id")
         where = f" (item {item})" if item is not None else ""
@@ -296,16 +310,22 @@ def stop(run_ref: str, project_dir: str, db_url: str | None) -> None:
 
 @cli.command()
 @click.argument("target", metavar="RUN.OUTPUT")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
 @project_option
 @db_option
-def export(target: str, path: str, project_dir: str, db_url: str | None) -> None:
-    """Export an output: particles/micrographs → RELION 3.1 STAR, volume → MRC."""
+@click.option("--copy-stacks", is_flag=True,
+              help="Particles: copy the image stacks next to the STAR (a self-contained "
+                   "export; the STAR refers to them relatively).")
+def export(target: str, path: str, project_dir: str, db_url: str | None,
+           copy_stacks: bool) -> None:
+    """Export an output: particles/micrographs → RELION 3.1 STAR (PATH a .star name, or a
+    folder that gets particles.star / micrographs.star), volume → MRC (.mrc/.map), FSC →
+    RELION-style fsc.star or .csv. PATH is taken from the current folder."""
     from cryoweave.workflow._export import export_set
 
     project = open_project(project_dir, db_url)
-    for written in export_set(output_set(project, target), path):
-        out.print(f"wrote {written}")
+    for written in export_set(output_set(project, target), path, copy_stacks=copy_stacks):
+        click.echo(f"wrote {written}")
 
 
 @cli.group()
@@ -323,16 +343,24 @@ def workflow() -> None:
               help="Steps at the same time, per run.")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "gpu"]))
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON summary at the end (also after Ctrl-C: state interrupted).")
 def workflow_run(workflow_file: str, project_dir: str, db_url: str | None, resume: bool,
                  workers: int, device: str, as_json: bool) -> None:
-    """Create the runs of WORKFLOW_FILE (JSON or YAML) and run them at the same time."""
+    """Create the runs of WORKFLOW_FILE (JSON or YAML) and run them at the same time.
+
+    Relative paths inside WORKFLOW_FILE are taken from its folder.
+    """
     from cryoweave._workflow_cli import run_workflow_file
 
     summary = run_workflow_file(workflow_file, project_dir, db_url=db_url, resume=resume,
-                                workers=workers, device=resolve_device(device), console=err)
+                                workers=workers, device=resolve_device(device),
+                                console=err.console)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        echo_json(summary)
+    if summary["state"] == "interrupted":
+        err.print("interrupted")
+        sys.exit(130)
     failed = {label: status for label, status in summary["status"].items()
               if status != "finished"}
     if failed:

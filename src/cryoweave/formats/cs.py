@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.transform import Rotation
 
 from cryoweave.errors import InputError
 from cryoweave.formats._paths import PathResolver
@@ -45,6 +44,8 @@ def _decode(values: np.ndarray) -> list[str]:
 
 def poses_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
     """RELION (rot, tilt, psi) in degrees from cryoSPARC axis-angle poses ``(n, 3)``."""
+    from scipy.spatial.transform import Rotation  # scipy is slow to import: on use
+
     return Rotation.from_rotvec(np.asarray(rotvec, dtype=np.float64)).as_euler(
         "ZYZ", degrees=True)
 

@@ -15,7 +15,7 @@ from cryoweave.plugin._plan import (
     WorkUnit,
 )
 from cryoweave.plugin._preview import SetPreview
-from cryoweave.plugin._protocol import PlanContext, Protocol, ProtocolOutputs
+from cryoweave.plugin._protocol import PlanContext, Protocol, ProtocolOutputs, SummaryContext
 from cryoweave.plugin._registry import Plugin, Registry, registry
 from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, VolumeSet
 
@@ -43,6 +43,7 @@ __all__ = [
     "Step",
     "StepContext",
     "StepResult",
+    "SummaryContext",
     "VolumeSet",
     "Watch",
     "WorkUnit",

@@ -38,6 +38,7 @@ def param(
     expert: bool | int = False,
     visible_if: dict[str, Any] | None = None,
     unit: str | None = None,
+    path: bool = False,
     **constraints: Any,
 ) -> Any:
     """Declare a protocol parameter.
@@ -45,6 +46,8 @@ def param(
     ``expert`` is ``False``/``True`` or a level (0 normal, 1 advanced, 2 expert).
     ``visible_if`` is a declarative condition, e.g. ``{"do_lowpass": True}`` — every key must
     equal its value (a list means "one of"). ``unit`` is shown next to the input ("Å", "px").
+    ``path=True`` marks a file, folder or glob pattern (schema ``"format": "path"``): a
+    relative value is taken from the params (or workflow) file's folder and stored absolute.
     Remaining keyword arguments are pydantic constraints (``gt``, ``le``, ...).
     """
     extra: dict[str, Any] = {}
@@ -57,6 +60,8 @@ def param(
         extra["visible_if"] = dict(visible_if)
     if unit:
         extra["unit"] = unit
+    if path:
+        extra["format"] = "path"
     return Field(default, description=description, json_schema_extra=extra or None, **constraints)
 
 

@@ -35,6 +35,26 @@ class PlanContext:
         return self.inputs.get(name)
 
 
+@dataclass
+class SummaryContext:
+    """What ``Protocol.summary`` may use: the stored params, the output sets and the ``info``
+    each finished step returned (step key → dict)."""
+
+    run_id: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def output(self, name: str) -> Any:
+        """The set handle of output ``name`` (``None`` when the protocol has no such output)."""
+        return self.outputs.get(name)
+
+    def total(self, key: str) -> int:
+        """The sum of ``info[key]`` over the finished steps (e.g. ``"failed"`` items)."""
+        return int(sum(info.get(key) or 0 for info in self.steps.values()
+                       if isinstance(info.get(key), int | float)))
+
+
 class Protocol:
     """Base of every protocol.
 
@@ -117,3 +137,10 @@ class Protocol:
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         raise NotImplementedError(f"{type(self).__name__}.plan")
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        """The few numbers a person looks at first (resolution, counts, pixel size, box), as
+        a flat JSON object; printed by ``run-protocol`` and ``show`` and kept under
+        ``"summary"`` in their ``--json``. Keys end with their unit (``_a`` Å, ``_px``).
+        Called on finished and unfinished runs alike: use what exists. Default: nothing."""
+        return {}

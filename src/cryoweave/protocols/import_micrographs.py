@@ -28,10 +28,12 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     Watch,
     WorkUnit,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 
 
 class ImportMicrographs(Protocol):
@@ -56,7 +58,7 @@ class ImportMicrographs(Protocol):
 
     class Params(ProtocolParams):
         pattern: str = param(description="Glob pattern of the micrograph files, e.g. "
-                                         "'Movies/*.mrc'", section="Input")
+                                         "'Movies/*.mrc'", section="Input", path=True)
         pixel_size_a: float | None = param(
             None, gt=0, unit="Å", section="Acquisition",
             description="Pixel size; taken from the MRC header when not given")
@@ -115,6 +117,10 @@ class ImportMicrographs(Protocol):
             if not pixel:
                 return [f"{usable[0]}: the MRC header has no pixel size; pass pixel_size_a"]
         return []
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        summary = set_summary(ctx.output("micrographs"), "micrographs")
+        return {**summary, "failed": ctx.total("failed")}
 
     def preview(self, params: Any) -> dict[str, SetPreview]:
         acquisition = {"voltage_kv": params.voltage_kv, "cs_mm": params.cs_mm,

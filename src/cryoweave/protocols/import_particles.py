@@ -23,12 +23,14 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 
 
 def datadir_param() -> Any:
-    return param(None, section="Input", expert=True,
+    return param(None, section="Input", expert=True, path=True,
                  description="Base folder of relative image paths in the STAR/.cs file")
 
 
@@ -59,7 +61,8 @@ class ImportParticles(Protocol):
     label = "import particles"
 
     class Params(ProtocolParams):
-        path: str = param(description="Particle file: .star, .cs or .mrcs", section="Input")
+        path: str = param(description="Particle file: .star, .cs or .mrcs", section="Input",
+                          path=True)
         pixel_size_a: float | None = param(
             None, gt=0, unit="Å", section="Input",
             description="Pixel size of the images; overrides the file's (required when the "
@@ -84,6 +87,9 @@ class ImportParticles(Protocol):
         if params.datadir and not Path(params.datadir).is_dir():
             return [f"parameter 'datadir': folder {params.datadir} not found"]
         return []
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        return set_summary(ctx.output("particles"), "particles")
 
     def preview(self, params: Any) -> dict[str, SetPreview]:
         table = read_checked_table(params.path, params.pixel_size_a, params.datadir,

@@ -20,9 +20,11 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     VolumeSet,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 
 
 class ImportVolume(Protocol):
@@ -31,13 +33,13 @@ class ImportVolume(Protocol):
     label = "import volume"
 
     class Params(ProtocolParams):
-        path: str = param(description="MRC map file", section="Input")
+        path: str = param(description="MRC map file", section="Input", path=True)
         pixel_size_a: float | None = param(
             None, gt=0, unit="Å", section="Input",
             description="Voxel size; taken from the MRC header when not given")
-        half1_path: str | None = param(None, section="Input", expert=True,
+        half1_path: str | None = param(None, section="Input", expert=True, path=True,
                                        description="First half map (optional)")
-        half2_path: str | None = param(None, section="Input", expert=True,
+        half2_path: str | None = param(None, section="Input", expert=True, path=True,
                                        description="Second half map (optional)")
 
     class Outputs(ProtocolOutputs):
@@ -52,6 +54,9 @@ class ImportVolume(Protocol):
         if (params.half1_path is None) != (params.half2_path is None):
             problems.append("give both half1_path and half2_path, or neither")
         return problems
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        return set_summary(ctx.output("volume"), "volumes")
 
     def preview(self, params: Any) -> dict[str, SetPreview]:
         halves = [p for p in (params.half1_path, params.half2_path) if p]

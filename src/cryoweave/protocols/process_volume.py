@@ -33,9 +33,11 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     VolumeSet,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 from cryoweave.protocols.reconstruction.simulate import check_symmetry
 
 ORDER = ("resample", "symmetrize", "flip_hand", "lowpass", "bfactor", "threshold_mask",
@@ -151,6 +153,13 @@ class ProcessVolume(Protocol):
         if problem:
             problems.append(problem)
         return problems
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        summary = set_summary(ctx.output("volume"), "volumes")
+        mask = ctx.output("mask")
+        if mask is not None and mask.count():
+            summary["masks"] = mask.count()
+        return summary
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         row = ctx.input("volume").to_frame().iloc[0]

@@ -24,7 +24,7 @@ from cryoweave.viewers._images import (
     thumbnail,
 )
 from cryoweave.viewers._volumes import plot_volume
-from cryoweave.workflow import MicrographSet, ParticleSet, SetHandle, VolumeSet
+from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, SetHandle, VolumeSet
 
 Picture = tuple[Path, str]  # (file, caption)
 
@@ -125,6 +125,11 @@ def view_set(handle: SetHandle, folder: str | Path) -> list[Path]:
         pictures = view_particles(handle, folder)
     elif isinstance(handle, VolumeSet):
         pictures = view_volumes(handle, folder)
+    elif isinstance(handle, RecordSet):
+        from cryoweave.viewers._fsc import view_fsc
+
+        display, prefix = set_title(handle)
+        pictures = view_fsc(handle, folder, prefix=prefix, display=display)
     else:
         pictures = []
     written = [path for path, _ in pictures]

@@ -13,6 +13,7 @@ from cryoweave.workflow._config import (
     post_script_allowed,
 )
 from cryoweave.workflow._project import Project
+from cryoweave.workflow._report import protocol_dict, run_dict, set_dict
 from cryoweave.workflow._sets import (
     SET_TYPES,
     MicrographSet,
@@ -39,5 +40,8 @@ __all__ = [
     "VolumeSet",
     "load_config",
     "post_script_allowed",
+    "protocol_dict",
+    "run_dict",
+    "set_dict",
     "set_handle",
 ]

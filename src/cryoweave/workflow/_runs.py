@@ -158,6 +158,22 @@ def _resolve_ref(project: Project | None, name: str, ref: InputRef, kind: str
     return row.id, None
 
 
+def _unknown_label(project: Project | None, run: Any) -> bool:
+    """A workflow reference by a label that names no run (of the workflow or the project)."""
+    if not isinstance(run, str) or run.isdigit():
+        return False
+    return project is None or project.find_run(run) is None
+
+
+def _unknown_label_problem(name: str, label: str, project: Project | None,
+                           planned: PlannedOutputs) -> str:
+    known = list(planned)
+    if project is not None:
+        known += [r.label for r in project.list_runs() if r.label and r.label not in known]
+    return (f"input {name!r} refers to the unknown label {label!r}; known labels (entries "
+            f"above this one, runs of the project): {', '.join(known) or 'none'}")
+
+
 def _check_path(name: str, path: str) -> str | None:
     if any(ch in path for ch in "*?["):
         if not glob.glob(path):
@@ -165,6 +181,14 @@ def _check_path(name: str, path: str) -> str | None:
     elif not os.path.exists(path):
         return f"input {name!r}: file {path!r} not found"
     return None
+
+
+def path_params(model: Any) -> list[str]:
+    """Params declared with ``param(path=True)`` (files, folders, glob patterns)."""
+    from cryoweave.plugin._params import field_meta
+
+    return [name for name in model.model_fields
+            if field_meta(model, name).get("format") == "path"]
 
 
 def _importer_path_param(protocol: type[Protocol]) -> str | None:
@@ -298,7 +322,7 @@ def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
     problems: list[str] = []
     specs = protocol.inputs()
     raw = dict(raw)
-    for name in specs:
+    for name in [*specs, *path_params(protocol.Params)]:
         value = raw.get(name)
         if isinstance(value, str) and value:
             raw[name] = str((base / value).resolve()) if not os.path.isabs(value) else value
@@ -330,6 +354,10 @@ def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
         elif planned and isinstance(value.run, str) and value.run in planned:
             handle, found = _planned_input(name, spec, value, planned, planned_previews,
                                            validated)
+        elif planned is not None and _unknown_label(project, value.run):
+            handle, found = None, [_unknown_label_problem(name, str(value.run), project,
+                                                          planned)]
+            validated.inputs[name] = None
         else:
             handle, found = _run_input(project, name, spec, value, validated)
         if handle is not None:

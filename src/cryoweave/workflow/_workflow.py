@@ -51,7 +51,7 @@ def load_workflow(path: str | Path) -> list[WorkflowEntry]:
     """Entries of a workflow file, with a clear message for every structural problem."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: workflow file not found")
+        raise InputError(f"{path.resolve()}: workflow file not found")
     text = read_text_utf8(path, "workflow file")
     try:
         data = parse_yaml(path, text) if path.suffix in (".yaml", ".yml") \

@@ -27,8 +27,10 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import downsampled_table, stack_name, target_box
 from cryoweave.protocols.downsample._stack import downsample_stack
@@ -95,6 +97,9 @@ class Downsample(Protocol):
         except CryoweaveError as exc:
             return [str(exc)]
         return []
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        return set_summary(ctx.output("particles"), "particles")
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         particles: ParticleSet = ctx.input("particles")

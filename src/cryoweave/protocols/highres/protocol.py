@@ -18,9 +18,11 @@ from cryoweave.plugin import (
     ProtocolOutputs,
     ProtocolParams,
     RecordSet,
+    SummaryContext,
     VolumeSet,
     param,
 )
+from cryoweave.protocols._summary import reconstruction_summary
 from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.highres._plan import plan_refinement
 from cryoweave.protocols.highres._schedule import parse_floors
@@ -261,6 +263,14 @@ class ReconstructHighRes(Protocol):
             return [f"continue_from: run {run.id} is a {run.status} {run.protocol} run; give a "
                     "finished ReconstructHighRes run"]
         return []
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        summary = reconstruction_summary(ctx)
+        particles = ctx.output("particles")
+        rejected = particles.properties.get("rejected_particles") if particles else None
+        if rejected is not None:
+            summary["particles_rejected"] = int(rejected)
+        return summary
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         return plan_refinement(params, ctx)

@@ -21,8 +21,10 @@ from cryoweave.plugin import (
     ProtocolParams,
     Resources,
     Step,
+    SummaryContext,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 from cryoweave.protocols.preprocess._step import OUTPUT_DIR, output_name, preprocess_step
 
 OPERATIONS = ("do_crop", "do_log", "do_remove_bad_pixels", "do_invert", "do_downsample",
@@ -129,6 +131,10 @@ class PreprocessMicrographs(Protocol):
         except ValueError as exc:
             return [f"the smallest micrograph is {shape[1]}×{shape[0]}: {exc}"]
         return []
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        summary = set_summary(ctx.output("micrographs"), "micrographs")
+        return {**summary, "failed": ctx.total("failed")}
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         chosen = settings_dict(params)

@@ -25,9 +25,11 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     VolumeSet,
     param,
 )
+from cryoweave.protocols._summary import reconstruction_summary
 from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.reconstruction._arrays import (
     arrays_from_frame,
@@ -111,6 +113,9 @@ class ReconstructFourier(Protocol):
             problems.append(f"the mask is {mask.properties.get('box_px')} px but the particles "
                             f"are {box} px; resample the mask")
         return problems
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        return reconstruction_summary(ctx)
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         particles: ParticleSet = ctx.input("particles")

@@ -24,9 +24,11 @@ from cryoweave.plugin import (
     Step,
     StepContext,
     StepResult,
+    SummaryContext,
     VolumeSet,
     param,
 )
+from cryoweave.protocols._summary import set_summary
 from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.reconstruction._simulation import (
     SimulationSettings,
@@ -67,7 +69,7 @@ class SimulateParticles(Protocol):
         pixel_size_a: float | None = param(
             None, gt=0, unit="Å", section="Particles",
             description="Pixel size (default: the map's; 2 Å for the phantom)")
-        poses_star: str | None = param(None, section="Particles", expert=ADVANCED,
+        poses_star: str | None = param(None, section="Particles", expert=ADVANCED, path=True,
                                        description="Take orientations (and origins) from this "
                                                    "STAR file instead of random ones")
         defocus_range_a: tuple[float, float] = param(
@@ -127,6 +129,9 @@ class SimulateParticles(Protocol):
             return [f"parameter 'poses_star': {params.poses_star} has {what}; give a STAR "
                     "file with orientations, or leave poses_star out for random ones"]
         return []
+
+    def summary(self, ctx: SummaryContext) -> dict[str, Any]:
+        return set_summary(ctx.output("particles"), "particles")
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         volume_path, volume_pixel = None, None

@@ -1,0 +1,136 @@
+"""Runs, sets and protocols as JSON objects: what ``--json`` prints and a web API serves.
+
+One function per object, so every consumer uses the same keys. The keys are stable (new
+keys may be added; none is renamed or removed without a note):
+
+run (:func:`run_dict`)
+    ``id``, ``label``, ``protocol`` (``plugin:ClassName``), ``protocol_name``, ``status``
+    (saved/running/finished/failed/…), ``state`` (status, or "running (process gone…)"),
+    ``error``, ``folder`` (absolute), ``created_at``/``started_at``/``finished_at`` (ISO 8601,
+    UTC, or null), ``duration_s``, ``params``, ``inputs`` (name → ``{"run", "output", "set"}``
+    reference), ``outputs`` (name → set), ``steps`` (status → count), ``failed_items``
+    (items that failed in the run's steps), ``summary``.
+set (:func:`set_dict`)
+    ``set`` (id), ``name``, ``kind``, ``state`` (open/closed), ``size`` (items), ``files``.
+protocol (:func:`protocol_dict`)
+    ``name``, ``identity``, ``plugin``, ``label``, ``inputs`` and ``outputs`` (name → set
+    kind), ``help``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+from sqlalchemy import func, select
+
+from cryoweave.workflow._project import Project, pid_alive
+from cryoweave.workflow._schema import Run, SetRow, StepRow
+from cryoweave.workflow._sets import SetHandle, set_handle
+
+log = logging.getLogger(__name__)
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC (``2026-11-27T17:02:55+00:00``); ``None`` stays."""
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(
+        timespec="seconds")
+
+
+def run_state(run: Run) -> str:
+    """The run's status, saying so when a "running" run's process is gone."""
+    if run.status == "running" and not pid_alive(run.pid):
+        return "running (process gone: continue it)"
+    return run.status
+
+
+def set_dict(handle: SetHandle, *, files: bool = True) -> dict[str, Any]:
+    """An output set (keys: module docstring); ``files`` lists the files it refers to."""
+    row = handle.row()
+    report = {"set": handle.id, "name": row.name, "kind": row.kind, "state": row.state,
+              "size": handle.count()}
+    if files:
+        from cryoweave.workflow._export import set_files
+
+        report["files"] = set_files(handle)
+    return report
+
+
+def output_sets(project: Project, run_id: int) -> dict[str, SetHandle]:
+    with project.reader() as s:
+        rows = list(s.scalars(select(SetRow).where(SetRow.run_id == run_id)
+                              .order_by(SetRow.id)))
+    return {row.name: set_handle(project, row.id, row.kind) for row in rows}
+
+
+def outputs_dict(project: Project, run_id: int, *, files: bool = True) -> dict[str, Any]:
+    return {name: set_dict(handle, files=files)
+            for name, handle in output_sets(project, run_id).items()}
+
+
+def run_summary(project: Project, run: Run) -> dict[str, Any]:
+    """The protocol's :meth:`~cryoweave.plugin.Protocol.summary` of ``run`` (``{}`` when the
+    protocol is not installed or its summary fails: that is logged, not raised)."""
+    from cryoweave.plugin import SummaryContext, registry
+
+    try:
+        protocol = registry().get(run.protocol)
+        with project.reader() as s:
+            steps = {key: dict(result or {}) for key, result in s.execute(
+                select(StepRow.key, StepRow.result).where(StepRow.run_id == run.id,
+                                                          StepRow.status == "done"))}
+        ctx = SummaryContext(run.id, dict(run.params or {}), output_sets(project, run.id),
+                             steps)
+        return dict(protocol().summary(ctx) or {})
+    except Exception as exc:  # a summary must never break `show` or `runs`
+        log.warning("summary of run %s failed: %s", run.id, exc)
+        return {}
+
+
+def run_dict(project: Project, run: Run, *, summary: bool = True,
+             files: bool = True) -> dict[str, Any]:
+    """Everything about a run a person or a program asks first (keys: module docstring)."""
+    from cryoweave.workflow.runner import failed_items
+    with project.reader() as s:
+        steps = dict(s.execute(select(StepRow.status, func.count()).where(
+            StepRow.run_id == run.id).group_by(StepRow.status)).all())
+    params = dict(run.params or {})
+    duration = (run.finished_at - run.started_at) if run.started_at and run.finished_at \
+        else None
+    return {
+        "id": run.id, "label": run.label, "protocol": run.protocol,
+        "protocol_name": run.protocol.split(":")[-1], "status": run.status,
+        "state": run_state(run), "error": run.error, "folder": str(project.root / run.folder),
+        "created_at": iso_time(run.created_at), "started_at": iso_time(run.started_at),
+        "finished_at": iso_time(run.finished_at),
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "params": params,
+        "inputs": {name: value for name, value in params.items()
+                   if isinstance(value, dict) and "set" in value},
+        "outputs": outputs_dict(project, run.id, files=files),
+        "steps": {str(k): int(n) for k, n in sorted(steps.items())},
+        "failed_items": failed_items(project, run.id)[0],
+        "summary": run_summary(project, run) if summary else {},
+    }
+
+
+def protocol_dict(cls: Any) -> dict[str, Any]:
+    """A protocol declaration: names, inputs and outputs (keys: module docstring)."""
+    return {"name": cls.__name__, "identity": cls.identity(), "plugin": cls.plugin,
+            "label": cls.label,
+            "inputs": {n: s.kind for n, s in cls.inputs().items()},
+            "outputs": {n: t.kind for n, t in cls.outputs().items()},
+            "help": cls.help()}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """``key value, …`` for a terminal line (floats with 4 significant digits)."""
+    parts = []
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        parts.append(f"{key} {value}")
+    return ", ".join(parts)
