@@ -34,11 +34,12 @@ TIMEOUT_MS = 45_000
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         missing_service("the playwright package is not installed (pip install -e '.[test]')")
     if not CHROMIUM.exists():
         missing_service(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    expect.set_options(timeout=TIMEOUT_MS)  # a loaded machine: wait generously, never sleep
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
@@ -55,10 +56,11 @@ def _env() -> dict[str, str]:
 class Served:
     """A ``cryoweave gui`` process and its URL (with the token)."""
 
-    def __init__(self, project_dir: Path):
+    def __init__(self, project_dir: Path, data_roots: tuple[Path, ...] = ()):
         self.project_dir = project_dir
+        roots = [arg for root in data_roots for arg in ("--data-root", str(root))]
         self.process = subprocess.Popen(
-            cryoweave_command("gui", "--project", str(project_dir), "--no-browser"),
+            cryoweave_command("gui", "--project", str(project_dir), "--no-browser", *roots),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
         for line in self.process.stdout:  # warnings may come first
             match = re.search(r"(http://\S+/)\?token=(\S+)", line)
@@ -91,8 +93,8 @@ def page(browser, request):
 def serve():
     started: list[Served] = []
 
-    def start(project_dir: Path) -> Served:
-        served = Served(project_dir)
+    def start(project_dir: Path, *data_roots: Path) -> Served:
+        served = Served(project_dir, data_roots)
         started.append(served)
         return served
 
@@ -241,7 +243,7 @@ def test_streaming_workflow_monitored_then_stopped(page, serve, tmp_path):
     movies.mkdir()
     for index in range(2):
         _write_micrograph(movies, index)
-    served = serve(project_dir)
+    served = serve(project_dir, movies)  # the microscope's folder: a data root
     workflow = {"protocols": [
         {"label": "import", "protocol": "ImportMicrographs",
          "params": {"pattern": str(movies / "*.mrc"), "streaming": True, "pixel_size_a": 1.0,
@@ -252,7 +254,9 @@ def test_streaming_workflow_monitored_then_stopped(page, serve, tmp_path):
     page.goto(served.url + "#/workflows")
     page.fill("#workflow-text", json.dumps(workflow, indent=1))
     page.click("#workflow-load")
-    expect(page.locator("#workflow-result a")).to_have_count(2)
+    page.wait_for_selector("#workflow-result > *")
+    assert page.locator("#workflow-result a").count() == 2, \
+        page.locator("#workflow-result").inner_text()
     page.goto(served.url + "#/streaming")
     rows = page.locator("#open-sets tbody tr")
     count = page.locator('#open-sets tbody tr:first-child td.count')
