@@ -253,7 +253,7 @@ def test_launch_continue_stop_copy_and_delete(tmp_path):
         run_id = response.json()["run"]
         assert wait_for_run(project_dir, run_id) == "finished"
         run = client.get(f"/api/runs/{run_id}").json()
-        assert run["label"] == "tiny" and run["summary"] is not None
+        assert run["label"] == "tiny" and run["summary"]["box_px"] == 16  # Protocol.summary()
         assert (project_dir / "Runs" / f"{run_id:06d}_Downsample" / "logs" / "process.log") \
             .is_file()
         # the runner process is the ordinary command line one

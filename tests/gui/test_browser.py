@@ -149,6 +149,7 @@ def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
     _status(page, "finished")  # no reload: the event stream refreshed the page
     expect(page.locator("#run-steps")).to_contain_text("done")
     expect(page.locator("#run-log")).to_contain_text("finished")
+    expect(page.locator("#run-summary")).to_contain_text("box_px")
     _shot(page, "gui-run.png")
     page.click("#run-outputs a[data-set]")
     expect(page.locator("#set-info")).to_contain_text("60 items")

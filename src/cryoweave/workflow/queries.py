@@ -219,7 +219,7 @@ def compatible_outputs(project: Project, kind: str) -> list[dict[str, Any]]:
 def streaming_status(project: Project, window_s: float = 60.0) -> dict[str, Any]:
     """For the streaming monitor: unfinished runs and open sets with their item counts, items
     per minute over the last ``window_s`` (from the steps that published them), the time of
-    the last published item, and failed items (error events) per run."""
+    the last published item, and failed items (``item_failed`` events) per run."""
     now = time.time()
     with project.reader() as s:
         runs = s.execute(select(Run.id, Run.label, Run.protocol, Run.status, Run.pid, Run.host,
@@ -233,7 +233,7 @@ def streaming_status(project: Project, window_s: float = 60.0) -> dict[str, Any]
                                    .where(StepRow.status == "done")
                                    .group_by(StepRow.run_id)).all())
         failed = dict(s.execute(select(Event.run_id, func.count()).where(
-            Event.level == "error").group_by(Event.run_id)).all())
+            Event.kind == "item_failed").group_by(Event.run_id)).all())  # one per item
         recent_seqs: dict[int, set[int]] = {}
         for (published,) in recent:
             for set_id, seq in (published or {}).values():
