@@ -1,4 +1,4 @@
-"""The JSON endpoints of the web GUI (``/api/...``) and the event stream.
+"""The JSON endpoints of the web GUI (``/api/...``).
 
 State is read through :mod:`cryoweave.workflow.queries`, the report functions and the run
 folders; runs are created by the same validation and creation code as ``run-protocol`` and
@@ -7,28 +7,27 @@ executed by ordinary runner processes (:mod:`cryoweave.gui._launch`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from cryoweave.errors import CryoweaveError, InputError, ParamError, StorageError
+from cryoweave.gui._checks import check_new_run, confined_paths, launch_options, problems_by_field
+from cryoweave.gui._events import events
 from cryoweave.gui._files import FileBrowser, PathRefused
-from cryoweave.gui._launch import DEVICES, EXECUTORS, launch_runner
+from cryoweave.gui._launch import launch_runner
 from cryoweave.gui._reports import protocol_report, run_report
 from cryoweave.workflow import Project, queries
 
 LOG_TAIL_BYTES = 64_000
 PICTURE_NAME = re.compile(r"^[A-Za-z0-9._-]+\.png$")
-FIELD_OF_PROBLEM = re.compile(r"(?:parameter|input) '([A-Za-z_]\w*)")
 
 
 class GuiState:
@@ -173,108 +172,10 @@ def protocol_form(request: Request) -> JSONResponse:
                     for name, spec in cls.inputs().items()}})
 
 
-def _problems(exc: ParamError) -> list[dict[str, Any]]:
-    found = []
-    for problem in exc.problems:
-        match = FIELD_OF_PROBLEM.search(problem)
-        found.append({"field": match.group(1) if match else None, "message": problem})
-    return found
-
-
-def _launch_options(body: dict[str, Any], project: Project) -> tuple[dict[str, Any],
-                                                                     list[dict[str, Any]]]:
-    from cryoweave.workflow import load_config
-
-    problems = []
-    options: dict[str, Any] = {}
-    try:
-        workers = int(body.get("workers", 1))
-        if not 1 <= workers <= 256:
-            raise ValueError
-        options["workers"] = workers
-    except (TypeError, ValueError):
-        problems.append({"field": "_workers", "message":
-                         f"workers must be an integer from 1 to 256, got {body.get('workers')!r}"})
-    executor = body.get("executor") or "threads"
-    if executor not in EXECUTORS:
-        problems.append({"field": "_executor",
-                         "message": f"executor must be one of {', '.join(EXECUTORS)}"})
-    options["executor"] = executor
-    device = body.get("device") or None
-    if device is not None and device not in DEVICES:
-        problems.append({"field": "_device",
-                         "message": f"device must be one of {', '.join(DEVICES)}"})
-    options["device"] = device
-    queue = body.get("queue") or None
-    if queue is not None:
-        config = load_config(project.root).config
-        if queue not in config.queues:
-            problems.append({"field": "_queue", "message": f"no queue {queue!r}; configured "
-                             f"queues: {', '.join(sorted(config.queues))}"})
-    options["queue"] = queue
-    return options, problems
-
-
-def path_params(cls: Any) -> list[str]:
-    """Parameters of ``cls`` that may hold file paths: its inputs and an importer's path."""
-    from cryoweave.workflow import SET_TYPES
-
-    names = list(cls.inputs())
-    for set_type in SET_TYPES.values():
-        if set_type.importer and set_type.importer[0] == cls.__name__:
-            names.append(set_type.importer[1])
-    return names
-
-
-def confined_paths(browser: FileBrowser, cls: Any, params: Any) -> list[dict[str, Any]]:
-    """Problems with file paths in ``params`` that lead outside the allowed folders."""
-    problems = []
-    if not isinstance(params, dict):
-        return problems
-    for name in path_params(cls):
-        value = params.get(name)
-        if isinstance(value, str) and value:
-            try:
-                browser.check_param_path(value)
-            except PathRefused as exc:
-                problems.append({"field": name, "message": f"parameter {name!r}: {exc}"})
-    return problems
-
-
-NewRunCheck = tuple[Any, dict[str, Any], str | None, list[dict[str, Any]]]
-
-
-def _check_new_run(project: Project, body: Any, browser: FileBrowser) -> NewRunCheck:
-    """(protocol class, launch options, label, problems) of a new-run request."""
-    from cryoweave.plugin import registry
-    from cryoweave.workflow._runs import validate_run
-
-    if not isinstance(body, dict) or not isinstance(body.get("protocol"), str):
-        raise ParamError('expected {"protocol": NAME, "params": {...}}')
-    cls = registry().get(body["protocol"])
-    options, problems = _launch_options(body, project)
-    label = body.get("label") or None
-    if label is not None:
-        if not isinstance(label, str) or label.isdigit() or len(label) > 200:
-            problems.append({"field": "_label", "message": "a label is text (not only digits, "
-                             "at most 200 characters)"})
-        elif project.find_run(label) is not None:
-            problems.append({"field": "_label", "message": f"run label {label!r} is already "
-                             "used in this project; choose another label"})
-    refused = confined_paths(browser, cls, body.get("params"))
-    if refused:  # not even inspected
-        return cls, options, label, problems + refused
-    try:
-        validate_run(project, cls, body.get("params", {}), base_dir=project.root)
-    except ParamError as exc:
-        problems.extend(_problems(exc))
-    return cls, options, label, problems
-
-
 @handle_errors
 def validate_new_run(request: Request) -> JSONResponse:
     st = _state(request)
-    _, _, _, problems = _check_new_run(st.project, _json_body(request), st.browser)
+    _, _, _, problems = check_new_run(st.project, _json_body(request), st.browser)
     return JSONResponse({"ok": not problems, "problems": problems},
                         status_code=200 if not problems else 400)
 
@@ -286,7 +187,7 @@ def create_new_run(request: Request) -> JSONResponse:
     st = _state(request)
     project = st.project
     body = _json_body(request)
-    cls, options, label, problems = _check_new_run(project, body, st.browser)
+    cls, options, label, problems = check_new_run(project, body, st.browser)
     if problems:
         return JSONResponse({"error": f"{len(problems)} problem(s)", "problems": problems},
                             status_code=400)
@@ -294,7 +195,7 @@ def create_new_run(request: Request) -> JSONResponse:
         created, run_id = prepare_run(project.root, cls, body.get("params", {}), label=label,
                                       base_dir=project.root, queue=options["queue"])
     except ParamError as exc:
-        problems = _problems(exc)
+        problems = problems_by_field(exc)
         return JSONResponse({"error": str(exc), "problems": problems}, status_code=400)
     created.close()
     run = project.get_run(run_id)
@@ -310,7 +211,7 @@ def continue_run(request: Request) -> JSONResponse:
     if run.status == "running" and not queries.process_gone(run):
         return error(409, f"run {run.id} is running (pid {run.pid})")
     body = request.state.body if isinstance(request.state.body, dict) else {}
-    options, problems = _launch_options({"queue": run.queue, **body}, project)
+    options, problems = launch_options({"queue": run.queue, **body}, project)
     if problems:
         return JSONResponse({"error": "bad launch options", "problems": problems},
                             status_code=400)
@@ -501,41 +402,6 @@ def export_workflow(request: Request) -> JSONResponse:
         entries.append(entry)
     return JSONResponse({"name": project.root.name, "protocols": entries},
                         headers={"content-disposition": 'attachment; filename="workflow.json"'})
-
-
-# -- live updates -------------------------------------------------------------------------
-async def events(request: Request) -> StreamingResponse:
-    """Server-sent events: ``change`` with the project's change marker whenever it changes
-    (polled every ``poll_interval_s``), a comment every 15 s to keep the line open.
-    ``?max_s=`` ends the stream after that many seconds (tests)."""
-    st = _state(request)
-    try:
-        max_s = float(request.query_params.get("max_s", "0"))
-    except ValueError:
-        max_s = 0.0
-
-    async def stream() -> Any:
-        last: dict[str, Any] | None = None
-        start = last_sent = time.monotonic()
-        yield "retry: 2000\n\n"
-        while True:
-            marker = await asyncio.to_thread(queries.change_marker, st.project)
-            now = time.monotonic()
-            if marker != last:
-                last = marker
-                last_sent = now
-                yield f"event: change\ndata: {json.dumps(marker)}\n\n"
-            elif now - last_sent > 15:
-                last_sent = now
-                yield ": keep-alive\n\n"
-            if max_s and now - start >= max_s:
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(st.poll_interval_s)
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
 def _with_body(func: Any) -> Any:
