@@ -365,3 +365,40 @@ def test_security_helpers():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
     assert len(new_token()) >= 24 and new_token() != new_token()
     assert Path(__file__).parent.name == "gui"
+
+
+def test_runs_launched_from_the_gui_survive_a_gui_restart(tmp_path):
+    from conftest import subprocess_env
+
+    project_dir = make_project(tmp_path)
+    env = subprocess_env()  # the toy protocols, for a slow run
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env["PYTHONPATH"]])
+
+    def start() -> tuple[subprocess.Popen, str, dict[str, str]]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cryoweave.cli", "gui", "--project", str(project_dir),
+             "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=env)
+        base, token = re.search(r"(http://\S+)/\?token=(\S+)", process.stdout.readline()).groups()
+        return process, base, {"X-Cryoweave-Token": token, "X-Cryoweave-Request": "1"}
+
+    server, base, headers = start()
+    try:
+        response = httpx.post(f"{base}/api/runs", headers=headers, timeout=60, json={
+            "protocol": "ToySteps", "label": "slow",
+            "params": {"n_steps": 12, "sleep_s": 0.25, "chain": True}})
+        assert response.status_code == 201, response.text
+        run_id, pid = response.json()["run"], response.json()["pid"]
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert server.returncode == 0
+    os.kill(pid, 0)  # the runner goes on without the GUI
+    server, base, headers = start()
+    try:
+        assert wait_for_run(project_dir, run_id) == "finished"
+        run = httpx.get(f"{base}/api/runs/{run_id}", headers=headers, timeout=60).json()
+        assert run["status"] == "finished" and run["steps"] == {"done": 12}
+    finally:
+        server.terminate()
+        server.wait(10)
