@@ -48,7 +48,7 @@ def _run_row(run: Any, steps: dict[str, int], outputs: list[dict[str, Any]]) -> 
         "id": run.id, "label": run.label, "protocol": run.protocol,
         "protocol_name": run.protocol.split(":")[-1], "status": run.status,
         "state": _state(run), "process_gone": process_gone(run), "error": run.error,
-        "folder": run.folder, "queue": run.queue,
+        "folder": run.folder, "queue": run.queue, "host": run.host,
         "created_at": iso_time(run.created_at), "started_at": iso_time(run.started_at),
         "finished_at": iso_time(run.finished_at),
         "duration_s": round(duration, 3) if duration is not None else None,

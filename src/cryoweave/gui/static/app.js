@@ -187,12 +187,13 @@ function projectPage() {
     const rows = found.runs.map(r => h("tr", {"data-run": r.id},
       h("td", {}, h("a", {href: "#/run/" + r.id}, String(r.id))),
       h("td", {}, r.label || ""), h("td", {}, r.protocol_name), h("td", {}, statusBadge(r)),
+      h("td", {}, [r.host, r.queue].filter(Boolean).join(" · ")),
       h("td", {}, r.started_at ? r.started_at.replace("T", " ").slice(0, 19) : ""),
       h("td", {}, r.duration_s !== null ? r.duration_s.toFixed(1) + " s" : ""),
       h("td", {}, Object.entries(r.steps).map(([k, n]) => `${n} ${k}`).join(", ")),
       h("td", {}, r.outputs.map(o => h("a", {href: "#/set/" + o.set, style: "margin-right:.5em"}, `${o.name} (${o.state})`)))));
     list.replaceChildren(h("table", {id: "runs-table"},
-      h("thead", {}, h("tr", {}, ["id", "label", "protocol", "status", "started", "duration", "steps", "outputs"].map(t => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["id", "label", "protocol", "status", "host · queue", "started", "duration", "steps", "outputs"].map(t => h("th", {}, t)))),
       h("tbody", {}, rows)));
   }
   input.addEventListener("input", () => {
