@@ -65,3 +65,16 @@ def test_change_marker_follows_events_and_dead_processes(project):
     finally:
         with project.transaction() as s:
             s.get(Run, 2).status = "finished"
+
+
+@pytest.mark.parametrize("sort,descending", [("item_id", False), ("defocus_u_a", True),
+                                             ("coord_x_px", False)])
+def test_pages_read_from_either_end_are_the_same_rows(project, sort, descending):
+    everything = queries.set_page(project, 1, limit=500, sort=sort, descending=descending)
+    rows = everything["rows"]
+    assert len(rows) == 60
+    for offset, limit in [(0, 7), (25, 10), (31, 7), (50, 20), (55, 3), (59, 1), (60, 5),
+                          (70, 5)]:
+        page = queries.set_page(project, 1, offset=offset, limit=limit, sort=sort,
+                                descending=descending, total=60)
+        assert page["rows"] == rows[offset:offset + limit], (offset, limit)

@@ -37,6 +37,23 @@ class GuiState:
         self.project = project
         self.browser = browser
         self.poll_interval_s = poll_interval_s
+        self._sizes: dict[int, tuple[int, int]] = {}  # set id -> (version, item count)
+
+    def set_size(self, set_id: int) -> int | None:
+        """The item count of a set, counted once per set version (a version changes with
+        every publication, so a remembered count is never stale); None for a missing set."""
+        version = queries.set_version(self.project, set_id)
+        if version is None:
+            return None
+        known = self._sizes.get(set_id)
+        if known is not None and known[0] == version:
+            return known[1]
+        try:
+            size, version = queries.set_size(self.project, set_id)
+        except StorageError:
+            return None
+        self._sizes[set_id] = (version, size)
+        return size
 
 
 def _state(request: Request) -> GuiState:
@@ -265,10 +282,13 @@ def set_detail(request: Request) -> JSONResponse:
 @handle_errors
 def set_items(request: Request) -> JSONResponse:
     q = request.query_params
-    page = queries.set_page(
-        _state(request).project, _int(request.path_params["set_id"], "set id"),
-        offset=_int(q.get("offset"), "offset", 0), limit=_int(q.get("limit"), "limit", 100),
-        sort=q.get("sort") or "item_id", descending=q.get("desc") in ("1", "true"))
+    st = _state(request)
+    set_id = _int(request.path_params["set_id"], "set id")
+    offset = _int(q.get("offset"), "offset", 0)
+    limit = _int(q.get("limit"), "limit", 100)
+    page = queries.set_page(st.project, set_id, offset=offset, limit=limit,
+                            sort=q.get("sort") or "item_id",
+                            descending=q.get("desc") in ("1", "true"), total=st.set_size(set_id))
     return JSONResponse(page)
 
 

@@ -161,28 +161,63 @@ def set_info(project: Project, set_id: int) -> dict[str, Any]:
                 "columns": typed_columns(table.__table__)}
 
 
+def set_version(project: Project, set_id: int) -> int | None:
+    """The set's version (it grows with every publication); None for a missing set."""
+    with project.reader() as s:
+        return s.scalar(select(SetRow.version).where(SetRow.id == set_id))
+
+
+def set_size(project: Project, set_id: int) -> tuple[int, int]:
+    """(item count, set version) of a set; the count is the same for the same version."""
+    with project.reader() as s:
+        row = s.execute(select(SetRow.kind, SetRow.version).where(SetRow.id == set_id)).first()
+        if row is None:
+            raise StorageError(f"set {set_id} does not exist")
+        table = ITEM_TABLES[row.kind]
+        size = s.scalar(select(func.count()).select_from(table).where(table.set_id == set_id))
+    return int(size or 0), int(row.version)
+
+
 def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100,
-             sort: str = "item_id", descending: bool = False) -> dict[str, Any]:
+             sort: str = "item_id", descending: bool = False,
+             total: int | None = None) -> dict[str, Any]:
     """One page of a set's items in typed columns, sorted by one typed column.
 
-    ``limit`` is capped at :data:`PAGE_LIMIT_MAX`; ``sort`` must be a typed column.
+    ``limit`` is capped at :data:`PAGE_LIMIT_MAX`; ``sort`` must be a typed column; ``total``
+    (the item count, e.g. remembered per set version) saves counting the set again. A page
+    in the second half is read from the other end (a short offset on the reversed order).
     """
-    info = set_info(project, set_id)
-    table = ITEM_TABLES[info["kind"]]
-    columns = info["columns"]
+    with project.reader() as s:
+        row = s.get(SetRow, set_id)
+        if row is None:
+            raise StorageError(f"set {set_id} does not exist")
+        kind = row.kind
+    table = ITEM_TABLES[kind]
+    columns = typed_columns(table.__table__)
     if sort not in columns:
         raise ParamError(f"cannot sort by {sort!r}; sortable columns: {', '.join(columns)}")
+    if total is None:
+        total = set_size(project, set_id)[0]
     limit = max(1, min(int(limit), PAGE_LIMIT_MAX))
     offset = max(0, int(offset))
-    order = getattr(table, sort)
-    order = order.desc() if descending else order.asc()
-    tiebreak = table.item_id.desc() if descending else table.item_id.asc()
+    reverse = offset > total // 2
+    if reverse:  # the rows [offset, offset + limit) are [total - offset - limit, ...) reversed
+        first = max(0, total - offset - limit)
+        count = max(0, min(limit, total - offset))
+    else:
+        first, count = offset, limit
+    down = descending != reverse
+    key = getattr(table, sort)
     stmt = (select(*[getattr(table, c) for c in columns]).where(table.set_id == set_id)
-            .order_by(order, tiebreak).offset(offset).limit(limit))
+            .order_by(key.desc() if down else key.asc(),
+                      table.item_id.desc() if down else table.item_id.asc())
+            .offset(first).limit(count))
     with project.reader() as s:
-        rows = [list(r) for r in s.execute(stmt)]
+        rows = [list(r) for r in s.execute(stmt)] if count else []
+    if reverse:
+        rows.reverse()
     return {"set": set_id, "columns": columns, "rows": rows, "offset": offset,
-            "limit": limit, "total": info["size"], "sort": sort, "descending": descending}
+            "limit": limit, "total": total, "sort": sort, "descending": descending}
 
 
 def set_item(project: Project, set_id: int, item_id: int) -> dict[str, Any]:
