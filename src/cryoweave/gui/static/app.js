@@ -5,7 +5,8 @@ const params = new URLSearchParams(location.search);
 if (params.get("token")) sessionStorage.setItem("cryoweave-token", params.get("token"));
 const TOKEN = sessionStorage.getItem("cryoweave-token");
 const view = document.getElementById("view");
-let current = null;  // {render: fn} of the page shown; re-rendered on project changes
+let current = null;  // {refresh: fn} of the page shown; refreshed on project changes
+let pageTimer = null;  // a page's own polling (the run page's log tail), cleared on navigation
 
 function withToken(url) {
   if (!TOKEN) return url;
@@ -474,6 +475,15 @@ function runPage(id) {
       }}, "Save notes"))));
     const logEl = root.querySelector("#run-log");
     logEl.scrollTop = logEl.scrollHeight;
+    clearInterval(pageTimer);
+    if (running) pageTimer = setInterval(refreshLog, 3000);  // log lines between DB changes
+  }
+  async function refreshLog() {
+    const el = root.querySelector("#run-log");
+    if (!el || !document.body.contains(root)) { clearInterval(pageTimer); return; }
+    const {data} = await api(`/api/runs/${id}/log?lines=200`);
+    const text = data.lines.join("\n") || "(no log yet)";
+    if (el.textContent !== text) { el.textContent = text; el.scrollTop = el.scrollHeight; }
   }
   return {refresh};
 }
@@ -577,6 +587,7 @@ async function route() {
   const parts = path.split("/").filter(Boolean);
   for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.dataset.nav === (parts[0] || "project") || (parts[0] === undefined && a.dataset.nav === "project"));
   current = null;
+  clearInterval(pageTimer);
   try {
     if (parts[0] === "run") current = runPage(Number(parts[1]));
     else if (parts[0] === "set") current = setPage(Number(parts[1]));
