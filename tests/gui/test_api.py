@@ -62,6 +62,11 @@ def test_the_token_is_accepted_in_a_header_the_query_a_bearer_or_the_page_cookie
         cookie = page.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie
         assert c.get("/api/project").status_code == 200  # the cookie the page set
+        headers = c.get("/static/app.js").headers
+        assert "script-src" not in headers["content-security-policy"]  # default-src 'self'
+        assert "default-src 'self'" in headers["content-security-policy"]
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["referrer-policy"] == "no-referrer"
     app.state.gui.project.close()
 
 

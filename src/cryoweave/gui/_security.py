@@ -23,6 +23,15 @@ TOKEN_HEADER = "x-cryoweave-token"
 CSRF_HEADER = "x-cryoweave-request"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# every response: scripts and styles from this server only, never framed (clickjacking), the
+# token-bearing URL never sent as a referrer
+RESPONSE_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
+                                 b"style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+]
 
 
 def new_token() -> str:
@@ -96,7 +105,14 @@ class SecurityMiddleware:
         if problem is not None:
             await _deny(send, 403, problem)
             return
-        await self.app(scope, receive, send)
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                   *RESPONSE_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _deny(send: Any, status: int, message: str) -> None:

@@ -2,7 +2,10 @@
 "use strict";
 
 const params = new URLSearchParams(location.search);
-if (params.get("token")) sessionStorage.setItem("cryoweave-token", params.get("token"));
+if (params.get("token")) {
+  sessionStorage.setItem("cryoweave-token", params.get("token"));
+  history.replaceState(null, "", location.pathname + location.hash);  // not in history or screenshots
+}
 const TOKEN = sessionStorage.getItem("cryoweave-token");
 const view = document.getElementById("view");
 let current = null;  // {refresh: fn} of the page shown; refreshed on project changes
