@@ -15,7 +15,8 @@ from cryoweave.errors import ParamError
 @project_option
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; any other than loopback requires a token.")
+              help="Address to listen on; beyond loopback, share the URL (it holds the "
+                   "token) only with the people who may use the project.")
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
               help="Port (0: a free one).")
 @click.option("--no-browser", is_flag=True, help="Do not open a web browser.")
@@ -35,7 +36,7 @@ def gui(project_dir: str, db_url: str | None, host: str, port: int, no_browser: 
     import uvicorn
 
     from cryoweave.gui import create_app
-    from cryoweave.gui._security import new_token
+    from cryoweave.gui._security import is_loopback, new_token
 
     if token is not None and len(token) < 16:
         raise ParamError("--token: use at least 16 characters")
@@ -49,6 +50,10 @@ def gui(project_dir: str, db_url: str | None, host: str, port: int, no_browser: 
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{bound_port}/?token={token}"
     out.print(f"cryoweave GUI of {app.state.gui.project.root} at {url}", soft_wrap=True)
+    if not is_loopback(host):
+        out.print(f"listening on {host}: anyone who can reach it needs the token; the traffic "
+                  "is not encrypted (put it behind HTTPS or an SSH tunnel on other networks)",
+                  soft_wrap=True)
     if not no_browser:
         webbrowser.open(url)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
