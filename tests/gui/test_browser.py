@@ -290,3 +290,13 @@ def test_streaming_workflow_monitored_then_stopped(page, serve, tmp_path):
     expect(rows).to_have_count(0)
     assert wait_for_run(project_dir, 3) == "finished"
     assert wait_for_run(project_dir, 4) == "finished"
+    page.goto(served.url + "#/run/4")  # the preprocessed micrographs: contact sheet, spectra
+    page.click("#run-outputs a[data-set]")
+    expect(page.locator("#set-info")).to_contain_text("6 items · closed")
+    pictures = page.locator("#set-pictures img")
+    expect(pictures.first).to_be_visible()
+    names = [pictures.nth(i).get_attribute("alt") for i in range(pictures.count())]
+    assert "preprocess_micrographs_contact_sheet.png" in names, names
+    assert "preprocess_micrographs_power_spectra.png" in names, names
+    expect(page.locator("#items img.thumb")).to_have_count(6)
+    _shot(page, "gui-micrographs.png")

@@ -501,9 +501,14 @@ function setPage(id) {
   async function loadPictures() {
     const res = await api(`/api/sets/${id}/pictures`, {allowError: true});
     if (!res.ok) { pictures.replaceChildren(h("span", {class: "problems"}, res.data.error)); return; }
-    pictures.replaceChildren(...res.data.pictures.map(n =>
-      h("a", {href: withToken(`/api/sets/${id}/pictures/${n}`), target: "_blank"},
-        h("img", {src: withToken(`/api/sets/${id}/pictures/${n}`), alt: n, title: n}))));
+    // pictures of the whole set first; one picture per item (thumbnails, spectra) folded away
+    const overview = n => /(contact_sheet|power_spectra|gallery|slices|projections|fsc|resolution)/.test(n);
+    const link = n => h("a", {href: withToken(`/api/sets/${id}/pictures/${n}`), target: "_blank"},
+      h("img", {src: withToken(`/api/sets/${id}/pictures/${n}`), alt: n, title: n}));
+    const items = res.data.pictures.filter(n => !overview(n));
+    pictures.replaceChildren(h("div", {},
+      res.data.pictures.filter(overview).map(link),
+      items.length ? h("details", {}, h("summary", {}, `${items.length} pictures of single items`), items.map(link)) : null));
     if (!res.data.pictures.length) pictures.replaceChildren(h("span", {class: "muted"}, "no pictures for this set"));
   }
   async function loadPage() {
