@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from starlette.testclient import TestClient
 from conftest import REPO_ROOT
 from cryoweave.gui import create_app
 from cryoweave.workflow import Project
+from cryoweave.workflow.runner import request_stop
 from gui.conftest import HEADERS, TOKEN, make_project, wait_for_run
 
 GET_ENDPOINTS = [
@@ -407,3 +409,24 @@ def test_runs_launched_from_the_gui_survive_a_gui_restart(tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_event_stream_wakes_listeners_on_a_change(tmp_path):
+    project_dir = make_project(tmp_path)
+    app = create_app(project_dir, token=TOKEN, poll_interval_s=0.05)
+
+    def change_soon() -> None:
+        time.sleep(0.5)
+        with Project.open(project_dir) as project:
+            request_stop(project, 2)  # a new event
+
+    with TestClient(app, headers=HEADERS) as client:
+        thread = threading.Thread(target=change_soon)
+        thread.start()
+        with client.stream("GET", "/api/events", params={"max_s": 3}) as response:
+            text = "".join(response.iter_text())
+        thread.join()
+    markers = [json.loads(m) for m in re.findall(r"event: change\ndata: (.*)", text)]
+    assert len(markers) == 2 and markers[1]["event"] == markers[0]["event"] + 1
+    assert app.state.watcher.listeners == 0
+    app.state.gui.project.close()

@@ -11,6 +11,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cryoweave.gui._api import ROUTES, GuiState
+from cryoweave.gui._events import ChangeWatcher
 from cryoweave.gui._files import FileBrowser
 from cryoweave.gui._security import TOKEN_COOKIE, SecurityMiddleware
 from cryoweave.workflow import Project
@@ -48,6 +49,7 @@ def create_app(project_dir: str | Path, *, token: str | None = None,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ])
     app.state.gui = GuiState(project, FileBrowser(roots), poll_interval_s=poll_interval_s)
+    app.state.watcher = ChangeWatcher(project, poll_interval_s)
     app.state.token = token
     app.add_middleware(SecurityMiddleware, token=token)
     return app
