@@ -223,7 +223,8 @@ def test_killed_run_is_shown_failed_and_continued_from_the_gui(page, serve, tmp_
     project_dir = make_project(tmp_path)
     served = serve(project_dir)
     params = tmp_path / "slow.json"
-    params.write_text(json.dumps({"n_steps": 30, "sleep_s": 0.15, "chain": True}))
+    # 60 chained steps of 0.2 s: still running when the page has shown the first ones
+    params.write_text(json.dumps({"n_steps": 60, "sleep_s": 0.2, "chain": True}))
     runner = subprocess.Popen(  # started from the command line: the GUI sees it live
         cryoweave_command("run-protocol", "ToySteps", str(params), "--project",
                           str(project_dir), "--label", "slow", "--quiet"),
@@ -239,7 +240,7 @@ def test_killed_run_is_shown_failed_and_continued_from_the_gui(page, serve, tmp_
     expect(page.locator("#run-continue")).to_be_enabled()
     page.click("#run-continue")
     _status(page, "finished")
-    expect(page.locator("#run-steps")).to_have_text("30 done")
+    expect(page.locator("#run-steps")).to_have_text("60 done")
     assert wait_for_run(project_dir, 3) == "finished"
 
 
