@@ -52,6 +52,47 @@ def test_unreadable_params_file_and_unknown_run(run_cli, tmp_path):
     assert result.returncode == 2 and "no run 7" in result.stderr
 
 
+def test_label_with_an_escape_sequence_is_refused_and_nothing_created(run_cli, tmp_path):
+    name = write_json(tmp_path / "steps.json", {"n_steps": 1})
+    result = run_cli("run-protocol", "ToySteps", name, "--project", "proj",
+                     "--label", "ok\x1b[2J\x1b[31mred")
+    assert result.returncode == 2
+    assert "run label 'ok\\x1b[2J\\x1b[31mred' contains control or invisible characters " \
+           "(U+001B); use printable characters only" in result.stderr
+    assert "\x1b" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "proj").exists()
+
+
+def test_a_used_label_is_refused_before_the_implicit_import(run_cli, tmp_path):
+    star = write_particles(tmp_path, 10, 16, 2.0, np.random.default_rng(1))
+    name = write_json(tmp_path / "count.json", {"particles": star.name})
+    first = run_cli("run-protocol", "ToyCountParticles", name, "--project", "proj", "--label",
+                    "count", "--quiet")
+    assert first.returncode == 0, first.stderr
+    listed = run_cli("runs", "--project", "proj", COLUMNS="200").stdout
+    again = run_cli("run-protocol", "ToyCountParticles", name, "--project", "proj", "--label",
+                    "count", "--quiet")
+    assert again.returncode == 2
+    assert "run label 'count' is already used in this project (run 2)" in again.stderr
+    assert run_cli("runs", "--project", "proj", COLUMNS="200").stdout == listed
+
+
+def test_runs_and_show_never_print_control_characters_of_older_labels(run_cli, tmp_path):
+    from cryoweave.plugin import registry
+    from cryoweave.workflow._schema import Run
+    from cryoweave.workflow._submit import prepare_run
+
+    project, run_id = prepare_run(tmp_path / "proj", registry().get("ToySteps"),
+                                  {"n_steps": 1}, label="fine")
+    with project.transaction() as s:  # as a project made before labels were checked
+        s.get(Run, run_id).label = "old\x1b[2J[bold]label"
+    project.close()
+    for args in (("runs",), ("show", "1")):
+        result = run_cli(*args, "--project", "proj", COLUMNS="300")
+        assert result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout and "old\\x1b[2J[bold]label" in result.stdout
+
+
 def test_run_show_export_and_implicit_import(run_cli, tmp_path):
     star = write_particles(tmp_path, 30, 16, 2.0, np.random.default_rng(1))
     before = hashlib.sha256(star.read_bytes()).hexdigest()

@@ -71,9 +71,21 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
     for index, column in enumerate(table.columns):
         column.overflow = "fold"
         column.no_wrap = index < whole
+    from rich.markup import escape
+
     for row in rows:
-        table.add_row(*(str(c) for c in row))
+        table.add_row(*(escape(str(c)) for c in row))
     out.print(table, soft_wrap=False)
+
+
+def shown_label(label: str | None) -> str:
+    """A run label for output: control characters (refused for new labels, possible in
+    older projects) written as escapes, never sent raw to a terminal."""
+    from cryoweave.workflow._runs import label_problem
+
+    if not label:
+        return ""
+    return repr(label)[1:-1] if label_problem(label) else label
 
 
 def open_project(project_dir: str, db_url: str | None = None) -> Any:

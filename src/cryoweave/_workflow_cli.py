@@ -78,6 +78,7 @@ def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume
     (label → run object, see :mod:`cryoweave.workflow._report`)."""
     from cryoweave.workflow._report import run_dict
     from cryoweave.workflow._workflow import load_workflow, prepare_workflow
+    from cryoweave.workflow.runner import failed_items
 
     entries = load_workflow(path)
     project, run_ids = prepare_workflow(Path(project_dir), entries, resume=resume,
@@ -96,5 +97,7 @@ def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume
         "finished" if all(v == "finished" for v in statuses.values()) else "failed")
     return {"state": state, "runs": dict(zip(labels, run_ids, strict=True)),
             "status": statuses, "exit_codes": codes,
+            "failed_items": {label: failed_items(project, run.id)[0]
+                             for label, run in runs.items()},
             "details": {label: run_dict(project, run, files=False)
                         for label, run in runs.items()}}

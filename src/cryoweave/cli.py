@@ -30,6 +30,7 @@ from cryoweave._cli_common import (
     print_table,
     project_option,
     resolve_device,
+    shown_label,
 )
 from cryoweave._cli_tools import demo, docs, downsample, simulate, view
 from cryoweave._config_cli import config
@@ -100,11 +101,17 @@ def _load_params(path: str) -> Any:
     file = Path(path)
     if not file.is_file():
         raise InputError(f"{file.resolve()}: params file not found")
+    from cryoweave.workflow._param_files import parse_json, read_text_utf8
+
+    text = read_text_utf8(file, "params file")
     try:
-        return json.loads(file.read_text())
+        return parse_json(file, text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno} column "
                          f"{exc.colno})") from exc
+    except RecursionError as exc:
+        raise InputError(f"{file}: nested too deeply to be a params file; give a flat "
+                         "JSON object of parameters") from exc
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -130,11 +137,15 @@ def _execute(project: Any, run_id: int, *, resume: bool, workers: int, executor:
     outputs = report["outputs"]
     if as_json:
         echo_json({"run": run_id, "status": summary.status, "error": summary.error,
-                   "outputs": outputs, "summary": report["summary"], "details": report})
+                   "failed_items": summary.failed_items, "outputs": outputs,
+                   "summary": report["summary"], "details": report})
     else:
         line = (f"run {run_id} {summary.status} in {summary.seconds:.1f} s "
                 f"({summary.steps_run} steps run, {summary.steps_skipped} skipped)")
         (out if summary.status == "finished" else err).print(line)
+        if summary.failed_items and summary.status == "finished":
+            err.print(f"[yellow]warning:[/yellow] {summary.failed_items} input items failed; "
+                      f"`cryoweave show {run_id}` lists them", highlight=False)
         for name, info in outputs.items():
             out.print(f"  {name}: set {info['set']}, {info['size']} {info['kind']}, "
                       f"{info['state']}")
@@ -234,7 +245,7 @@ def runs(project_dir: str, db_url: str | None, as_json: bool) -> None:
             if run.started_at else ""
         duration = f"{run.finished_at - run.started_at:.1f} s" \
             if run.started_at and run.finished_at else ""
-        rows.append((run.id, run.label or "", run.protocol.split(":")[-1], run_state(run),
+        rows.append((run.id, shown_label(run.label), run.protocol.split(":")[-1], run_state(run),
                      started, duration,
                      ", ".join(f"{n}: {o['size']} ({o['state']})" for n, o in outputs.items())))
     print_table(("id", "label", "protocol", "status", "started", "duration", "outputs"), rows,
@@ -259,7 +270,7 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
     if as_json:
         echo_json(report)
         return
-    out.print(f"[bold]run {run.id}[/bold] {escape(run.label or '')} {run.protocol}: "
+    out.print(f"[bold]run {run.id}[/bold] {escape(shown_label(run.label))} {run.protocol}: "
               f"{report['state']}")
     if run.error:
         out.print(f"[red]error:[/red] {escape(run.error)}")
@@ -271,6 +282,9 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
                                 .order_by(Event.id.desc()).limit(10)))
     counts = report["steps"]
     out.print("steps: " + (", ".join(f"{n} {k}" for k, n in counts.items()) or "none"))
+    if report["failed_items"]:
+        out.print(f"[red]failed items: {report['failed_items']}[/red] "
+                  "(the latest are listed below)")
     for name, info in report["outputs"].items():
         out.print(f"output {name}: set {info['set']}, {info['size']} {info['kind']}, "
                   f"{info['state']}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from cryoweave.engine import to_host
 from cryoweave.engine._geometry import euler_to_matrix, rotation_angle_deg
 from cryoweave.engine._symmetry import (
+    MAX_AXIAL_ORDER,
     in_asymmetric_unit,
     normalize_symmetry_name,
     symmetry_aware_angular_distance,
@@ -69,10 +72,35 @@ def test_axes_in_relion_orientation():
     np.testing.assert_array_equal(symmetry_matrices("i"), symmetry_matrices("i2"))
 
 
-@pytest.mark.parametrize("bad", ["c0", "x3", "d", "i5", ""])
+@pytest.mark.parametrize("bad", ["c0", "x3", "d", "i5", "", " c2", "c2 ", "c+2", "c2.0", "c02",
+                                 "c٣", "d-1", "c2v", "ci", "oh", 7, None])
 def test_unknown_group_raises(bad):
     with pytest.raises(ValueError, match="not a supported point group"):
         normalize_symmetry_name(bad)
+
+
+@pytest.mark.parametrize("bad", ["c101", "d101", "c20000", "C999999999999999999999999999999",
+                                 "d" + "9" * 5000])
+def test_orders_above_the_limit_are_refused_naming_it(bad):
+    with pytest.raises(ValueError, match=f"above the limit of {MAX_AXIAL_ORDER} for c<n>") \
+            as info:
+        normalize_symmetry_name(bad)
+    assert str(info.value).startswith(f"symmetry {repr(bad)[:40]}")
+    assert len(str(info.value)) < 200  # a 5,000-digit value is not echoed whole
+
+
+def test_largest_allowed_groups_are_built_quickly():
+    assert MAX_AXIAL_ORDER == 100
+    start = time.perf_counter()
+    c100, d100 = symmetry_matrices("c100"), symmetry_matrices("D100")
+    assert time.perf_counter() - start < 1.0  # 4 s for c2000 when membership was linear
+    assert c100.shape == (100, 3, 3) and d100.shape == (200, 3, 3)
+    rotations = np.rad2deg(np.arctan2(c100[:, 1, 0], c100[:, 0, 0])) % 360
+    np.testing.assert_allclose(np.sort(rotations), 3.6 * np.arange(100), atol=1e-9)
+    for i in (1, 57, 199):  # closed and no duplicates
+        products = d100[i][None] @ d100
+        assert all(_contains(d100, p) for p in products)
+        assert sum(np.abs(d100 - d100[i]).max(axis=(1, 2)) < 1e-9) == 1
 
 
 def _random_directions(n, seed=0):

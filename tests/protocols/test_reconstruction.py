@@ -153,3 +153,24 @@ def test_halves_and_validation(tmp_path):
                                                         "particles.mrcs"), "pixel_size_a": 4.0})
     with pytest.raises(ParamError, match="no poses"):
         reconstruct(tmp_path / "p", imported.run_id)
+
+
+@pytest.mark.parametrize("protocol", ["SimulateParticles", "ReconstructFourier",
+                                      "ReconstructHighRes"])
+@pytest.mark.parametrize(("symmetry", "expected"), [
+    ("c20000", "above the limit of 100 for c<n> and d<n>"),
+    ("c999999999999999999999999999999", "above the limit of 100"),
+    ("c 2", "not a supported point group"),
+    ("c2v", "mirrors or an inversion"),
+])
+def test_every_protocol_refuses_bad_symmetry_before_creating_anything(tmp_path, protocol,
+                                                                       symmetry, expected):
+    from cryoweave.workflow._runs import validate_run
+
+    params = {"phantom": True} if protocol == "SimulateParticles" else {
+        "particles": str(tmp_path / "missing.star")}
+    with pytest.raises(ParamError) as info:
+        validate_run(None, registry().get(protocol), {**params, "symmetry": symmetry})
+    assert f"parameter 'symmetry': symmetry {symmetry!r}" in str(info.value)
+    assert expected in str(info.value)
+    assert list(tmp_path.iterdir()) == []

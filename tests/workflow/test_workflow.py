@@ -7,6 +7,8 @@ import json
 import pytest
 
 from cryoweave.errors import ParamError
+from cryoweave.plugin import registry
+from cryoweave.workflow._submit import run_protocol
 from cryoweave.workflow._workflow import WorkflowEntry, load_workflow, prepare_workflow
 
 
@@ -44,6 +46,21 @@ def test_file_structure_problems(tmp_path):
                                    "label 'a' is used twice"]
     (tmp_path / "w.yaml").write_text("protocols:\n  - label: s\n    protocol: ToySteps\n")
     assert load_workflow(tmp_path / "w.yaml")[0].label == "s"
+
+
+@pytest.mark.parametrize("label", ["a\x1b[2Jb", "two\nlines", "bell\x07", "rtl\u202eexe",
+                                   "x" * 201, "12"])
+def test_labels_with_control_characters_are_refused(tmp_path, label):
+    bad = write(tmp_path / "w.json", {"protocols": [{"label": label, "protocol": "ToySteps"}]})
+    with pytest.raises(ParamError) as info:
+        load_workflow(bad)
+    expected = "at most 200" if len(label) > 200 else "only digits" if label.isdigit() \
+        else "contains control or invisible characters"
+    assert expected in str(info.value) and repr(label)[:30] in str(info.value)
+    with pytest.raises(ParamError, match=expected):  # the API refuses it too
+        run_protocol(tmp_path / "proj", registry().get("ToySteps"), {"n_steps": 1},
+                     label=label)
+    assert not (tmp_path / "proj").exists()
 
 
 def test_workflow_runs_producer_and_consumer_together_and_continues(run_cli, tmp_path):

@@ -95,7 +95,9 @@ from ._reconstruction import ReconstructionAccumulator, reconstruct
 from ._resample import resample_volume, window_volume
 from ._sampling import orientation_grid, psi_sampling, sphere_sampling
 from ._symmetry import (
+    MAX_AXIAL_ORDER,
     in_asymmetric_unit,
+    normalize_symmetry_name,
     symmetry_aware_angular_distance,
     symmetry_expand,
     symmetry_matrices,
@@ -103,6 +105,7 @@ from ._symmetry import (
 )
 
 __all__ = [
+    "MAX_AXIAL_ORDER",
     "AlignmentResult",
     "FscCurve",
     "PreprocessSettings",
@@ -158,6 +161,7 @@ __all__ = [
     "map_batches_with_oom_retry",
     "matrix_to_euler",
     "normalize_mean_std",
+    "normalize_symmetry_name",
     "normalize_volume",
     "orientation_grid",
     "phase_flip",

@@ -21,6 +21,7 @@ direction (RELION's unit for those groups has another shape but the same area).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from types import ModuleType
@@ -31,7 +32,14 @@ import numpy
 from ._backend import array_namespace
 
 _GOLDEN = (1.0 + 5.0**0.5) / 2.0
-_NAME = re.compile(r"^(c|d)(\d+)$|^(t|o|i|i1|i2|i3|i4)$")
+# The largest n of c<n> and d<n>. The largest rings solved by cryo-EM have a few dozen
+# subunits (RELION users rarely go past c40); past 100 a typo is far more likely than a
+# molecule, and the group's cost (|G| insertions per image) grows with n.
+MAX_AXIAL_ORDER = 100
+_NAME = re.compile(r"(c|d)([0-9]+)|(t|o|i|i1|i2|i3|i4)")
+# RELION names of groups with mirrors or inversion, and i5: not proper rotation groups that a
+# chiral molecule can have (or, i5, not an orientation cryoweave implements).
+_UNSUPPORTED = re.compile(r"c[ivsh]|c[0-9]+[vh]|d[0-9]+[vh]|dv|dh|td|th|oh|ih|i[1-5]h|i5")
 _GROUP_ORDERS = {"t": 12, "o": 24, "i": 60, "i1": 60, "i2": 60, "i3": 60, "i4": 60}
 # Generic reference direction for the t/o/i asymmetric units (on no symmetry axis).
 _GENERIC_REFERENCE = numpy.array([0.2, 0.15, 0.968])
@@ -48,7 +56,7 @@ def _axis_rotation(axis: Any, fold: int) -> numpy.ndarray:
 
 def _generators(name: str) -> list[numpy.ndarray]:
     z, x, y = (0, 0, 1), (1, 0, 0), (0, 1, 0)
-    match = _NAME.match(name)
+    match = _NAME.fullmatch(name)
     if match and match.group(1):
         n = int(match.group(2))
         gens = [_axis_rotation(z, n)]
@@ -64,15 +72,42 @@ def _generators(name: str) -> list[numpy.ndarray]:
     return [_axis_rotation(axis, fold) for axis, fold in table[name]]
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _expected(symmetry: Any) -> str:
+    return (f"symmetry {_shown(symmetry)} is not a supported point group; expected c<n> or d<n> "
+            f"(1 ≤ n ≤ {MAX_AXIAL_ORDER}), t, o, i, i1, i2, i3 or i4 as RELION names them "
+            "(e.g. 'c1', 'd7', 'i2')")
+
+
 def normalize_symmetry_name(symmetry: str) -> str:
-    """Lower-case canonical name ('C7' -> 'c7', 'I' -> 'i2'); ValueError for unknown groups."""
-    name = str(symmetry).strip().lower()
-    match = _NAME.match(name)
-    if not match or (match.group(2) is not None and int(match.group(2)) < 1):
-        raise ValueError(
-            f"symmetry={symmetry!r} is not a supported point group; use c<n>, d<n> (n ≥ 1), "
-            "t, o, i, i1, i2, i3 or i4 (e.g. 'c1', 'd7', 'i2')"
-        )
+    """Canonical name of a point group ('C7' -> 'c7', 'I' -> 'i2'); ValueError otherwise.
+
+    Strict: RELION's names (case-insensitive, no spaces, no leading zeros), orders n of c<n>
+    and d<n> from 1 to MAX_AXIAL_ORDER (100). The message names the value, the limit and the
+    accepted forms.
+    """
+    if not isinstance(symmetry, str):
+        raise ValueError(_expected(symmetry))
+    name = symmetry.lower()
+    match = _NAME.fullmatch(name)
+    if match is None:
+        if _UNSUPPORTED.fullmatch(name):
+            raise ValueError(f"{_expected(symmetry)}; groups with mirrors or an inversion "
+                             "centre (and i5) are not supported")
+        raise ValueError(_expected(symmetry))
+    digits = match.group(2)
+    if digits is not None:
+        if digits.startswith("0"):
+            raise ValueError(_expected(symmetry))
+        if len(digits) > len(str(MAX_AXIAL_ORDER)) or int(digits) > MAX_AXIAL_ORDER:
+            raise ValueError(
+                f"symmetry {_shown(symmetry)}: the order n is above the limit of "
+                f"{MAX_AXIAL_ORDER} for c<n> and d<n>; use n from 1 to {MAX_AXIAL_ORDER} "
+                "(check for a typo)")
     return "i2" if name == "i" else name
 
 
@@ -84,9 +119,37 @@ def symmetry_order(symmetry: str) -> int:
     return _GROUP_ORDERS[name]
 
 
+class _Elements:
+    """The group elements found so far, with a membership test in O(log |G|).
+
+    Elements are kept sorted by a fixed linear functional of their entries; equal matrices
+    (within 1e-8) have keys within 1e-7, so only that window of neighbours is compared.
+    """
+
+    _WEIGHTS = numpy.array([[0.31, 0.17, 0.53], [0.71, 0.11, 0.43], [0.23, 0.97, 0.61]])
+    _WINDOW = 1e-6
+
+    def __init__(self) -> None:
+        self.keys: list[float] = []
+        self.matrices: list[numpy.ndarray] = []
+
+    def add_if_new(self, matrix: numpy.ndarray) -> bool:
+        key = float((matrix * self._WEIGHTS).sum())
+        low = bisect.bisect_left(self.keys, key - self._WINDOW)
+        high = bisect.bisect_right(self.keys, key + self._WINDOW)
+        if any(numpy.abs(matrix - self.matrices[i]).max() < 1e-8 for i in range(low, high)):
+            return False
+        self.keys.insert(high, key)
+        self.matrices.insert(high, matrix)
+        return True
+
+
 @functools.cache
 def _matrices(name: str) -> numpy.ndarray:
+    """The closure of the generators, breadth first from the identity (so identity first)."""
     elements = [numpy.eye(3)]
+    seen = _Elements()
+    seen.add_if_new(elements[0])
     frontier = [numpy.eye(3)]
     generators = _generators(name)
     while frontier:
@@ -94,7 +157,7 @@ def _matrices(name: str) -> numpy.ndarray:
         for g in frontier:
             for h in generators:
                 candidate = h @ g
-                if not any(numpy.abs(candidate - e).max() < 1e-8 for e in elements):
+                if seen.add_if_new(candidate):
                     elements.append(candidate)
                     new.append(candidate)
         frontier = new

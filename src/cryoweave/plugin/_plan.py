@@ -202,6 +202,7 @@ class StepContext:
 
     @property
     def tmp_dir(self) -> Path:
+        """Scratch files of the run, removed when it finishes (keep step outputs in extra/)."""
         return self.run_dir / "tmp"
 
     @property

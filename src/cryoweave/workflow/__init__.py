@@ -4,7 +4,14 @@ The runner lives in :mod:`cryoweave.workflow.runner` (it imports the plugin API,
 uses the set types defined here).
 """
 
-from cryoweave.workflow._config import Config, QueueConfig, load_config, post_script_allowed
+from cryoweave.workflow._config import (
+    POST_SCRIPT_ENV,
+    PROJECT_CONFIG,
+    Config,
+    QueueConfig,
+    load_config,
+    post_script_allowed,
+)
 from cryoweave.workflow._project import Project
 from cryoweave.workflow._report import protocol_dict, run_dict, set_dict
 from cryoweave.workflow._sets import (
@@ -19,6 +26,8 @@ from cryoweave.workflow._sets import (
 )
 
 __all__ = [
+    "POST_SCRIPT_ENV",
+    "PROJECT_CONFIG",
     "SET_TYPES",
     "Config",
     "MicrographSet",

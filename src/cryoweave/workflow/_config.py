@@ -8,7 +8,7 @@ whole, by name):
 3. the file named by ``$CRYOWEAVE_CONFIG`` (a site file);
 4. the project's ``cryoweave.yaml``;
 5. the ``CRYOWEAVE_*`` environment variables (``CRYOWEAVE_DEVICE``, ``CRYOWEAVE_FFT_WORKERS``,
-   ``CRYOWEAVE_QUEUE``, ``CRYOWEAVE_DASK_SCHEDULER``).
+   ``CRYOWEAVE_QUEUE``, ``CRYOWEAVE_DASK_SCHEDULER``, ``CRYOWEAVE_ALLOW_POST_SCRIPT=1``).
 
 Every value remembers where it came from (``cryoweave config show``). Everything is validated
 before a run is created.
@@ -28,6 +28,7 @@ from cryoweave.errors import ParamError
 
 PROJECT_CONFIG = "cryoweave.yaml"
 CONFIG_ENV_VAR = "CRYOWEAVE_CONFIG"
+POST_SCRIPT_ENV = "CRYOWEAVE_ALLOW_POST_SCRIPT"
 JOBQUEUE_KINDS = ("slurm", "pbs", "sge")
 
 
@@ -170,6 +171,8 @@ def _env_overrides() -> list[tuple[str, dict[str, Any]]]:
             "kind": "dask", "address": env["CRYOWEAVE_DASK_SCHEDULER"]}}}))
     if env.get("CRYOWEAVE_QUEUE"):
         overrides.append(("env CRYOWEAVE_QUEUE", {"default_queue": env["CRYOWEAVE_QUEUE"]}))
+    if env.get(POST_SCRIPT_ENV, "").strip() == "1":  # a site switch: only "1" enables
+        overrides.append((f"env {POST_SCRIPT_ENV}", {"allow_post_script": True}))
     return overrides
 
 
@@ -234,7 +237,12 @@ def load_config(project_root: str | Path | None = None) -> LoadedConfig:
 
 
 def post_script_allowed(project_root: str | Path | None) -> bool:
-    """Whether the configuration lets runs of this project execute a post script."""
+    """Whether runs of this project may execute a command given in their parameters.
+
+    Off unless ``allow_post_script: true`` is in a configuration file (site, user or the
+    project's ``cryoweave.yaml``) or ``CRYOWEAVE_ALLOW_POST_SCRIPT=1`` is set: a params or
+    workflow file alone can never make cryoweave run a command.
+    """
     return load_config(project_root).config.allow_post_script
 
 

@@ -8,7 +8,8 @@ run (:func:`run_dict`)
     (saved/running/finished/failed/…), ``state`` (status, or "running (process gone…)"),
     ``error``, ``folder`` (absolute), ``created_at``/``started_at``/``finished_at`` (ISO 8601,
     UTC, or null), ``duration_s``, ``params``, ``inputs`` (name → ``{"run", "output", "set"}``
-    reference), ``outputs`` (name → set), ``steps`` (status → count), ``summary``.
+    reference), ``outputs`` (name → set), ``steps`` (status → count), ``failed_items``
+    (items that failed in the run's steps), ``summary``.
 set (:func:`set_dict`)
     ``set`` (id), ``name``, ``kind``, ``state`` (open/closed), ``size`` (items), ``files``.
 protocol (:func:`protocol_dict`)
@@ -92,6 +93,7 @@ def run_summary(project: Project, run: Run) -> dict[str, Any]:
 def run_dict(project: Project, run: Run, *, summary: bool = True,
              files: bool = True) -> dict[str, Any]:
     """Everything about a run a person or a program asks first (keys: module docstring)."""
+    from cryoweave.workflow.runner import failed_items
     with project.reader() as s:
         steps = dict(s.execute(select(StepRow.status, func.count()).where(
             StepRow.run_id == run.id).group_by(StepRow.status)).all())
@@ -110,6 +112,7 @@ def run_dict(project: Project, run: Run, *, summary: bool = True,
                    if isinstance(value, dict) and "set" in value},
         "outputs": outputs_dict(project, run.id, files=files),
         "steps": {str(k): int(n) for k, n in sorted(steps.items())},
+        "failed_items": failed_items(project, run.id)[0],
         "summary": run_summary(project, run) if summary else {},
     }
 

@@ -12,6 +12,7 @@ from cryoweave.workflow._project import Project
 from cryoweave.workflow._runs import (
     PendingImport,
     ValidatedRun,
+    check_label,
     create_run,
     validate_run,
 )
@@ -69,6 +70,7 @@ def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
     existing = Project.open(project_dir, db_url) if Project.exists(project_dir) or db_url \
         else None
     try:
+        check_label(label, existing)
         validated = validate_run(existing, protocol, raw, base_dir=base_dir)
         imports = plan_imports(existing, protocol, validated, base_dir)
     except ParamError:

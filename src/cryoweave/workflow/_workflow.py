@@ -25,12 +25,14 @@ from cryoweave.errors import CryoweaveError, InputError, ParamError
 from cryoweave.plugin._protocol import Protocol
 from cryoweave.plugin._registry import registry
 from cryoweave.workflow._config import load_config
+from cryoweave.workflow._param_files import parse_json, parse_yaml, read_text_utf8
 from cryoweave.workflow._project import Project
 from cryoweave.workflow._runs import (
     PlannedOutputs,
     PlannedPreviews,
     ValidatedRun,
     create_run,
+    label_problem,
     validate_run,
 )
 from cryoweave.workflow._schema import Run, SetRow
@@ -50,11 +52,15 @@ def load_workflow(path: str | Path) -> list[WorkflowEntry]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path.resolve()}: workflow file not found")
+    text = read_text_utf8(path, "workflow file")
     try:
-        text = path.read_text()
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        data = parse_yaml(path, text) if path.suffix in (".yaml", ".yml") \
+            else parse_json(path, text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: not valid {path.suffix.lstrip('.').upper()} ({exc})") from exc
+    except RecursionError as exc:
+        raise InputError(f"{path}: nested too deeply to be a workflow file; see "
+                         "examples/ for the structure") from exc
     entries = data.get("protocols") if isinstance(data, dict) else None
     unknown_top = set(data) - {"protocols", "description", "name"} if isinstance(data, dict) \
         else set()
@@ -71,6 +77,10 @@ def load_workflow(path: str | Path) -> list[WorkflowEntry]:
         params = entry.get("params", {})
         if not isinstance(params, dict):
             problems.append(f"entry {index} ({entry['label']}): 'params' must be an object")
+            continue
+        label_issue = label_problem(entry["label"])
+        if label_issue:
+            problems.append(f"entry {index}: {label_issue}")
             continue
         unknown = set(entry) - {"label", "protocol", "params", "description", "queue"}
         if unknown:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import socket
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -31,6 +34,7 @@ from cryoweave.workflow._store import append_items, derive_items, put_optics, re
 from cryoweave.workflow._streams import BatchStream, WatchStream
 
 POLL_INTERVAL_S = 0.2
+_PARTIAL_WRITE = re.compile(r"\..+\.[0-9a-f]{8}\.part")  # formats._atomic.temporary_path
 STOP_CHECK_INTERVAL_S = 0.5
 
 
@@ -67,6 +71,22 @@ class RunSummary:
     steps_skipped: int = 0
     seconds: float = 0.0
     outputs: dict[str, int] = field(default_factory=dict)
+    failed_items: int = 0  # input items that steps reported as failed (the run goes on)
+
+
+FAILED_ITEMS_KEY = "failed_item_ids"  # in a step's recorded result
+
+
+def failed_items(project: Project, run_id: int) -> tuple[int, str | None]:
+    """(number of input items the finished steps of a run reported as failed, one message)."""
+    with project.reader() as s:
+        results = s.scalars(select(StepRow.result).where(StepRow.run_id == run_id,
+                                                         StepRow.status == "done"))
+        count = sum(len((r or {}).get(FAILED_ITEMS_KEY) or []) for r in results)
+        message = s.scalar(select(Event.message).where(
+            Event.run_id == run_id, Event.kind == "item_failed").order_by(Event.id.desc())
+            .limit(1)) if count else None
+    return count, message
 
 
 def _json_safe(value: Any) -> Any:
@@ -131,7 +151,12 @@ class Runner:
                                            log_dir=self.run_dir / "logs" / "workers",
                                            address=self.dask_address)
             self._loop(plan, executor)
-            self._finish("finished", None)
+            self._finish_checked()
+            if self.summary.status == "finished":
+                try:
+                    self._remove_tmp()
+                except OSError as exc:  # the run's results stand; the scratch stays behind
+                    self.log.warning("run %d: could not empty tmp/: %s", self.run_id, exc)
         except StopRequested as exc:
             self._finish("aborted", str(exc))
         except KeyboardInterrupt:
@@ -149,6 +174,7 @@ class Runner:
                 executor.shutdown()
         self.summary.seconds = time.perf_counter() - start
         self.summary.outputs = {n: h.id for n, h in self.outputs.items()}
+        self.summary.failed_items = failed_items(self.project, self.run_id)[0]
         return self.summary
 
     def _resolve_queue(self) -> tuple[str, QueueConfig]:
@@ -186,6 +212,31 @@ class Runner:
             s.flush()
             s.expunge(run)
             return run
+
+    def _finish_checked(self) -> None:
+        """Finish, or fail when items failed and none reached an output (nothing to use)."""
+        count, message = failed_items(self.project, self.run_id)
+        if count and not any(handle.count() for handle in self.outputs.values()):
+            self._finish("failed", f"all {count} input items failed, no output item was "
+                                   f"produced (last: {message}); `cryoweave show "
+                                   f"{self.run_id}` lists the failures")
+        else:
+            self._finish("finished", None)
+
+    def _remove_tmp(self) -> None:
+        """Empty the run's tmp/ (scratch of the plan and steps) and remove the partial files
+        of writes killed before their rename (formats.atomic_path): a finished run has no
+        step running, keeps its results in extra/, and a later --continue plans again."""
+        tmp = self.run_dir / "tmp"
+        for path in tmp.iterdir() if tmp.is_dir() else ():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        for folder, _dirs, files in os.walk(self.run_dir):  # links to data are not followed
+            for name in files:
+                if _PARTIAL_WRITE.fullmatch(name):
+                    Path(folder, name).unlink(missing_ok=True)
 
     def _finish(self, status: str, error: str | None) -> None:
         with self.project.transaction() as s:
@@ -323,7 +374,8 @@ class Runner:
             produced = [p for p in state.outputs if p not in set(result.excused_outputs)]
             s.execute(update(StepRow).where(StepRow.run_id == self.run_id,
                                             StepRow.key == state.key).values(
-                status="done", result=_json_safe({**result.info, "seconds": round(seconds, 3)}),
+                status="done", result=_json_safe({**result.info, "seconds": round(seconds, 3),
+                                                  FAILED_ITEMS_KEY: sorted(result.item_failures)}),
                 published=published, error=None, finished_at=time.time(), outputs=produced))
         state.status = "done"
         self.summary.steps_run += 1

@@ -7,6 +7,12 @@ the key: it does not change the pixels, and the STAR that describes an entry is 
 for every request. An entry is complete when its manifest (written last) exists; partial or
 stale entries are rebuilt; concurrent builders of one key serialise on a lock file and publish
 by renaming a private build folder, so neither can corrupt the other's result.
+
+A builder holds its key's lock from creating its build folder until it renames or removes it,
+and the kernel releases the lock when the process dies (even by SIGKILL). So a build folder
+whose key lock can be taken belongs to a builder that is gone: every request sweeps those
+(the lock, unlike a recorded pid, cannot be confused by pid reuse), and never touches the
+folder of a live builder.
 """
 
 from __future__ import annotations
@@ -71,6 +77,16 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _remove_build_folders(root: Path, key: str) -> None:
+    """Remove ``key``'s build folders; the caller holds the key's lock (so none is live)."""
+    for folder in root.glob(f".{key}.*.building"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _build_key(folder: Path) -> str:
+    return folder.name[1:].split(".", 1)[0]  # .<key>.<random>.building
+
+
 class DownsampleCache:
     """Downsampled stacks shared by every run of a project."""
 
@@ -91,9 +107,36 @@ class DownsampleCache:
             return None
         return CacheEntry(folder, stack, True, manifest)
 
+    def sweep_dead_builders(self) -> list[str]:
+        """Remove the build folders of builders that are gone; returns their keys.
+
+        A key whose lock is held (a live builder, in this process or another) is skipped.
+        """
+        swept = []
+        for key in sorted({_build_key(f) for f in self.root.glob(".*.building")}):
+            try:
+                handle = open(self.root / f".{key}.lock", "a+")  # noqa: SIM115 - closed below
+            except OSError:
+                continue  # a read-only cache: leave it to its owner
+            with handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                try:
+                    _remove_build_folders(self.root, key)
+                    swept.append(key)
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        return swept
+
     def get_or_build(self, key: str, stack_name: str,
                      build: Callable[[Path], dict]) -> CacheEntry:
-        """The entry for ``key``; ``build(stack_path)`` writes the stack when it is missing."""
+        """The entry for ``key``; ``build(stack_path)`` writes the stack when it is missing.
+
+        Build folders left by dead builders (of any key) are removed first.
+        """
+        self.sweep_dead_builders()
         found = self.lookup(key, stack_name)
         if found is not None:
             return found
@@ -102,6 +145,7 @@ class DownsampleCache:
             found = self.lookup(key, stack_name)  # another builder may have finished
             if found is not None:
                 return found
+            _remove_build_folders(self.root, key)  # we hold the lock: they are dead
             folder = self.entry_dir(key)
             if folder.exists():
                 shutil.rmtree(folder)  # partial or stale: rebuild

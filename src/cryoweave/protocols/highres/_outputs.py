@@ -20,6 +20,7 @@ from cryoweave.protocols.highres._state import iteration_dir, read_json, read_np
 from cryoweave.protocols.reconstruction._arrays import read_arrays
 from cryoweave.viewers import plot_fsc, plot_series, plot_volume
 from cryoweave.viewers._images import _pyplot
+from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed
 
 
 def angular_distribution(rot_deg: np.ndarray, tilt_deg: np.ndarray, path: Path) -> Path:
@@ -105,7 +106,16 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
 
 
 def run_post_script(command: str, map_path: str, ctx: StepContext) -> None:
-    """Run the user's post-processing command with the final map as its last argument."""
+    """Run the user's post-processing command with the final map as its last argument.
+
+    Checked again here (a run continued after the policy changed, or a stored run edited):
+    the command runs only where the site or project enables it (the configuration).
+    """
+    project_root = ctx.run_dir.parent.parent  # <root>/Runs/<run folder>
+    if not post_script_allowed(project_root):
+        raise CryoweaveError(f"post_script {command!r} is not run: commands from the "
+                             f"parameters are disabled; enable them with {POST_SCRIPT_ENV}=1 "
+                             f"or 'allow_post_script: true' in {project_root / PROJECT_CONFIG}")
     arguments = [*shlex.split(command), map_path]
     result = subprocess.run(arguments, cwd=ctx.extra_dir, capture_output=True, text=True,
                             timeout=3600)

@@ -23,9 +23,10 @@ from cryoweave.plugin import (
     param,
 )
 from cryoweave.protocols._summary import reconstruction_summary
+from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.highres._plan import plan_refinement
 from cryoweave.protocols.highres._schedule import parse_floors
-from cryoweave.protocols.reconstruction.simulate import check_symmetry
+from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed
 
 Alignment = Literal["global", "local", "automatic", "stochastic", "none"]
 
@@ -65,7 +66,7 @@ class ReconstructHighRes(Protocol):
             -1, unit="px", section="Input",
             description="Particle radius at the particles' pixel size; ≤ 0: half the box")
         symmetry: str = param("c1", section="Input",
-                              description="Symmetry (c1, cN, dN, t, o, i1–i4)")
+                              description=f"Symmetry ({SYMMETRY_NAMES})")
         # -- angular assignment
         alignment: Alignment = param(
             "global", section="Angular assignment",
@@ -185,7 +186,10 @@ class ReconstructHighRes(Protocol):
                                                     description="Mask for the FSC")
         post_script: str | None = param(
             None, section="Post-processing", expert=ADVANCED,
-            description="A command run at the end with the final map as last argument")
+            description="A command run at the end with the final map as last argument. "
+                        "Refused unless enabled: CRYOWEAVE_ALLOW_POST_SCRIPT=1 in the "
+                        "environment, or 'allow_post_script: true' in the project's "
+                        "cryoweave.yaml")
 
         @field_validator("symmetry")
         @classmethod
@@ -245,6 +249,11 @@ class ReconstructHighRes(Protocol):
         return problems
 
     def check_project(self, params: Any, project: Any) -> list[str]:
+        if params.post_script is not None and \
+                not post_script_allowed(project.root if project is not None else None):
+            return [f"post_script: running a command from the parameters is disabled; enable "
+                    f"it with {POST_SCRIPT_ENV}=1 or 'allow_post_script: true' in the "
+                    f"project's {PROJECT_CONFIG}, or remove post_script"]
         if params.continue_from is None:
             return []
         run = project.find_run(params.continue_from) if project is not None else None

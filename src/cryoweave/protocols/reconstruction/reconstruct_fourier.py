@@ -30,6 +30,7 @@ from cryoweave.plugin import (
     param,
 )
 from cryoweave.protocols._summary import reconstruction_summary
+from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.reconstruction._arrays import (
     arrays_from_frame,
     read_arrays,
@@ -46,7 +47,6 @@ from cryoweave.protocols.reconstruction._reconstruct import (
     save_accumulator,
     write_results,
 )
-from cryoweave.protocols.reconstruction.simulate import check_symmetry
 
 ARRAYS = "tmp/particles.npz"
 POSE_COLUMNS = ("rot_deg", "tilt_deg", "psi_deg", "defocus_u_a", "defocus_v_a")
@@ -68,7 +68,7 @@ class ReconstructFourier(Protocol):
         particles: Input[ParticleSet] = param(description="Particles with poses and CTF",
                                               section="Input")
         symmetry: str = param("c1", section="Input",
-                              description="Symmetry imposed (c1, cN, dN, t, o, i1–i4)")
+                              description=f"Symmetry imposed ({SYMMETRY_NAMES})")
         halves: Literal["auto", "random"] = param(
             "auto", section="Halves",
             description="auto: the particles' rlnRandomSubset when every particle has one, "

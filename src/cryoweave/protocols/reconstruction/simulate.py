@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from pydantic import field_validator, model_validator
 
-from cryoweave.engine import symmetry_order
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import ParticleTable, read_particles_star, read_volume
 from cryoweave.plugin import (
@@ -30,6 +29,7 @@ from cryoweave.plugin import (
     param,
 )
 from cryoweave.protocols._summary import set_summary
+from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.reconstruction._simulation import (
     SimulationSettings,
     optics_frame,
@@ -40,14 +40,6 @@ from cryoweave.protocols.reconstruction._simulation import (
 )
 
 POSE_LABELS = {"rot_deg": "rlnAngleRot", "tilt_deg": "rlnAngleTilt", "psi_deg": "rlnAnglePsi"}
-
-
-def check_symmetry(name: str) -> str:
-    try:
-        symmetry_order(name)
-    except ValueError as exc:
-        raise ValueError(f"symmetry {name!r}: {exc}") from exc
-    return name.lower()
 
 
 class SimulateParticles(Protocol):
@@ -68,7 +60,7 @@ class SimulateParticles(Protocol):
         phantom: bool = param(False, section="Map",
                               description="Use the built-in phantom of Gaussian atoms")
         symmetry: str = param("c1", section="Map", visible_if={"phantom": True},
-                              description="Symmetry of the phantom (c1, cN, dN, t, o, i1–i4)")
+                              description=f"Symmetry of the phantom ({SYMMETRY_NAMES})")
         n_particles: int = param(1000, gt=0, section="Particles",
                                  description="Number of particles (ignored with poses_star)")
         box_px: int | None = param(None, gt=1, unit="px", section="Particles",
