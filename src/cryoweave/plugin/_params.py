@@ -17,7 +17,8 @@ EXPERT = 2
 
 
 class ProtocolParams(BaseModel):
-    """Base of every protocol's ``Params``: frozen, unknown keys rejected, enums by value."""
+    """Base of every protocol's ``Params``: frozen, unknown keys rejected, enums by value,
+    floats finite (physical ranges: :mod:`cryoweave.physical`)."""
 
     model_config = ConfigDict(
         frozen=True,
@@ -25,6 +26,7 @@ class ProtocolParams(BaseModel):
         use_enum_values=True,
         validate_default=True,
         str_strip_whitespace=True,
+        allow_inf_nan=False,  # no parameter is infinite or NaN (JSON's Infinity, 1e400)
     )
 
 

@@ -14,6 +14,7 @@ from pydantic import model_validator
 
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import read_info
+from cryoweave.physical import AMPLITUDE_CONTRAST, CS_MM, PIXEL_SIZE_A, VOLTAGE_KV
 from cryoweave.plugin import (
     ADVANCED,
     MicrographSet,
@@ -46,13 +47,13 @@ class ImportMicrographs(Protocol):
         pattern: str = param(description="Glob pattern of the micrograph files, e.g. "
                                          "'Movies/*.mrc'", section="Input")
         pixel_size_a: float | None = param(
-            None, gt=0, unit="Å", section="Acquisition",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Acquisition",
             description="Pixel size; taken from the MRC header when not given")
-        voltage_kv: float = param(300.0, gt=0, unit="kV", section="Acquisition",
+        voltage_kv: float = param(300.0, **VOLTAGE_KV.bounds(), unit="kV", section="Acquisition",
                                   description="Acceleration voltage")
-        cs_mm: float = param(2.7, ge=0, unit="mm", section="Acquisition",
+        cs_mm: float = param(2.7, **CS_MM.bounds(), unit="mm", section="Acquisition",
                              description="Spherical aberration")
-        amplitude_contrast: float = param(0.1, ge=0, lt=1, section="Acquisition",
+        amplitude_contrast: float = param(0.1, **AMPLITUDE_CONTRAST.bounds(), section="Acquisition",
                                           description="Amplitude contrast (fraction)")
         streaming: bool = param(False, section="Streaming",
                                 description="Watch the folder for new files during acquisition")

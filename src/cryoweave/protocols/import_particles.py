@@ -11,6 +11,7 @@ import pandas as pd
 
 from cryoweave.errors import InputError
 from cryoweave.formats import PARTICLE_SUFFIXES, ParticleTable, read_info, read_particles
+from cryoweave.physical import PIXEL_SIZE_A
 from cryoweave.plugin import (
     EXPERT,
     ParticleSet,
@@ -60,7 +61,7 @@ class ImportParticles(Protocol):
     class Params(ProtocolParams):
         path: str = param(description="Particle file: .star, .cs or .mrcs", section="Input")
         pixel_size_a: float | None = param(
-            None, gt=0, unit="Å", section="Input",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Input",
             description="Pixel size of the images; overrides the file's (required when the "
                         "file has none)")
         datadir: str | None = datadir_param()

@@ -10,6 +10,7 @@ import pandas as pd
 
 from cryoweave.errors import InputError
 from cryoweave.formats import read_info
+from cryoweave.physical import PIXEL_SIZE_A
 from cryoweave.plugin import (
     Plan,
     PlanContext,
@@ -32,7 +33,7 @@ class ImportVolume(Protocol):
     class Params(ProtocolParams):
         path: str = param(description="MRC map file", section="Input")
         pixel_size_a: float | None = param(
-            None, gt=0, unit="Å", section="Input",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Input",
             description="Voxel size; taken from the MRC header when not given")
         half1_path: str | None = param(None, section="Input", expert=True,
                                        description="First half map (optional)")
