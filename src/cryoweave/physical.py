@@ -49,7 +49,7 @@ class PhysicalRange:
     high_open: bool = False  # the high end itself is excluded (< high)
 
     def bounds(self) -> dict[str, float]:
-        """pydantic constraints for :func:`cryoweave.plugin.param` (``ge``/``gt``, ``le``/``lt``)."""
+        """pydantic constraints for ``param(...)``: ``ge``/``gt`` and ``le``/``lt``."""
         return {("gt" if self.low_open else "ge"): self.low,
                 ("lt" if self.high_open else "le"): self.high}
 

@@ -104,13 +104,19 @@ def verify_stacks(table: ParticleTable, source: str | Path) -> None:
                          f"{shown}; pass datadir (the folder the paths are relative to) or "
                          "strip_prefix")
     boxes: dict[int, int] = {}
-    needed = parts.groupby("image_path")["image_index"].max()
+    by_stack = parts.groupby("image_path")["image_index"]
+    needed, lowest = by_stack.max(), by_stack.min()
     groups = parts.groupby("image_path")["optics_group"].first()
     for stack_path, max_index in needed.items():
         info = read_info(stack_path)
         _, ny, nx = info.shape
         if ny != nx:
             raise InputError(f"{stack_path}: images are {nx}×{ny}; particles must be square")
+        if lowest[stack_path] < 0:
+            row = int(((parts["image_path"] == stack_path) & (parts["image_index"] < 0)).idxmax())
+            raise InputError(f"{source}: row {row + 1} refers to image "
+                             f"{lowest[stack_path] + 1} (0-based {lowest[stack_path]}) of "
+                             f"{stack_path}; image numbers start at 1 (0-based indices at 0)")
         if max_index >= info.n_images:
             raise InputError(f"{source}: refers to image {max_index + 1} of {stack_path}, "
                              f"which holds only {info.n_images} images")

@@ -71,6 +71,9 @@ def import_volume_step(ctx: StepContext, path: str, pixel_size_a: float | None,
     pixel = pixel_size_a or info.voxel_size_a
     if not pixel:
         raise InputError(f"{path}: the MRC header has no pixel size (0); pass pixel_size_a")
+    if not PIXEL_SIZE_A.contains(pixel):
+        raise InputError(f"{path}: the MRC header's pixel size {pixel:g} Å is out of range; "
+                         f"expected {PIXEL_SIZE_A.describe()}; pass pixel_size_a")
     for half in half_paths:
         if read_info(half).shape != info.shape:
             raise InputError(f"{half}: the half map's size {read_info(half).shape} differs "

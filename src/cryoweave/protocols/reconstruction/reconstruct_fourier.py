@@ -78,8 +78,9 @@ class ReconstructFourier(Protocol):
             description="Insert Fourier components up to this resolution only")
         mask: Input[VolumeSet] | None = param(None, section="Evaluation",
                                               description="Mask applied before the FSC")
-        regularization: float = param(1e-3, **REGULARIZATION.bounds(), section="Advanced", expert=EXPERT,
-                                      description="Wiener constant relative to the mean weight")
+        regularization: float = param(
+            1e-3, **REGULARIZATION.bounds(), section="Advanced", expert=EXPERT,
+            description="Wiener constant relative to the mean weight")
         gridding_iterations: int = param(
             10, ge=0, section="Advanced", expert=EXPERT,
             description="Iterations of the gridding weights (0: divide data by weights)")
