@@ -97,7 +97,7 @@ def test_missing_image_name_and_unknown_optics_group(tmp_path):
     starfile.write({"optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0]}),
                     "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs"],
                                                "rlnOpticsGroup": [2]})}, star, overwrite=True)
-    with pytest.raises(InputError, match="optics groups \\[2\\]"):
+    with pytest.raises(InputError, match="row 1, column rlnOpticsGroup: group 2 is not defined"):
         read_particles_star(star)
 
 

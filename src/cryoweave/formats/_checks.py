@@ -23,7 +23,22 @@ from cryoweave.physical import (
 MIN_BOX_PX, MAX_BOX_PX = 2, 65_536
 
 
-def where(path: Path | str, block: str, row: int, label: str) -> str:
+def printable(text: object) -> str:
+    """``text`` on one line: control characters (newline, tab, …) shown as escapes."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode()
+                   for c in str(text))
+
+
+def one_line(exc: BaseException) -> str:
+    """A library's error message on one line (pandas' tokenizer errors end with a newline)."""
+    text = " ".join(str(exc).split())
+    # starfile: a row with more values than labels (or every row with fewer)
+    if text.startswith("Length mismatch"):
+        text = f"the values in a data row do not match the labels of its loop: {text}"
+    return text
+
+
+def where(path: Path | str, block: str | None, row: int, label: str) -> str:
     """``file: data_particles row 3, column rlnDefocusU`` (``row`` 0-based)."""
     table = f"data_{block} " if block is not None else ""
     return f"{path}: {table}row {row + 1}, column {label}"
@@ -56,14 +71,16 @@ def numeric_column(frame: pd.DataFrame, label: str, path: Path | str, block: str
     """``frame[label]`` as float64 (or int64); InputError at the first non-numeric value."""
     raw = frame[label]
     values = pd.to_numeric(raw, errors="coerce")
-    bad = values.isna() & raw.notna() & (raw.astype(str).str.lower() != "nan")
+    bad = values.isna()  # text, or a literal nan: a missing value is a missing column
     if integer:
         finite = values.notna() & np.isfinite(values.astype(np.float64))
         bad = ~finite | (values != np.round(values))
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         kind = "an integer" if integer else "a number"
-        raise InputError(f"{where(path, block, row, label)}: {raw.iloc[row]!r} is not {kind}; "
+        value = raw.iloc[row]
+        shown = repr(value) if isinstance(value, str) else f"{value:g}"
+        raise InputError(f"{where(path, block, row, label)}: {shown} is not {kind}; "
                          "correct the value (or remove the column)")
     return values.astype(np.int64) if integer else values.astype(np.float64)
 
@@ -99,7 +116,8 @@ def check_names(values: pd.Series, path: Path | str, block: str | None, label: s
     bad = text.str.contains(r"[\x00-\x1f\x7f]", regex=True)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"{where(path, block, i, label)}: the file name {text.iloc[i]!r} "
+        raise InputError(f"{where(printable(path), block, i, label)}: the file name "
+                         f"{printable(text.iloc[i])!r} "
                          "contains a control character (newline, tab, …), which a STAR file "
                          "cannot hold; rename the file and its reference")
 

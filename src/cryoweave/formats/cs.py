@@ -17,7 +17,13 @@ import pandas as pd
 from scipy.spatial.transform import Rotation
 
 from cryoweave.errors import InputError
-from cryoweave.formats._checks import check_box, check_names, check_particles, check_range
+from cryoweave.formats._checks import (
+    check_box,
+    check_names,
+    check_particles,
+    check_range,
+    one_line,
+)
 from cryoweave.formats._paths import PathResolver
 from cryoweave.formats._table import ParticleTable
 from cryoweave.physical import PIXEL_SIZE_A
@@ -49,7 +55,8 @@ def read_cs_array(path: str | Path) -> np.ndarray:
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise InputError(f"{path}: not a readable cryoSPARC .cs file ({exc})") from exc
+        raise InputError(f"{path}: not a readable cryoSPARC .cs file ({one_line(exc)})"
+                         ) from exc
     if data.dtype.names is None:
         raise InputError(f"{path}: not a cryoSPARC .cs file (no named fields)")
     names = data.dtype.names
@@ -63,7 +70,9 @@ def read_cs_array(path: str | Path) -> np.ndarray:
     if data.ndim != 1:
         raise InputError(f"{path}: not a cryoSPARC .cs file (a {data.ndim}-D array, expected "
                          "one row per particle)")
-    _check_field_shapes(data, path)
+    if not len(data):
+        raise InputError(f"{path}: the .cs file holds no particles")
+    _check_fields(data, path)
     return data
 
 
@@ -75,8 +84,9 @@ _READ_FIELDS = frozenset([*CS_FIELDS.values(), "ctf/exp_group_id", "alignments3D
                           "alignments3D/class", "location/micrograph_shape"])
 
 
-def _check_field_shapes(data: np.ndarray, path: Path) -> None:
-    """Every field this reader uses has the shape and kind cryoSPARC writes."""
+def _check_fields(data: np.ndarray, path: Path) -> None:
+    """Every field this reader uses has the shape and kind cryoSPARC writes, and numbers are
+    finite."""
     for name in sorted(_READ_FIELDS & set(data.dtype.names)):
         field = data.dtype.fields[name][0]
         expected = (_VECTOR_FIELDS[name],) if name in _VECTOR_FIELDS else ()
@@ -87,6 +97,12 @@ def _check_field_shapes(data: np.ndarray, path: Path) -> None:
         if field.base.kind not in kinds:
             raise InputError(f"{path}: .cs field {name} holds {field.base} values, expected "
                              f"{'file names' if name in _TEXT_FIELDS else 'numbers'}")
+        if field.base.kind == "f":
+            finite = np.isfinite(data[name]).reshape(len(data), -1).all(axis=1)
+            if not finite.all():
+                row = int(np.flatnonzero(~finite)[0])
+                raise InputError(f"{path}: row {row + 1}, field {name}: "
+                                 f"{data[name][row]} is not a finite number; correct the file")
 
 
 def _decode(values: np.ndarray) -> list[str]:
@@ -155,7 +171,12 @@ def read_particles_cs(path: str | Path, *, datadir: str | Path | None = None,
         shifts = cs["alignments3D/shift"].astype(np.float64) * shift_pixel[:, None]
         particles["shift_x_a"], particles["shift_y_a"] = shifts.T
         if "alignments3D/split" in names:
-            particles["half"] = cs["alignments3D/split"].astype(np.int64) + 1
+            split = cs["alignments3D/split"].astype(np.int64)
+            bad = np.flatnonzero((split != 0) & (split != 1))
+            if len(bad):
+                raise InputError(f"{path}: row {bad[0] + 1}, field alignments3D/split: "
+                                 f"{split[bad[0]]} is not a half set; expected 0 or 1")
+            particles["half"] = split + 1
         if "alignments3D/class" in names:
             particles["rlnClassNumber"] = cs["alignments3D/class"].astype(np.int64) + 1
 

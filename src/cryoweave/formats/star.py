@@ -24,6 +24,7 @@ from cryoweave.formats._checks import (
     check_range,
     check_unique_labels,
     numeric_column,
+    one_line,
 )
 from cryoweave.formats._paths import (
     PathResolver,
@@ -113,7 +114,7 @@ def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
             warnings.simplefilter("ignore")
             blocks = starfile.read(path, always_dict=True)
     except Exception as exc:
-        raise InputError(f"{path}: not a readable STAR file ({exc})") from exc
+        raise InputError(f"{path}: not a readable STAR file ({one_line(exc)})") from exc
     return {name: (block if isinstance(block, pd.DataFrame) else pd.DataFrame([block]))
             for name, block in blocks.items()}
 
@@ -220,10 +221,12 @@ def read_particles_star(path: str | Path, *, datadir: str | Path | None = None,
                 raise InputError(f"{path}: particles lack rlnOpticsGroup but there are "
                                  f"{len(optics)} optics groups")
             frame["rlnOpticsGroup"] = int(optics["group_id"].iloc[0])
-        unknown = set(frame["rlnOpticsGroup"].astype(int)) - set(optics["group_id"])
-        if unknown:
-            raise InputError(f"{path}: particles refer to optics groups {sorted(unknown)} that "
-                             "data_optics does not define")
+        unknown = ~frame["rlnOpticsGroup"].isin(set(optics["group_id"]))
+        if unknown.any():
+            row = int(np.flatnonzero(unknown.to_numpy())[0])
+            raise InputError(f"{path}: data_{block} row {row + 1}, column rlnOpticsGroup: "
+                             f"group {frame['rlnOpticsGroup'].iloc[row]} is not defined in "
+                             "data_optics; add it there or correct the row")
     else:
         version = "3.0"
         optics_labels = []

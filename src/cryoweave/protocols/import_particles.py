@@ -165,6 +165,8 @@ def import_particles_step(ctx: StepContext, path: str, pixel_size_a: float | Non
                           file_identity: list[int]) -> StepResult:
     table = read_particles(path, datadir=datadir, strip_prefix=strip_prefix,
                            pixel_size_a=pixel_size_a)
+    if not len(table):
+        raise InputError(f"{path}: the file lists no particles")
     if check_stacks:
         verify_stacks(table, path)
     require_pixel_sizes(table, path, "pass pixel_size_a")
