@@ -117,7 +117,7 @@ def check_names(values: pd.Series, path: Path | str, block: str | None, label: s
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(f"{where(printable(path), block, i, label)}: the file name "
-                         f"{printable(text.iloc[i])!r} "
+                         f"'{printable(text.iloc[i])}' "
                          "contains a control character (newline, tab, …), which a STAR file "
                          "cannot hold; rename the file and its reference")
 

@@ -106,6 +106,7 @@ def downsample_file(path: str | Path, outdir: str | Path, *, box_px: int | None 
     # failed command leaves neither (nor a folder it created)
     with _output_folder(outdir):
         tmp_stack, tmp_star = temporary_path(stack_path), temporary_path(star_path)
+        placed: list[Path] = []
         try:
             if cache_root is not None:
                 key = cache_key(table, box, datadir, strip_prefix)
@@ -115,10 +116,11 @@ def downsample_file(path: str | Path, outdir: str | Path, *, box_px: int | None 
             else:
                 seconds, hit = float(build(tmp_stack) and 0.0), False
             write_star_blocks(tmp_star, particles_to_blocks(out_table, star_path.parent))
-            os.replace(tmp_stack, stack_path)
-            os.replace(tmp_star, star_path)
+            for tmp, final in ((tmp_stack, stack_path), (tmp_star, star_path)):
+                os.replace(tmp, final)
+                placed.append(final)
         except BaseException:
-            tmp_stack.unlink(missing_ok=True)
-            tmp_star.unlink(missing_ok=True)
+            for leftover in (tmp_stack, tmp_star, *placed):
+                leftover.unlink(missing_ok=True)
             raise
     return DownsampleResult(star_path, stack_path, out_table, len(table), seconds, hit)
