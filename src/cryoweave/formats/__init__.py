@@ -1,6 +1,7 @@
 """File formats: MRC (mrcfile), STAR (starfile), cryoSPARC .cs. Pure I/O, no database."""
 
 from cryoweave.formats._atomic import atomic_path
+from cryoweave.formats._checks import check_file_name
 from cryoweave.formats._dispatch import PARTICLE_SUFFIXES, read_particles, table_from_stack
 from cryoweave.formats._paths import PathResolver, format_image_names, split_image_names
 from cryoweave.formats._table import ParticleTable
@@ -31,6 +32,7 @@ __all__ = [
     "StackReader",
     "StackWriter",
     "atomic_path",
+    "check_file_name",
     "format_image_names",
     "open_stack",
     "read_image",

@@ -40,6 +40,8 @@ def one_line(exc: BaseException) -> str:
 
 def where(path: Path | str, block: str | None, row: int, label: str) -> str:
     """``file: data_particles row 3, column rlnDefocusU`` (``row`` 0-based)."""
+    if label == "file name":
+        return f"{path}"
     table = f"data_{block} " if block is not None else ""
     return f"{path}: {table}row {row + 1}, column {label}"
 
@@ -120,6 +122,11 @@ def check_names(values: pd.Series, path: Path | str, block: str | None, label: s
                          f"'{printable(text.iloc[i])}' "
                          "contains a control character (newline, tab, …), which a STAR file "
                          "cannot hold; rename the file and its reference")
+
+
+def check_file_name(path: Path | str) -> None:
+    """InputError when a file's own name has a control character (it could not be exported)."""
+    check_names(pd.Series([str(path)]), path, None, "file name")
 
 
 def check_particles(particles: pd.DataFrame, optics: pd.DataFrame, path: Path | str, *,

@@ -9,7 +9,7 @@ import pandas as pd
 
 from cryoweave.errors import InputError, ParamError
 from cryoweave.formats import mrc
-from cryoweave.formats._checks import check_names
+from cryoweave.formats._checks import check_file_name
 from cryoweave.formats._table import ParticleTable
 from cryoweave.formats.cs import read_particles_cs
 from cryoweave.formats.star import read_particles_star
@@ -21,7 +21,7 @@ PARTICLE_SUFFIXES = (".star", ".cs", ".mrcs", ".mrc")
 def table_from_stack(path: str | Path, pixel_size_a: float | None = None) -> ParticleTable:
     """A minimal particle table for every image of an MRC stack."""
     path = Path(path).resolve()
-    check_names(pd.Series([str(path)]), path, None, "file name")
+    check_file_name(path)
     info = mrc.read_info(path)
     pixel = pixel_size_a or info.voxel_size_a or np.nan
     if pixel_size_a is None and not PIXEL_SIZE_A.contains(pixel) and not np.isnan(pixel):

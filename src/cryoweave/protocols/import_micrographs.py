@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import model_validator
 
 from cryoweave.errors import CryoweaveError
-from cryoweave.formats import read_info
+from cryoweave.formats import check_file_name, read_info
 from cryoweave.physical import AMPLITUDE_CONTRAST, CS_MM, PIXEL_SIZE_A, VOLTAGE_KV
 from cryoweave.plugin import (
     ADVANCED,
@@ -152,6 +152,7 @@ def import_micrographs_step(ctx: StepContext, paths: list[str], first_item_id: i
     for offset, path in enumerate(paths):
         item_id = first_item_id + offset
         try:
+            check_file_name(path)
             info = read_info(path)
             pixel = pixel_size_a or info.voxel_size_a
             if not pixel:
@@ -160,6 +161,9 @@ def import_micrographs_step(ctx: StepContext, paths: list[str], first_item_id: i
             if info.shape[0] != 1:
                 raise CryoweaveError(f"{path}: expected one micrograph, found {info.shape[0]} "
                                      "sections (a movie? import aligned sums)")
+            if not PIXEL_SIZE_A.contains(pixel):
+                raise CryoweaveError(f"{path}: the header's pixel size {pixel:g} Å is out of "
+                                     f"range ({PIXEL_SIZE_A.describe()}); pass pixel_size_a")
         except CryoweaveError as exc:
             failures[item_id] = str(exc)
             ctx.logger.error("micrograph %d: %s", item_id, exc)
