@@ -114,3 +114,26 @@ def test_downsample_in_a_run_names_the_params_key_not_a_cli_option(tmp_path):
 def test_reconstruction_without_a_pixel_size_is_a_problem_not_a_type_error():
     problem = uniform_grid_problem(_set_without_pixel_size().optics)
     assert problem is not None and "'pixel_size_a'" in problem
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    return int(done.value.code), capsys.readouterr().err
+
+
+def test_simulate_refuses_an_infinite_cs_instead_of_writing_nan_images(tmp_path, capsys):
+    code, err = _cli(["simulate", "--phantom", "-o", str(tmp_path / "out"), "-n", "4",
+                      "--box", "16", "--cs", "inf"], capsys)
+    assert code == 2 and "cs_mm" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.real_data
+def test_simulate_from_a_map_without_pixel_size_names_the_option(real_data_dir, tmp_path,
+                                                                 capsys):
+    ribosome = real_data_dir / "aspire" / "clean70SRibosome_vol_65p.mrc"  # header pixel 0
+    code, err = _cli(["simulate", "--volume", str(ribosome), "-o", str(tmp_path / "out"),
+                      "-n", "4"], capsys)
+    assert code == 2 and "pixel size 0 Å is missing or out of range" in err
+    assert "--volume-pixel-size" in err and not (tmp_path / "out").exists()

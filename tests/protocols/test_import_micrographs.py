@@ -115,8 +115,8 @@ def test_unexportable_names_and_impossible_header_pixel_sizes_are_failed_items(t
     write_mrc(tmp_path / "good.mrc", np.zeros((16, 16)), 1.0)
     write_mrc(tmp_path / "two\nlines.mrc", np.zeros((16, 16)), 1.0)
     write_mrc(tmp_path / "huge.mrc", np.zeros((16, 16)), 1e30)
-    project, summary = run_protocol(tmp_path / "p", registry().get("ImportMicrographs"),
-                                    {"pattern": str(tmp_path / "*.mrc")})
+    project, _summary = run_protocol(tmp_path / "p", registry().get("ImportMicrographs"),
+                                     {"pattern": str(tmp_path / "*.mrc")})
     assert MicrographSet(project, 1).count() == 1
     with project.reader() as s:
         messages = sorted(e.message for e in s.query(Event).filter_by(kind="item_failed"))

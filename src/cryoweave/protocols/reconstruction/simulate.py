@@ -11,6 +11,7 @@ import pandas as pd
 from pydantic import field_validator, model_validator
 
 from cryoweave.engine import symmetry_order
+from cryoweave.errors import InputError
 from cryoweave.formats import ParticleTable, read_particles_star, read_volume
 from cryoweave.physical import (
     AMPLITUDE_CONTRAST,
@@ -153,8 +154,12 @@ def truth_volume(params: dict[str, Any], volume_path: str | None,
         return phantom_volume(box, pixel, symmetry=params.get("symmetry", "c1"),
                               seed=params.get("seed", 0)), pixel
     volume, header_pixel = read_volume(volume_path)
-    return resample_to(volume, volume_pixel_size_a or header_pixel,
-                           params.get("pixel_size_a"), params.get("box_px"))
+    pixel = volume_pixel_size_a or header_pixel
+    if not PIXEL_SIZE_A.contains(pixel):
+        raise InputError(f"{volume_path}: the map's pixel size {pixel:g} Å is missing or out of "
+                         f"range (expected {PIXEL_SIZE_A.describe()}); give it "
+                         "(--volume-pixel-size, or pixel_size_a when importing the map)")
+    return resample_to(volume, pixel, params.get("pixel_size_a"), params.get("box_px"))
 
 
 def simulate_to_folder(params: dict[str, Any], volume_path: str | None,
