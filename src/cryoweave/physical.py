@@ -32,9 +32,10 @@ defocus change/astigm.    Å       0 – 100 000
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,14 @@ class PhysicalRange:
                 ("lt" if self.high_open else "le"): self.high}
 
     def contains(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return above and below
+        return bool(self.inside(np.asarray([value], dtype=np.float64))[0])
+
+    def inside(self, values: np.ndarray) -> np.ndarray:
+        """Elementwise :meth:`contains` (NaN and ±inf are outside)."""
+        with np.errstate(invalid="ignore"):
+            above = values > self.low if self.low_open else values >= self.low
+            below = values < self.high if self.high_open else values <= self.high
+        return np.isfinite(values) & above & below
 
     def describe(self) -> str:
         """``0.1 ≤ value ≤ 100 Å`` — what error messages say was expected."""

@@ -93,9 +93,7 @@ def check_range(values: pd.Series | np.ndarray, expected: PhysicalRange, path: P
     """InputError at the first value outside ``expected`` (NaN allowed as "absent")."""
     array = np.asarray(values, dtype=np.float64)
     present = ~np.isnan(array) if allow_missing else np.ones(len(array), bool)
-    inside = np.zeros(len(array), bool)
-    inside[present] = [expected.contains(v) for v in array[present]]
-    bad = np.flatnonzero(present & ~inside)
+    bad = np.flatnonzero(present & ~expected.inside(array))
     if len(bad):
         i = int(bad[0])
         row = int(rows[i]) if rows is not None else i
@@ -115,6 +113,9 @@ def check_box(values: pd.Series, path: Path | str, block: str | None, label: str
 def check_names(values: pd.Series, path: Path | str, block: str | None, label: str) -> None:
     """No control characters (newline, tab, …): they cannot be written in a STAR file."""
     text = values.astype(str)
+    unique = pd.Series(pd.unique(text))
+    if not unique.str.contains(r"[\x00-\x1f\x7f]", regex=True).any():
+        return
     bad = text.str.contains(r"[\x00-\x1f\x7f]", regex=True)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
