@@ -137,3 +137,13 @@ def test_simulate_from_a_map_without_pixel_size_names_the_option(real_data_dir, 
                       "-n", "4"], capsys)
     assert code == 2 and "pixel size 0 Å is missing or out of range" in err
     assert "--volume-pixel-size" in err and not (tmp_path / "out").exists()
+
+
+def test_the_generated_docs_list_every_range_and_its_columns(tmp_path):
+    from cryoweave.docs import write_reference
+
+    write_reference(tmp_path)
+    index = (tmp_path / "README.md").read_text()
+    assert "| pixel size | 0.1 ≤ value ≤ 100 Å | `pixel_size_a` |" in index
+    assert "| magnification | 100 ≤ value ≤ 1e+07 | `rlnMagnification` |" in index
+    assert "| ≥ 10.0, ≤ 1000.0 | kV |" in (tmp_path / "SimulateParticles.md").read_text()

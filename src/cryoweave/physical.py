@@ -33,7 +33,6 @@ defocus change/astigm.    Å       0 – 100 000
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -114,8 +113,9 @@ OPTICS_COLUMN_RANGES: dict[str, PhysicalRange] = {
     "amplitude_contrast": AMPLITUDE_CONTRAST,
 }
 
+# RELION 3.0 columns the pixel size derives from (rlnDetectorPixelSize × 10⁴ / rlnMagnification)
+RELION30_COLUMN_RANGES: dict[str, PhysicalRange] = {
+    "rlnDetectorPixelSize": DETECTOR_PIXEL_SIZE_UM,
+    "rlnMagnification": MAGNIFICATION,
+}
 
-def check_value(value: Any, where: str, expected: PhysicalRange) -> None:
-    """ValueError naming ``where`` when ``value`` is outside ``expected``."""
-    if value is not None and not expected.contains(float(value)):
-        raise ValueError(f"{where}={value!r} is out of range; expected {expected.describe()}")

@@ -43,7 +43,7 @@ from cryoweave.formats._table import (
     TYPED_TO_LABEL,
     ParticleTable,
 )
-from cryoweave.physical import DETECTOR_PIXEL_SIZE_UM, MAGNIFICATION
+from cryoweave.physical import RELION30_COLUMN_RANGES
 
 # labels whose values must be numbers (integers for the second set), wherever they appear
 NUMERIC_LABELS = frozenset(
@@ -275,8 +275,7 @@ def _check_optics_groups(optics: pd.DataFrame, path: Path) -> None:
 
 def _check_relion30_optics(frame: pd.DataFrame, path: Path, block: str) -> None:
     """RELION 3.0 detector pixel size and magnification (the pixel size derives from them)."""
-    for label, expected in (("rlnDetectorPixelSize", DETECTOR_PIXEL_SIZE_UM),
-                            ("rlnMagnification", MAGNIFICATION)):
+    for label, expected in RELION30_COLUMN_RANGES.items():
         if label in frame.columns:
             check_range(frame[label], expected, path, block, label)
 
