@@ -105,3 +105,8 @@ def test_a_newline_in_a_stack_name_is_refused_at_import(tmp_path):
     with pytest.raises(InputError, match=r"row 2, column blob/path: the file name "
                                          r"'a\\nb' contains a control character"):
         read_particles_cs(_cs(tmp_path, blob__path=[b"s.mrcs", b"a\nb", b"s.mrcs"]))
+
+
+def test_a_stack_name_that_is_not_utf8_is_a_clean_error(tmp_path):
+    with pytest.raises(InputError, match=r"row 3, field blob/path: .* is not UTF-8 text"):
+        read_particles_cs(_cs(tmp_path, blob__path=[b"s.mrcs", b"s.mrcs", b"s\xe6.mrcs"]))

@@ -193,3 +193,5 @@ def test_duplicated_labels_missing_optics_group_and_truncated_rows(tmp_path):
 def test_an_empty_particle_table_is_read_as_empty_not_a_crash(tmp_path):
     path = _star_31(tmp_path, rows=[""])
     assert len(read_particles_star(path)) == 0
+    path.write_text("data_\n\nloop_\n_rlnImageName\n_rlnVoltage\n_rlnMagnification\n")
+    assert len(read_particles_star(path)) == 0  # RELION 3.0 layout

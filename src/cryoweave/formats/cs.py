@@ -105,8 +105,16 @@ def _check_fields(data: np.ndarray, path: Path) -> None:
                                  f"{data[name][row]} is not a finite number; correct the file")
 
 
-def _decode(values: np.ndarray) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+def _decode(values: np.ndarray, path: Path, field: str) -> list[str]:
+    """Text of a bytes field (UTF-8); InputError naming the row of an undecodable name."""
+    out = []
+    for row, value in enumerate(values):
+        try:
+            out.append(value.decode() if isinstance(value, bytes) else str(value))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: row {row + 1}, field {field}: {value!r} is not UTF-8 "
+                             f"text ({exc.reason}); correct the file name") from exc
+    return out
 
 
 def poses_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
@@ -122,7 +130,8 @@ def read_particles_cs(path: str | Path, *, datadir: str | Path | None = None,
     cs = read_cs_array(path)
     names = set(cs.dtype.names)
     n = len(cs)
-    raw = pd.Series([p[1:] if p.startswith(">") else p for p in _decode(cs["blob/path"])])
+    names_text = _decode(cs["blob/path"], path, "blob/path")
+    raw = pd.Series([p[1:] if p.startswith(">") else p for p in names_text])
     resolver = PathResolver(path.parent, datadir, strip_prefix)
     check_names(raw, path, None, "blob/path")
     index = cs["blob/idx"]
@@ -135,7 +144,8 @@ def read_particles_cs(path: str | Path, *, datadir: str | Path | None = None,
         "image_index": index.astype(np.int64),
     })
     if "location/micrograph_path" in names:
-        particles["micrograph_name"] = _decode(cs["location/micrograph_path"])
+        particles["micrograph_name"] = _decode(cs["location/micrograph_path"], path,
+                                              "location/micrograph_path")
         if "location/micrograph_shape" in names:
             shape = cs["location/micrograph_shape"]
             particles["coord_x_px"] = np.round(cs["location/center_x_frac"] * shape[:, 1])

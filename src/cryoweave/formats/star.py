@@ -163,7 +163,7 @@ def _optics_from_relion30(frame: pd.DataFrame
     Returns the groups, each particle's group id and each group's first particle row.
     """
     present = [c for c in RELION30_OPTICS_LABELS if c in frame.columns]
-    if not present:
+    if not present or not len(frame):
         return (pd.DataFrame({"group_id": [1], "name": ["opticsGroup1"]}),
                 np.ones(len(frame), dtype=np.int64), np.zeros(1, np.int64))
     keys = frame[present].astype(str).agg("|".join, axis=1)
