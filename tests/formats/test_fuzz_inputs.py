@@ -385,3 +385,15 @@ def test_random_byte_edits_of_star_and_cs(folder, capsys, seed):
                 lines.insert(i, rng.choice(["_rlnDefocusU", "loop_", "data_x", "1 2 3", "@@"]))
         path.write_text("\n".join(lines) + "\n")
     _check(folder, path, capsys)
+
+
+@pytest.mark.parametrize("option,value", [("--input-pixel-size", "0"),
+                                          ("--input-pixel-size", "inf"),
+                                          ("--pixel-size", "1e308"), ("--pixel-size", "-4")])
+def test_impossible_pixel_size_options_name_the_option(folder, capsys, option, value):
+    out = folder / "out"
+    code, err = _run(["downsample", str(folder / "stack.mrcs"), option, value,
+                      *([] if option == "--pixel-size" else ["-D", "8"]), "-o", str(out)],
+                     capsys)
+    assert code == 2 and err.strip().startswith(f"error: {option}=") and "out of range" in err
+    assert not out.exists()

@@ -82,9 +82,11 @@ def downsample_file(path: str | Path, outdir: str | Path, *, box_px: int | None 
     outdir = Path(outdir)
     if batch_size < 1:
         raise ParamError(f"--batch-size={batch_size} must be ≥ 1")
-    if pixel_size_a is not None and not PIXEL_SIZE_A.contains(pixel_size_a):
-        raise ParamError(f"--pixel-size={pixel_size_a:g} is out of range; expected "
-                         f"{PIXEL_SIZE_A.describe()}")
+    for option, value in (("--pixel-size", pixel_size_a),
+                          ("--input-pixel-size", input_pixel_size_a)):
+        if value is not None and not PIXEL_SIZE_A.contains(value):
+            raise ParamError(f"{option}={value:g} is out of range; expected "
+                             f"{PIXEL_SIZE_A.describe()}")
     table = load_checked(path, datadir=datadir, strip_prefix=strip_prefix,
                          input_pixel_size_a=input_pixel_size_a)
     box = target_box(table, box_px, pixel_size_a, CLI_FIX)
