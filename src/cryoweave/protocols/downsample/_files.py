@@ -11,8 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryoweave.errors import InputError, ParamError
-from cryoweave.formats import ParticleTable, read_particles, write_star_blocks
-from cryoweave.formats._atomic import temporary_path
+from cryoweave.formats import (
+    ParticleTable,
+    read_particles,
+    temporary_path,
+    write_star_blocks,
+)
 from cryoweave.formats.star import particles_to_blocks
 from cryoweave.physical import PIXEL_SIZE_A
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
