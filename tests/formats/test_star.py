@@ -195,3 +195,12 @@ def test_an_empty_particle_table_is_read_as_empty_not_a_crash(tmp_path):
     assert len(read_particles_star(path)) == 0
     path.write_text("data_\n\nloop_\n_rlnImageName\n_rlnVoltage\n_rlnMagnification\n")
     assert len(read_particles_star(path)) == 0  # RELION 3.0 layout
+
+
+def test_relion30_pixel_origins_out_of_range_name_the_file_label(tmp_path):
+    path = tmp_path / "p.star"
+    starfile.write(pd.DataFrame({"rlnImageName": ["1@s.mrcs"], "rlnDetectorPixelSize": [5.0],
+                                 "rlnMagnification": [25000.0], "rlnOriginX": [1e6]}), path)
+    with pytest.raises(InputError, match=r"row 1, column rlnOriginX × pixel size: 2e\+06 is out "
+                                         "of range"):
+        read_particles_star(path)

@@ -236,11 +236,11 @@ def read_particles_star(path: str | Path, *, datadir: str | Path | None = None,
         optics_block = block
         if "rlnImagePixelSize" not in frame.columns:
             label_of["pixel_size_a"] = "rlnDetectorPixelSize × 10⁴ / rlnMagnification"
+        frame = frame.drop(columns=[c for c in RELION30_OPTICS_LABELS if c in frame.columns])
+        frame["rlnOpticsGroup"] = group
     for label, column in PIXEL_ORIGIN_LABELS.items():
         if label in frame.columns and TYPED_TO_LABEL[column] not in frame.columns:
             label_of[column] = f"{label} × pixel size"
-        frame = frame.drop(columns=[c for c in RELION30_OPTICS_LABELS if c in frame.columns])
-        frame["rlnOpticsGroup"] = group
 
     indices, raw_paths, width = split_image_names(frame[IMAGE_LABEL], path)
     resolver = PathResolver(path.parent, datadir, strip_prefix)
