@@ -1,7 +1,7 @@
 """Checks every reader applies before a table leaves ``formats``: types, ranges, names.
 
-Messages name the file, the table row (1-based, as a text editor counts data lines of the
-loop) and the column label as the file spells it, what was expected and the fix.
+Messages name the file, the table row (1-based: the n-th data line of the loop, or the n-th
+particle of a .cs file) and the label as the file spells it, what was expected and the fix.
 """
 
 from __future__ import annotations
