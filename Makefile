@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 # Minutes-long validations against ground truth (pytest -m slow).
 validate: $(STAMP)
@@ -34,8 +34,17 @@ external: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
-docs: $(STAMP)
+# The protocol reference (docs/protocols/, committed) from the declarations, then the site
+# (mkdocs, Material theme; the `docs` extra) into site/ in strict mode.
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(STAMP)
+	@$(PIP) install -e ".[docs]"
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
 	$(BIN)/cryoweave docs docs/protocols
+	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) demo_project .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_project site .pytest_cache .ruff_cache

@@ -31,13 +31,34 @@ def real_data_dir() -> Path:
 
     ``CRYOWEAVE_REAL_DATA`` points elsewhere (e.g. for a checkout in another folder).
     """
+    path = real_data_path()
+    if not path.is_dir():
+        pytest.skip(real_data_skip_reason(path))
+    return path
+
+
+def real_data_path() -> Path:
+    """Where the real-data fixtures live: $CRYOWEAVE_REAL_DATA or ../shared/data/real."""
     import os
 
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-    path = Path(os.environ.get("CRYOWEAVE_REAL_DATA", default))
-    if not path.is_dir():
-        pytest.skip(f"real-data fixtures not found at {path}")
-    return path
+    return Path(os.environ.get("CRYOWEAVE_REAL_DATA", default)).resolve()
+
+
+def real_data_skip_reason(path: Path) -> str:
+    return (f"real-data fixtures not found: they live in {path} (the folder shared/data/real "
+            "beside the project root, small files from other projects' test suites); put them "
+            "there or set CRYOWEAVE_REAL_DATA to their folder")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+    """Say once, at the end, where the real-data fixtures live when their tests skipped."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if "real-data fixtures not found" in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} real_data tests skipped: "
+            f"{real_data_skip_reason(real_data_path())}", yellow=True)
 
 
 # -- projects, plugins and subprocesses --------------------------------------------------------

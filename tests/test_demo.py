@@ -20,13 +20,17 @@ def test_quick_demo(tmp_path):
     with Project.open(tmp_path / "demo") as project:
         runs = {r.label: r for r in project.list_runs()}
         assert all(r.status == "finished" for r in runs.values())
+        # the refinement starts from the truth low-passed by ProcessVolume
+        assert runs["start-map"].protocol == "cryoweave:ProcessVolume"
+        assert runs["start-map"].params["lowpass_resolution_a"] == 30.0
         with project.reader() as s:
             sets = {(s.get(SetRow, row.id).run_id): row for row in s.query(SetRow)}
         preprocessed = set_handle(project, sets[runs["preprocess"].id].id)
         downsampled = set_handle(project, sets[runs["downsample"].id].id)
         assert preprocessed.count() == 4 and preprocessed.properties["pixel_size_a"] == 2.0
         assert downsampled.count() == 200 and downsampled.properties["pixel_size_a"] == 4.0
-    assert (tmp_path / "demo/Runs/000002_PreprocessMicrographs/extra/view/contact_sheet.png"
+    assert (tmp_path / "demo/Runs/000002_PreprocessMicrographs/extra/view/"
+            "preprocess_micrographs_contact_sheet.png"
             ).exists()
     with pytest.raises(CryoweaveError, match="was not made by"):
         (tmp_path / "other").mkdir()

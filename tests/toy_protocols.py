@@ -87,6 +87,7 @@ class ToyProducer(Protocol):
         n_items: int = param(200, gt=0, description="records to publish")
         interval_s: float = param(0.01, ge=0, description="seconds between records")
         batch_size: int = param(5, gt=0, description="records per step")
+        repeat_units: bool = param(False, description="discover names every unit twice")
 
     class Outputs(ProtocolOutputs):
         records: RecordSet
@@ -101,7 +102,8 @@ class ToyProducer(Protocol):
             elapsed = time.time() - start
             available = params.n_items if params.interval_s == 0 else min(
                 params.n_items, int(elapsed / params.interval_s) + 1)
-            return [WorkUnit(f"{i:05d}", {"value": i}) for i in range(available)]
+            units = [WorkUnit(f"{i:05d}", {"value": i}) for i in range(available)]
+            return units + units if params.repeat_units else units
 
         def make_step(units: list[WorkUnit], first_item_id: int) -> Step:
             return Step(f"produce/{first_item_id:05d}", toy_produce,

@@ -5,7 +5,8 @@
 2. particles (STAR + stack) and a map are imported, the particles downsampled;
 3. particles are simulated from the built-in phantom (known poses) and reconstructed: the
    resolution and the FSC plot are printed;
-4. the simulated particles are downsampled and refined from a 30 Å start (ReconstructHighRes);
+4. the simulated particles are downsampled and refined (ReconstructHighRes) from the truth
+   low-passed to 30 Å (ProcessVolume);
    the resolution of each iteration is printed.
 """
 
@@ -86,7 +87,7 @@ def streaming_stage(root: Path, data: Path, *, n_mics: int, shape: tuple[int, in
     preprocessed = set_handle(project, summaries[run_ids[1]].outputs["micrographs"])
     run = project.get_run(run_ids[1])
     sheet = next(p for p in view_set(preprocessed, project.root / run.folder / "extra" / "view")
-                 if p.name == "contact_sheet.png")
+                 if p.name.endswith("_contact_sheet.png"))
     console.print(f"contact sheet of the preprocessed micrographs: {sheet}")
     project.close()
     return [summaries[rid] for rid in run_ids]
@@ -121,9 +122,7 @@ def run_demo(root: Path, *, console: Console, quick: bool = False, seed: int = 0
 
 def reconstruction_stage(root: Path, *, console: Console, quick: bool) -> list[RunSummary]:
     """Simulate, reconstruct from the true poses, then refine from a low-passed start."""
-    from cryoweave.engine import lowpass_filter_a
-    from cryoweave.formats import read_volume
-    from cryoweave.workflow import RecordSet, VolumeSet
+    from cryoweave.workflow import RecordSet
 
     n = 600 if quick else 2000
     done: list[RunSummary] = []
@@ -138,22 +137,18 @@ def reconstruction_stage(root: Path, *, console: Console, quick: bool) -> list[R
         done.append(summary)
         return summary
 
-    simulation = step("SimulateParticles", {
+    step("SimulateParticles", {
         "phantom": True, "n_particles": n, "box_px": 64, "pixel_size_a": 2.0, "snr": 0.1,
         "max_shift_a": 4.0, "seed": 1}, "simulate")
     particles = {"run": "simulate", "output": "particles"}
     reconstruction = step("ReconstructFourier", {"particles": particles}, "reconstruct")
     with Project.open(root) as project:
         record = RecordSet(project, reconstruction.outputs["fsc"]).to_frame()["data"].iloc[0]
-        truth_path = VolumeSet(project, simulation.outputs["truth"]).to_frame() \
-            .iloc[0]["path"]
     console.print(f"reconstruction from the true poses of {n} simulated particles: "
                   f"{record['resolutions_a']['fsc0143_interpolated']:.2f} Å at FSC 0.143 "
                   f"(FSC plot: {record['files']['fsc_png']})")
-    truth, pixel = read_volume(truth_path)
-    start = root / "Data" / "start_30A.mrc"
-    write_mrc(start, lowpass_filter_a(truth, 30.0, pixel), pixel)
-    step("ImportVolume", {"path": str(start)}, "start-map")
+    step("ProcessVolume", {"volume": {"run": "simulate", "output": "truth"},
+                           "lowpass_resolution_a": 30.0}, "start-map")
     step("Downsample", {"particles": particles, "box_px": 48}, "downsample-sim")
     refinement = step("ReconstructHighRes", {
         "particles": {"run": "downsample-sim", "output": "particles"},

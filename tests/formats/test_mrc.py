@@ -130,3 +130,17 @@ def test_a_standard_extended_header_is_allowed_and_extra_bytes_are_not(tmp_path)
     path.write_bytes(path.read_bytes() + b"\0" * 4)
     with pytest.raises(InputError, match=r"x\.mrcs: .*file has 1700 bytes"):
         read_info(path)
+
+
+def test_header_implied_size_tells_how_long_a_file_must_be(tmp_path):
+    from cryoweave.formats.mrc import header_implied_size
+
+    path = write_mrc(tmp_path / "m.mrc", np.zeros((6, 10), np.float32), 1.0)
+    data = path.read_bytes()
+    assert header_implied_size(path) == len(data) == 1024 + 6 * 10 * 4
+    (tmp_path / "part.mrc").write_bytes(data[:1030])  # a file still being written
+    assert header_implied_size(tmp_path / "part.mrc") == len(data)
+    (tmp_path / "short.mrc").write_bytes(data[:500])  # not even a whole header
+    assert header_implied_size(tmp_path / "short.mrc") is None
+    (tmp_path / "text.mrc").write_bytes(b"not an MRC file " * 100)
+    assert header_implied_size(tmp_path / "text.mrc") is None

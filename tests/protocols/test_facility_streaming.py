@@ -25,7 +25,11 @@ from pathlib import Path
 import numpy as np
 from cryoweave.formats import write_mrc
 folder, n, interval = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+pause_after, resume = int(sys.argv[4]), Path(sys.argv[5])
 for i in range(n):
+    if i == pause_after:  # the session goes on only once the test has seen the processing
+        while not resume.exists():
+            time.sleep(0.05)
     rng = np.random.default_rng(i)
     image = rng.normal(100.0, 5.0, (384, 416)).astype(np.float32)
     image[rng.integers(0, 384, 20), rng.integers(0, 416, 20)] = 5000.0  # hot pixels
@@ -44,7 +48,8 @@ for i in range(n):
 def workflow(folder: Path) -> dict:
     example = json.loads((REPO_ROOT / "examples" / "facility_workflow.json").read_text())
     importer = example["protocols"][0]
-    importer["params"].update(pattern=str(folder / "*.mrc"), pixel_size_a=1.0, timeout_s=3.0,
+    # the test closes the import with `cryoweave stop` once the writer is done: no timeout race
+    importer["params"].update(pattern=str(folder / "*.mrc"), pixel_size_a=1.0, timeout_s=600.0,
                               file_settle_s=0.3)
     return example
 
@@ -71,35 +76,56 @@ def finished_outputs(project: Project, run_id: int) -> dict[Path, int]:
 
 
 def test_streaming_acquisition_with_a_crash_matches_an_uninterrupted_run(tmp_path):
+    """Deterministic hand-offs instead of timing: the writer pauses after PAUSE_AFTER files
+    until the test has killed the preprocessing (after it processed micrographs while the
+    acquisition was going on), and the import closes by `cryoweave stop` after the writer."""
     acquisition = tmp_path / "Micrographs"
     acquisition.mkdir()
+    resume = tmp_path / "resume-acquisition"
+    pause_after = 10
     (tmp_path / "facility.json").write_text(json.dumps(workflow(acquisition)))
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(acquisition),
-                               str(N_MICROGRAPHS), "0.25"], env=subprocess_env())
+                               str(N_MICROGRAPHS), "0.25", str(pause_after), str(resume)],
+                              env=subprocess_env())
     flow = subprocess.Popen(cryoweave_command("workflow", "run", "facility.json", "--project",
                                               "proj"), cwd=tmp_path, env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     project_dir = tmp_path / "proj"
-    seen_during_acquisition, killed, survivors = 0, False, {}
-    deadline = time.time() + 120
-    while time.time() < deadline and flow.poll() is None:
-        time.sleep(0.2)
-        if not (project_dir / "project.sqlite").exists():
-            continue
-        with Project.open(project_dir) as project:
-            run = project.find_run("preprocess")
-            if run is None:
+    seen_during_acquisition, killed, survivors, stopped = 0, False, {}, False
+    deadline = time.time() + 300
+    try:
+        while flow.poll() is None:
+            assert time.time() < deadline, "the facility workflow did not end within 300 s"
+            time.sleep(0.2)
+            if not (project_dir / "project.sqlite").exists():
                 continue
-            done = micrographs_of(project_dir, "preprocess").count()
-            if writer.poll() is None:
-                seen_during_acquisition = max(seen_during_acquisition, done)
-            if not killed and done >= 8 and run.pid:
-                subprocess.run(["kill", "-9", str(run.pid)], check=False)
-                killed = True
-                time.sleep(0.5)
-                survivors = finished_outputs(project, run.id)
-    writer.wait(timeout=60)
-    flow.communicate(timeout=120)
+            with Project.open(project_dir) as project:
+                run = project.find_run("preprocess")
+                if run is None:
+                    continue
+                done = micrographs_of(project_dir, "preprocess").count()
+                if writer.poll() is None:
+                    seen_during_acquisition = max(seen_during_acquisition, done)
+                if not killed and done >= 8 and run.pid:
+                    subprocess.run(["kill", "-9", str(run.pid)], check=False)
+                    killed = True
+                    time.sleep(0.5)
+                    survivors = finished_outputs(project, run.id)
+                    resume.touch()
+            if killed and not stopped and writer.poll() is not None:
+                closing = subprocess.run(
+                    cryoweave_command("stop", "import", "--project", "proj"), cwd=tmp_path,
+                    env=subprocess_env(), capture_output=True, text=True, timeout=120)
+                assert closing.returncode == 0, closing.stderr
+                stopped = True
+        writer.wait(timeout=60)
+        flow.communicate(timeout=120)
+    finally:
+        resume.touch()
+        for process in (writer, flow):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert killed, "the preprocessing run was not killed midway"
     assert seen_during_acquisition > 0, "no micrograph was preprocessed during acquisition"
     assert flow.returncode != 0  # the workflow reports the killed run as not finished

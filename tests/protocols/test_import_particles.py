@@ -57,9 +57,10 @@ def test_synthetic_star_imports_with_ctf_poses_and_halves(tmp_path):
 def test_mrcs_input_uses_header_pixel_size_or_the_param(tmp_path):
     with StackWriter(tmp_path / "s.mrcs", 5, 16, 0.0) as w:
         w.write(0, np.zeros((5, 16, 16)))
-    project, summary = import_particles(tmp_path / "p", path=str(tmp_path / "s.mrcs"))
-    assert summary.status == "failed" and "pixel_size_a" in summary.error
-    assert "s.mrcs" in summary.error
+    with pytest.raises(ParamError, match=r"parameter 'path': .*s\.mrcs: no pixel size.*"
+                                         "pass pixel_size_a"):
+        import_particles(tmp_path / "p", path=str(tmp_path / "s.mrcs"))
+    assert not (tmp_path / "p").exists()  # refused before the project is created
     project, summary = import_particles(tmp_path / "p2", path=str(tmp_path / "s.mrcs"),
                                         pixel_size_a=1.1)
     assert ParticleSet(project, summary.outputs["particles"]).properties["pixel_size_a"] == 1.1
@@ -85,7 +86,7 @@ def star_for(tmp_path, names, pixel=1.0, box=None):
     ("mixed_box", r"optics group 1 mixes box sizes 16 and 8 px"),
     ("declared_box", r"declares rlnImageSize 32 but its stacks are 16 px"),
 ])
-def test_bad_stacks_fail_with_a_clear_message_and_publish_nothing(tmp_path, case, message):
+def test_bad_stacks_are_refused_before_anything_is_created(tmp_path, case, message):
     write_mrc(tmp_path / "a.mrcs", np.zeros((4, 16, 16)), 1.0, volume=False)
     write_mrc(tmp_path / "b.mrcs", np.zeros((4, 8, 8)), 1.0, volume=False)
     write_mrc(tmp_path / "rect.mrcs", np.zeros((4, 12, 16)), 1.0, volume=False)
@@ -95,22 +96,19 @@ def test_bad_stacks_fail_with_a_clear_message_and_publish_nothing(tmp_path, case
              "too_few": ["9@a.mrcs"], "non_square": ["1@rect.mrcs"],
              "mixed_box": ["1@a.mrcs", "1@b.mrcs"], "declared_box": ["1@a.mrcs"]}[case]
     star = star_for(tmp_path, names, box=32 if case == "declared_box" else None)
-    project, summary = import_particles(tmp_path / "p", path=str(star))
-    assert summary.status == "failed"
-    assert pytest.approx(0) == ParticleSet(project, summary.outputs["particles"]).count()
-    import re
-
-    assert re.search(message, summary.error), summary.error
+    with pytest.raises(ParamError, match=message) as info:
+        import_particles(tmp_path / "p", path=str(star))
+    assert str(info.value).startswith("parameters of ImportParticles: parameter 'path': ")
+    assert not (tmp_path / "p").exists()
 
 
 def test_no_pixel_size_anywhere(tmp_path):
     write_mrc(tmp_path / "a.mrcs", np.zeros((2, 8, 8)), 0.0, volume=False)
     path = tmp_path / "p30.star"
     starfile.write(pd.DataFrame({"rlnImageName": ["1@a.mrcs"], "rlnDefocusU": [1e4]}), path)
-    _project, summary = import_particles(tmp_path / "p", path=str(path))
-    assert summary.status == "failed"
-    assert "no pixel size" in summary.error and "rlnImagePixelSize" in summary.error
-    assert "pass pixel_size_a" in summary.error
+    with pytest.raises(ParamError, match=r"no pixel size.*rlnImagePixelSize.*pass pixel_size_a"):
+        import_particles(tmp_path / "p", path=str(path))
+    assert not (tmp_path / "p").exists()
 
 
 def test_bad_params_create_nothing(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.image
 import numpy as np
 import pytest
 import starfile
@@ -89,6 +90,10 @@ def test_reconstruction_of_the_phantom_recovers_the_truth(tmp_path):
         assert read_volume(volume[column])[0].shape == (48, 48, 48)
     for name in ("fsc.png", "slices.png", "projections.png", "map_filtered.mrc"):
         assert (tmp_path / "p" / "Runs/000002_ReconstructFourier/extra" / name).exists()
+    for name in ("slices.png", "projections.png"):  # three titled panels of ≥ 256 px each
+        picture = matplotlib.image.imread(tmp_path / "p/Runs/000002_ReconstructFourier/extra"
+                                          / name)
+        assert picture.shape[0] >= 256 and picture.shape[1] >= 3 * 256
 
 
 def test_noise_lowers_the_fsc_as_expected(tmp_path):

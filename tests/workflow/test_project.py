@@ -62,22 +62,47 @@ def test_concurrent_creation_on_postgres(tmp_path, postgres_database):
     assert not errors
 
 
+def test_open_waits_for_a_creator_holding_a_rollback_mode_database(tmp_path):
+    """The race behind the flaky concurrent creation: another creator holds a lock while the
+    file is still in rollback mode, and switching to WAL then fails at once (no busy wait)."""
+    import threading
+
+    root = tmp_path / "p"
+    root.mkdir()
+    holder = sqlite3.connect(root / "project.sqlite", isolation_level=None,
+                             check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE other_creator (i INTEGER)")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        with Project.open(root, create=True) as project, project.reader() as s:
+            assert s.query(Meta).count() == 1
+    finally:
+        release.join()
+        holder.close()
+    conn = sqlite3.connect(root / "project.sqlite")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
 def test_concurrent_creation_on_sqlite(tmp_path):
     import threading
 
     errors = []
 
-    def create():
+    def create(trial):
         try:
-            Project.open(tmp_path / "p", create=True).close()
+            Project.open(tmp_path / f"p{trial}", create=True).close()
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=create) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
-    with Project.open(tmp_path / "p") as project, project.reader() as s:
+    for trial in range(10):
+        threads = [threading.Thread(target=create, args=(trial,)) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+    with Project.open(tmp_path / "p9") as project, project.reader() as s:
         assert s.query(Meta).count() == 1

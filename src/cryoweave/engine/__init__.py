@@ -65,6 +65,13 @@ from ._geometry import (
     shift_images,
     shift_phase,
 )
+from ._maps import (
+    background_region,
+    flip_hand,
+    normalize_volume,
+    symmetrize_volume,
+    threshold_mask,
+)
 from ._phantom import atom_positions, atoms_phantom
 from ._preprocess import (
     PreprocessSettings,
@@ -105,6 +112,7 @@ __all__ = [
     "array_namespace",
     "atom_positions",
     "atoms_phantom",
+    "background_region",
     "backproject",
     "batch_size_for",
     "crop_border",
@@ -118,6 +126,7 @@ __all__ = [
     "fft_workers",
     "fftn",
     "fftshift",
+    "flip_hand",
     "fourier_crop",
     "fourier_crop_volume",
     "fourier_crop_working_bytes",
@@ -149,6 +158,7 @@ __all__ = [
     "map_batches_with_oom_retry",
     "matrix_to_euler",
     "normalize_mean_std",
+    "normalize_volume",
     "orientation_grid",
     "phase_flip",
     "pose_scores",
@@ -172,10 +182,12 @@ __all__ = [
     "soft_cylinder_mask",
     "soft_sphere_mask",
     "sphere_sampling",
+    "symmetrize_volume",
     "symmetry_aware_angular_distance",
     "symmetry_expand",
     "symmetry_matrices",
     "symmetry_order",
+    "threshold_mask",
     "to_device",
     "to_host",
     "wiener_filter",

@@ -1,8 +1,11 @@
-"""``index@path`` image names: parsing, formatting and resolving relative stack paths."""
+"""Paths: ``index@path`` image names, relative stack paths, and files matching a pattern."""
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +110,76 @@ def relative_to(path: str, folder: Path) -> str:
 
 def missing_files(paths: pd.Series) -> list[str]:
     return sorted(p for p in pd.unique(paths) if not os.path.exists(p))
+
+
+@dataclass(frozen=True)
+class MatchedFile:
+    """A file a glob pattern matched: its real path, or why it cannot be imported.
+
+    ``path`` is the name the pattern matched (absolute); ``real`` the file it is, with every
+    symbolic link resolved (``None`` when ``problem`` says why there is no usable file).
+    """
+
+    path: str
+    real: str | None
+    problem: str | None = None
+    missing: bool = False  # the file or a link's target does not exist (yet)
+
+    @property
+    def key(self) -> str:
+        """One key per real file (two names of one file share it)."""
+        return self.real if self.real is not None else self.path
+
+
+def pattern_folder(pattern: str) -> Path:
+    """The folder a glob pattern looks in: its leading path components without wildcards."""
+    parts = Path(os.path.abspath(pattern)).parts
+    static = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        static.append(part)
+    if len(static) == len(parts):  # no wildcard: a single file
+        static = static[:-1]
+    return Path(*static)
+
+
+def match_files(pattern: str, *, follow_external_links: bool = False,
+                parameter: str = "follow_external_links") -> list[MatchedFile]:
+    """Files matching ``pattern`` in sorted order, one per real file.
+
+    Symbolic links are resolved and two names of one file give one entry (the first name in
+    sorted order). A link loop or a link whose target is missing gives an entry with a
+    ``problem``; so does a link that leads out of the pattern's folder (see
+    :func:`pattern_folder`) unless ``follow_external_links`` (``parameter`` is its name in
+    that message). Hidden files (``.name``) never match ``*``.
+    """
+    folder = os.path.realpath(pattern_folder(pattern))
+    found: dict[str, MatchedFile] = {}
+    for name in sorted(glob.glob(pattern)):
+        path = os.path.abspath(name)
+        matched = _match_one(path, folder, follow_external_links, parameter)
+        found.setdefault(matched.key, matched)
+    return list(found.values())
+
+
+def _match_one(path: str, folder: str, follow_external_links: bool,
+               parameter: str) -> MatchedFile:
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return MatchedFile(path, None, f"{path}: symbolic link loop (following the link "
+                                           "leads back to itself); fix or remove the link")
+        if os.path.islink(path):
+            return MatchedFile(path, None, f"{path}: broken symbolic link: its target "
+                                           f"{os.path.realpath(path)} does not exist; fix or "
+                                           "remove the link", missing=True)
+        return MatchedFile(path, None, f"{path}: cannot be read ({exc.strerror})",
+                           missing=exc.errno == errno.ENOENT)
+    if not follow_external_links and os.path.commonpath([real, folder]) != folder:
+        return MatchedFile(path, None, f"{path}: symbolic link to {real}, outside the watched "
+                                       f"folder {folder}; links that leave the folder are not "
+                                       f"followed; set {parameter} to true to import it, or "
+                                       "copy the file into the folder")
+    return MatchedFile(path, real)

@@ -283,3 +283,26 @@ class StackReader:
 
     def __del__(self) -> None:
         self.close()
+
+
+def header_implied_size(path: str | Path) -> int | None:
+    """Bytes an MRC file must hold according to its header (header, extended header, data).
+
+    ``None`` when the file has no complete, plausible MRC header (under 1024 bytes, no
+    ``MAP `` stamp, an unknown mode or an empty size): it cannot tell how long the file must
+    be. A streaming import uses this to wait for files that are still being written.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+                header = mrc.header
+                if header is None or bytes(header.map) != b"MAP ":
+                    return None
+                nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+                mode, ext_bytes = int(header.mode), int(header.nsymbt)
+    except (ValueError, OSError):
+        return None
+    if mode not in _MODE_DTYPES or min(nx, ny, nz) < 1 or ext_bytes < 0:
+        return None
+    return HEADER_BYTES + ext_bytes + nx * ny * nz * np.dtype(_MODE_DTYPES[mode]).itemsize

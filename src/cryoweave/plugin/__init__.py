@@ -14,6 +14,7 @@ from cryoweave.plugin._plan import (
     Watch,
     WorkUnit,
 )
+from cryoweave.plugin._preview import SetPreview
 from cryoweave.plugin._protocol import PlanContext, Protocol, ProtocolOutputs
 from cryoweave.plugin._registry import Plugin, Registry, registry
 from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, VolumeSet
@@ -38,6 +39,7 @@ __all__ = [
     "RecordSet",
     "Registry",
     "Resources",
+    "SetPreview",
     "Step",
     "StepContext",
     "StepResult",

@@ -26,7 +26,7 @@ class ProtocolParams(BaseModel):
         use_enum_values=True,
         validate_default=True,
         str_strip_whitespace=True,
-        allow_inf_nan=False,  # no parameter is infinite or NaN (JSON's Infinity, 1e400)
+        allow_inf_nan=False,  # Infinity/NaN from JSON: no physical value is infinite
     )
 
 

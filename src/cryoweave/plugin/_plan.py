@@ -100,8 +100,12 @@ class Watch:
     """Stream from the outside world (a folder filling during acquisition).
 
     ``discover()`` returns every unit ready now (already seen ones included, the runner skips
-    keys it knows); ``make_step(units, first_item_id)`` turns new units into one step. The watch
-    ends ``timeout_s`` after the last new unit, or when the run is asked to stop.
+    keys it knows, and keeps the first of units sharing a key); ``make_step(units,
+    first_item_id)`` turns new units into one step. The watch ends ``timeout_s`` after the last
+    new unit, or when the run is asked to stop; then ``remaining()``, if given, returns every
+    unit there is by then, ready or not (known keys are skipped again), and the new ones become
+    a last batch of steps (which records those it cannot use as failed items), so nothing
+    found is dropped silently.
     """
 
     discover: Callable[[], list[WorkUnit]]
@@ -109,6 +113,7 @@ class Watch:
     timeout_s: float = 60.0
     interval_s: float = 1.0
     batch_size: int = 10
+    remaining: Callable[[], list[WorkUnit]] | None = None
 
 
 @dataclass

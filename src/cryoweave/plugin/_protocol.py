@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from cryoweave.plugin._inputs import InputSpec, input_specs
 from cryoweave.plugin._params import ProtocolParams
 from cryoweave.plugin._plan import Plan
+from cryoweave.plugin._preview import SetPreview
 
 
 class ProtocolOutputs:
@@ -103,6 +104,16 @@ class Protocol:
         """Problems that need the project (e.g. a run referred to by a parameter); ``project``
         is None when the project does not exist yet. Runs before anything is created."""
         return []
+
+    def preview(self, params: Any) -> dict[str, SetPreview]:
+        """For importers: output name → what the run will produce, from headers and metadata.
+
+        Runs before anything is created, after :meth:`check_inputs`; cheap (no pixel data).
+        Raises :class:`~cryoweave.errors.InputError` for a file the run would fail on. When
+        a path is given for another protocol's input, these previews are what that
+        protocol's ``check_inputs`` sees. Protocols that import nothing return ``{}``.
+        """
+        return {}
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         raise NotImplementedError(f"{type(self).__name__}.plan")

@@ -8,6 +8,7 @@ from cryoweave.protocols.import_micrographs import ImportMicrographs
 from cryoweave.protocols.import_particles import ImportParticles
 from cryoweave.protocols.import_volume import ImportVolume
 from cryoweave.protocols.preprocess import PreprocessMicrographs
+from cryoweave.protocols.process_volume import ProcessVolume
 from cryoweave.protocols.reconstruction import ReconstructFourier, SimulateParticles
 
 PLUGIN = Plugin(
@@ -15,7 +16,7 @@ PLUGIN = Plugin(
     version=__version__,
     protocols=(ImportParticles, ImportMicrographs, ImportVolume, Downsample,
                PreprocessMicrographs, SimulateParticles, ReconstructFourier,
-               ReconstructHighRes),
+               ReconstructHighRes, ProcessVolume),
     description="cryoweave's built-in protocols",
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "ImportParticles",
     "ImportVolume",
     "PreprocessMicrographs",
+    "ProcessVolume",
     "ReconstructFourier",
     "ReconstructHighRes",
     "SimulateParticles",

@@ -20,6 +20,7 @@ from cryoweave.plugin import (
     Protocol,
     ProtocolOutputs,
     ProtocolParams,
+    SetPreview,
     Step,
     StepContext,
     StepResult,
@@ -84,6 +85,13 @@ class ImportParticles(Protocol):
         if params.datadir and not Path(params.datadir).is_dir():
             return [f"parameter 'datadir': folder {params.datadir} not found"]
         return []
+
+    def preview(self, params: Any) -> dict[str, SetPreview]:
+        table = read_checked_table(params.path, params.pixel_size_a, params.datadir,
+                                   params.strip_prefix, params.check_stacks)
+        # the parsed rows as they are (no item ids yet): no copy of a large table
+        return {"particles": SetPreview("particles", set_properties(table), table.particles,
+                                        table.optics)}
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         path = str(Path(params.path).resolve())
@@ -160,9 +168,9 @@ def set_properties(table: ParticleTable) -> dict[str, Any]:
     }
 
 
-def import_particles_step(ctx: StepContext, path: str, pixel_size_a: float | None,
-                          datadir: str | None, strip_prefix: str | None, check_stacks: bool,
-                          file_identity: list[int]) -> StepResult:
+def read_checked_table(path: str, pixel_size_a: float | None, datadir: str | None,
+                       strip_prefix: str | None, check_stacks: bool) -> ParticleTable:
+    """The particle table of ``path`` with its stacks checked (headers only) and pixel sizes."""
     table = read_particles(path, datadir=datadir, strip_prefix=strip_prefix,
                            pixel_size_a=pixel_size_a)
     if not len(table):
@@ -170,6 +178,13 @@ def import_particles_step(ctx: StepContext, path: str, pixel_size_a: float | Non
     if check_stacks:
         verify_stacks(table, path)
     require_pixel_sizes(table, path, "pass pixel_size_a")
+    return table
+
+
+def import_particles_step(ctx: StepContext, path: str, pixel_size_a: float | None,
+                          datadir: str | None, strip_prefix: str | None, check_stacks: bool,
+                          file_identity: list[int]) -> StepResult:
+    table = read_checked_table(path, pixel_size_a, datadir, strip_prefix, check_stacks)
     particles = table.particles.copy()
     particles.insert(0, "item_id", np.arange(1, len(particles) + 1, dtype=np.int64))
     ctx.logger.info("imported %d particles from %s", len(particles), path)

@@ -17,6 +17,7 @@ from cryoweave.plugin import (
     Protocol,
     ProtocolOutputs,
     ProtocolParams,
+    SetPreview,
     Step,
     StepContext,
     StepResult,
@@ -53,6 +54,13 @@ class ImportVolume(Protocol):
             problems.append("give both half1_path and half2_path, or neither")
         return problems
 
+    def preview(self, params: Any) -> dict[str, SetPreview]:
+        halves = [p for p in (params.half1_path, params.half2_path) if p]
+        row = volume_row(params.path, params.pixel_size_a, halves)
+        return {"volume": SetPreview("volumes", {"pixel_size_a": row["pixel_size_a"],
+                                                 "box_px": row["box_px"]},
+                                     pd.DataFrame([row]))}
+
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         args = {"path": str(Path(params.path).resolve()), "pixel_size_a": params.pixel_size_a,
                 "half_paths": [str(Path(p).resolve()) for p in (params.half1_path,
@@ -60,8 +68,8 @@ class ImportVolume(Protocol):
         return Plan(steps=[Step("import", import_volume_step, args, label="import volume")])
 
 
-def import_volume_step(ctx: StepContext, path: str, pixel_size_a: float | None,
-                       half_paths: list[str]) -> StepResult:
+def volume_row(path: str, pixel_size_a: float | None, half_paths: list[str]) -> dict[str, Any]:
+    """The volume item of a cubic MRC map (and its half maps), from the headers only."""
     info = read_info(path)
     nz, ny, nx = info.shape
     if nz == 1:
@@ -78,9 +86,15 @@ def import_volume_step(ctx: StepContext, path: str, pixel_size_a: float | None,
         if read_info(half).shape != info.shape:
             raise InputError(f"{half}: the half map's size {read_info(half).shape} differs "
                              f"from the map's {info.shape}")
-    row = {"item_id": 1, "path": path, "pixel_size_a": pixel, "box_px": nx,
-           "half1_path": half_paths[0] if half_paths else None,
-           "half2_path": half_paths[1] if half_paths else None}
+    return {"item_id": 1, "path": path, "pixel_size_a": pixel, "box_px": nx,
+            "half1_path": half_paths[0] if half_paths else None,
+            "half2_path": half_paths[1] if half_paths else None}
+
+
+def import_volume_step(ctx: StepContext, path: str, pixel_size_a: float | None,
+                       half_paths: list[str]) -> StepResult:
+    row = volume_row(path, pixel_size_a, half_paths)
+    pixel, box = row["pixel_size_a"], row["box_px"]
     return StepResult(publish={"volume": pd.DataFrame([row])},
-                      properties={"volume": {"pixel_size_a": pixel, "box_px": nx}},
-                      info={"box_px": nx, "pixel_size_a": pixel})
+                      properties={"volume": {"pixel_size_a": pixel, "box_px": box}},
+                      info={"box_px": box, "pixel_size_a": pixel})

@@ -3,24 +3,37 @@
 from cryoweave.viewers._images import (
     central_slices,
     contact_sheet,
+    contact_sheet_figure,
+    gallery_figure,
     montage,
     power_spectrum,
+    resolution_rings,
+    save_figure,
     show_spectrum,
+    spectrum_figure,
     stretch,
     thumbnail,
 )
 from cryoweave.viewers._plots import plot_fsc, plot_series
 from cryoweave.viewers._sets import view_set
+from cryoweave.viewers._volumes import plot_volume, volume_figure
 
 __all__ = [
     "central_slices",
     "contact_sheet",
+    "contact_sheet_figure",
+    "gallery_figure",
     "montage",
     "plot_fsc",
     "plot_series",
+    "plot_volume",
     "power_spectrum",
+    "resolution_rings",
+    "save_figure",
     "show_spectrum",
+    "spectrum_figure",
     "stretch",
     "thumbnail",
     "view_set",
+    "volume_figure",
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoweave.viewers._images import _pyplot
+from cryoweave.viewers._images import _pyplot, save_figure
 
 
 def plot_fsc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *,
@@ -55,7 +55,4 @@ def _finish(figure, ax, path: Path, *, legend: bool, title: str) -> Path:  # typ
     if title:
         ax.set_title(title, fontsize=9)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    _pyplot().close(figure)
-    return path
+    return save_figure(figure, path, dpi=120)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from cryoweave.errors import ParamError, StorageError
-from cryoweave.plugin._inputs import InputRef
+from cryoweave.errors import CryoweaveError, ParamError, StorageError
+from cryoweave.plugin._inputs import InputRef, InputSpec
+from cryoweave.plugin._preview import SetPreview
 from cryoweave.plugin._protocol import Protocol
 from cryoweave.plugin._registry import registry
 from cryoweave.workflow._project import Project, run_folder_name
@@ -28,11 +30,17 @@ RUN_SUBFOLDERS = ("extra", "tmp", "logs")
 
 @dataclass
 class PendingImport:
-    """A path given for an input: it becomes an import run created before the main run."""
+    """A path given for an input: it becomes an import run created before the main run.
+
+    ``importer`` and ``validated`` are the import run, validated with the main run (and its
+    files inspected) before anything is created.
+    """
 
     input_name: str
     set_kind: str
     path: str
+    importer: type[Protocol] | None = None
+    validated: ValidatedRun | None = None
 
 
 @dataclass
@@ -43,10 +51,14 @@ class ValidatedRun:
     imports: list[PendingImport] = field(default_factory=list)
     # input -> (label, output) of a run the caller creates first (workflows)
     deferred: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # output -> what the run will produce, read from its files (importers only)
+    previews: dict[str, SetPreview] = field(default_factory=dict)
 
 
 # label -> {output name: set kind} of runs a workflow creates before the one validated
 PlannedOutputs = dict[str, dict[str, str]]
+# label -> {output name: preview} of those runs that import files (see Protocol.preview)
+PlannedPreviews = dict[str, dict[str, SetPreview]]
 
 
 def _format_pydantic(error: ValidationError, model: Any,
@@ -116,13 +128,128 @@ def _check_path(name: str, path: str) -> str | None:
     return None
 
 
+def _importer_path_param(protocol: type[Protocol]) -> str | None:
+    """The parameter holding the file(s) when ``protocol`` is the importer of a set type."""
+    for set_type in SET_TYPES.values():
+        if set_type.importer and set_type.importer[0] == protocol.__name__:
+            return set_type.importer[1]
+    return None
+
+
+def _preview(protocol: type[Protocol], params: Any) -> tuple[dict[str, SetPreview], str | None]:
+    """(previews, problem) of an importer's files: headers and metadata, no pixel data."""
+    try:
+        return protocol().preview(params), None
+    except (CryoweaveError, OSError) as exc:
+        problem = str(exc)
+    except Exception as exc:  # a file the reader chokes on is the user's bad file, not a crash
+        problem = f"cannot be read ({type(exc).__name__}: {exc})"
+    path_param = _importer_path_param(protocol)
+    if path_param and not problem.startswith(str(getattr(params, path_param, ""))):
+        problem = f"{getattr(params, path_param)}: {problem}"
+    return {}, f"parameter {path_param!r}: {problem}" if path_param else problem
+
+
+def _as_input_problem(problem: str, name: str, importer: type[Protocol], path_param: str,
+                      forwarded: set[str]) -> str:
+    """An importer's problem, worded for the input ``name`` that was given a path."""
+    own = f"parameter {path_param!r}"
+    if problem.startswith(own):
+        text = f"input {name!r}" + problem[len(own):]
+    elif any(problem.startswith(f"parameter {option!r}") for option in forwarded):
+        text = problem  # the user's own key, forwarded to the import
+    else:
+        text = f"input {name!r}: {problem}"
+    hidden = [option for option in importer.Params.model_fields
+              if option != path_param and option not in forwarded
+              and re.search(rf"\b{option}\b", text)]
+    if hidden:
+        what = "a parameter" if len(hidden) == 1 else "parameters"
+        text += (f" ({', '.join(hidden)}: {what} of {importer.__name__}; import the file "
+                 f"with {importer.__name__} first and give that run's output as {name!r})")
+    return text
+
+
+def _forwarded(protocol: type[Protocol], name: str, params: Any, raw: dict[str, Any],
+               invalid: set[str]) -> dict[str, Any]:
+    """The params of ``protocol.import_options`` forwarded to the import of input ``name``."""
+    values = {}
+    for option in protocol.import_options.get(name, ()):
+        if params is not None:
+            value = getattr(params, option, None)
+        else:
+            value = raw.get(option) if option not in invalid else None
+        if value is not None:
+            values[option] = value
+    return values
+
+
+def _plan_import(project: Project | None, name: str, spec: InputSpec, path: str,
+                 forwarded: dict[str, Any], base_dir: Path | None
+                 ) -> tuple[PendingImport | None, SetPreview | None, list[str]]:
+    """Validate the implicit import of ``path`` for input ``name`` and inspect its files."""
+    importer, import_raw = import_params(spec.kind, path)
+    path_param = next(iter(import_raw))
+    options = {k: v for k, v in forwarded.items() if k in importer.Params.model_fields}
+    try:
+        validated = validate_run(project, importer, {**import_raw, **options},
+                                 base_dir=base_dir)
+    except ParamError as exc:
+        return None, None, [_as_input_problem(p, name, importer, path_param, set(options))
+                            for p in exc.problems]
+    preview = validated.previews.get(next(iter(importer.outputs())))
+    return PendingImport(name, spec.kind, path, importer, validated), preview, []
+
+
+def _path_input(project: Project | None, name: str, spec: InputSpec, path: str,
+                forwarded: dict[str, Any], base_dir: Path | None, validated: ValidatedRun
+                ) -> tuple[SetPreview | None, list[str]]:
+    """(preview, problems) of a path given for input ``name``; records its pending import."""
+    problem = _check_path(name, path)
+    if problem is None and spec.set_type.importer is None:
+        problem = (f"input {name!r}: a {spec.kind} set cannot be imported from a file; "
+                   "refer to a run output instead")
+    if problem is not None:
+        return None, [problem]
+    pending, preview, problems = _plan_import(project, name, spec, path, forwarded, base_dir)
+    if pending is not None:
+        validated.imports.append(pending)
+    return preview, problems
+
+
+def _planned_input(name: str, spec: InputSpec, ref: InputRef, planned: PlannedOutputs,
+                   planned_previews: PlannedPreviews | None, validated: ValidatedRun
+                   ) -> tuple[SetPreview | None, list[str]]:
+    """(preview, problems) of a reference to a run that the workflow creates first."""
+    run = str(ref.run)
+    problem = _planned_ref(name, ref, spec.kind, planned[run])
+    validated.inputs[name] = None
+    validated.deferred[name] = (run, ref.output or "")
+    if problem is not None:
+        return None, [problem]
+    return (planned_previews or {}).get(run, {}).get(ref.output or ""), []
+
+
+def _run_input(project: Project | None, name: str, spec: InputSpec, ref: InputRef,
+               validated: ValidatedRun) -> tuple[Any, list[str]]:
+    """(set handle, problems) of a reference to an existing run's output."""
+    set_id, problem = _resolve_ref(project, name, ref, spec.kind)
+    validated.inputs[name] = set_id
+    if problem is not None or set_id is None or project is None:
+        return None, [problem] if problem else []
+    return SET_TYPES[spec.kind](project, set_id), []
+
+
 def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
                  base_dir: Path | None = None,
-                 planned: PlannedOutputs | None = None) -> ValidatedRun:
+                 planned: PlannedOutputs | None = None,
+                 planned_previews: PlannedPreviews | None = None) -> ValidatedRun:
     """Validate raw params (a JSON object) for ``protocol``; raise ParamError listing all problems.
 
     Relative paths are taken from ``base_dir`` (default: the current folder) and stored
-    absolute.
+    absolute. An input given as a path is checked as its implicit import run will check it,
+    and its files are inspected (headers and metadata) so that the protocol's
+    ``check_inputs`` sees what it would see on an imported set: nothing is created first.
     """
     context = f"parameters of {protocol.__name__}"
     if not isinstance(raw, dict):
@@ -136,13 +263,16 @@ def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
         value = raw.get(name)
         if isinstance(value, str) and value:
             raw[name] = str((base / value).resolve()) if not os.path.isabs(value) else value
+    invalid: set[str] = set()
     try:
         params = protocol.Params.model_validate(raw)
     except ValidationError as exc:
         params = None
+        invalid = {str(item["loc"][0]) for item in exc.errors() if item["loc"]}
         problems.extend(_format_pydantic(exc, protocol.Params, frozenset(specs)))
 
     validated = ValidatedRun(protocol, params)
+    handles: dict[str, Any] = {}
     for name, spec in specs.items():
         value = getattr(params, name, None) if params is not None else None
         if value is None and params is None and name in raw:
@@ -155,30 +285,26 @@ def validate_run(project: Project | None, protocol: type[Protocol], raw: Any, *,
             validated.inputs[name] = None
             continue
         if value.is_path:
-            problem = _check_path(name, value.path)
-            if problem is None and spec.set_type.importer is None:
-                problem = (f"input {name!r}: a {spec.kind} set cannot be imported from a file; "
-                           "refer to a run output instead")
-            if problem is None:
-                validated.imports.append(PendingImport(name, spec.kind, value.path))
+            handle, found = _path_input(project, name, spec, value.path,
+                                        _forwarded(protocol, name, params, raw, invalid),
+                                        base_dir, validated)
         elif planned and isinstance(value.run, str) and value.run in planned:
-            problem = _planned_ref(name, value, spec.kind, planned[value.run])
-            validated.inputs[name] = None
-            validated.deferred[name] = (value.run, value.output or "")
+            handle, found = _planned_input(name, spec, value, planned, planned_previews,
+                                           validated)
         else:
-            set_id, problem = _resolve_ref(project, name, value, spec.kind)
-            validated.inputs[name] = set_id
+            handle, found = _run_input(project, name, spec, value, validated)
+        if handle is not None:
+            handles[name] = handle
+        problems.extend(found)
+
+    if params is not None:
+        # inputs that could not be resolved are left out: each check_inputs skips them
+        problems.extend(protocol().check_project(params, project))
+        problems.extend(protocol().check_inputs(params, handles))
+    if not problems and params is not None:
+        validated.previews, problem = _preview(protocol, params)
         if problem:
             problems.append(problem)
-
-    if not problems and params is not None:
-        problems.extend(protocol().check_project(params, project))
-    if not problems and params is not None and project is not None and not validated.deferred:
-        handles = {n: SET_TYPES[specs[n].kind](project, sid)
-                   for n, sid in validated.inputs.items() if sid is not None}
-        problems.extend(protocol().check_inputs(params, handles))
-    elif not problems and params is not None and not validated.deferred:
-        problems.extend(protocol().check_inputs(params, {}))
     if problems:
         raise ParamError(problems, context=context)
     return validated

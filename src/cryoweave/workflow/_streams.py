@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from cryoweave.errors import StepFailed
-from cryoweave.plugin._plan import ForEachBatch, ItemBatch, Step, Watch
+from cryoweave.plugin._plan import ForEachBatch, ItemBatch, Step, Watch, WorkUnit
 from cryoweave.workflow._project import pid_alive
 from cryoweave.workflow._schema import Run, SetRow, StreamCursor, StreamUnit
 from cryoweave.workflow._sets import SetHandle
@@ -105,12 +105,26 @@ class WatchStream:
         if now - self.last_poll < self.spec.interval_s:
             return
         self.last_poll = now
-        new = [u for u in self.spec.discover() if u.key not in self.seen]
+        new = self._new(self.spec.discover())
         if not new:
             if now - self.last_new >= self.spec.timeout_s:
                 self.runner.log.info("%s: no new input for %.0f s, closing", self.name,
                                      self.spec.timeout_s)
-                self.done = True
+                self._close()
+            return
+        self._register(new)
+        self.last_new = time.monotonic()
+
+    def _new(self, units: list[WorkUnit]) -> list[WorkUnit]:
+        """Units not seen before, one per key (a watcher may name one unit twice)."""
+        fresh: dict[str, WorkUnit] = {}
+        for unit in units:
+            if unit.key not in self.seen:
+                fresh.setdefault(unit.key, unit)
+        return list(fresh.values())
+
+    def _register(self, new: list[WorkUnit]) -> None:
+        if not new:
             return
         steps: list[Step] = []
         units: list[tuple[str, str]] = []
@@ -126,7 +140,17 @@ class WatchStream:
                                    units=[(self.name, k, sk) for k, sk in units])
         self.next_item_id = next_id
         self.seen.update(u.key for u in new)
-        self.last_new = time.monotonic()
+
+    def _close(self) -> None:
+        """End the watch; units that never became ready become a last batch of steps."""
+        self.done = True
+        if self.spec.remaining is not None:
+            left = self._new(self.spec.remaining())
+            if left:
+                self.runner.log.info("%s: closing with %d unit(s) that were not ready",
+                                     self.name, len(left))
+            self._register(left)
 
     def stop(self) -> None:
-        self.done = True
+        if not self.done:
+            self._close()

@@ -6,14 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryoweave.errors import CryoweaveError, ParamError
+from cryoweave.errors import CryoweaveError, ParamError, StorageError
 from cryoweave.plugin._protocol import Protocol
 from cryoweave.workflow._project import Project
 from cryoweave.workflow._runs import (
     PendingImport,
     ValidatedRun,
     create_run,
-    import_params,
     validate_run,
 )
 from cryoweave.workflow._schema import SetRow
@@ -27,19 +26,16 @@ ImportPlan = tuple[PendingImport, type[Protocol], ValidatedRun]
 
 def plan_imports(existing: Project | None, protocol: type[Protocol], validated: ValidatedRun,
                  base_dir: Path | None) -> list[ImportPlan]:
-    """Validate the implicit import runs of path inputs (before anything is created).
+    """The implicit import runs of path inputs, validated (and their files inspected) by
+    :func:`validate_run` before anything is created.
 
-    Params named in ``protocol.import_options`` are forwarded to the importer.
+    Params named in ``protocol.import_options`` were forwarded to the importer.
     """
     plans = []
     for pending in validated.imports:
-        importer, params = import_params(pending.set_kind, pending.path)
-        for name in protocol.import_options.get(pending.input_name, ()):
-            value = getattr(validated.params, name, None)
-            if value is not None and name in importer.Params.model_fields:
-                params[name] = value
-        plans.append((pending, importer, validate_run(existing, importer, params,
-                                                      base_dir=base_dir)))
+        if pending.importer is None or pending.validated is None:
+            raise StorageError(f"input {pending.input_name!r}: its import was not validated")
+        plans.append((pending, pending.importer, pending.validated))
     return plans
 
 

@@ -25,7 +25,13 @@ from cryoweave.errors import CryoweaveError, InputError, ParamError
 from cryoweave.plugin._protocol import Protocol
 from cryoweave.plugin._registry import registry
 from cryoweave.workflow._project import Project
-from cryoweave.workflow._runs import PlannedOutputs, ValidatedRun, create_run, validate_run
+from cryoweave.workflow._runs import (
+    PlannedOutputs,
+    PlannedPreviews,
+    ValidatedRun,
+    create_run,
+    validate_run,
+)
 from cryoweave.workflow._schema import Run, SetRow
 from cryoweave.workflow._submit import RunnerFactory, plan_imports, run_imports
 
@@ -99,6 +105,7 @@ def prepare_workflow(project_dir: str | Path, entries: list[WorkflowEntry], *,
         or db_url else None
     problems: list[str] = []
     planned_outputs: PlannedOutputs = {}
+    planned_previews: PlannedPreviews = {}  # what entries importing files will produce
     plans: list[PlannedRun] = []
     for entry in entries:
         try:
@@ -119,8 +126,10 @@ def prepare_workflow(project_dir: str | Path, entries: list[WorkflowEntry], *,
             continue
         try:
             validated = validate_run(existing_project, protocol, entry.params,
-                                     base_dir=base_dir, planned=planned_outputs)
+                                     base_dir=base_dir, planned=planned_outputs,
+                                     planned_previews=planned_previews)
             imports = plan_imports(existing_project, protocol, validated, base_dir)
+            planned_previews[entry.label] = validated.previews
         except ParamError as exc:
             problems.extend(f"{entry.label}: {p}" for p in exc.problems)
             continue

@@ -66,6 +66,13 @@ def test_validation_messages(tmp_path):
         run(project_dir, "ReconstructHighRes", {"continue_from": "nope"})
     with pytest.raises(ParamError, match="give particles, or continue_from"):
         run(project_dir, "ReconstructHighRes", {})
+    with pytest.raises(ParamError, match=r"initial_resolution_a=4.0 Å is beyond Nyquist "
+                                         r"of the particles \(6 Å\)"):
+        run(project_dir, "ReconstructHighRes", {"particles": particles,
+                                                "initial_resolution_a": 4})
+    with pytest.raises(ParamError, match="initial_resolution_a applies to initial volumes"):
+        run(project_dir, "ReconstructHighRes", {"continue_from": 1,
+                                                "initial_resolution_a": 30})
 
 
 def test_local_defocus_gray_and_scale_refinement(tmp_path):
@@ -110,3 +117,29 @@ def test_local_defocus_gray_and_scale_refinement(tmp_path):
     found = out["magnification"].to_numpy()
     assert np.corrcoef(found, magnification[out.index - 1])[0, 1] > 0.9
     assert np.median(np.abs(found - magnification[out.index - 1])) < 0.004
+
+
+def test_initial_resolution_lowpasses_the_start_and_starts_the_schedule(tmp_path):
+    """initial_resolution_a (RELION's --ini_high): iteration 1's schedule starts from it and
+    its references carry no power beyond it, though the start map is the unfiltered truth."""
+    import json
+
+    project_dir = tmp_path / "p"
+    project, simulation, truth = simulated(project_dir, n=60, box=32, pixel=3.0)
+    particles = {"run": simulation.run_id, "output": "particles"}
+    _, refined = run(project_dir, "ReconstructHighRes", {
+        "particles": particles, "initial_volumes": truth, "iterations": 1,
+        "initial_resolution_a": 24.0, "max_target_resolution_a": "12",
+        "next_spherical_mask": False, "next_positivity": False})
+    folder = project.root / project.get_run(refined.run_id).folder / "extra" / "iter_01"
+    schedule = json.loads((folder / "schedule.json").read_text())
+    assert schedule["previous_resolution_a"] == 24.0
+    assert schedule["target_resolution_a"] == 12.0  # max(0.5·24, 12)
+    reference, pixel = read_volume(folder / "ref_h1.mrc")
+    n = reference.shape[0]
+    spectrum = np.abs(np.fft.rfftn(reference))
+    kz, kx = np.fft.fftfreq(n) * n, np.fft.rfftfreq(n) * n
+    radius = np.sqrt(kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2)
+    cutoff = n * pixel / 24.0
+    assert spectrum[radius >= cutoff + 1].max() < 1e-5 * spectrum.max()
+    assert spectrum[(radius > 1) & (radius < cutoff - 1)].max() > 1e-2 * spectrum.max()

@@ -9,6 +9,7 @@ import pytest
 from cryoweave.protocols.highres._schedule import (
     alignment_of,
     default_iterations,
+    first_lowpass_a,
     parse_floors,
     schedule_iteration,
     starting_resolution_a,
@@ -62,3 +63,20 @@ def test_local_iteration_and_no_multiresolution():
                               floor_a=1.0, offset_a=1.0, multiresolution=True,
                               max_shift_percent=10)
     assert fine.angular_step_deg == 3.0  # k = 256/3 → 0.67°, clipped to the 3° minimum
+
+
+def test_initial_resolution_starts_the_schedule_and_sets_the_first_lowpass():
+    """RELION's --ini_high: iteration 1 starts from it and its references are low-passed to
+    it exactly (not resolution + offset), whatever next_lowpass says."""
+    assert starting_resolution_a("global", 2.0, 30.0) == 30.0
+    assert starting_resolution_a("local", 2.0, None) == pytest.approx(2.0 / 0.45)
+    assert first_lowpass_a(30.0, 2.0, True, 30.0) == 30.0
+    assert first_lowpass_a(30.0, 2.0, False, 30.0) == 30.0
+    assert first_lowpass_a(8.0, 2.0, True, None) == 10.0
+    assert first_lowpass_a(8.0, 2.0, False, None) is None
+    it = schedule_iteration(1, "global", starting_resolution_a("global", 1.5, 40.0),
+                            original_pixel_a=1.5, original_box_px=96, floor_a=8.0,
+                            offset_a=2.0, multiresolution=True, max_shift_percent=10)
+    # target max(0.5·40, 8) = 20 Å → Ts = 20/3 → box round(96·1.5·3/20) = 22 → at least 40
+    assert it.previous_resolution_a == 40.0 and it.target_resolution_a == 20.0
+    assert it.box_px == 40

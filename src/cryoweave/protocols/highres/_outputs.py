@@ -18,9 +18,8 @@ from cryoweave.formats import read_volume, write_mrc
 from cryoweave.plugin import Derived, StepContext, StepResult
 from cryoweave.protocols.highres._state import iteration_dir, read_json, read_npz
 from cryoweave.protocols.reconstruction._arrays import read_arrays
-from cryoweave.protocols.reconstruction._reconstruct import projections
-from cryoweave.viewers import central_slices, plot_fsc, plot_series, stretch
-from cryoweave.viewers._images import _pyplot, save_png
+from cryoweave.viewers import plot_fsc, plot_series, plot_volume
+from cryoweave.viewers._images import _pyplot
 
 
 def angular_distribution(rot_deg: np.ndarray, tilt_deg: np.ndarray, path: Path) -> Path:
@@ -69,8 +68,9 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
     used = poses["used"]
     angular_distribution(poses["rot_deg"][used], poses["tilt_deg"][used],
                          ctx.extra_dir / "angular_distribution.png")
-    save_png(ctx.extra_dir / "final_slices.png", central_slices(maps["map"]))
-    save_png(ctx.extra_dir / "final_projections.png", stretch(projections(maps["map"])))
+    for mode in ("slices", "projections"):
+        plot_volume(maps["map"], pixel, ctx.extra_dir / f"final_{mode}.png",
+                    title="refined map", mode=mode)
     if settings.get("post_script"):
         run_post_script(settings["post_script"], files["map"], ctx)
     ids = particles["item_id"][used]

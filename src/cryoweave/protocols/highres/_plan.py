@@ -18,6 +18,7 @@ from cryoweave.protocols.highres._outputs import finalize_step
 from cryoweave.protocols.highres._schedule import (
     alignment_of,
     default_iterations,
+    first_lowpass_a,
     parse_floors,
     schedule_iteration,
     starting_resolution_a,
@@ -153,8 +154,8 @@ class Refinement:
         elif ctx.input("initial_volumes") is not None:
             maps, pixel = _initial_maps(ctx.input("initial_volumes"))
             self.initial = {"maps": maps, "pixel_size_a": pixel, "fsc": None,
-                            "resolution_a": starting_resolution_a(params.alignment,
-                                                                  self.pixel0)}
+                            "resolution_a": starting_resolution_a(
+                                params.alignment, self.pixel0, params.initial_resolution_a)}
         else:
             steps = self._initial_reconstruction()
         write_npz(self.extra / "initial_poses.npz", **poses)
@@ -196,8 +197,9 @@ class Refinement:
                           after=["iter00/insert/h1", "iter00/insert/h2"]))
         self.initial = {"maps": [str(folder / "half1.mrc"), str(folder / "half2.mrc")],
                         "pixel_size_a": self.pixel0, "fsc_file": str(folder / "fsc.json"),
-                        "resolution_a": starting_resolution_a(self.params.alignment,
-                                                              self.pixel0)}
+                        "resolution_a": starting_resolution_a(
+                            self.params.alignment, self.pixel0,
+                            self.params.initial_resolution_a)}
         return steps
 
     # -- one iteration -----------------------------------------------------------------------
@@ -205,6 +207,10 @@ class Refinement:
         if index == 1:
             references = dict(self.initial)  # (an FSC file is read by the step: it may not
             previous = references.pop("resolution_a")  # exist yet when this is planned)
+            initial = None if self.params.continue_from is not None else \
+                self.params.initial_resolution_a
+            references["lowpass_a"] = first_lowpass_a(
+                previous, self.params.resolution_offset_a, self.params.next_lowpass, initial)
         else:
             folder = iteration_dir(self.extra, index - 1)
             result = read_json(folder / "result.json")
@@ -212,8 +218,8 @@ class Refinement:
             references = {"maps": [str(folder / "half1.mrc"), str(folder / "half2.mrc")],
                           "pixel_size_a": result["pixel_size_a"],
                           "fsc": [result["frequency_per_a"], result["fsc"]]}
-        references["lowpass_a"] = (previous + self.params.resolution_offset_a
-                                   if self.params.next_lowpass else None)
+            references["lowpass_a"] = (previous + self.params.resolution_offset_a
+                                       if self.params.next_lowpass else None)
         references["mask"] = self.settings["mask"]
         return references, previous
 

@@ -5,7 +5,9 @@ target = max(0.5·prev, floor_i) after global-type alignment, max(0.8·prev, flo
 local/none; working pixel Ts = max(Ts_orig, target/3); box = round(X·Ts_orig/Ts) made even
 and ≥ 40 (never above X), Ts recomputed from the box; global angular step =
 max(3°, atan(1/k)) and local max angular change = 3·atan(1/k), with k = box·Ts/(prev + offset).
-The starting reference's resolution is 4·Ts_orig (global) or Ts_orig/0.45 (local).
+The starting reference's resolution is 4·Ts_orig (global) or Ts_orig/0.45 (local), or the
+user's ``initial_resolution_a`` (RELION's ``--ini_high``), to which the initial references are
+then low-passed exactly (instead of resolution + offset).
 """
 
 from __future__ import annotations
@@ -52,7 +54,12 @@ def default_iterations(mode: str) -> int:
     return {"automatic": 5, "none": 1}.get(mode, 3)
 
 
-def starting_resolution_a(mode: str, pixel_size_a: float) -> float:
+def starting_resolution_a(mode: str, pixel_size_a: float,
+                          initial_resolution_a: float | None = None) -> float:
+    """The resolution (Å) iteration 1 starts from: ``initial_resolution_a`` when given, else
+    4·pixel (global-type first iteration) or pixel/0.45 (local)."""
+    if initial_resolution_a is not None:
+        return float(initial_resolution_a)
     first = alignment_of(mode, 1)
     return 4 * pixel_size_a if first in (*GLOBAL_TYPES, "none") else pixel_size_a / 0.45
 
@@ -92,3 +99,12 @@ def schedule_iteration(index: int, alignment: str, previous_resolution_a: float,
     return IterationSchedule(index, alignment, previous_resolution_a, target, pixel, box, step,
                              3 * math.degrees(math.atan(1 / k)),
                              max_shift_percent / 100 * box)
+
+
+def first_lowpass_a(previous_resolution_a: float, offset_a: float, next_lowpass: bool,
+                    initial_resolution_a: float | None) -> float | None:
+    """The low-pass (Å) of iteration 1's references: ``initial_resolution_a`` when given
+    (always, as RELION's ``--ini_high``), else previous + offset when ``next_lowpass``."""
+    if initial_resolution_a is not None:
+        return float(initial_resolution_a)
+    return previous_resolution_a + offset_a if next_lowpass else None

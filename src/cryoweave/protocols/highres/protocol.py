@@ -52,6 +52,11 @@ class ReconstructHighRes(Protocol):
             None, section="Input",
             description="One map, or one per half (two maps or a map with half maps); none: "
                         "reconstruct from the particles' poses")
+        initial_resolution_a: float | None = param(
+            None, ge=1, le=200, unit="Å", section="Input",
+            description="Low-pass the initial volumes to this resolution and start the "
+                        "schedule from it (RELION's --ini_high); default: 4·pixel size "
+                        "(global) or pixel size/0.45 (local), low-passed at that + offset")
         continue_from: int | str | None = param(
             None, section="Input", description="A previous ReconstructHighRes run (id or "
                                                "label): start from its last iteration")
@@ -198,6 +203,9 @@ class ReconstructHighRes(Protocol):
         def _consistent(self) -> ReconstructHighRes.Params:
             if self.particles is None and self.continue_from is None:
                 raise ValueError("give particles, or continue_from a previous run")
+            if self.initial_resolution_a is not None and self.continue_from is not None:
+                raise ValueError("initial_resolution_a applies to initial volumes; a run that "
+                                 "continues_from another starts from its resolution: drop one")
             if self.min_tilt_deg >= self.max_tilt_deg:
                 raise ValueError(f"min_tilt_deg={self.min_tilt_deg} must be below "
                                  f"max_tilt_deg={self.max_tilt_deg}")
@@ -221,6 +229,12 @@ class ReconstructHighRes(Protocol):
                     params.continue_from is None:
                 problems.append(f"alignment={params.alignment!r} needs particles with poses; "
                                 "use global or automatic alignment")
+            pixel = props.get("pixel_size_a")
+            if params.initial_resolution_a is not None and pixel and \
+                    params.initial_resolution_a < 2 * pixel:
+                problems.append(f"initial_resolution_a={params.initial_resolution_a} Å is "
+                                f"beyond Nyquist of the particles ({2 * pixel:.3g} Å); give a "
+                                "coarser resolution, e.g. 30")
             if params.initial_volumes is None and not props.get("has_poses") and \
                     params.continue_from is None:
                 problems.append("without initial_volumes the particles must have poses (the "

@@ -13,8 +13,7 @@ import numpy as np
 from cryoweave.engine import FscCurve, ReconstructionAccumulator, fsc, lowpass_filter_a
 from cryoweave.formats import StackReader, write_mrc
 from cryoweave.protocols.reconstruction._arrays import ParticleArrays
-from cryoweave.viewers import central_slices, montage, plot_fsc, stretch
-from cryoweave.viewers._images import save_png
+from cryoweave.viewers import plot_fsc, plot_volume
 
 
 def empty_accumulator(arrays: ParticleArrays, *, half: int | None, padding: float,
@@ -71,11 +70,6 @@ def curve_record(curve: FscCurve, **extra: Any) -> dict[str, Any]:
             "shell_px": curve.shell_px.tolist(), "resolutions_a": resolutions(curve), **extra}
 
 
-def projections(volume: np.ndarray) -> np.ndarray:
-    """Sums of the map along z, y and x, side by side."""
-    return montage(np.stack([volume.sum(axis=a) for a in range(3)]), columns=3)
-
-
 def write_results(folder: Path, half1: np.ndarray, half2: np.ndarray, average: np.ndarray,
                   pixel_size_a: float, curve: FscCurve, *, prefix: str = "") -> dict[str, str]:
     """Maps (halves, average, filtered at the 0.143 resolution), FSC JSON and pictures."""
@@ -94,9 +88,11 @@ def write_results(folder: Path, half1: np.ndarray, half2: np.ndarray, average: n
                                 folder / f"{prefix}fsc.png",
                                 title=f"FSC 0.143: {res:.2f} Å, 0.5: "
                                       f"{curve.resolution_a(0.5):.2f} Å")
-    files["slices_png"] = save_png(folder / f"{prefix}slices.png", central_slices(average))
-    files["projections_png"] = save_png(folder / f"{prefix}projections.png",
-                                        stretch(projections(average)))
+    files["slices_png"] = plot_volume(average, pixel_size_a, folder / f"{prefix}slices.png",
+                                      title="reconstruction")
+    files["projections_png"] = plot_volume(average, pixel_size_a,
+                                           folder / f"{prefix}projections.png",
+                                           title="reconstruction", mode="projections")
     return {k: str(v) for k, v in files.items()}
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import field_validator, model_validator
 
 from cryoweave.engine import symmetry_order
-from cryoweave.errors import InputError
+from cryoweave.errors import CryoweaveError, InputError
 from cryoweave.formats import ParticleTable, read_particles_star, read_volume
 from cryoweave.physical import (
     AMPLITUDE_CONTRAST,
@@ -46,6 +46,8 @@ from cryoweave.protocols.reconstruction._simulation import (
     settings_record,
     simulate_files,
 )
+
+POSE_LABELS = {"rot_deg": "rlnAngleRot", "tilt_deg": "rlnAngleTilt", "psi_deg": "rlnAnglePsi"}
 
 
 def check_symmetry(name: str) -> str:
@@ -129,8 +131,20 @@ class SimulateParticles(Protocol):
         truth: VolumeSet
 
     def check_inputs(self, params: Any, inputs: Mapping[str, Any]) -> list[str]:
-        if params.poses_star and not Path(params.poses_star).is_file():
+        if not params.poses_star:
+            return []
+        if not Path(params.poses_star).is_file():
             return [f"parameter 'poses_star': file {params.poses_star} not found"]
+        try:
+            poses = read_particles_star(params.poses_star).particles
+        except CryoweaveError as exc:
+            return [f"parameter 'poses_star': {exc}"]
+        missing = [label for column, label in POSE_LABELS.items()
+                   if column not in poses or poses[column].isna().any()]
+        if missing or poses.empty:
+            what = f"no {', '.join(missing)} for every particle" if missing else "no particles"
+            return [f"parameter 'poses_star': {params.poses_star} has {what}; give a STAR "
+                    "file with orientations, or leave poses_star out for random ones"]
         return []
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
