@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -65,18 +66,25 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
         raise ParamError("give -D or --pixel-size, not both")
     device = resolve_device(device)
     cache_root = None
+    new_project = project_dir is not None and not Path(project_dir).exists()
     if project_dir is not None:
         from cryoweave.workflow import Project
 
         with Project.open(project_dir, create=True) as project:
             cache_root = project.cache_dir / "downsample"
     started = time.perf_counter()
-    with RichRunProgress(err) as progress:
-        result = downsample_file(
-            input_path, outdir, box_px=box_px, pixel_size_a=pixel_size_a, datadir=datadir,
-            strip_prefix=strip_prefix, input_pixel_size_a=input_pixel_size,
-            batch_size=batch_size, device=device, threads=threads, cache_root=cache_root,
-            progress=lambda done, total: progress.step_progress("images", done, total))
+    try:
+        with RichRunProgress(err) as progress:
+            result = downsample_file(
+                input_path, outdir, box_px=box_px, pixel_size_a=pixel_size_a,
+                datadir=datadir, strip_prefix=strip_prefix,
+                input_pixel_size_a=input_pixel_size, batch_size=batch_size, device=device,
+                threads=threads, cache_root=cache_root,
+                progress=lambda done, total: progress.step_progress("images", done, total))
+    except BaseException:
+        if new_project:  # created by this command only: a failed command leaves nothing
+            shutil.rmtree(project_dir, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - started
     rate = f", {result.n_images / seconds:,.0f} images/s" if not result.cache_hit else ""
     out.print(f"{result.n_images} images → {result.stack_path} "

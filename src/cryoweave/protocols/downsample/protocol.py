@@ -13,6 +13,7 @@ from pydantic import field_validator, model_validator
 
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import ParticleTable
+from cryoweave.physical import PIXEL_SIZE_A
 from cryoweave.plugin import (
     ADVANCED,
     Derived,
@@ -58,7 +59,7 @@ class Downsample(Protocol):
         box_px: int | None = param(None, gt=0, unit="px", section="Target",
                                    description="Target box (even, ≤ the input box)")
         pixel_size_a: float | None = param(
-            None, gt=0, unit="Å", section="Target",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Target",
             description="Target pixel size instead of a box: the box is the even value "
                         "closest to it and the real resulting pixel size is recorded")
         datadir: str | None = datadir_param()

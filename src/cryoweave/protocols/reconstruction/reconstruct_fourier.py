@@ -10,6 +10,7 @@ import pandas as pd
 from pydantic import field_validator
 
 from cryoweave.formats import read_volume
+from cryoweave.physical import REGULARIZATION, RESOLUTION_A
 from cryoweave.plugin import (
     ADVANCED,
     EXPERT,
@@ -75,12 +76,13 @@ class ReconstructFourier(Protocol):
                         "else a random split; random: always a random split")
         seed: int = param(0, section="Halves", description="Seed of the random split")
         max_resolution_a: float | None = param(
-            None, gt=0, unit="Å", section="Input",
+            None, **RESOLUTION_A.bounds(), unit="Å", section="Input",
             description="Insert Fourier components up to this resolution only")
         mask: Input[VolumeSet] | None = param(None, section="Evaluation",
                                               description="Mask applied before the FSC")
-        regularization: float = param(1e-3, ge=0, section="Advanced", expert=EXPERT,
-                                      description="Wiener constant relative to the mean weight")
+        regularization: float = param(
+            1e-3, **REGULARIZATION.bounds(), section="Advanced", expert=EXPERT,
+            description="Wiener constant relative to the mean weight")
         gridding_iterations: int = param(
             10, ge=0, section="Advanced", expert=EXPERT,
             description="Iterations of the gridding weights (0: divide data by weights)")
