@@ -237,7 +237,11 @@ def show(run_ref: str, project_dir: str, db_url: str | None) -> None:
         events = list(s.scalars(select(Event).where(Event.run_id == run.id,
                                                     Event.level == "error")
                                 .order_by(Event.id.desc()).limit(10)))
+        devices = _step_devices(s, run.id)
     out.print("steps: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"))
+    for device, keys in sorted(devices.items()):
+        more = f", … ({len(keys)} steps)" if len(keys) > 6 else ""
+        out.print(f"device {device.upper()}: {', '.join(keys[:6])}{more}")
     for name, info in _outputs_report(project, run.id).items():
         out.print(f"output {name}: set {info['set']}, {info['size']} {info['kind']}, "
                   f"{info['state']}")
@@ -245,6 +249,21 @@ def show(run_ref: str, project_dir: str, db_url: str | None) -> None:
         item = (event.data or {}).get("item_id")
         where = f" (item {item})" if item is not None else ""
         out.print(f"[red]{event.kind}[/red]{where}: {event.message}")
+
+
+def _step_devices(session: Any, run_id: int) -> dict[str, list[str]]:
+    """The finished steps of a run by the device they recorded ("cpu"/"gpu"), keys in order."""
+    from sqlalchemy import select
+
+    from cryoweave.workflow._schema import StepRow
+
+    devices: dict[str, list[str]] = {}
+    for key, result in session.execute(select(StepRow.key, StepRow.result).where(
+            StepRow.run_id == run_id).order_by(StepRow.id)).all():
+        device = (result or {}).get("device") if isinstance(result, dict) else None
+        if device:
+            devices.setdefault(str(device), []).append(key)
+    return devices
 
 
 @cli.command()
