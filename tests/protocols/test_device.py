@@ -235,3 +235,15 @@ def test_gpu_runs_match_the_cpu_runs(cpu_runs, tmp_path):
         gpu_angles, _ = pose_errors(gpu_project, gpu_runs[name][1],
                                     gpu_runs["SimulateParticles"][1])
         assert abs(np.median(gpu_angles) - np.median(cpu_angles)) <= 0.1, mode
+
+
+def test_simulate_command_takes_the_device(run_cli, tmp_path):
+    done = run_cli("simulate", "-o", "sim", "--phantom", "-n", "12", "--box", "16",
+                   "--pixel-size", "4", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert read_images(tmp_path / "sim" / "particles.mrcs").shape == (12, 16, 16)
+    if not cupy_available():
+        refused = run_cli("simulate", "-o", "sim2", "--phantom", "-n", "12", "--box", "16",
+                          "--pixel-size", "4", "--device", "gpu")
+        assert refused.returncode != 0 and "CuPy or a CUDA GPU is missing" in refused.stderr
+        assert not (tmp_path / "sim2" / "particles.mrcs").exists()
