@@ -214,3 +214,13 @@ def test_hermitian_c2r_input_makes_such_a_c2r_agree_with_fftw(xp, shape):
     fixed = to_host(_hermitian_c2r_input(xp.asarray(spectrum), shape[-1],
                                          tuple(range(-len(shape), 0)), shape[:-1]))
     assert _relative_error(_c2r_reading_imaginary_parts(fixed, shape), want) <= 1e-12
+
+
+def test_hermitian_c2r_input_crops_and_pads_the_leading_axes_like_numpy(xp):
+    from cryoweave.engine._fft import _hermitian_c2r_input
+
+    spectrum = _white_spectrum((2, 10, 7, 5), 5).astype(np.complex128)  # to (8, 9, 8)
+    fixed = to_host(_hermitian_c2r_input(xp.asarray(spectrum), 8, (-3, -2, -1), (8, 9)))
+    assert fixed.shape == (2, 8, 9, 5)
+    want = _reference_c2r(spectrum, (8, 9, 8))
+    assert _relative_error(_c2r_reading_imaginary_parts(fixed, (8, 9, 8)), want) <= 1e-12
