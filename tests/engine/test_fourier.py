@@ -371,9 +371,10 @@ def test_matches_relion_image_handler_rescale_angpix(tmp_path, big, new_angpix, 
 
 
 # ------------------------------------ white noise, float32, realistic boxes (issue 12 §1: GPU)
-# CuPy disagreed with NumPy by 6.3 % on white-noise float32 256² -> 128: cuFFT's C2R read the
-# imaginary parts of the (non-Hermitian) Nyquist column. These bodies compare every backend with
-# a float64 reference at the sizes where that showed, on input with full power at Nyquist.
+# CuPy disagreed with NumPy by 6.3 % on white-noise float32 256² -> 128: most likely cuFFT's C2R
+# read the imaginary parts of the (non-Hermitian) Nyquist column. These bodies compare every
+# backend with a float64 reference at the sizes where that showed, on input with full power at
+# Nyquist.
 
 WHITE_2D = [(256, 128), (256, 127), (256, 100), (256, 64), (255, 128), (255, 127), (129, 64),
             (128, 64), (100, 50), (99, 98)]
