@@ -122,8 +122,10 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
 @click.option("--amplitude-contrast", type=float, default=0.1, show_default=True)
 @click.option("--symmetry", default="c1", show_default=True, help="Symmetry of the phantom.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "gpu"]), help="Where the projections run.")
 def simulate(outdir: str, phantom: bool, volume_path: str | None,
-             volume_pixel_size: float | None, **options: Any) -> None:
+             volume_pixel_size: float | None, device: str, **options: Any) -> None:
     """Simulate particles with known poses, shifts, CTF and noise (no project needed)."""
     from pydantic import ValidationError
 
@@ -145,12 +147,13 @@ def simulate(outdir: str, phantom: bool, volume_path: str | None,
     except ValidationError as exc:
         raise ParamError(_format_pydantic(exc, SimulateParticles.Params)) from exc
     folder = Path(outdir).resolve()
+    device = resolve_device(device)
     with RichRunProgress(err) as progress:
         table, settings, sigma = simulate_to_folder(
             params.model_dump(mode="json", exclude={"volume"}),
             str(Path(volume_path).resolve()) if volume_path else None, volume_pixel_size,
             folder, progress=lambda done, total: progress.step_progress("particles", done,
-                                                                       total))
+                                                                       total), device=device)
     out.print(f"{len(table)} particles {settings.box_px}² at {settings.pixel_size_a:.4g} Å → "
               f"{folder / 'particles.star'} (noise σ {sigma:.4g}); truth: "
               f"{folder / 'truth.mrc'}")

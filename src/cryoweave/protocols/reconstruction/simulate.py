@@ -38,6 +38,7 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
+from cryoweave.protocols._device import compute_resources, device_info, step_device
 from cryoweave.protocols._summary import set_summary
 from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.reconstruction._simulation import (
@@ -153,7 +154,8 @@ class SimulateParticles(Protocol):
                 "volume_path": volume_path, "volume_pixel_size_a": volume_pixel}
         return Plan(steps=[Step("simulate", simulate_step, args,
                                 outputs=["extra/particles.mrcs", "extra/particles.star",
-                                         "extra/truth.mrc"], label="simulate particles")])
+                                         "extra/truth.mrc"], label="simulate particles",
+                                resources=compute_resources(ctx))])
 
 
 def truth_volume(params: dict[str, Any], volume_path: str | None,
@@ -175,7 +177,8 @@ def truth_volume(params: dict[str, Any], volume_path: str | None,
 
 def simulate_to_folder(params: dict[str, Any], volume_path: str | None,
                        volume_pixel_size_a: float | None, folder: Path,
-                       progress: Any = None) -> tuple[ParticleTable, SimulationSettings, float]:
+                       progress: Any = None, device: str = "cpu"
+                       ) -> tuple[ParticleTable, SimulationSettings, float]:
     """Simulate into ``folder`` (particles.mrcs, particles.star, truth.mrc)."""
     volume, pixel = truth_volume(params, volume_path, volume_pixel_size_a)
     poses = None
@@ -188,15 +191,17 @@ def simulate_to_folder(params: dict[str, Any], volume_path: str | None,
         voltage_kv=params["voltage_kv"], cs_mm=params["cs_mm"],
         amplitude_contrast=params["amplitude_contrast"], snr=params["snr"],
         max_shift_a=params["max_shift_a"], seed=params["seed"])
-    table, sigma = simulate_files(volume, settings, folder, poses=poses, progress=progress)
+    table, sigma = simulate_files(volume, settings, folder, poses=poses, progress=progress,
+                                  device=device)
     return table, settings, sigma
 
 
 def simulate_step(ctx: StepContext, params: dict[str, Any], volume_path: str | None,
                   volume_pixel_size_a: float | None) -> StepResult:
+    device = step_device(ctx)
     table, settings, sigma = simulate_to_folder(
         params, volume_path, volume_pixel_size_a, ctx.extra_dir,
-        progress=lambda done, total: ctx.progress(done, total))
+        progress=lambda done, total: ctx.progress(done, total), device=device)
     particles = table.particles.copy()
     particles.insert(0, "item_id", np.arange(1, len(particles) + 1, dtype=np.int64))
     pixel, box = settings.pixel_size_a, settings.box_px
@@ -211,4 +216,4 @@ def simulate_step(ctx: StepContext, params: dict[str, Any], volume_path: str | N
                       optics={"particles": optics_frame(settings)},
                       properties={"particles": properties,
                                   "truth": {"pixel_size_a": pixel, "box_px": box}},
-                      info={"particles": len(particles), "noise_sigma": sigma})
+                      info=device_info(device, particles=len(particles), noise_sigma=sigma))
