@@ -180,6 +180,10 @@ STAR_EDITS: list[tuple[str, Callable[[str], str]]] = [
     ("image index too large", _replace("4@stack.mrcs", "9@stack.mrcs")),
     ("image name without index", _replace("1@stack.mrcs", "stack.mrcs")),
     ("image name empty path", _replace("1@stack.mrcs", "1@")),
+    ("image name nan", _replace("1@stack.mrcs", "nan")),
+    ("every image name nan", lambda t: t.replace("1@stack.mrcs", "nan")
+     .replace("2@stack.mrcs", "nan").replace("3@stack.mrcs", "nan")
+     .replace("4@stack.mrcs", "nan")),
     ("missing stack", _replace("1@stack.mrcs", "1@nothere.mrcs")),
     ("stack is a folder", _replace("1@stack.mrcs", "1@sub")),
     ("no rlnImageName", _replace("_rlnImageName\n", "_rlnMicrographName\n")),

@@ -23,12 +23,17 @@ def split_image_names(names: pd.Series, source: Path | str) -> tuple[np.ndarray,
     text = names.astype(str)
     if not len(text):
         return np.zeros(0, np.int64), pd.Series([], dtype=object), 0
+    missing = names.isna().to_numpy() | text.str.lower().isin(["nan", ""]).to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise InputError(f"{source}: row {row + 1}, column rlnImageName: no image name "
+                         f"({text.iloc[row]!r}); expected 'index@path'")
     has_at = text.str.contains("@", regex=False)
     parts = text.str.split("@", n=1, expand=True)
     if parts.shape[1] == 1:
         parts[1] = None
     index_text = parts[0].where(has_at, "1")
-    paths = parts[1].where(has_at, text)
+    paths = parts[1].where(has_at, text).astype(str)
     numbers = pd.to_numeric(index_text, errors="coerce")
     bad = numbers.isna() | (numbers != np.round(numbers)) | (numbers < 1)
     if bad.any():
