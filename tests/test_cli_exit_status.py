@@ -14,7 +14,7 @@ from cryoweave.workflow._param_files import parse_yaml
 from cryoweave.workflow._workflow import load_workflow
 
 
-def micrographs(folder, good, bad):
+def micrographs(folder, good, bad, **params):
     folder.mkdir()
     for i in range(good + bad):
         path = folder / f"m{i}.mrc"
@@ -22,11 +22,13 @@ def micrographs(folder, good, bad):
         if i >= good:  # truncated: an item failure, the run goes on
             path.write_bytes(path.read_bytes()[:-50])
     (folder.parent / "params.json").write_text(json.dumps(
-        {"pattern": str(folder / "*.mrc"), "pixel_size_a": 1.0}))
+        {"pattern": str(folder / "*.mrc"), "pixel_size_a": 1.0, **params}))
 
 
 def test_a_run_where_every_item_failed_is_failed_with_a_non_zero_exit(run_cli, tmp_path):
-    micrographs(tmp_path / "mics", good=0, bad=2)
+    # streaming: the files are only judged once the stream closes (they may still be written)
+    micrographs(tmp_path / "mics", good=0, bad=2, streaming=True, timeout_s=1.0,
+                file_settle_s=0.0)
     result = run_cli("run-protocol", "ImportMicrographs", "params.json", "--project", "proj",
                      "--json", "--quiet")
     assert result.returncode == 3, result.stderr
@@ -34,13 +36,23 @@ def test_a_run_where_every_item_failed_is_failed_with_a_non_zero_exit(run_cli, t
     assert summary["status"] == "failed" and summary["failed_items"] == 2
     assert summary["error"].startswith("all 2 input items failed, no output item was "
                                        "produced (last: ")
-    assert "truncated" in summary["error"]
+    assert "MRC header describes" in summary["error"]
     text = run_cli("run-protocol", "ImportMicrographs", "params.json", "--project", "proj",
                    "--quiet")
     assert text.returncode == 3 and "run 2 failed" in text.stderr
     assert "all 2 input items failed" in text.stderr and "Traceback" not in text.stderr
     shown = run_cli("show", "1", "--project", "proj", COLUMNS="300")
     assert "ImportMicrographs: failed" in shown.stdout and "failed items: 2" in shown.stdout
+
+
+def test_an_import_of_only_unreadable_files_is_refused_before_a_run_exists(run_cli, tmp_path):
+    micrographs(tmp_path / "mics", good=0, bad=2)
+    result = run_cli("run-protocol", "ImportMicrographs", "params.json", "--project", "proj",
+                     "--quiet")
+    assert result.returncode == 2 and "none of the 2 matching files" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "proj" / "Runs").exists() or \
+        not any((tmp_path / "proj" / "Runs").iterdir())
 
 
 def test_a_run_with_some_failed_items_says_so_in_json_and_show(run_cli, tmp_path):

@@ -252,7 +252,7 @@ def test_light_commands_do_not_import_heavy_modules(tmp_path):
                                                                  "rich"} == set()
     assert cli(tmp_path, "init", "proj").returncode == 0
     runs = imported_modules(tmp_path, "runs", "--project", "proj")
-    assert packages(runs) & {"scipy", "matplotlib", "rich"} == set()
+    assert packages(runs) & {"scipy", "matplotlib", "rich", "numpy", "pandas"} == set()
     assert "cryoweave.engine" not in runs and "cryoweave.formats" not in runs
 
 

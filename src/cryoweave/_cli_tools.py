@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -65,18 +66,25 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
         raise ParamError("give -D or --pixel-size, not both")
     device = resolve_device(device)
     cache_root = None
+    new_project = project_dir is not None and not Path(project_dir).exists()
     if project_dir is not None:
         from cryoweave.workflow import Project
 
         with Project.open(project_dir, create=True) as project:
             cache_root = project.cache_dir / "downsample"
     started = time.perf_counter()
-    with RichRunProgress(err) as progress:
-        result = downsample_file(
-            input_path, outdir, box_px=box_px, pixel_size_a=pixel_size_a, datadir=datadir,
-            strip_prefix=strip_prefix, input_pixel_size_a=input_pixel_size,
-            batch_size=batch_size, device=device, threads=threads, cache_root=cache_root,
-            progress=lambda done, total: progress.step_progress("images", done, total))
+    try:
+        with RichRunProgress(err) as progress:
+            result = downsample_file(
+                input_path, outdir, box_px=box_px, pixel_size_a=pixel_size_a,
+                datadir=datadir, strip_prefix=strip_prefix,
+                input_pixel_size_a=input_pixel_size, batch_size=batch_size, device=device,
+                threads=threads, cache_root=cache_root,
+                progress=lambda done, total: progress.step_progress("images", done, total))
+    except BaseException:
+        if new_project:  # created by this command only: a failed command leaves nothing
+            shutil.rmtree(project_dir, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - started
     rate = f", {result.n_images / seconds:,.0f} images/s" if not result.cache_hit else ""
     out.print(f"{result.n_images} images → {result.stack_path} "
@@ -114,8 +122,10 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
 @click.option("--amplitude-contrast", type=float, default=0.1, show_default=True)
 @click.option("--symmetry", default="c1", show_default=True, help="Symmetry of the phantom.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "gpu"]), help="Where the projections run.")
 def simulate(outdir: str, phantom: bool, volume_path: str | None,
-             volume_pixel_size: float | None, **options: Any) -> None:
+             volume_pixel_size: float | None, device: str, **options: Any) -> None:
     """Simulate particles with known poses, shifts, CTF and noise (no project needed)."""
     from pydantic import ValidationError
 
@@ -137,12 +147,13 @@ def simulate(outdir: str, phantom: bool, volume_path: str | None,
     except ValidationError as exc:
         raise ParamError(_format_pydantic(exc, SimulateParticles.Params)) from exc
     folder = Path(outdir).resolve()
+    device = resolve_device(device)
     with RichRunProgress(err) as progress:
         table, settings, sigma = simulate_to_folder(
             params.model_dump(mode="json", exclude={"volume"}),
             str(Path(volume_path).resolve()) if volume_path else None, volume_pixel_size,
             folder, progress=lambda done, total: progress.step_progress("particles", done,
-                                                                       total))
+                                                                       total), device=device)
     out.print(f"{len(table)} particles {settings.box_px}² at {settings.pixel_size_a:.4g} Å → "
               f"{folder / 'particles.star'} (noise σ {sigma:.4g}); truth: "
               f"{folder / 'truth.mrc'}")

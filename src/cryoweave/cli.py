@@ -283,6 +283,9 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
                                 .order_by(Event.id.desc()).limit(10)))
     counts = report["steps"]
     out.print("steps: " + (", ".join(f"{n} {k}" for k, n in counts.items()) or "none"))
+    for device, keys in sorted(report["devices"].items()):
+        more = f", … ({len(keys)} steps)" if len(keys) > 6 else ""
+        out.print(f"device {device.upper()}: {', '.join(keys[:6])}{more}")
     if report["failed_items"]:
         out.print(f"[red]failed items: {report['failed_items']}[/red] "
                   "(the latest are listed below)")

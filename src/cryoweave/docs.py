@@ -76,6 +76,7 @@ def reference_pages(protocols: list[type[Protocol]] | None = None) -> dict[str, 
         pages[name] = protocol_page(protocol)
         index.append(f"- [{protocol.__name__}]({name}) — {protocol.label} "
                      f"(`{protocol.identity()}`)")
+    index += ["", *physical_ranges_section()]
     return {"README.md": "\n".join(index) + "\n", **pages}
 
 
@@ -88,3 +89,26 @@ def write_reference(folder: str | Path) -> list[Path]:
         (folder / name).write_text(text)
         written.append(folder / name)
     return written
+
+
+def physical_ranges_section() -> list[str]:
+    """The ranges of :mod:`cryoweave.physical`: parameters declare them, imports check them."""
+    from cryoweave import physical
+
+    columns: dict[str, list[str]] = {}
+    for table in (physical.PARTICLE_COLUMN_RANGES, physical.OPTICS_COLUMN_RANGES,
+                  physical.RELION30_COLUMN_RANGES):
+        for column, expected in table.items():
+            columns.setdefault(expected.quantity, []).append(f"`{column}`")
+    lines = ["## Physical ranges", "",
+             "Every physical parameter declares one of these ranges (the limits above), and "
+             "every physical column of an imported file (STAR, .cs, MRC header) is checked "
+             "against it; the values live in `cryoweave.physical`.", "",
+             "| quantity | range | checked columns |", "|---|---|---|"]
+    for value in vars(physical).values():
+        if isinstance(value, physical.PhysicalRange):
+            low = f"{value.low:g} {'<' if value.low_open else '≤'}"
+            high = f"{'<' if value.high_open else '≤'} {value.high:g} {value.unit}".rstrip()
+            lines.append(f"| {value.quantity} | {low} value {high} | "
+                         f"{', '.join(columns.get(value.quantity, []))} |")
+    return lines

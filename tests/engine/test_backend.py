@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 
@@ -233,3 +234,98 @@ def test_fft_workers_rejects_bad_environment(monkeypatch, value):
     monkeypatch.setenv("CRYOWEAVE_FFT_WORKERS", value)
     with pytest.raises(ValueError, match=f"CRYOWEAVE_FFT_WORKERS='{value}' must be a positive"):
         fft_workers()
+
+
+# ------------------------------------------------- batch sizing + OOM retry with a real kernel
+
+
+def _crop_with_memory_cap(images, box_px: int, cap_bytes: int, sizes: list[int]):
+    """fourier_crop of images[start:stop] that fails like an allocator over `cap_bytes`."""
+    from cryoweave.engine import fourier_crop, fourier_crop_working_bytes
+
+    per_image = fourier_crop_working_bytes(images.shape[-1], box_px)
+
+    def fn(start: int, stop: int):
+        sizes.append(stop - start)
+        if (stop - start) * per_image > cap_bytes:
+            raise MemoryError(f"cannot allocate {(stop - start) * per_image} bytes")
+        return fourier_crop(images[start:stop], box_px)
+
+    return fn, per_image
+
+
+@pytest.mark.parametrize(("n_items", "first_batch"), [(23, 16), (24, 8), (5, 64)])
+def test_oom_retry_and_batch_sizing_around_fourier_crop(monkeypatch, xp, n_items, first_batch):
+    from cryoweave.engine import fourier_crop
+
+    released = []
+    monkeypatch.setattr(_backend, "_release_cached_device_memory", lambda: released.append(1))
+    images = xp.asarray(
+        np.random.default_rng(n_items).standard_normal((n_items, 48, 48)).astype(np.float32))
+    sizes: list[int] = []
+    fn, per_image = _crop_with_memory_cap(images, 24, 3 * _per_image_bytes(48, 24), sizes)
+    batch = batch_size_for(per_image, 10 * per_image, max_batch=first_batch)
+    assert batch == min(10, first_batch)
+    results = list(map_batches_with_oom_retry(fn, n_items, batch))
+    spans = [(start, stop) for start, stop, _ in results]
+    assert spans[0][0] == 0 and spans[-1][1] == n_items
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # each item once
+    assert max(stop - start for start, stop in spans) <= 3  # halved until it fits the cap
+    assert len(released) == sum(1 for size in sizes if size > 3)  # one release per failure
+    whole = to_host(fourier_crop(images, 24))
+    stacked = np.concatenate([to_host(out) for _, _, out in results])
+    np.testing.assert_allclose(stacked, whole, rtol=0, atol=1e-6 * np.abs(whole).max())
+
+
+def _per_image_bytes(big: int, small: int) -> int:
+    from cryoweave.engine import fourier_crop_working_bytes
+
+    return fourier_crop_working_bytes(big, small)
+
+
+def test_cufft_alloc_failure_counts_as_out_of_memory(monkeypatch):
+    import types
+
+    class CuFFTError(Exception):
+        pass
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(cufft=types.SimpleNamespace(CuFFTError=CuFFTError))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert is_out_of_memory(CuFFTError("CUFFT_ALLOC_FAILED"))
+    assert not is_out_of_memory(CuFFTError("CUFFT_INVALID_PLAN"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cupy_available(), reason="needs CuPy and a CUDA GPU")
+def test_capped_cupy_pool_triggers_the_oom_retry_and_the_result_matches_numpy():
+    """A real device OutOfMemoryError: CuPy's pool capped below one batch's working memory."""
+    import cupy
+
+    from cryoweave.engine import fourier_crop, fourier_crop_working_bytes
+
+    n_items, big, small = 64, 256, 128
+    host = np.random.default_rng(3).standard_normal((n_items, big, big)).astype(np.float32)
+    want = fourier_crop(host, small)
+    pool = cupy.get_default_memory_pool()
+    pool.free_all_blocks()
+    cupy.fft.config.get_plan_cache().clear()
+    per_image = fourier_crop_working_bytes(big, small)
+    sizes: list[int] = []
+    limit = pool.get_limit()
+    try:
+        # room for the whole input stack plus ~6 images of working memory (plans included)
+        pool.set_limit(size=host.nbytes + 6 * per_image)
+        images = cupy.asarray(host)
+
+        def fn(start: int, stop: int):
+            sizes.append(stop - start)
+            return cupy.asnumpy(fourier_crop(images[start:stop], small))
+
+        results = list(map_batches_with_oom_retry(fn, n_items, n_items))
+    finally:
+        pool.set_limit(size=limit)
+        pool.free_all_blocks()
+    assert sizes[0] == n_items and len(set(sizes)) > 1  # the first batch ran out and was halved
+    got = np.concatenate([out for _, _, out in results])
+    assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want)

@@ -66,3 +66,47 @@ def test_not_a_cs_file(tmp_path):
     (tmp_path / "x.npy").rename(tmp_path / "x.cs")
     with pytest.raises(InputError, match=r"x\.cs"):
         read_particles_cs(tmp_path / "x.cs")
+
+
+def _cs(tmp_path, **fields):
+    dtype = [("blob/path", "S8"), ("blob/idx", "<i8"), ("blob/psize_A", "<f4"),
+             ("alignments3D/pose", "<f4", (3,)), ("alignments3D/shift", "<f4", (2,))]
+    dtype = [d for d in dtype if d[0] not in fields.get("drop", ())]
+    cs = np.zeros(3, dtype=dtype)
+    cs["blob/path"] = b"s.mrcs"
+    cs["blob/idx"] = [0, 1, 2]
+    cs["blob/psize_A"] = 2.0
+    cs["alignments3D/pose"] = [0.1, 0.2, 0.3]
+    for name, value in fields.items():
+        if name != "drop":
+            cs[name.replace("__", "/")] = value
+    path = tmp_path / "p.cs"
+    with open(path, "wb") as handle:
+        np.save(handle, cs)
+    return path
+
+
+def test_a_negative_blob_index_is_refused_at_import(tmp_path):
+    with pytest.raises(InputError, match=r"p\.cs: row 3, field blob/idx: -1 is not an image "
+                                         "index; expected an integer ≥ 0"):
+        read_particles_cs(_cs(tmp_path, blob__idx=[0, 1, -1]))
+
+
+def test_pixel_size_zero_and_pose_without_shift_are_clean_errors(tmp_path):
+    with pytest.raises(InputError, match=r"row 2, column blob/psize_A: 0 is out of range"):
+        read_particles_cs(_cs(tmp_path, blob__psize_A=[2.0, 0.0, 2.0]))
+    with pytest.raises(InputError, match=r"has alignments3D/pose but not alignments3D/shift"):
+        read_particles_cs(_cs(tmp_path, drop=("alignments3D/shift",)))
+    with pytest.raises(InputError, match=r"row 1, field blob/psize_A: inf is not a finite"):
+        read_particles_cs(_cs(tmp_path, blob__psize_A=[np.inf, 2.0, 2.0]))
+
+
+def test_a_newline_in_a_stack_name_is_refused_at_import(tmp_path):
+    with pytest.raises(InputError, match=r"row 2, column blob/path: the file name "
+                                         r"'a\\nb' contains a control character"):
+        read_particles_cs(_cs(tmp_path, blob__path=[b"s.mrcs", b"a\nb", b"s.mrcs"]))
+
+
+def test_a_stack_name_that_is_not_utf8_is_a_clean_error(tmp_path):
+    with pytest.raises(InputError, match=r"row 3, field blob/path: .* is not UTF-8 text"):
+        read_particles_cs(_cs(tmp_path, blob__path=[b"s.mrcs", b"s.mrcs", b"s\xe6.mrcs"]))

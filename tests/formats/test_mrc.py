@@ -89,6 +89,49 @@ def test_real_maps_load(real_data_dir):
     assert ribosome.shape == (65, 65, 65) and pixel == 0.0  # header has no pixel size
 
 
+@pytest.mark.parametrize("mode", [0, 1, 12])
+def test_a_wrong_mode_is_refused_by_the_size_the_header_implies(tmp_path, mode):
+    path = tmp_path / "s.mrcs"
+    write_mrc(path, np.ones((3, 16, 16)), 1.0, volume=False)
+    with mrcfile.mmap(path, "r+") as mrc:
+        mrc.header.mode = mode  # the data stays float32: 4 bytes a value
+    with pytest.raises(InputError, match=rf"s\.mrcs: .* mode {mode} .*does not match the data"):
+        read_info(path)
+
+
+@pytest.mark.parametrize("mode", [3, 4, 101])
+def test_unsupported_modes_are_named_with_the_supported_ones(tmp_path, mode):
+    path = tmp_path / "s.mrcs"
+    write_mrc(path, np.ones((3, 16, 16)), 1.0, volume=False)
+    with mrcfile.mmap(path, "r+", permissive=True) as mrc:
+        mrc.header.mode = mode
+    with pytest.raises(InputError, match=rf"unsupported MRC mode {mode}; supported modes are "
+                                         r"0 \(int8\), 1 \(int16\), 2 \(float32\)"):
+        read_info(path)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint16, np.float16])
+def test_valid_integer_and_half_precision_stacks_read_as_float32(tmp_path, dtype):
+    data = (np.arange(2 * 8 * 8) % 100).reshape(2, 8, 8).astype(dtype)
+    with mrcfile.new(tmp_path / "s.mrcs") as mrc:
+        mrc.set_data(data)
+        mrc.header.nsymbt = 0
+    images = read_images(tmp_path / "s.mrcs")
+    assert images.dtype == np.float32
+    np.testing.assert_array_equal(images, data.astype(np.float32))
+
+
+def test_a_standard_extended_header_is_allowed_and_extra_bytes_are_not(tmp_path):
+    path = tmp_path / "x.mrcs"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.ones((2, 8, 8), np.float32))
+        mrc.set_extended_header(np.zeros(160, dtype="V1"))
+    np.testing.assert_array_equal(read_images(path), np.ones((2, 8, 8), np.float32))
+    path.write_bytes(path.read_bytes() + b"\0" * 4)
+    with pytest.raises(InputError, match=r"x\.mrcs: .*file has 1700 bytes"):
+        read_info(path)
+
+
 def test_header_implied_size_tells_how_long_a_file_must_be(tmp_path):
     from cryoweave.formats.mrc import header_implied_size
 

@@ -97,7 +97,7 @@ def test_missing_image_name_and_unknown_optics_group(tmp_path):
     starfile.write({"optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0]}),
                     "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs"],
                                                "rlnOpticsGroup": [2]})}, star, overwrite=True)
-    with pytest.raises(InputError, match="optics groups \\[2\\]"):
+    with pytest.raises(InputError, match="row 1, column rlnOpticsGroup: group 2 is not defined"):
         read_particles_star(star)
 
 
@@ -120,3 +120,87 @@ def test_datadir_and_prefix_resolution(tmp_path):
     table = read_particles_star(nested / "run.star")
     assert table.particles["image_path"].iloc[0] == str(tmp_path / "data" / "stack.mrcs")
     assert table.image_index_width == 6
+
+
+def _star_31(tmp_path, *, optics_row="1 2.0 300.0 2.7 0.1 16", particle_labels=None,
+             rows=None):
+    labels = particle_labels or ["rlnImageName", "rlnDefocusU", "rlnAngleRot",
+                                 "rlnRandomSubset", "rlnOpticsGroup"]
+    rows = rows or ["1@s.mrcs 10000.0 10.0 1 1", "2@s.mrcs 12000.0 20.0 2 1"]
+    text = ("data_optics\n\nloop_\n_rlnOpticsGroup\n_rlnImagePixelSize\n_rlnVoltage\n"
+            "_rlnSphericalAberration\n_rlnAmplitudeContrast\n_rlnImageSize\n"
+            f"{optics_row}\n\ndata_particles\n\nloop_\n"
+            + "".join(f"_{label}\n" for label in labels) + "\n".join(rows) + "\n")
+    path = tmp_path / "p.star"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("row,column,value", [
+    ("2@s.mrcs abc 20.0 2 1", "rlnDefocusU", "'abc' is not a number"),
+    ("2@s.mrcs 12000.0 xyz 2 1", "rlnAngleRot", "'xyz' is not a number"),
+    ("2@s.mrcs 12000.0 20.0 a 1", "rlnRandomSubset", "'a' is not an integer"),
+    ("2@s.mrcs 12000.0 20.0 2 1.5", "rlnOpticsGroup", "1.5 is not an integer"),
+])
+def test_text_in_a_numeric_column_names_file_row_and_column(tmp_path, row, column, value):
+    path = _star_31(tmp_path, rows=["1@s.mrcs 10000.0 10.0 1 1", row])
+    with pytest.raises(InputError, match=rf"p\.star: data_particles row 2, column {column}: "
+                                         rf"{value}"):
+        read_particles_star(path)
+
+
+@pytest.mark.parametrize("optics_row,column,message", [
+    ("1 two 300.0 2.7 0.1 16", "rlnImagePixelSize", "'two' is not a number"),
+    ("1 -4 300.0 2.7 0.1 16", "rlnImagePixelSize", "-4 is out of range; expected a finite "
+                                                   "pixel size with 0.1 ≤ value ≤ 100 Å"),
+    ("1 1e400 300.0 2.7 0.1 16", "rlnImagePixelSize", "inf is out of range"),
+    ("1 2.0 1e308 2.7 0.1 16", "rlnVoltage", "1e\\+308 is out of range"),
+    ("1 2.0 300.0 inf 0.1 16", "rlnSphericalAberration", "inf is out of range"),
+    ("1 2.0 300.0 2.7 1.0 16", "rlnAmplitudeContrast", "1 is out of range"),
+    ("1 2.0 300.0 2.7 0.1 x", "rlnImageSize", "'x' is not an integer"),
+])
+def test_optics_values_are_numbers_in_physical_ranges(tmp_path, optics_row, column, message):
+    with pytest.raises(InputError, match=rf"p\.star: data_optics row 1, column {column}: "
+                                         rf"{message}"):
+        read_particles_star(_star_31(tmp_path, optics_row=optics_row))
+
+
+def test_relion30_magnification_zero_is_refused_not_an_infinite_pixel_size(tmp_path):
+    path = tmp_path / "p.star"
+    starfile.write(pd.DataFrame({"rlnImageName": ["1@s.mrcs", "2@s.mrcs"],
+                                 "rlnDetectorPixelSize": [5.0, 5.0],
+                                 "rlnMagnification": [25000.0, 0.0]}), path)
+    with pytest.raises(InputError, match=r"row 2, column rlnMagnification: 0 is out of range"):
+        read_particles_star(path)
+
+
+def test_duplicated_labels_missing_optics_group_and_truncated_rows(tmp_path):
+    labels = ["rlnImageName", "rlnDefocusU", "rlnDefocusU", "rlnRandomSubset", "rlnOpticsGroup"]
+    with pytest.raises(InputError, match=r"data_particles declares the column\(s\) rlnDefocusU "
+                                         "more than once"):
+        read_particles_star(_star_31(tmp_path, particle_labels=labels))
+    with pytest.raises(InputError, match="data_particles row 2 has 3 of the 5 values"):
+        read_particles_star(_star_31(tmp_path, rows=["1@s.mrcs 10000.0 10.0 1 1",
+                                                     "2@s.mrcs 12000.0 20.0"]))
+    path = tmp_path / "q.star"
+    starfile.write({"optics": pd.DataFrame({"rlnImagePixelSize": [1.0, 2.0]}),
+                    "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs"]})}, path)
+    with pytest.raises(InputError, match=r"q\.star: data_optics lacks the required column "
+                                         "rlnOpticsGroup"):
+        read_particles_star(path)
+
+
+def test_an_empty_particle_table_is_read_as_empty_not_a_crash(tmp_path):
+    path = _star_31(tmp_path, rows=[""])
+    assert len(read_particles_star(path)) == 0
+    path.write_text("data_\n\nloop_\n_rlnImageName\n_rlnVoltage\n_rlnMagnification\n")
+    assert len(read_particles_star(path)) == 0  # RELION 3.0 layout
+
+
+def test_relion30_pixel_origins_out_of_range_name_the_file_label(tmp_path):
+    path = tmp_path / "p.star"
+    starfile.write(pd.DataFrame({"rlnImageName": ["1@s.mrcs"], "rlnDetectorPixelSize": [5.0],
+                                 "rlnMagnification": [25000.0], "rlnOriginX": [1e6]}), path)
+    with pytest.raises(InputError, match=r"row 1, column rlnOriginX × pixel size: 2e\+06 is out "
+                                         "of range"):
+        read_particles_star(path)

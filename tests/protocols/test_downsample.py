@@ -167,6 +167,27 @@ def test_bad_stacks_and_missing_pixel_size_write_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_failure_after_the_stack_is_computed_leaves_no_output(tmp_path, star):
+    """The STAR cannot be put in place (a folder has its name): neither file is left."""
+    out = tmp_path / "out"
+    (out / "particles.24.star").mkdir(parents=True)
+    with pytest.raises(OSError):
+        downsample_file(star, out, box_px=24)
+    assert [p.name for p in out.iterdir()] == ["particles.24.star"]
+
+
+def test_a_failed_cli_downsample_removes_the_project_and_folder_it_created(tmp_path, star,
+                                                                          capsys):
+    from cryoweave.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["downsample", str(star), "-D", "25", "-o", str(tmp_path / "out"),
+              "--project", str(tmp_path / "proj")])
+    assert done.value.code == 2
+    assert "error: box_px=25 is odd" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "proj").exists()
+
+
 def test_project_cache_reuse_and_invalidation(tmp_path):
     star = write_particles(tmp_path, 2500, 192, 1.0, np.random.default_rng(3))
     cache = tmp_path / "Cache"

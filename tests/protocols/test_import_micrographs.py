@@ -109,6 +109,23 @@ def test_truncated_micrograph_is_recorded_and_the_rest_imported(tmp_path):
     assert len(events) == 1 and "bad.mrc: truncated" in events[0].message
 
 
+def test_unexportable_names_and_impossible_header_pixel_sizes_are_failed_items(tmp_path):
+    from cryoweave.workflow._submit import run_protocol
+
+    write_mrc(tmp_path / "good.mrc", np.zeros((16, 16)), 1.0)
+    write_mrc(tmp_path / "two\nlines.mrc", np.zeros((16, 16)), 1.0)
+    write_mrc(tmp_path / "huge.mrc", np.zeros((16, 16)), 1e30)
+    project, _summary = run_protocol(tmp_path / "p", registry().get("ImportMicrographs"),
+                                     {"pattern": str(tmp_path / "*.mrc")})
+    assert MicrographSet(project, 1).count() == 1
+    with project.reader() as s:
+        messages = sorted(e.message for e in s.query(Event).filter_by(kind="item_failed"))
+    assert len(messages) == 2
+    assert "huge.mrc: the header's pixel size 1e+30 Å is out of range" in messages[0]
+    assert "two\\nlines.mrc" in messages[1] and "control character" in messages[1]
+    assert "\n" not in messages[1]
+
+
 # -- symbolic links and files still being written ------------------------------------------------
 def mrc_bytes(folder, shape=(64, 64), seed=0):
     """The bytes of a complete MRC micrograph (written outside any watched folder)."""

@@ -150,13 +150,15 @@ def test_protocol_from_a_path_then_by_reference(tmp_path, phantom):
 def test_lowpass_beyond_nyquist_is_refused(tmp_path, phantom):
     write_mrc(tmp_path / "map.mrc", phantom, PIXEL)
     protocol = registry().get("ProcessVolume")
-    # a path: the map is known only once imported, so the step refuses it
-    project, summary = run_protocol(tmp_path / "p", protocol,
-                                    {"volume": str(tmp_path / "map.mrc"),
-                                     "lowpass_resolution_a": 3.0}, label="a")
-    assert summary.status == "failed" and "Nyquist (4 Å" in summary.error
-    project.close()
+    # a path: the map's header is read before anything is created, and refused the same way
+    with pytest.raises(ParamError, match=r"Nyquist \(4 Å"):
+        run_protocol(tmp_path / "p", protocol, {"volume": str(tmp_path / "map.mrc"),
+                                                "lowpass_resolution_a": 3.0}, label="a")
+    assert not (tmp_path / "p" / "Runs").exists() or not any((tmp_path / "p" / "Runs").iterdir())
     # a reference: refused before anything is created
+    project, _ = run_protocol(tmp_path / "p", registry().get("ImportVolume"),
+                              {"path": str(tmp_path / "map.mrc")}, label="a")
+    project.close()
     with pytest.raises(ParamError, match="Nyquist"):
-        run_protocol(tmp_path / "p", protocol, {"volume": {"run": "a:volume", "output": "volume"},
+        run_protocol(tmp_path / "p", protocol, {"volume": {"run": "a", "output": "volume"},
                                                 "lowpass_resolution_a": 3.0})

@@ -6,6 +6,15 @@ axes: the last 2 for images `(..., y, x)`, the last `ndim` (default 3) for volum
 `(..., z, y, x)`. `norm` has NumPy's meaning ("backward": 1/N on the inverse, "forward": 1/N on
 the forward, "ortho").
 
+Complex-to-real inverses (`irfft`, `irfft2`, `irfftn`) have FFTW's meaning on every backend: the
+inverse runs over the leading axes first, then the c2r along the last axis uses only the real
+parts of its self-conjugate terms (index 0 and, for even n, n/2). Callers rely on this: a cropped,
+shifted or interpolated half spectrum is not Hermitian there (e.g. `fourier_crop` to an even box
+keeps a complex Nyquist column). SciPy's pocketfft drops those imaginary parts itself; cuFFT leaves
+a non-Hermitian C2R input undefined (some of its kernels read the imaginary parts; the CuPy
+`fourier_crop` 256² -> 128 float32 error of 6.3 % is the size of the Nyquist column's imaginary
+part), so on CuPy the input is made Hermitian first (`_hermitian_c2r_input`).
+
 Convention (docs/conventions): the centre of an N-point axis is index N // 2 for odd and even N;
 index i of an FFT axis has digital frequency i/N for i ≤ N/2, else (i − N)/N (cycles/pixel), so
 for even N the Nyquist index N/2 is +0.5.
@@ -34,6 +43,42 @@ def _backend_fft(x: Any, workers: int | None) -> tuple[Any, dict[str, int]]:
     return xp.fft, {}
 
 
+def _hermitian_c2r_input(x: Any, n: int, axes: tuple[int, ...], shape: tuple[int, ...]) -> Any:
+    """Copy of the c2r input `x` whose self-conjugate terms are Hermitian (CuPy path only).
+
+    `axes` are the transform axes (last = the half-complex axis, inverse length `n`), `shape` the
+    full lengths of the other axes. The c2r terms at index 0 and (even n) n/2 of the last axis are
+    replaced by their Hermitian part over the other axes, (X(k) + conj X(−k)) / 2 — the spectrum
+    whose inverse over those axes is the real part of the original one's, which is what FFTW and
+    pocketfft use. The leading axes are cropped or zero-padded to `shape` first (NumPy's rule).
+    """
+    xp = array_namespace(x)
+    lead = axes[:-1]
+    for axis, size in zip(lead, shape, strict=True):
+        have = x.shape[axis]
+        if have > size:
+            x = x[(slice(None),) * (axis % x.ndim) + (slice(0, size),)]
+        elif have < size:
+            pad = [(0, 0)] * x.ndim
+            pad[axis % x.ndim] = (0, size - have)
+            x = xp.pad(x, pad)
+    x = x.copy()
+    last = axes[-1] % x.ndim
+    columns = [0] + ([n // 2] if n % 2 == 0 and 0 < n // 2 < x.shape[last] else [])
+    for column in columns:
+        where = (slice(None),) * last + (column,)
+        plane = x[where]
+        if not lead:
+            x[where] = plane.real
+            continue
+        # after taking the column, the leading axes keep their positions (they precede `last`)
+        plane_axes = tuple(a % x.ndim for a in lead)
+        flipped = xp.flip(plane, axis=plane_axes)
+        mirrored = xp.conj(xp.roll(flipped, (1,) * len(plane_axes), axis=plane_axes))
+        x[where] = (plane + mirrored) * plane.real.dtype.type(0.5)
+    return x
+
+
 def _last_axes(ndim: int) -> tuple[int, ...]:
     if ndim < 1:
         raise ValueError(f"ndim={ndim} must be at least 1")
@@ -55,6 +100,8 @@ def irfft(
     DC and (even n) Nyquist values are ignored, as in FFTW's c2r.
     """
     fft, kw = _backend_fft(x, workers)
+    if array_namespace(x) is not numpy:  # cuFFT's C2R needs Hermitian input (module notes)
+        x = _hermitian_c2r_input(x, int(n), (axis,), ())
     return fft.irfft(x, n=n, axis=axis, norm=norm, **kw)
 
 
@@ -97,6 +144,8 @@ def irfftn(
     """Inverse of `rfftn` over the last `len(shape)` axes, to real arrays of trailing `shape`."""
     fft_module, kw = _backend_fft(x, workers)
     shape = tuple(int(n) for n in shape)
+    if array_namespace(x) is not numpy:  # cuFFT's C2R needs Hermitian input (module notes)
+        x = _hermitian_c2r_input(x, shape[-1], _last_axes(len(shape)), shape[:-1])
     return fft_module.irfftn(x, s=shape, axes=_last_axes(len(shape)), norm=norm, **kw)
 
 

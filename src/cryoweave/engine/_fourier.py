@@ -38,6 +38,15 @@ both ±d/2 at full weight, which makes pad the adjoint of crop only up to those 
 `fourier_crop`). RELION pads differently (it also masks the padded spectrum to a disc of radius
 d/2, so its crop ∘ pad is not the identity).
 
+Backends: the cropped half spectrum handed to the final c2r is not Hermitian (for even d its
+Nyquist column, and the kx = 0 column through the unpaired +d/2 row, are complex after the
+inverse along y/z); "the c2r takes the real part" above is FFTW's/pocketfft's c2r meaning. cuFFT
+leaves a non-Hermitian C2R undefined and some of its kernels read those imaginary parts: CuPy
+256² → 128 float32 was 6.3 % off, which is √(1/256), the share of the Nyquist column's imaginary
+part in a white-noise image of 128² (inferred from that figure; not yet re-measured on a GPU).
+The `irfft`/`irfftn` wrappers (`_fft.py`) therefore make the c2r input Hermitian on CuPy, so
+both backends compute the module's definition; the same holds for `fourier_pad`.
+
 The 2-D and 3-D kernels use a pruned transform: rfft along x keeping only the d // 2 + 1 needed
 columns, then the complex FFT along y (and z) on those columns only, cropping each axis before
 transforming the next; the inverse runs the same way on the small box. The output equals the

@@ -1,6 +1,7 @@
 """File formats: MRC (mrcfile), STAR (starfile), cryoSPARC .cs. Pure I/O, no database."""
 
-from cryoweave.formats._atomic import atomic_path
+from cryoweave.formats._atomic import atomic_path, temporary_path
+from cryoweave.formats._checks import check_file_name
 from cryoweave.formats._dispatch import PARTICLE_SUFFIXES, read_particles, table_from_stack
 from cryoweave.formats._paths import PathResolver, format_image_names, split_image_names
 from cryoweave.formats._table import ParticleTable
@@ -31,6 +32,7 @@ __all__ = [
     "StackReader",
     "StackWriter",
     "atomic_path",
+    "check_file_name",
     "format_image_names",
     "open_stack",
     "read_image",
@@ -43,6 +45,7 @@ __all__ = [
     "read_volume",
     "split_image_names",
     "table_from_stack",
+    "temporary_path",
     "write_mrc",
     "write_particles_star",
     "write_star_blocks",

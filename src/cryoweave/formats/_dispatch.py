@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cryoweave.errors import InputError
+from cryoweave.errors import InputError, ParamError
 from cryoweave.formats import mrc
+from cryoweave.formats._checks import check_file_name
 from cryoweave.formats._table import ParticleTable
 from cryoweave.formats.cs import read_particles_cs
 from cryoweave.formats.star import read_particles_star
+from cryoweave.physical import PIXEL_SIZE_A
 
 PARTICLE_SUFFIXES = (".star", ".cs", ".mrcs", ".mrc")
 
@@ -19,8 +21,12 @@ PARTICLE_SUFFIXES = (".star", ".cs", ".mrcs", ".mrc")
 def table_from_stack(path: str | Path, pixel_size_a: float | None = None) -> ParticleTable:
     """A minimal particle table for every image of an MRC stack."""
     path = Path(path).resolve()
+    check_file_name(path)
     info = mrc.read_info(path)
     pixel = pixel_size_a or info.voxel_size_a or np.nan
+    if pixel_size_a is None and not PIXEL_SIZE_A.contains(pixel) and not np.isnan(pixel):
+        raise InputError(f"{path}: the MRC header's pixel size {pixel:g} Å is out of range; "
+                         f"expected {PIXEL_SIZE_A.describe()}; give the pixel size explicitly")
     particles = pd.DataFrame({
         "image_path": [str(path)] * info.n_images,
         "image_index": np.arange(info.n_images, dtype=np.int64),
@@ -40,6 +46,9 @@ def read_particles(path: str | Path, *, datadir: str | Path | None = None,
     ``pixel_size_a`` overrides (or supplies) the pixel size of every optics group.
     """
     path = Path(path)
+    if pixel_size_a is not None and not PIXEL_SIZE_A.contains(pixel_size_a):
+        raise ParamError(f"the pixel size {pixel_size_a:g} Å given for {path} is out of range; "
+                         f"expected {PIXEL_SIZE_A.describe()}")
     suffix = path.suffix.lower()
     if suffix == ".star":
         table = read_particles_star(path, datadir=datadir, strip_prefix=strip_prefix)

@@ -21,21 +21,26 @@ def split_image_names(names: pd.Series, source: Path | str) -> tuple[np.ndarray,
     index string has the same length and at least one starts with ``0``, else 0.
     """
     text = names.astype(str)
+    if not len(text):
+        return np.zeros(0, np.int64), pd.Series([], dtype=object), 0
+    missing = names.isna().to_numpy() | text.str.lower().isin(["nan", ""]).to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise InputError(f"{source}: row {row + 1}, column rlnImageName: no image name "
+                         f"({text.iloc[row]!r}); expected 'index@path'")
     has_at = text.str.contains("@", regex=False)
     parts = text.str.split("@", n=1, expand=True)
     if parts.shape[1] == 1:
         parts[1] = None
     index_text = parts[0].where(has_at, "1")
-    paths = parts[1].where(has_at, text)
-    try:
-        index = index_text.astype(np.int64).to_numpy()
-    except ValueError as exc:
-        raise InputError(
-            f"{source}: rlnImageName must be 'index@path' with an integer index ({exc})"
-        ) from exc
-    if (index < 1).any():
-        bad = text[index < 1].iloc[0]
-        raise InputError(f"{source}: image index must be ≥ 1 in rlnImageName, found {bad!r}")
+    paths = parts[1].where(has_at, text).astype(str)
+    numbers = pd.to_numeric(index_text, errors="coerce")
+    bad = numbers.isna() | (numbers != np.round(numbers)) | (numbers < 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(f"{source}: row {row + 1}, column rlnImageName: {text.iloc[row]!r} is "
+                         "not 'index@path' with an integer index ≥ 1 (the first image is 1)")
+    index = numbers.astype(np.int64).to_numpy()
     lengths = index_text[has_at].str.len()
     width = 0
     if len(lengths) and lengths.nunique() == 1 and index_text[has_at].str.startswith("0").any():

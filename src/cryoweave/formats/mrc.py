@@ -21,8 +21,10 @@ from cryoweave.formats._atomic import temporary_path
 
 HEADER_BYTES = 1024
 MAX_OPEN_STACKS = 128
-_MODE_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 4: np.complex64, 6: np.uint16,
-                12: np.float16, 101: np.uint8}
+# real-valued modes, read as float32 (complex modes 3/4 and packed 4-bit mode 101 are not
+# image data we can use)
+_MODE_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
+SUPPORTED_MODES = ", ".join(f"{m} ({np.dtype(d).name})" for m, d in _MODE_DTYPES.items())
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,12 @@ def read_info(path: str | Path) -> MrcInfo:
                 byte_order = header.mode.dtype.byteorder
     except (ValueError, OSError) as exc:
         raise InputError(f"{path}: not a readable MRC file ({exc})") from exc
-    if mode not in _MODE_DTYPES or min(nx, ny, nz) < 1:
-        raise InputError(f"{path}: unsupported MRC header (mode {mode}, size {nx}×{ny}×{nz})")
+    if mode not in _MODE_DTYPES:
+        raise InputError(f"{path}: unsupported MRC mode {mode}; supported modes are "
+                         f"{SUPPORTED_MODES}; convert the file (e.g. to mode 2, float32)")
+    if min(nx, ny, nz) < 1 or ext_bytes < 0:
+        raise InputError(f"{path}: invalid MRC header (size {nx}×{ny}×{nz}, extended header "
+                         f"{ext_bytes} bytes)")
     itemsize = np.dtype(_MODE_DTYPES[mode]).itemsize
     offset = HEADER_BYTES + ext_bytes
     expected = offset + nx * ny * nz * itemsize
@@ -79,6 +85,13 @@ def read_info(path: str | Path) -> MrcInfo:
             f"{path}: truncated MRC file: the header describes {nz}×{ny}×{nx} values of mode "
             f"{mode} ({expected} bytes with the header) but the file has {actual} bytes; "
             "the file is incomplete or still being written"
+        )
+    if actual > expected:
+        # as mrcfile.validate: a longer file has another mode or size than its header says
+        raise InputError(
+            f"{path}: the MRC header describes {nz}×{ny}×{nx} values of mode {mode} "
+            f"({expected} bytes with the header) but the file has {actual} bytes; the header "
+            "(mode or size) does not match the data; rewrite the file with a correct header"
         )
     if byte_order == ">":
         raise InputError(f"{path}: big-endian MRC files are not supported; convert it first")

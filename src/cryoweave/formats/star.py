@@ -18,6 +18,14 @@ import starfile
 from cryoweave import __version__
 from cryoweave.errors import InputError
 from cryoweave.formats._atomic import atomic_path
+from cryoweave.formats._checks import (
+    check_complete_rows,
+    check_particles,
+    check_range,
+    check_unique_labels,
+    numeric_column,
+    one_line,
+)
 from cryoweave.formats._paths import (
     PathResolver,
     format_image_names,
@@ -35,6 +43,15 @@ from cryoweave.formats._table import (
     TYPED_TO_LABEL,
     ParticleTable,
 )
+from cryoweave.physical import RELION30_COLUMN_RANGES
+
+# labels whose values must be numbers (integers for the second set), wherever they appear
+NUMERIC_LABELS = frozenset(
+    [label for label in PARTICLE_LABELS if label != "rlnMicrographName"]
+    + [label for label in OPTICS_LABELS if label != "rlnOpticsGroupName"]
+    + list(RELION30_OPTICS_LABELS) + list(PIXEL_ORIGIN_LABELS) + ["rlnImageDimensionality"])
+INTEGER_LABELS = frozenset(["rlnOpticsGroup", "rlnRandomSubset", "rlnImageSize",
+                            "rlnImageDimensionality"])
 
 
 def format_float(value: float) -> str:
@@ -97,7 +114,7 @@ def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
             warnings.simplefilter("ignore")
             blocks = starfile.read(path, always_dict=True)
     except Exception as exc:
-        raise InputError(f"{path}: not a readable STAR file ({exc})") from exc
+        raise InputError(f"{path}: not a readable STAR file ({one_line(exc)})") from exc
     return {name: (block if isinstance(block, pd.DataFrame) else pd.DataFrame([block]))
             for name, block in blocks.items()}
 
@@ -113,13 +130,13 @@ def write_star_blocks(path: str | Path, blocks: dict[str, pd.DataFrame]) -> Path
     return path
 
 
-def _particle_block(blocks: dict[str, pd.DataFrame], path: Path) -> pd.DataFrame:
+def _particle_block(blocks: dict[str, pd.DataFrame], path: Path) -> tuple[str, pd.DataFrame]:
     for name in _PARTICLE_BLOCKS:
         if name in blocks and IMAGE_LABEL in blocks[name].columns:
-            return blocks[name]
-    for block in blocks.values():
+            return name, blocks[name]
+    for name, block in blocks.items():
         if IMAGE_LABEL in block.columns:
-            return block
+            return name, block
     names = ", ".join(f"data_{n}" for n in blocks) or "none"
     raise InputError(
         f"{path}: no particle table with the required column {IMAGE_LABEL} "
@@ -127,12 +144,28 @@ def _particle_block(blocks: dict[str, pd.DataFrame], path: Path) -> pd.DataFrame
     )
 
 
-def _optics_from_relion30(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """Group RELION 3.0 per-particle optics columns into optics groups."""
+def _typed_block(frame: pd.DataFrame, path: Path, block: str) -> pd.DataFrame:
+    """``frame`` with unique labels, complete rows, and numbers in every numeric column."""
+    check_unique_labels(frame, path, block)
+    check_complete_rows(frame, path, block)
+    frame = frame.copy()
+    for label in frame.columns:
+        if label in NUMERIC_LABELS:
+            frame[label] = numeric_column(frame, label, path, block,
+                                          integer=label in INTEGER_LABELS)
+    return frame
+
+
+def _optics_from_relion30(frame: pd.DataFrame
+                          ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Group RELION 3.0 per-particle optics columns into optics groups.
+
+    Returns the groups, each particle's group id and each group's first particle row.
+    """
     present = [c for c in RELION30_OPTICS_LABELS if c in frame.columns]
-    if not present:
+    if not present or not len(frame):
         return (pd.DataFrame({"group_id": [1], "name": ["opticsGroup1"]}),
-                np.ones(len(frame), dtype=np.int64))
+                np.ones(len(frame), dtype=np.int64), np.zeros(1, np.int64))
     keys = frame[present].astype(str).agg("|".join, axis=1)
     codes, uniques = pd.factorize(keys)
     firsts = [int(np.flatnonzero(codes == k)[0]) for k in range(len(uniques))]
@@ -145,7 +178,7 @@ def _optics_from_relion30(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray
         optics["pixel_size_a"] = (optics["rlnDetectorPixelSize"].astype(float) * 1e4
                                   / optics["rlnMagnification"].astype(float))
     optics = optics.rename(columns={k: v for k, v in OPTICS_LABELS.items() if k in optics})
-    return optics, codes.astype(np.int64) + 1
+    return optics, codes.astype(np.int64) + 1, np.asarray(firsts, np.int64)
 
 
 def _normalise_optics(optics: pd.DataFrame) -> pd.DataFrame:
@@ -172,28 +205,42 @@ def read_particles_star(path: str | Path, *, datadir: str | Path | None = None,
     """
     path = Path(path).resolve()
     blocks = read_star_blocks(path)
-    frame = _particle_block(blocks, path).copy()
+    block, frame = _particle_block(blocks, path)
+    frame = _typed_block(frame, path, block)
     labels = [str(c) for c in frame.columns]
+    label_of = {**TYPED_TO_LABEL, **OPTICS_TO_LABEL}
     if "optics" in blocks:
         version = "3.1"
-        optics_labels = [str(c) for c in blocks["optics"].columns]
-        optics = _normalise_optics(blocks["optics"].copy())
+        raw_optics = _typed_block(blocks["optics"], path, "optics")
+        optics_labels = [str(c) for c in raw_optics.columns]
+        _check_optics_groups(raw_optics, path)
+        optics = _normalise_optics(raw_optics)
+        optics_block, optics_rows = "optics", None
         if "rlnOpticsGroup" not in frame.columns:
             if len(optics) != 1:
                 raise InputError(f"{path}: particles lack rlnOpticsGroup but there are "
                                  f"{len(optics)} optics groups")
             frame["rlnOpticsGroup"] = int(optics["group_id"].iloc[0])
-        unknown = set(frame["rlnOpticsGroup"].astype(int)) - set(optics["group_id"])
-        if unknown:
-            raise InputError(f"{path}: particles refer to optics groups {sorted(unknown)} that "
-                             "data_optics does not define")
+        unknown = ~frame["rlnOpticsGroup"].isin(set(optics["group_id"]))
+        if unknown.any():
+            row = int(np.flatnonzero(unknown.to_numpy())[0])
+            raise InputError(f"{path}: data_{block} row {row + 1}, column rlnOpticsGroup: "
+                             f"group {frame['rlnOpticsGroup'].iloc[row]} is not defined in "
+                             "data_optics; add it there or correct the row")
     else:
         version = "3.0"
         optics_labels = []
-        optics, group = _optics_from_relion30(frame)
+        _check_relion30_optics(frame, path, block)
+        optics, group, optics_rows = _optics_from_relion30(frame)
         optics = _normalise_optics(optics)
+        optics_block = block
+        if "rlnImagePixelSize" not in frame.columns:
+            label_of["pixel_size_a"] = "rlnDetectorPixelSize × 10⁴ / rlnMagnification"
         frame = frame.drop(columns=[c for c in RELION30_OPTICS_LABELS if c in frame.columns])
         frame["rlnOpticsGroup"] = group
+    for label, column in PIXEL_ORIGIN_LABELS.items():
+        if label in frame.columns and TYPED_TO_LABEL[column] not in frame.columns:
+            label_of[column] = f"{label} × pixel size"
 
     indices, raw_paths, width = split_image_names(frame[IMAGE_LABEL], path)
     resolver = PathResolver(path.parent, datadir, strip_prefix)
@@ -211,8 +258,29 @@ def read_particles_star(path: str | Path, *, datadir: str | Path | None = None,
             else:
                 particles[column] = particles.pop(label).astype(float) * pixel_size
     particles["optics_group"] = particles["optics_group"].astype(np.int64)
-    return ParticleTable(particles.reset_index(drop=True), optics, labels, optics_labels,
-                         version, width, path)
+    particles = particles.reset_index(drop=True)
+    check_particles(particles, optics, path, block=block, labels=label_of,
+                    optics_block=optics_block, optics_rows=optics_rows)
+    return ParticleTable(particles, optics, labels, optics_labels, version, width, path)
+
+
+def _check_optics_groups(optics: pd.DataFrame, path: Path) -> None:
+    if "rlnOpticsGroup" not in optics.columns:
+        raise InputError(f"{path}: data_optics lacks the required column rlnOpticsGroup; "
+                         "add it (1, 2, … per row) as RELION 3.1 writes it")
+    groups = optics["rlnOpticsGroup"]
+    if groups.duplicated().any():
+        row = int(np.flatnonzero(groups.duplicated().to_numpy())[0])
+        raise InputError(f"{path}: data_optics row {row + 1}, column rlnOpticsGroup: group "
+                         f"{int(groups.iloc[row])} is defined twice; give each row its own "
+                         "group number")
+
+
+def _check_relion30_optics(frame: pd.DataFrame, path: Path, block: str) -> None:
+    """RELION 3.0 detector pixel size and magnification (the pixel size derives from them)."""
+    for label, expected in RELION30_COLUMN_RANGES.items():
+        if label in frame.columns:
+            check_range(frame[label], expected, path, block, label)
 
 
 def _ordered_labels(table: ParticleTable, version: str) -> list[str]:

@@ -18,7 +18,7 @@ EXPERT = 2
 
 class ProtocolParams(BaseModel):
     """Base of every protocol's ``Params``: frozen, unknown keys rejected, enums by value,
-    floats finite."""
+    floats finite (physical ranges: :mod:`cryoweave.physical`)."""
 
     model_config = ConfigDict(
         frozen=True,

@@ -13,9 +13,10 @@ import pandas as pd
 from pydantic import model_validator
 
 from cryoweave.errors import CryoweaveError, InputError
-from cryoweave.formats import read_info
+from cryoweave.formats import check_file_name, read_info
 from cryoweave.formats._paths import MatchedFile, match_files, pattern_folder
 from cryoweave.formats.mrc import HEADER_BYTES, header_implied_size
+from cryoweave.physical import AMPLITUDE_CONTRAST, CS_MM, PIXEL_SIZE_A, VOLTAGE_KV
 from cryoweave.plugin import (
     ADVANCED,
     MicrographSet,
@@ -60,13 +61,13 @@ class ImportMicrographs(Protocol):
         pattern: str = param(description="Glob pattern of the micrograph files, e.g. "
                                          "'Movies/*.mrc'", section="Input", path=True)
         pixel_size_a: float | None = param(
-            None, gt=0, unit="Å", section="Acquisition",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Acquisition",
             description="Pixel size; taken from the MRC header when not given")
-        voltage_kv: float = param(300.0, gt=0, unit="kV", section="Acquisition",
+        voltage_kv: float = param(300.0, **VOLTAGE_KV.bounds(), unit="kV", section="Acquisition",
                                   description="Acceleration voltage")
-        cs_mm: float = param(2.7, ge=0, unit="mm", section="Acquisition",
+        cs_mm: float = param(2.7, **CS_MM.bounds(), unit="mm", section="Acquisition",
                              description="Spherical aberration")
-        amplitude_contrast: float = param(0.1, ge=0, lt=1, section="Acquisition",
+        amplitude_contrast: float = param(0.1, **AMPLITUDE_CONTRAST.bounds(), section="Acquisition",
                                           description="Amplitude contrast (fraction)")
         streaming: bool = param(False, section="Streaming",
                                 description="Watch the folder for new files during acquisition")
@@ -274,6 +275,7 @@ def import_micrographs_step(ctx: StepContext, paths: list[str], first_item_id: i
         try:
             if path in refused:
                 raise CryoweaveError(refused[path])
+            check_file_name(path)
             info = read_info(path)
             pixel = pixel_size_a or info.voxel_size_a
             if not pixel:
@@ -282,6 +284,9 @@ def import_micrographs_step(ctx: StepContext, paths: list[str], first_item_id: i
             if info.shape[0] != 1:
                 raise CryoweaveError(f"{path}: expected one micrograph, found {info.shape[0]} "
                                      "sections (a movie? import aligned sums)")
+            if not PIXEL_SIZE_A.contains(pixel):
+                raise CryoweaveError(f"{path}: the header's pixel size {pixel:g} Å is out of "
+                                     f"range ({PIXEL_SIZE_A.describe()}); pass pixel_size_a")
         except CryoweaveError as exc:
             message = str(exc)
             if path in unfinished:

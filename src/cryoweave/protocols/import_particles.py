@@ -11,6 +11,7 @@ import pandas as pd
 
 from cryoweave.errors import InputError
 from cryoweave.formats import PARTICLE_SUFFIXES, ParticleTable, read_info, read_particles
+from cryoweave.physical import PIXEL_SIZE_A
 from cryoweave.plugin import (
     EXPERT,
     ParticleSet,
@@ -64,7 +65,7 @@ class ImportParticles(Protocol):
         path: str = param(description="Particle file: .star, .cs or .mrcs", section="Input",
                           path=True)
         pixel_size_a: float | None = param(
-            None, gt=0, unit="Å", section="Input",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Input",
             description="Pixel size of the images; overrides the file's (required when the "
                         "file has none)")
         datadir: str | None = datadir_param()
@@ -117,13 +118,19 @@ def verify_stacks(table: ParticleTable, source: str | Path) -> None:
                          f"{shown}; pass datadir (the folder the paths are relative to) or "
                          "strip_prefix")
     boxes: dict[int, int] = {}
-    needed = parts.groupby("image_path")["image_index"].max()
+    by_stack = parts.groupby("image_path")["image_index"]
+    needed, lowest = by_stack.max(), by_stack.min()
     groups = parts.groupby("image_path")["optics_group"].first()
     for stack_path, max_index in needed.items():
         info = read_info(stack_path)
         _, ny, nx = info.shape
         if ny != nx:
             raise InputError(f"{stack_path}: images are {nx}×{ny}; particles must be square")
+        if lowest[stack_path] < 0:
+            row = int(((parts["image_path"] == stack_path) & (parts["image_index"] < 0)).idxmax())
+            raise InputError(f"{source}: row {row + 1} refers to image "
+                             f"{lowest[stack_path] + 1} (0-based {lowest[stack_path]}) of "
+                             f"{stack_path}; image numbers start at 1 (0-based indices at 0)")
         if max_index >= info.n_images:
             raise InputError(f"{source}: refers to image {max_index + 1} of {stack_path}, "
                              f"which holds only {info.n_images} images")
@@ -172,6 +179,8 @@ def read_checked_table(path: str, pixel_size_a: float | None, datadir: str | Non
     """The particle table of ``path`` with its stacks checked (headers only) and pixel sizes."""
     table = read_particles(path, datadir=datadir, strip_prefix=strip_prefix,
                            pixel_size_a=pixel_size_a)
+    if not len(table):
+        raise InputError(f"{path}: the file lists no particles")
     if check_stacks:
         verify_stacks(table, path)
     require_pixel_sizes(table, path, "pass pixel_size_a")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from cryoweave.errors import InputError
 from cryoweave.formats import read_info
+from cryoweave.physical import PIXEL_SIZE_A
 from cryoweave.plugin import (
     Plan,
     PlanContext,
@@ -35,7 +36,7 @@ class ImportVolume(Protocol):
     class Params(ProtocolParams):
         path: str = param(description="MRC map file", section="Input", path=True)
         pixel_size_a: float | None = param(
-            None, gt=0, unit="Å", section="Input",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Input",
             description="Voxel size; taken from the MRC header when not given")
         half1_path: str | None = param(None, section="Input", expert=True, path=True,
                                        description="First half map (optional)")
@@ -83,6 +84,9 @@ def volume_row(path: str, pixel_size_a: float | None, half_paths: list[str]) -> 
     pixel = pixel_size_a or info.voxel_size_a
     if not pixel:
         raise InputError(f"{path}: the MRC header has no pixel size (0); pass pixel_size_a")
+    if not PIXEL_SIZE_A.contains(pixel):
+        raise InputError(f"{path}: the MRC header's pixel size {pixel:g} Å is out of range; "
+                         f"expected {PIXEL_SIZE_A.describe()}; pass pixel_size_a")
     for half in half_paths:
         if read_info(half).shape != info.shape:
             raise InputError(f"{half}: the half map's size {read_info(half).shape} differs "

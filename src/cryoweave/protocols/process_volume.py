@@ -22,6 +22,7 @@ from cryoweave.engine import (
 )
 from cryoweave.errors import InputError
 from cryoweave.formats import read_volume, write_mrc
+from cryoweave.physical import PIXEL_SIZE_A
 from cryoweave.plugin import (
     ADVANCED,
     Input,
@@ -76,7 +77,7 @@ class ProcessVolume(Protocol):
         volume: Input[VolumeSet] = param(section="Input", description="The map to process")
         # 1. resample
         pixel_size_a: float | None = param(
-            None, ge=0.1, le=100, unit="Å", section="Resample",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Resample",
             description="New pixel size (Fourier crop or pad, RELION convention)")
         box_px: int | None = param(None, ge=8, le=2048, unit="px", section="Resample",
                                    description="New box (crop or zero-pad about the centre)")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from sqlalchemy import JSON, Integer, Table
+
+if TYPE_CHECKING:  # numpy and pandas are imported on use: `cryoweave runs` needs neither
+    import pandas as pd
 
 BOOKKEEPING = ("set_id", "seq", "extra")
 
@@ -21,16 +23,20 @@ def typed_columns(table: Table) -> list[str]:
 
 def _plain(value: Any) -> Any:
     """A JSON-safe Python scalar (numpy scalars unwrapped, NaN → None)."""
-    if isinstance(value, np.generic):
+    np = sys.modules.get("numpy")  # no numpy value exists before numpy is imported
+    if np is not None and isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):
         return None
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         return value.tolist()
     return value
 
 
 def _column_values(series: pd.Series) -> list[Any]:
+    import numpy as np
+    import pandas as pd
+
     if series.dtype.kind in "fc":
         values = series.to_numpy(dtype=np.float64)
         out: list[Any] = values.tolist()
@@ -102,6 +108,9 @@ def rows_to_frame(
     Columns are built once each with the dtype of the table column (None → NaN for floats,
     nullable ``Int64`` for integers with NULLs).
     """
+    import numpy as np
+    import pandas as pd
+
     transposed = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     data: dict[str, Any] = {}
     extras: list[Any] = []

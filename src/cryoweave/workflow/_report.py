@@ -9,7 +9,8 @@ run (:func:`run_dict`)
     ``error``, ``folder`` (absolute), ``created_at``/``started_at``/``finished_at`` (ISO 8601,
     UTC, or null), ``duration_s``, ``params``, ``inputs`` (name → ``{"run", "output", "set"}``
     reference), ``outputs`` (name → set), ``steps`` (status → count), ``failed_items``
-    (items that failed in the run's steps), ``summary``.
+    (items that failed in the run's steps), ``devices`` (cpu/gpu → keys of the steps that
+    recorded it), ``summary``.
 set (:func:`set_dict`)
     ``set`` (id), ``name``, ``kind``, ``state`` (open/closed), ``size`` (items), ``files``.
 protocol (:func:`protocol_dict`)
@@ -97,6 +98,12 @@ def run_dict(project: Project, run: Run, *, summary: bool = True,
     with project.reader() as s:
         steps = dict(s.execute(select(StepRow.status, func.count()).where(
             StepRow.run_id == run.id).group_by(StepRow.status)).all())
+        devices: dict[str, list[str]] = {}
+        for key, result in s.execute(select(StepRow.key, StepRow.result).where(
+                StepRow.run_id == run.id).order_by(StepRow.id)).all():
+            device = result.get("device") if isinstance(result, dict) else None
+            if device:
+                devices.setdefault(str(device), []).append(key)
     params = dict(run.params or {})
     duration = (run.finished_at - run.started_at) if run.started_at and run.finished_at \
         else None
@@ -113,6 +120,7 @@ def run_dict(project: Project, run: Run, *, summary: bool = True,
         "outputs": outputs_dict(project, run.id, files=files),
         "steps": {str(k): int(n) for k, n in sorted(steps.items())},
         "failed_items": failed_items(project, run.id)[0],
+        "devices": devices,
         "summary": run_summary(project, run) if summary else {},
     }
 

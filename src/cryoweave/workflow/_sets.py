@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import pandas as pd
 from sqlalchemy import (
     ColumnElement,
     Text,
@@ -35,7 +33,10 @@ from cryoweave.workflow._schema import (
 )
 from cryoweave.workflow._store import OPTICS_COLUMNS, append_items, put_optics
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and pandas are imported on use: `cryoweave runs` needs neither
+    import numpy as np
+    import pandas as pd
+
     from cryoweave.workflow._project import Project
 
 
@@ -81,6 +82,8 @@ class SetQuery:
     def item_ids(self) -> np.ndarray:
         cls = self.handle.fields
         stmt = self._where(select(cls.item_id)).order_by(*(self._order or (cls.item_id,)))
+        import numpy as np
+
         with self.handle.project.reader() as s:
             return np.asarray(s.scalars(stmt).all(), dtype=np.int64)
 
@@ -108,6 +111,8 @@ class SetQuery:
     def frame(self, *, with_extra: bool = True, columns: Sequence[str] | None = None
               ) -> pd.DataFrame:
         """All matching items in one DataFrame (empty frame with the columns if none)."""
+        import pandas as pd
+
         parts = list(self.batches(200000, with_extra=with_extra, columns=columns))
         if not parts:
             names = list(columns) if columns else typed_columns(self.handle.table)
@@ -187,6 +192,8 @@ class SetHandle:
 
     def optics(self) -> pd.DataFrame:
         """Optics groups (RELION ``data_optics``): typed columns plus pass-through ones."""
+        import pandas as pd
+
         with self.project.reader() as s:
             rows = s.scalars(
                 select(OpticsGroupRow).where(OpticsGroupRow.set_id == self.id)

@@ -5,11 +5,10 @@ retract a step's items, create and subset sets. Called by the runtime inside its
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from sqlalchemy import (
     Column,
     ColumnElement,
@@ -31,7 +30,9 @@ from cryoweave.errors import StorageError
 from cryoweave.workflow._items import bulk_insert, frame_to_rows, typed_columns
 from cryoweave.workflow._schema import OpticsGroupRow, SetRow
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and pandas are imported on use: `cryoweave runs` needs neither
+    import pandas as pd
+
     from cryoweave.workflow._sets import SetHandle
 
 OPTICS_COLUMNS = ["group_id", "name", "pixel_size_a", "box_px", "voltage_kv", "cs_mm",
@@ -51,6 +52,8 @@ def append_items(session: Session, handle: SetHandle, items: pd.DataFrame) -> in
             select(func.max(handle.fields.item_id)).where(handle.fields.set_id == handle.id)
         ) or 0) + 1
         frame = frame.copy()
+        import numpy as np
+
         frame.insert(0, "item_id", np.arange(start, start + len(frame), dtype=np.int64))
     names, rows = frame_to_rows(frame, handle.table, set_id=handle.id, seq=version)
     bulk_insert(session.connection(), handle.table, names, rows)
@@ -161,7 +164,8 @@ def put_optics(session: Session, set_id: int, optics: pd.DataFrame) -> None:
 
 
 def _none_if_nan(value: Any) -> Any:
-    if isinstance(value, np.generic):
+    np = sys.modules.get("numpy")  # no numpy value exists before numpy is imported
+    if np is not None and isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and value != value:
         return None

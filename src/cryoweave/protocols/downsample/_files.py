@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryoweave.errors import InputError, ParamError
-from cryoweave.formats import ParticleTable, atomic_path, read_particles, write_particles_star
+from cryoweave.formats import (
+    ParticleTable,
+    read_particles,
+    temporary_path,
+    write_star_blocks,
+)
+from cryoweave.formats.star import particles_to_blocks
+from cryoweave.physical import PIXEL_SIZE_A
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import (
     downsampled_table,
@@ -20,6 +28,8 @@ from cryoweave.protocols.downsample._rewrite import (
 )
 from cryoweave.protocols.downsample._stack import downsample_stack
 from cryoweave.protocols.import_particles import require_pixel_sizes, verify_stacks
+
+CLI_FIX = "pass --input-pixel-size (the pixel size of the input images in Å)"
 
 
 @dataclass
@@ -40,16 +50,29 @@ def load_checked(path: Path, *, datadir: str | None, strip_prefix: str | None,
     if not len(table):
         raise InputError(f"{path}: no particles")
     verify_stacks(table, path)
-    require_pixel_sizes(table, path, "pass --input-pixel-size")
+    require_pixel_sizes(table, path, CLI_FIX)
     return table
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
-    with atomic_path(target) as tmp:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+@contextmanager
+def _output_folder(outdir: Path) -> Iterator[None]:
+    """Create ``outdir`` (and missing parents); remove the ones created here on an error."""
+    created = [d for d in [outdir, *outdir.parents] if not d.exists()]
+    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # deepest first; only if still empty
+            with suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def downsample_file(path: str | Path, outdir: str | Path, *, box_px: int | None = None,
@@ -63,17 +86,21 @@ def downsample_file(path: str | Path, outdir: str | Path, *, box_px: int | None 
     outdir = Path(outdir)
     if batch_size < 1:
         raise ParamError(f"--batch-size={batch_size} must be ≥ 1")
+    for option, value in (("--pixel-size", pixel_size_a),
+                          ("--input-pixel-size", input_pixel_size_a)):
+        if value is not None and not PIXEL_SIZE_A.contains(value):
+            raise ParamError(f"{option}={value:g} is out of range; expected "
+                             f"{PIXEL_SIZE_A.describe()}")
     table = load_checked(path, datadir=datadir, strip_prefix=strip_prefix,
                          input_pixel_size_a=input_pixel_size_a)
-    box = target_box(table, box_px, pixel_size_a)
-    outdir.mkdir(parents=True, exist_ok=True)
+    box = target_box(table, box_px, pixel_size_a, CLI_FIX)
     stack_path = (outdir / stack_name(box)).resolve()
     star_path = (outdir / star_name(box)).resolve()
     inputs = {str(Path(p).resolve()) for p in table.particles["image_path"].unique()}
     if str(stack_path) in inputs or star_path == path.resolve():
         raise ParamError(f"the output {stack_path.name} in {outdir} would overwrite an input "
                          "file; choose another output folder")
-    out_table = downsampled_table(table, box, stack_path)
+    out_table = downsampled_table(table, box, stack_path, CLI_FIX)
     voxel = float(out_table.optics["pixel_size_a"].iloc[0])
 
     def build(target: Path) -> dict:
@@ -81,12 +108,25 @@ def downsample_file(path: str | Path, outdir: str | Path, *, box_px: int | None 
                                  device=device, threads=threads, progress=progress)
         return {"n_images": stats.n_images, "box_px": box, "source": str(path.resolve())}
 
-    if cache_root is not None:
-        key = cache_key(table, box, datadir, strip_prefix)
-        entry = DownsampleCache(cache_root).get_or_build(key, stack_name(box), build)
-        _link_or_copy(entry.stack_path, stack_path)
-        seconds, hit = float(entry.manifest.get("seconds", 0.0)), entry.hit
-    else:
-        seconds, hit = float(build(stack_path) and 0.0), False
-    write_particles_star(out_table, star_path)
+    # both files are written under temporary names and renamed when both are complete: a
+    # failed command leaves neither (nor a folder it created)
+    with _output_folder(outdir):
+        tmp_stack, tmp_star = temporary_path(stack_path), temporary_path(star_path)
+        placed: list[Path] = []
+        try:
+            if cache_root is not None:
+                key = cache_key(table, box, datadir, strip_prefix)
+                entry = DownsampleCache(cache_root).get_or_build(key, stack_name(box), build)
+                _link_or_copy(entry.stack_path, tmp_stack)
+                seconds, hit = float(entry.manifest.get("seconds", 0.0)), entry.hit
+            else:
+                seconds, hit = float(build(tmp_stack) and 0.0), False
+            write_star_blocks(tmp_star, particles_to_blocks(out_table, star_path.parent))
+            for tmp, final in ((tmp_stack, stack_path), (tmp_star, star_path)):
+                os.replace(tmp, final)
+                placed.append(final)
+        except BaseException:
+            for leftover in (tmp_stack, tmp_star, *placed):
+                leftover.unlink(missing_ok=True)
+            raise
     return DownsampleResult(star_path, stack_path, out_table, len(table), seconds, hit)

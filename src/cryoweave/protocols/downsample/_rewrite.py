@@ -11,10 +11,15 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cryoweave.errors import InputError, ParamError
 from cryoweave.formats import ParticleTable
+from cryoweave.physical import PIXEL_SIZE_A
 
+# how to supply a missing pixel size to a protocol run (run-protocol / workflow params)
+IMPORT_FIX = ("import the particles again with the params key 'pixel_size_a' (the pixel size "
+              "of the images in Å)")
 # RELION 3.0 per-particle optics that would contradict the new rlnImagePixelSize
 STALE_OPTICS_LABELS = ("rlnDetectorPixelSize", "rlnMagnification")
 
@@ -27,7 +32,8 @@ def star_name(box_px: int) -> str:
     return f"particles.{box_px}.star"
 
 
-def target_box(table: ParticleTable, box_px: int | None, pixel_size_a: float | None) -> int:
+def target_box(table: ParticleTable, box_px: int | None, pixel_size_a: float | None,
+               fix: str = IMPORT_FIX) -> int:
     """The output box: ``box_px``, or the even box closest to reaching ``pixel_size_a``."""
     boxes = table.optics["box_px"]
     if boxes.isna().any():
@@ -36,6 +42,7 @@ def target_box(table: ParticleTable, box_px: int | None, pixel_size_a: float | N
         raise ParamError("give box_px (-D) or a target pixel_size_a")
     if box_px is None:
         candidates = set()
+        require_pixel_sizes(table, fix)
         for box, pixel in zip(boxes, table.optics["pixel_size_a"], strict=True):
             candidates.add(2 * max(1, round(float(box) * float(pixel) / pixel_size_a / 2)))
         if len(candidates) != 1:
@@ -57,14 +64,25 @@ def target_box(table: ParticleTable, box_px: int | None, pixel_size_a: float | N
     return box_px
 
 
-def downsampled_table(table: ParticleTable, box_px: int, stack_path: Path) -> ParticleTable:
+def require_pixel_sizes(table: ParticleTable, fix: str = IMPORT_FIX) -> None:
+    """InputError when an optics group's pixel size is missing or out of range.
+
+    ``fix`` says how to supply it where the request came from (a CLI option, a params key).
+    """
+    pixel = pd.to_numeric(table.optics["pixel_size_a"], errors="coerce").astype(np.float64)
+    bad = [int(g) for g, p in zip(table.optics["group_id"], pixel, strict=True)
+           if not PIXEL_SIZE_A.contains(p)]
+    if bad:
+        source = table.source or "the particle set"
+        raise InputError(f"{source}: the pixel size of optics group(s) {bad} is missing or out "
+                         f"of range (expected {PIXEL_SIZE_A.describe()}); {fix}")
+
+
+def downsampled_table(table: ParticleTable, box_px: int, stack_path: Path,
+                      fix: str = IMPORT_FIX) -> ParticleTable:
     """The table describing ``stack_path`` (row i = image i) at ``box_px``."""
+    require_pixel_sizes(table, fix)
     optics = table.optics.copy()
-    if optics["pixel_size_a"].isna().any():
-        missing = optics.loc[optics["pixel_size_a"].isna(), "group_id"].tolist()
-        raise InputError(f"{table.source}: no pixel size for optics group(s) {missing} "
-                         "(rlnImagePixelSize in data_optics, or rlnDetectorPixelSize and "
-                         "rlnMagnification); pass --pixel-size")
     optics["pixel_size_a"] = [float(p) * float(b) / box_px
                               for p, b in zip(optics["pixel_size_a"], optics["box_px"],
                                               strict=True)]

@@ -13,6 +13,7 @@ from pydantic import field_validator, model_validator
 
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import ParticleTable
+from cryoweave.physical import PIXEL_SIZE_A
 from cryoweave.plugin import (
     ADVANCED,
     Derived,
@@ -23,13 +24,13 @@ from cryoweave.plugin import (
     Protocol,
     ProtocolOutputs,
     ProtocolParams,
-    Resources,
     Step,
     StepContext,
     StepResult,
     SummaryContext,
     param,
 )
+from cryoweave.protocols._device import compute_resources, device_info, step_device
 from cryoweave.protocols._summary import set_summary
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import downsampled_table, stack_name, target_box
@@ -58,7 +59,7 @@ class Downsample(Protocol):
         box_px: int | None = param(None, gt=0, unit="px", section="Target",
                                    description="Target box (even, ≤ the input box)")
         pixel_size_a: float | None = param(
-            None, gt=0, unit="Å", section="Target",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Target",
             description="Target pixel size instead of a box: the box is the even value "
                         "closest to it and the real resulting pixel size is recorded")
         datadir: str | None = datadir_param()
@@ -120,7 +121,8 @@ class Downsample(Protocol):
                 "cache_root": str(cache_root) if cache_root else None, "stack": str(stack),
                 "batch_size": params.batch_size, "star_layout": layout}
         return Plan(steps=[Step("downsample", downsample_step, args, outputs=[str(stack)],
-                                resources=Resources(cpus=2), label=f"downsample to {box} px")])
+                                resources=compute_resources(ctx, cpus=2),
+                                label=f"downsample to {box} px")])
 
 
 def write_image_list(path: Path, frame: pd.DataFrame, optics: pd.DataFrame) -> None:
@@ -147,13 +149,14 @@ def read_image_list(path: str) -> tuple[np.ndarray, ParticleTable]:
 def downsample_step(ctx: StepContext, image_list: str, key: str, box_px: int,
                     cache_root: str | None, stack: str, batch_size: int,
                     star_layout: dict[str, Any]) -> StepResult:
+    device = step_device(ctx)
     item_ids, table = read_image_list(image_list)
     out = downsampled_table(table, box_px, Path(stack))
     voxel = float(out.optics["pixel_size_a"].iloc[0])
 
     def build(target: Path) -> dict:
         stats = downsample_stack(table, box_px, target, voxel, batch_size=batch_size,
-                                 device=ctx.device, threads=ctx.threads,
+                                 device=device, threads=ctx.threads,
                                  progress=lambda done, total: ctx.progress(done, total))
         ctx.logger.info("downsampled %d images to %d px at %.0f images/s", stats.n_images,
                         box_px, stats.images_per_s)
@@ -177,4 +180,5 @@ def downsample_step(ctx: StepContext, image_list: str, key: str, box_px: int,
                   "pixel_size_a": float(pixel_sizes[0]) if len(pixel_sizes) == 1 else None}
     return StepResult(derive={"particles": Derived("particles", updates)},
                       optics={"particles": out.optics}, properties={"particles": properties},
-                      info={"images": len(item_ids), "box_px": box_px, "cache_hit": hit})
+                      info=device_info(device, images=len(item_ids), box_px=box_px,
+                                       cache_hit=hit))

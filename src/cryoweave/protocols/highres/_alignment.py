@@ -30,9 +30,11 @@ def assign(mode: str, images: np.ndarray, ctfs: np.ndarray, reference: np.ndarra
            schedule: dict[str, Any], settings: dict[str, Any], *, current: ParticleArrays,
            rows: np.ndarray) -> Assignment:
     """Poses of ``images`` (the particles ``rows`` of ``current``) against ``reference``."""
-    from cryoweave.engine import global_search, local_search
+    from cryoweave.engine import array_namespace, global_search, local_search, to_device
 
-    origins = current.origins_px(rows)  # at the working pixel size
+    # the priors go where the images are (they come from the host tables)
+    device = "cpu" if array_namespace(images) is np else "gpu"
+    origins = to_device(current.origins_px(rows), device)  # at the working pixel size
     r_max = matching_radius_px(schedule)
     if mode in ("global", "stochastic"):
         result = global_search(images, ctfs, reference,
@@ -44,8 +46,9 @@ def assign(mode: str, images: np.ndarray, ctfs: np.ndarray, reference: np.ndarra
     elif mode == "local":
         local = settings["local"]
         result = local_search(
-            images, ctfs, reference, rot_deg=current["rot_deg"][rows],
-            tilt_deg=current["tilt_deg"][rows], psi_deg=current["psi_deg"][rows],
+            images, ctfs, reference, rot_deg=to_device(current["rot_deg"][rows], device),
+            tilt_deg=to_device(current["tilt_deg"][rows], device),
+            psi_deg=to_device(current["psi_deg"][rows], device),
             origin_x_px=origins[:, 0], origin_y_px=origins[:, 1],
             max_angle_change_deg=(schedule["local_max_angle_deg"] if local["angles"] else 0.0),
             max_shift_change_px=(local["max_shift_percent"] / 100 * schedule["box_px"]

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from cryoweave.errors import InputError
-from cryoweave.plugin import Plan, PlanContext, Resources, Step
+from cryoweave.plugin import Plan, PlanContext, Step
+from cryoweave.protocols._device import compute_resources
 from cryoweave.protocols.highres._outputs import finalize_step
 from cryoweave.protocols.highres._schedule import (
     alignment_of,
@@ -189,12 +190,14 @@ class Refinement:
         relative = folder.relative_to(self.ctx.run_dir)
         steps = [Step(f"iter00/insert/h{h}", initial_insert_step,
                       {**common, "half": h, "folder": str(folder)},
-                      outputs=[f"{relative}/half{h}_sums.npz"]) for h in (1, 2)]
+                      outputs=[f"{relative}/half{h}_sums.npz"],
+                      resources=compute_resources(self.ctx)) for h in (1, 2)]
         steps.append(Step("iter00/reconstruct", initial_maps_step,
                           {**common, "regularization": self.params.regularization,
                            "mask_path": None, "folder": str(folder)},
                           outputs=[f"{relative}/map.mrc"],
-                          after=["iter00/insert/h1", "iter00/insert/h2"]))
+                          after=["iter00/insert/h1", "iter00/insert/h2"],
+                          resources=compute_resources(self.ctx)))
         self.initial = {"maps": [str(folder / "half1.mrc"), str(folder / "half2.mrc")],
                         "pixel_size_a": self.pixel0, "fsc_file": str(folder / "fsc.json"),
                         "resolution_a": starting_resolution_a(
@@ -245,6 +248,7 @@ class Refinement:
                        "cache_root": self.cache_root, "references": references,
                        "settings": settings},
                       outputs=[f"extra/iter_{index:02d}/schedule.json"], after=after_previous,
+                      resources=compute_resources(self.ctx),
                       label=f"iteration {index}: references at {schedule['box_px']} px")]
         chunks = 0 if mode == "none" else math.ceil(n / CHUNK)
         align_keys = []
@@ -255,7 +259,7 @@ class Refinement:
                                "stop": min(n, (chunk + 1) * CHUNK),
                                "arrays": self.arrays_path, "settings": settings},
                               outputs=[f"extra/iter_{index:02d}/align_c{chunk:03d}.npz"],
-                              after=[f"{key}/prepare"], resources=Resources(cpus=1),
+                              after=[f"{key}/prepare"], resources=compute_resources(self.ctx),
                               label=f"iteration {index}: {mode} alignment {chunk + 1}/"
                                     f"{chunks}"))
         steps.append(Step(f"{key}/combine", combine_step,
@@ -268,12 +272,13 @@ class Refinement:
                               {"iteration": index, "half": half, "arrays": self.arrays_path,
                                "settings": settings},
                               outputs=[f"extra/iter_{index:02d}/sums_h{half}.npz"],
-                              after=[f"{key}/combine"]))
+                              after=[f"{key}/combine"], resources=compute_resources(self.ctx)))
         steps.append(Step(f"{key}/evaluate", evaluate_step,
                           {"iteration": index, "arrays": self.arrays_path,
                            "settings": settings},
                           outputs=[f"extra/iter_{index:02d}/result.json"],
-                          after=[f"{key}/insert/h1", f"{key}/insert/h2"]))
+                          after=[f"{key}/insert/h1", f"{key}/insert/h2"],
+                          resources=compute_resources(self.ctx)))
         return steps
 
     def _stochastic_rows(self, index: int) -> list[int]:
@@ -309,10 +314,10 @@ def initial_insert_step(ctx: Any, folder: str, **kwargs: Any) -> Any:
 
 def initial_maps_step(ctx: Any, folder: str, **kwargs: Any) -> Any:
     """ReconstructFourier's maps and FSC, into ``folder``; publishes nothing."""
-    reconstruct_finalize_step(_InFolder(ctx, folder), **kwargs)
+    maps = reconstruct_finalize_step(_InFolder(ctx, folder), **kwargs)
     from cryoweave.plugin import StepResult
 
-    return StepResult(info={"initial_reference": folder})
+    return StepResult(info={"initial_reference": folder, "device": maps.info.get("device")})
 
 
 class _InFolder:

@@ -5,15 +5,20 @@ Rescaled to the working grid, weighted by the previous FSC with sqrt(2·FSC/(1+F
 multiplies by the FSC and zeroes the DC — we keep the DC), low-passed (raised cosine) at the
 previous resolution + offset, masked (soft sphere or the user's mask), made non-negative and
 thinned by dropout, as the parameters ask.
+
+The volume may live on the GPU: every operation runs where it is (the user's mask and the
+dropout draw, made on the host from the seeded generator, are moved there).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from cryoweave.engine import (
+    array_namespace,
     irfftn,
     lowpass_filter_a,
     resample_volume,
@@ -21,6 +26,7 @@ from cryoweave.engine import (
     soft_sphere_mask,
     window_volume,
 )
+from cryoweave.protocols._device import to_device
 
 
 @dataclass(frozen=True)
@@ -39,45 +45,55 @@ def fsc_weights(frequency_per_a: np.ndarray, fsc: np.ndarray) -> tuple[np.ndarra
     return np.asarray(frequency_per_a, np.float64), np.sqrt(2 * values / (1 + values))
 
 
-def apply_frequency_weights(volume: np.ndarray, pixel_size_a: float, frequency_per_a: np.ndarray,
-                            weights: np.ndarray) -> np.ndarray:
+def _same_device(x: Any, like: Any) -> Any:
+    return to_device(x, "cpu" if array_namespace(like) is np else "gpu")
+
+
+def apply_frequency_weights(volume: Any, pixel_size_a: float, frequency_per_a: np.ndarray,
+                            weights: np.ndarray) -> Any:
     """Multiply the volume's transform by weights(|frequency|) (linear interpolation, the
-    last weight beyond the curve, DC weight 1)."""
+    last weight beyond the curve, DC weight 1). Runs on the volume's device."""
+    xp = array_namespace(volume)
     n = volume.shape[0]
-    axes = [np.fft.fftfreq(n), np.fft.fftfreq(n), np.fft.rfftfreq(n)]
-    kz, ky, kx = np.meshgrid(*axes, indexing="ij", sparse=True)
-    radius = np.sqrt(kz**2 + ky**2 + kx**2) / pixel_size_a
-    factor = np.interp(radius, frequency_per_a, weights, left=1.0, right=float(weights[-1]))
+    axes = [xp.fft.fftfreq(n), xp.fft.fftfreq(n), xp.fft.rfftfreq(n)]
+    kz, ky, kx = xp.meshgrid(*axes, indexing="ij", sparse=True)
+    radius = xp.sqrt(kz**2 + ky**2 + kx**2) / pixel_size_a
+    factor = xp.interp(radius, _same_device(frequency_per_a, volume),
+                       _same_device(weights, volume), left=1.0, right=float(weights[-1]))
     factor[0, 0, 0] = 1.0
-    spectrum = rfftn(np.asarray(volume, np.float32), ndim=3) * factor.astype(np.float32)
-    return np.asarray(irfftn(spectrum, (n, n, n)), np.float32)
+    spectrum = rfftn(xp.asarray(volume, xp.float32), ndim=3) * factor.astype(xp.float32)
+    return xp.asarray(irfftn(spectrum, (n, n, n)), xp.float32)
 
 
-def prepare_reference(volume: np.ndarray, pixel_size_a: float, *, box_px: int,
+def prepare_reference(volume: Any, pixel_size_a: float, *, box_px: int,
                       working_pixel_a: float, lowpass_resolution_a: float | None,
                       previous_fsc: tuple[np.ndarray, np.ndarray] | None,
                       options: ReferenceOptions, user_mask: np.ndarray | None = None,
-                      rng: np.random.Generator | None = None) -> np.ndarray:
-    """The reference of one half on the working grid ``(box, box, box)`` float32."""
-    reference, pixel = resample_volume(np.asarray(volume, np.float32), pixel_size_a,
+                      rng: np.random.Generator | None = None) -> Any:
+    """The reference of one half on the working grid ``(box, box, box)`` float32, on the
+    volume's device (NumPy or CuPy)."""
+    xp = array_namespace(volume)
+    reference, pixel = resample_volume(xp.asarray(volume, xp.float32), pixel_size_a,
                                        working_pixel_a)
-    reference = np.asarray(window_volume(reference, box_px), np.float32)
+    reference = xp.asarray(window_volume(reference, box_px), xp.float32)
     if previous_fsc is not None:
         reference = apply_frequency_weights(reference, pixel, *fsc_weights(*previous_fsc))
     if options.lowpass and lowpass_resolution_a:
-        reference = np.asarray(lowpass_filter_a(reference, lowpass_resolution_a, pixel),
-                               np.float32)
+        reference = xp.asarray(lowpass_filter_a(reference, lowpass_resolution_a, pixel),
+                               xp.float32)
     if user_mask is not None:
-        mask, _ = resample_volume(np.asarray(user_mask, np.float32), pixel_size_a,
-                                  working_pixel_a, box_px)
-        reference = reference * np.clip(np.asarray(mask, np.float32), 0, 1)
+        mask, _ = resample_volume(_same_device(np.asarray(user_mask, np.float32), volume),
+                                  pixel_size_a, working_pixel_a, box_px)
+        reference = reference * xp.clip(xp.asarray(mask, xp.float32), 0, 1)
     elif options.spherical_mask:
         radius = options.mask_radius_px or box_px / 2 - options.edge_width_px
         reference = reference * soft_sphere_mask(box_px, radius,
-                                                 edge_width_px=options.edge_width_px, ndim=3)
+                                                 edge_width_px=options.edge_width_px, ndim=3,
+                                                 xp=xp)
     if options.positivity:
-        reference = np.maximum(reference, 0.0)
+        reference = xp.maximum(reference, 0.0)
     if options.dropout > 0:
         rng = rng or np.random.default_rng(0)
-        reference = reference * (rng.random(reference.shape) >= options.dropout)
-    return np.asarray(reference, np.float32)
+        keep = rng.random(reference.shape) >= options.dropout  # drawn on the host: seeded
+        reference = reference * _same_device(keep, volume)
+    return xp.asarray(reference, xp.float32)

@@ -16,9 +16,12 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
+from cryoweave.physical import RESOLUTION_A
+
 GLOBAL_TYPES = ("global", "stochastic")
 MIN_BOX_PX = 40
 MIN_STEP_DEG = 3.0
+MAX_REPEAT = 1000  # 'NxV': more iterations than any run has
 
 
 def parse_floors(text: str, iterations: int) -> list[float]:
@@ -28,14 +31,15 @@ def parse_floors(text: str, iterations: int) -> list[float]:
         match = re.fullmatch(r"(\d+)[xX](\d+(?:\.\d*)?)", token)
         try:
             if match:
-                values += [float(match.group(2))] * int(match.group(1))
+                values += [float(match.group(2))] * min(int(match.group(1)), MAX_REPEAT)
             else:
                 values.append(float(token))
         except ValueError as exc:
             raise ValueError(f"max_target_resolution_a={text!r}: cannot read {token!r}; use "
                              "numbers in Å and NxV repeats, e.g. '15 8 4' or '2x15 8'") from exc
-    if not values or any(v <= 0 for v in values):
-        raise ValueError(f"max_target_resolution_a={text!r}: give positive resolutions in Å")
+    if not values or any(not RESOLUTION_A.contains(v) for v in values):
+        raise ValueError(f"max_target_resolution_a={text!r}: give resolutions in Å, each "
+                         f"{RESOLUTION_A.describe()}")
     return (values + [values[-1]] * iterations)[:iterations]
 
 

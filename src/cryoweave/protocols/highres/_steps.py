@@ -12,6 +12,7 @@ import pandas as pd
 from cryoweave.engine import euler_to_matrix, soft_sphere_mask
 from cryoweave.formats import ParticleTable, StackReader, read_volume, write_mrc
 from cryoweave.plugin import StepContext, StepResult
+from cryoweave.protocols._device import device_info, step_device, to_device, to_host
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import stack_name
 from cryoweave.protocols.downsample._stack import downsample_stack
@@ -62,6 +63,7 @@ def prepare_step(ctx: StepContext, iteration: int, schedule: dict[str, Any], arr
                  cache_root: str, references: dict[str, Any],
                  settings: dict[str, Any]) -> StepResult:
     started = time.perf_counter()
+    device = step_device(ctx)
     particles = read_arrays(arrays)
     folder = iteration_dir(ctx.extra_dir, iteration)
     box = schedule["box_px"]
@@ -74,7 +76,7 @@ def prepare_step(ctx: StepContext, iteration: int, schedule: dict[str, Any], arr
 
         def build(target: Path) -> dict:
             stats = downsample_stack(table, box, target, schedule["pixel_size_a"],
-                                     threads=ctx.threads)
+                                     threads=ctx.threads, device=device)
             return {"n_images": stats.n_images, "box_px": box}
 
         entry = DownsampleCache(Path(cache_root)).get_or_build(key, stack_name(box), build)
@@ -92,18 +94,20 @@ def prepare_step(ctx: StepContext, iteration: int, schedule: dict[str, Any], arr
         pixel = references.get("pixel_size_a") or pixel
         rng = np.random.default_rng([settings["seed"], iteration, half])
         reference = prepare_reference(
-            volume, pixel, box_px=box, working_pixel_a=schedule["pixel_size_a"],
+            to_device(volume, device), pixel, box_px=box, working_pixel_a=schedule["pixel_size_a"],
             lowpass_resolution_a=references.get("lowpass_a"), previous_fsc=previous_fsc,
             options=options, user_mask=user_mask, rng=rng)
-        write_mrc(folder / f"ref_h{half}.mrc", reference, schedule["pixel_size_a"])
+        write_mrc(folder / f"ref_h{half}.mrc", to_host(reference), schedule["pixel_size_a"])
     write_json(folder / "schedule.json", {**schedule, "seconds": time.perf_counter() - started})
-    return StepResult(info={"box_px": box, "pixel_size_a": schedule["pixel_size_a"]})
+    return StepResult(info=device_info(device, box_px=box,
+                                       pixel_size_a=schedule["pixel_size_a"]))
 
 
 # -- align -------------------------------------------------------------------------------------
 def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: int,
                arrays: str, settings: dict[str, Any]) -> StepResult:
     started = time.perf_counter()
+    device = step_device(ctx)
     folder = iteration_dir(ctx.extra_dir, iteration)
     schedule = read_json(folder / "schedule.json")
     master = read_arrays(arrays)
@@ -117,6 +121,7 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
     reader = StackReader()
     mask = particle_mask(box, schedule["particle_radius_px"] * (1 + settings["max_shift_percent"]
                                                                  / 100))
+    mask_on_device = to_device(mask, device)
     out = {name: np.full(len(rows), np.nan) for name in
            ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score")}
     local = settings["local"] if settings["alignment_now"] == "local" else {}
@@ -129,10 +134,12 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
         selected = rows[members]
         unmasked = reader.read(particles.paths[selected], particles["image_index"][selected],
                                box)
-        images = unmasked * mask
+        images = to_device(unmasked, device) * mask_on_device
         reference, _ = read_volume(folder / f"ref_h{half}.mrc")
-        result = assign(settings["alignment_now"], images, particles.ctf(selected), reference,
+        result = assign(settings["alignment_now"], images,
+                        to_device(particles.ctf(selected), device), to_device(reference, device),
                         schedule, settings, current=particles, rows=selected)
+        del images
         out["rot_deg"][members] = result.rot_deg
         out["tilt_deg"][members] = result.tilt_deg
         out["psi_deg"][members] = result.psi_deg
@@ -145,7 +152,7 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
         ctx.progress(int(members[-1]) + 1, len(rows))
     write_npz(folder / f"align_c{chunk:03d}.npz", rows=rows,
               seconds=np.asarray(time.perf_counter() - started), **out)
-    return StepResult(info={"particles": len(rows)})
+    return StepResult(info=device_info(device, particles=len(rows)))
 
 
 def refine_extras(out: dict[str, np.ndarray], members: np.ndarray, unmasked: np.ndarray,
@@ -246,6 +253,7 @@ ABNORMAL_VARIANCE_FACTOR = 25.0
 def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
                 settings: dict[str, Any]) -> StepResult:
     started = time.perf_counter()
+    device = step_device(ctx)
     folder = iteration_dir(ctx.extra_dir, iteration)
     schedule = read_json(folder / "schedule.json")
     poses = read_npz(folder / "poses.npz")
@@ -255,7 +263,8 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
     if tilt_range:
         selected &= (poses["tilt_deg"] >= tilt_range[0]) & (poses["tilt_deg"] <= tilt_range[1])
     rows = np.flatnonzero(selected)
-    accumulator = empty_accumulator(particles, half=half, padding=2.0, max_resolution_a=None)
+    accumulator = empty_accumulator(particles, half=half, padding=2.0, max_resolution_a=None,
+                                    device=device)
     reader = StackReader()
     abnormal, reference_variance = 0, None
     for begin in range(0, len(rows), 500):
@@ -271,17 +280,20 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
         abnormal += int((~normal).sum())
         batch, images = batch[normal], images[normal]
         images = corrected_images(images, poses, batch)
-        if len(batch):
-            accumulator.insert(images, particles.matrices(batch), ctf=particles.ctf(batch),
-                               origin_xy_px=particles.origins_px(batch),
+        if len(batch):  # screened and corrected on the host, inserted on the device
+            accumulator.insert(to_device(images, device),
+                               to_device(particles.matrices(batch), device),
+                               ctf=to_device(particles.ctf(batch), device),
+                               origin_xy_px=to_device(particles.origins_px(batch), device),
                                symmetry=settings["symmetry"],
-                               particle_weights=poses["weight"][batch])
+                               particle_weights=to_device(poses["weight"][batch], device))
         ctx.progress(begin + len(batch), len(rows))
     save_accumulator(folder / f"sums_h{half}.npz", accumulator)
     write_json(folder / f"insert_h{half}.json", {"inserted": accumulator.n_images,
                                                  "abnormal": abnormal,
                                                  "seconds": time.perf_counter() - started})
-    return StepResult(info={"inserted": accumulator.n_images, "abnormal": abnormal})
+    return StepResult(info=device_info(device, inserted=accumulator.n_images,
+                                       abnormal=abnormal))
 
 
 def corrected_images(images: np.ndarray, poses: dict[str, np.ndarray], rows: np.ndarray
@@ -305,13 +317,14 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
     from cryoweave.protocols.reconstruction._reconstruct import half_maps
 
     started = time.perf_counter()
+    device = step_device(ctx)
     folder = iteration_dir(ctx.extra_dir, iteration)
     schedule = read_json(folder / "schedule.json")
     particles = working_particles(read_arrays(arrays), schedule)
     box, pixel = schedule["box_px"], schedule["pixel_size_a"]
     template = empty_accumulator(particles, half=None, padding=2.0, max_resolution_a=None)
-    acc1 = load_accumulator(folder / "sums_h1.npz", template)
-    acc2 = load_accumulator(folder / "sums_h2.npz", template)
+    acc1 = load_accumulator(folder / "sums_h1.npz", template, device)
+    acc2 = load_accumulator(folder / "sums_h2.npz", template, device)
     half1, half2, average = half_maps(acc1, acc2, regularization=settings["regularization"])
     if settings["alignment_now"] == "stochastic" and iteration > 1:
         alpha = settings["stochastic_alpha"]
@@ -321,8 +334,8 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
             from cryoweave.engine import resample_volume
 
             old, old_pixel = read_volume(previous / f"{name}.mrc")
-            old, _ = resample_volume(old, old_pixel, pixel, box)
-            mixed.append((1 - alpha) * np.asarray(old) + alpha * new)
+            old, _ = resample_volume(to_device(old, device), old_pixel, pixel, box)
+            mixed.append((1 - alpha) * old + alpha * new)
         half1, half2, average = mixed
     if settings.get("adhoc_mask"):
         from cryoweave.engine import resample_volume
@@ -335,7 +348,7 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
                                 edge_width_px=3.0, ndim=3)
     curve = evaluate(half1, half2, pixel, mask)
     for name, volume in (("half1", half1), ("half2", half2), ("map", average)):
-        write_mrc(folder / f"{name}.mrc", volume, pixel)
+        write_mrc(folder / f"{name}.mrc", to_host(volume), pixel)
     poses = read_npz(folder / "poses.npz")
     align = read_json(folder / "align_stats.json")
     inserts = [read_json(folder / f"insert_h{h}.json") for h in (1, 2)]
@@ -367,4 +380,4 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
                     iteration, record["resolution_a"], criterion, record["resolution_0143_a"],
                     record["particles_used"])
     return StepResult(publish={"fsc": pd.DataFrame([{"item_id": iteration, "data": record}])},
-                      info={"resolution_a": record["resolution_a"]})
+                      info=device_info(device, resolution_a=record["resolution_a"]))

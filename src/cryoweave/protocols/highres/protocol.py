@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
+from cryoweave.physical import DEFOCUS_CHANGE_A, REGULARIZATION, RESOLUTION_OFFSET_A
 from cryoweave.plugin import (
     ADVANCED,
     EXPERT,
@@ -107,7 +108,8 @@ class ReconstructHighRes(Protocol):
                                     visible_if={"alignment": ["local", "automatic"]},
                                     description="Optimise each particle's defocus")
         local_max_defocus_change_a: float = param(
-            200.0, gt=0, unit="Å", section="Local refinement", expert=ADVANCED,
+            200.0, gt=0, le=DEFOCUS_CHANGE_A.high, unit="Å", section="Local refinement",
+            expert=ADVANCED,
             visible_if={"local_defocus": True}, description="Maximum defocus change")
         local_gray: bool = param(False, section="Local refinement", expert=ADVANCED,
                                  visible_if={"alignment": ["local", "automatic"]},
@@ -137,9 +139,9 @@ class ReconstructHighRes(Protocol):
             description="fixed halves for the whole run, or a new split each iteration")
         resolution_criterion: float = param(0.5, gt=0, lt=1, section="Resolution",
                                             description="FSC threshold steering the schedule")
-        resolution_offset_a: float = param(2.0, ge=0, section="Resolution", unit="Å",
-                                           description="Added to the resolution for the next "
-                                                       "low-pass and angular step")
+        resolution_offset_a: float = param(
+            2.0, **RESOLUTION_OFFSET_A.bounds(), section="Resolution", unit="Å",
+            description="Added to the resolution for the next low-pass and angular step")
         # -- next reference
         next_lowpass: bool = param(True, section="Next reference",
                                    description="Low-pass at resolution + offset")
@@ -175,8 +177,9 @@ class ReconstructHighRes(Protocol):
             False, section="Reconstruction", expert=ADVANCED,
             description="Include the particles' CTF B-factor envelope (rlnCtfBfactor) in the "
                         "CTF, so that the reconstruction divides it out")
-        regularization: float = param(1e-3, ge=0, section="Reconstruction", expert=EXPERT,
-                                      description="Wiener constant relative to the mean weight")
+        regularization: float = param(
+            1e-3, **REGULARIZATION.bounds(), section="Reconstruction", expert=EXPERT,
+            description="Wiener constant relative to the mean weight")
         keep_intermediate: bool = param(False, section="Output", expert=ADVANCED,
                                         description="Keep every iteration's maps")
         seed: int = param(0, section="Output", expert=ADVANCED,

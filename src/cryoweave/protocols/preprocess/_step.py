@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryoweave.engine import PreprocessSettings, preprocess_micrographs, to_device, to_host
+from cryoweave.engine import PreprocessSettings, preprocess_micrographs
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import read_image, write_mrc
 from cryoweave.pipeline import run_pipeline
 from cryoweave.plugin import StepContext, StepResult
+from cryoweave.protocols._device import device_info, step_device, to_device, to_host
 
 OUTPUT_DIR = "extra/micrographs"
 
@@ -25,6 +26,7 @@ def output_name(item: dict[str, Any]) -> str:
 
 def preprocess_step(ctx: StepContext, items: list[dict[str, Any]], settings: dict[str, Any],
                     acquisition: dict[str, Any]) -> StepResult:
+    device = step_device(ctx)
     chosen = PreprocessSettings(**settings)
     published: list[dict[str, Any]] = []
     failures: dict[int, str] = {}
@@ -42,7 +44,7 @@ def preprocess_step(ctx: StepContext, items: list[dict[str, Any]], settings: dic
             return data
         image, _header_pixel_a = data
         try:
-            source = image if ctx.device == "cpu" else to_device(image, ctx.device)
+            source = to_device(image, device)
             result, factors = preprocess_micrographs(source, chosen, workers=ctx.threads)
             return to_host(result), factors
         except ValueError as exc:
@@ -74,4 +76,5 @@ def preprocess_step(ctx: StepContext, items: list[dict[str, Any]], settings: dic
         properties["pixel_size_a"] = published[0]["pixel_size_a"]
     return StepResult(publish={"micrographs": frame}, properties={"micrographs": properties},
                       item_failures=failures, excused_outputs=excused,
-                      info={"micrographs": len(published), "failed": len(failures)})
+                      info=device_info(device, micrographs=len(published),
+                                       failed=len(failures)))

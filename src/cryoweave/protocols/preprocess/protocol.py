@@ -19,11 +19,11 @@ from cryoweave.plugin import (
     Protocol,
     ProtocolOutputs,
     ProtocolParams,
-    Resources,
     Step,
     SummaryContext,
     param,
 )
+from cryoweave.protocols._device import compute_resources
 from cryoweave.protocols._summary import set_summary
 from cryoweave.protocols.preprocess._step import OUTPUT_DIR, output_name, preprocess_step
 
@@ -148,7 +148,7 @@ class PreprocessMicrographs(Protocol):
             return Step(f"preprocess/{first:06d}", preprocess_step,
                         {"items": records, "settings": chosen, "acquisition": acquisition},
                         outputs=[f"{OUTPUT_DIR}/{output_name(r)}" for r in records],
-                        resources=Resources(cpus=1, gpu=ctx.device == "gpu"),
+                        resources=compute_resources(ctx),
                         label=f"preprocess {len(records)} micrographs")
 
         return Plan(streams=[ForEachBatch("micrographs", make_step, params.batch_size)])

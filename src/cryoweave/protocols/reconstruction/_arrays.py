@@ -16,6 +16,7 @@ import pandas as pd
 
 from cryoweave.engine import ctf_2d, euler_to_matrix
 from cryoweave.errors import InputError
+from cryoweave.physical import PIXEL_SIZE_A
 
 ARRAY_COLUMNS = ("item_id", "image_index", "rot_deg", "tilt_deg", "psi_deg", "shift_x_a",
                  "shift_y_a", "defocus_u_a", "defocus_v_a", "defocus_angle_deg",
@@ -127,7 +128,12 @@ def read_arrays(path: str | Path) -> ParticleArrays:
 
 def uniform_grid_problem(optics: pd.DataFrame) -> str | None:
     """A message when the particles do not share one pixel size and box, else None."""
-    pixels = optics["pixel_size_a"].dropna().unique()
+    pixel = pd.to_numeric(optics["pixel_size_a"], errors="coerce").astype(np.float64)
+    if not len(pixel) or not all(PIXEL_SIZE_A.contains(v) for v in pixel):
+        return (f"the particles' pixel sizes {pixel.tolist()} are missing or out of range; "
+                f"expected {PIXEL_SIZE_A.describe()}; import them again with the params key "
+                "'pixel_size_a'")
+    pixels = pixel.unique()
     boxes = optics["box_px"].dropna().unique()
     if len(pixels) != 1 or len(boxes) != 1:
         return (f"the particles have pixel sizes {sorted(map(float, pixels))} Å and boxes "

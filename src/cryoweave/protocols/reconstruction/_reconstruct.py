@@ -10,34 +10,51 @@ from typing import Any
 
 import numpy as np
 
-from cryoweave.engine import FscCurve, ReconstructionAccumulator, fsc, lowpass_filter_a
+from cryoweave.engine import (
+    FscCurve,
+    ReconstructionAccumulator,
+    array_namespace,
+    fsc,
+    lowpass_filter_a,
+)
 from cryoweave.formats import StackReader, write_mrc
+from cryoweave.protocols._device import namespace, to_device, to_host
 from cryoweave.protocols.reconstruction._arrays import ParticleArrays
 from cryoweave.viewers import plot_fsc, plot_volume
 
 
 def empty_accumulator(arrays: ParticleArrays, *, half: int | None, padding: float,
-                      max_resolution_a: float | None) -> ReconstructionAccumulator:
+                      max_resolution_a: float | None, device: str = "cpu"
+                      ) -> ReconstructionAccumulator:
+    """Zero sums on ``device`` ("cpu" or "gpu")."""
     r_max = None
     if max_resolution_a:
         r_max = arrays.box_px * arrays.pixel_size_a / max_resolution_a
     return ReconstructionAccumulator.empty(arrays.box_px, padding=padding, r_max_px=r_max,
-                                           half=half)
+                                           half=half, xp=namespace(device))
 
 
 def insert_particles(accumulator: ReconstructionAccumulator, arrays: ParticleArrays,
                      rows: np.ndarray, *, symmetry: str, batch_size: int = 500,
                      weights: np.ndarray | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> None:
-    """Back-project the particles ``rows`` (indices into ``arrays``) into ``accumulator``."""
+                     progress: Callable[[int, int], None] | None = None,
+                     device: str = "cpu") -> None:
+    """Back-project the particles ``rows`` (indices into ``arrays``) into ``accumulator``.
+
+    Each batch (images, poses, CTFs, origins, weights) moves to ``device`` once, where the
+    accumulator's sums live.
+    """
     reader = StackReader()
     order = rows[np.lexsort((arrays["image_index"][rows], arrays.paths[rows].astype(str)))]
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         images = reader.read(arrays.paths[batch], arrays["image_index"][batch], arrays.box_px)
-        accumulator.insert(images, arrays.matrices(batch), ctf=arrays.ctf(batch),
-                           origin_xy_px=arrays.origins_px(batch), symmetry=symmetry,
-                           particle_weights=None if weights is None else weights[batch])
+        accumulator.insert(to_device(images, device), to_device(arrays.matrices(batch), device),
+                           ctf=to_device(arrays.ctf(batch), device),
+                           origin_xy_px=to_device(arrays.origins_px(batch), device),
+                           symmetry=symmetry,
+                           particle_weights=None if weights is None
+                           else to_device(weights[batch], device))
         if progress is not None:
             progress(min(start + batch_size, len(order)), len(order))
 
@@ -46,15 +63,16 @@ def save_accumulator(path: Path, accumulator: ReconstructionAccumulator) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
     with open(tmp, "wb") as handle:
-        np.savez(handle, sums=accumulator.sums, n_images=accumulator.n_images,
+        np.savez(handle, sums=to_host(accumulator.sums), n_images=accumulator.n_images,
                  half=accumulator.half or 0)
     tmp.replace(path)
 
 
-def load_accumulator(path: Path, template: ReconstructionAccumulator
+def load_accumulator(path: Path, template: ReconstructionAccumulator, device: str = "cpu"
                      ) -> ReconstructionAccumulator:
     with np.load(path) as data:
-        return dataclasses.replace(template, sums=data["sums"], n_images=int(data["n_images"]),
+        return dataclasses.replace(template, sums=to_device(data["sums"], device),
+                                   n_images=int(data["n_images"]),
                                    half=int(data["half"]) or None)
 
 
@@ -70,11 +88,15 @@ def curve_record(curve: FscCurve, **extra: Any) -> dict[str, Any]:
             "shell_px": curve.shell_px.tolist(), "resolutions_a": resolutions(curve), **extra}
 
 
-def write_results(folder: Path, half1: np.ndarray, half2: np.ndarray, average: np.ndarray,
+def write_results(folder: Path, half1: Any, half2: Any, average: Any,
                   pixel_size_a: float, curve: FscCurve, *, prefix: str = "") -> dict[str, str]:
-    """Maps (halves, average, filtered at the 0.143 resolution), FSC JSON and pictures."""
+    """Maps (halves, average, filtered at the 0.143 resolution), FSC JSON and pictures.
+
+    The maps may live on the GPU: the filter runs there, the files are written from the host.
+    """
     res = curve.resolution_a(0.143)
     filtered = lowpass_filter_a(average, res, pixel_size_a) if res < np.inf else average
+    half1, half2, average, filtered = (to_host(m) for m in (half1, half2, average, filtered))
     files = {
         "half1_path": write_mrc(folder / f"{prefix}half1.mrc", half1, pixel_size_a),
         "half2_path": write_mrc(folder / f"{prefix}half2.mrc", half2, pixel_size_a),
@@ -107,6 +129,9 @@ def half_maps(acc1: ReconstructionAccumulator, acc2: ReconstructionAccumulator, 
     return half1, half2, average
 
 
-def evaluate(half1: np.ndarray, half2: np.ndarray, pixel_size_a: float,
-             mask: np.ndarray | None = None) -> FscCurve:
+def evaluate(half1: Any, half2: Any, pixel_size_a: float, mask: np.ndarray | None = None
+             ) -> FscCurve:
+    """FSC of the half maps, on the device where they live (the mask is moved there)."""
+    if mask is not None:
+        mask = to_device(mask, "cpu" if array_namespace(half1) is np else "gpu")
     return fsc(half1, half2, mask=mask, pixel_size_a=pixel_size_a)

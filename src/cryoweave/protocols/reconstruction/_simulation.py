@@ -21,6 +21,7 @@ from cryoweave.engine import (
     symmetry_order,
 )
 from cryoweave.formats import ParticleTable, StackWriter, write_mrc, write_particles_star
+from cryoweave.protocols._device import namespace, to_device, to_host
 from cryoweave.protocols.reconstruction._arrays import arrays_from_frame
 
 SNR_SAMPLE = 1000  # particles whose clean images set the noise level
@@ -109,26 +110,40 @@ def particle_frame(parameters: pd.DataFrame, stack_path: Path) -> pd.DataFrame:
 
 def simulate_stack(volume: np.ndarray, parameters: pd.DataFrame, settings: SimulationSettings,
                    stack_path: Path, *, batch_size: int = 500,
-                   progress: Callable[[int, int], None] | None = None) -> float:
-    """Write the particle stack; returns the noise standard deviation used."""
+                   progress: Callable[[int, int], None] | None = None,
+                   device: str = "cpu") -> float:
+    """Write the particle stack; returns the noise standard deviation used.
+
+    Projection runs on ``device`` (the volume and each batch's poses, CTFs and origins move
+    there once); the noise is drawn on the host from the seeded generator and added to the
+    projections brought back for writing, so the stack does not depend on the device beyond
+    rounding.
+    """
     frame = particle_frame(parameters, stack_path)
     arrays = arrays_from_frame(frame, optics_frame(settings))
-    projector = Projector.from_volume(volume)
+    xp = namespace(device)
+    projector = Projector.from_volume(to_device(volume, device))
+
+    def on_device(rows: slice) -> dict:
+        return {"origin_xy_px": to_device(arrays.origins_px(rows), device),
+                "ctf": to_device(arrays.ctf(rows), device)}
+
     noise_rng = np.random.default_rng([settings.seed, 1])
     n = len(frame)
     sigma = 0.0
     if settings.snr:
         sample = slice(0, min(n, SNR_SAMPLE))
-        clean = projector.project(euler_to_matrix(arrays["rot_deg"][sample],
-                                                  arrays["tilt_deg"][sample],
-                                                  arrays["psi_deg"][sample]),
-                                  origin_xy_px=arrays.origins_px(sample), ctf=arrays.ctf(sample))
-        sigma = float(np.sqrt(np.mean(np.var(clean, axis=(1, 2))) / settings.snr))
+        clean = projector.project(to_device(euler_to_matrix(arrays["rot_deg"][sample],
+                                                            arrays["tilt_deg"][sample],
+                                                            arrays["psi_deg"][sample]), device),
+                                  **on_device(sample))
+        sigma = float(xp.sqrt(xp.mean(xp.var(clean, axis=(1, 2))) / settings.snr))
+        del clean
     with StackWriter(stack_path, n, settings.box_px, settings.pixel_size_a) as writer:
         for start in range(0, n, batch_size):
             rows = slice(start, min(n, start + batch_size))
-            images = projector.project(arrays.matrices(rows), origin_xy_px=arrays.origins_px(rows),
-                                       ctf=arrays.ctf(rows))
+            images = to_host(projector.project(to_device(arrays.matrices(rows), device),
+                                               **on_device(rows)))
             if sigma:
                 images += noise_rng.normal(0.0, sigma, images.shape).astype(np.float32)
             writer.write(start, images)
@@ -139,13 +154,14 @@ def simulate_stack(volume: np.ndarray, parameters: pd.DataFrame, settings: Simul
 
 def simulate_files(volume: np.ndarray, settings: SimulationSettings, folder: Path, *,
                    poses: pd.DataFrame | None = None,
-                   progress: Callable[[int, int], None] | None = None
+                   progress: Callable[[int, int], None] | None = None, device: str = "cpu"
                    ) -> tuple[ParticleTable, float]:
     """``folder``/particles.mrcs + particles.star (RELION 3.1, true poses) + truth.mrc."""
     folder.mkdir(parents=True, exist_ok=True)
     parameters = draw_parameters(settings, poses)
     stack = folder / "particles.mrcs"
-    sigma = simulate_stack(volume, parameters, settings, stack, progress=progress)
+    sigma = simulate_stack(volume, parameters, settings, stack, progress=progress,
+                           device=device)
     table = ParticleTable(particle_frame(parameters, stack), optics_frame(settings))
     write_particles_star(table, folder / "particles.star")
     write_mrc(folder / "truth.mrc", volume, settings.pixel_size_a)

@@ -10,6 +10,7 @@ import pandas as pd
 from pydantic import field_validator
 
 from cryoweave.formats import read_volume
+from cryoweave.physical import REGULARIZATION, RESOLUTION_A
 from cryoweave.plugin import (
     ADVANCED,
     EXPERT,
@@ -21,7 +22,6 @@ from cryoweave.plugin import (
     ProtocolOutputs,
     ProtocolParams,
     RecordSet,
-    Resources,
     Step,
     StepContext,
     StepResult,
@@ -29,6 +29,7 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
+from cryoweave.protocols._device import compute_resources, device_info, step_device
 from cryoweave.protocols._summary import reconstruction_summary
 from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.reconstruction._arrays import (
@@ -75,12 +76,13 @@ class ReconstructFourier(Protocol):
                         "else a random split; random: always a random split")
         seed: int = param(0, section="Halves", description="Seed of the random split")
         max_resolution_a: float | None = param(
-            None, gt=0, unit="Å", section="Input",
+            None, **RESOLUTION_A.bounds(), unit="Å", section="Input",
             description="Insert Fourier components up to this resolution only")
         mask: Input[VolumeSet] | None = param(None, section="Evaluation",
                                               description="Mask applied before the FSC")
-        regularization: float = param(1e-3, ge=0, section="Advanced", expert=EXPERT,
-                                      description="Wiener constant relative to the mean weight")
+        regularization: float = param(
+            1e-3, **REGULARIZATION.bounds(), section="Advanced", expert=EXPERT,
+            description="Wiener constant relative to the mean weight")
         gridding_iterations: int = param(
             10, ge=0, section="Advanced", expert=EXPERT,
             description="Iterations of the gridding weights (0: divide data by weights)")
@@ -138,7 +140,7 @@ class ReconstructFourier(Protocol):
                               "particles_version": particles.version,
                               "halves": params.halves, "seed": params.seed}}
         steps = [Step(f"insert/half{h}", insert_step, {**common, "half": h},
-                      outputs=[f"extra/half{h}_sums.npz"], resources=Resources(cpus=1),
+                      outputs=[f"extra/half{h}_sums.npz"], resources=compute_resources(ctx),
                       label=f"back-project half {h}") for h in (1, 2)]
         mask_path = None
         if params.mask is not None:
@@ -148,7 +150,8 @@ class ReconstructFourier(Protocol):
                            "gridding_iterations": params.gridding_iterations,
                            "mask_path": mask_path},
                           outputs=["extra/map.mrc", "extra/fsc.json"],
-                          after=["insert/half1", "insert/half2"], label="maps and FSC"))
+                          after=["insert/half1", "insert/half2"], label="maps and FSC",
+                          resources=compute_resources(ctx)))
         return Plan(steps=steps)
 
 
@@ -165,24 +168,26 @@ def assign_halves(halves: np.ndarray, mode: str, seed: int) -> np.ndarray:
 def insert_step(ctx: StepContext, arrays: str, half: int, symmetry: str,
                 max_resolution_a: float | None, batch_size: int,
                 content: dict[str, Any]) -> StepResult:
+    device = step_device(ctx)
     particles = read_arrays(arrays)
     rows = np.flatnonzero(particles["half"] == half)
     accumulator = empty_accumulator(particles, half=half, padding=2.0,
-                                    max_resolution_a=max_resolution_a)
+                                    max_resolution_a=max_resolution_a, device=device)
     insert_particles(accumulator, particles, rows, symmetry=symmetry, batch_size=batch_size,
-                     progress=lambda done, total: ctx.progress(done, total))
+                     progress=lambda done, total: ctx.progress(done, total), device=device)
     save_accumulator(ctx.extra_dir / f"half{half}_sums.npz", accumulator)
-    return StepResult(info={"half": half, "particles": len(rows)})
+    return StepResult(info=device_info(device, half=half, particles=len(rows)))
 
 
 def finalize_step(ctx: StepContext, arrays: str, symmetry: str, max_resolution_a: float | None,
                   batch_size: int, content: dict[str, Any], regularization: float,
                   mask_path: str | None, gridding_iterations: int = 10) -> StepResult:
+    device = step_device(ctx)
     particles = read_arrays(arrays)
     template = empty_accumulator(particles, half=None, padding=2.0,
                                  max_resolution_a=max_resolution_a)
-    acc1 = load_accumulator(ctx.extra_dir / "half1_sums.npz", template)
-    acc2 = load_accumulator(ctx.extra_dir / "half2_sums.npz", template)
+    acc1 = load_accumulator(ctx.extra_dir / "half1_sums.npz", template, device)
+    acc2 = load_accumulator(ctx.extra_dir / "half2_sums.npz", template, device)
     half1, half2, average = half_maps(acc1, acc2, regularization=regularization,
                                       gridding_iterations=gridding_iterations)
     mask = read_volume(mask_path)[0] if mask_path else None
@@ -204,4 +209,4 @@ def finalize_step(ctx: StepContext, arrays: str, symmetry: str, max_resolution_a
                                              "symmetry": symmetry,
                                              "resolution_a": record["resolutions_a"]
                                              ["fsc0143_interpolated"]}},
-                      info=record["resolutions_a"])
+                      info=device_info(device, **record["resolutions_a"]))

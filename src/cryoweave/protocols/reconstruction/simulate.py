@@ -10,8 +10,18 @@ import numpy as np
 import pandas as pd
 from pydantic import field_validator, model_validator
 
-from cryoweave.errors import CryoweaveError
+from cryoweave.errors import CryoweaveError, InputError
 from cryoweave.formats import ParticleTable, read_particles_star, read_volume
+from cryoweave.physical import (
+    AMPLITUDE_CONTRAST,
+    CS_MM,
+    DEFOCUS_A,
+    DEFOCUS_CHANGE_A,
+    PIXEL_SIZE_A,
+    SHIFT_A,
+    SNR,
+    VOLTAGE_KV,
+)
 from cryoweave.plugin import (
     ADVANCED,
     Input,
@@ -28,6 +38,7 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
+from cryoweave.protocols._device import compute_resources, device_info, step_device
 from cryoweave.protocols._summary import set_summary
 from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.reconstruction._simulation import (
@@ -67,7 +78,7 @@ class SimulateParticles(Protocol):
                                    description="Box of the particles (default: the map's; "
                                                "64 for the phantom)")
         pixel_size_a: float | None = param(
-            None, gt=0, unit="Å", section="Particles",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Particles",
             description="Pixel size (default: the map's; 2 Å for the phantom)")
         poses_star: str | None = param(None, section="Particles", expert=ADVANCED, path=True,
                                        description="Take orientations (and origins) from this "
@@ -75,17 +86,17 @@ class SimulateParticles(Protocol):
         defocus_range_a: tuple[float, float] = param(
             (10000.0, 30000.0), unit="Å", section="CTF",
             description="Defocus range (min, max), positive = underfocus")
-        astigmatism_a: float = param(500.0, ge=0, unit="Å", section="CTF",
+        astigmatism_a: float = param(500.0, **DEFOCUS_CHANGE_A.bounds(), unit="Å", section="CTF",
                                      description="Maximum defocus difference U − V")
-        voltage_kv: float = param(300.0, gt=0, unit="kV", section="CTF",
+        voltage_kv: float = param(300.0, **VOLTAGE_KV.bounds(), unit="kV", section="CTF",
                                   description="Acceleration voltage")
-        cs_mm: float = param(2.7, ge=0, unit="mm", section="CTF",
+        cs_mm: float = param(2.7, **CS_MM.bounds(), unit="mm", section="CTF",
                              description="Spherical aberration")
-        amplitude_contrast: float = param(0.1, ge=0, lt=1, section="CTF",
+        amplitude_contrast: float = param(0.1, **AMPLITUDE_CONTRAST.bounds(), section="CTF",
                                           description="Amplitude contrast")
-        snr: float | None = param(1.0, gt=0, section="Noise",
+        snr: float | None = param(1.0, **SNR.bounds(), section="Noise",
                                   description="Signal-to-noise ratio (variance); none = no noise")
-        max_shift_a: float = param(0.0, ge=0, unit="Å", section="Particles",
+        max_shift_a: float = param(0.0, ge=0, le=SHIFT_A.high, unit="Å", section="Particles",
                                    description="Shifts are drawn in a disc of this radius")
         seed: int = param(0, section="Particles", description="Random seed")
 
@@ -97,8 +108,9 @@ class SimulateParticles(Protocol):
         @field_validator("defocus_range_a")
         @classmethod
         def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
-            if not 0 < value[0] <= value[1]:
-                raise ValueError(f"defocus_range_a={list(value)} must be 0 < min ≤ max (Å)")
+            if not 0 < value[0] <= value[1] or not DEFOCUS_A.contains(value[1]):
+                raise ValueError(f"defocus_range_a={list(value)} must be 0 < min ≤ max ≤ "
+                                 f"{DEFOCUS_A.high:g} Å")
             return value
 
         @model_validator(mode="after")
@@ -142,7 +154,8 @@ class SimulateParticles(Protocol):
                 "volume_path": volume_path, "volume_pixel_size_a": volume_pixel}
         return Plan(steps=[Step("simulate", simulate_step, args,
                                 outputs=["extra/particles.mrcs", "extra/particles.star",
-                                         "extra/truth.mrc"], label="simulate particles")])
+                                         "extra/truth.mrc"], label="simulate particles",
+                                resources=compute_resources(ctx))])
 
 
 def truth_volume(params: dict[str, Any], volume_path: str | None,
@@ -154,13 +167,18 @@ def truth_volume(params: dict[str, Any], volume_path: str | None,
         return phantom_volume(box, pixel, symmetry=params.get("symmetry", "c1"),
                               seed=params.get("seed", 0)), pixel
     volume, header_pixel = read_volume(volume_path)
-    return resample_to(volume, volume_pixel_size_a or header_pixel,
-                           params.get("pixel_size_a"), params.get("box_px"))
+    pixel = volume_pixel_size_a or header_pixel
+    if not PIXEL_SIZE_A.contains(pixel):
+        raise InputError(f"{volume_path}: the map's pixel size {pixel:g} Å is missing or out of "
+                         f"range (expected {PIXEL_SIZE_A.describe()}); give it "
+                         "(--volume-pixel-size, or pixel_size_a when importing the map)")
+    return resample_to(volume, pixel, params.get("pixel_size_a"), params.get("box_px"))
 
 
 def simulate_to_folder(params: dict[str, Any], volume_path: str | None,
                        volume_pixel_size_a: float | None, folder: Path,
-                       progress: Any = None) -> tuple[ParticleTable, SimulationSettings, float]:
+                       progress: Any = None, device: str = "cpu"
+                       ) -> tuple[ParticleTable, SimulationSettings, float]:
     """Simulate into ``folder`` (particles.mrcs, particles.star, truth.mrc)."""
     volume, pixel = truth_volume(params, volume_path, volume_pixel_size_a)
     poses = None
@@ -173,15 +191,17 @@ def simulate_to_folder(params: dict[str, Any], volume_path: str | None,
         voltage_kv=params["voltage_kv"], cs_mm=params["cs_mm"],
         amplitude_contrast=params["amplitude_contrast"], snr=params["snr"],
         max_shift_a=params["max_shift_a"], seed=params["seed"])
-    table, sigma = simulate_files(volume, settings, folder, poses=poses, progress=progress)
+    table, sigma = simulate_files(volume, settings, folder, poses=poses, progress=progress,
+                                  device=device)
     return table, settings, sigma
 
 
 def simulate_step(ctx: StepContext, params: dict[str, Any], volume_path: str | None,
                   volume_pixel_size_a: float | None) -> StepResult:
+    device = step_device(ctx)
     table, settings, sigma = simulate_to_folder(
         params, volume_path, volume_pixel_size_a, ctx.extra_dir,
-        progress=lambda done, total: ctx.progress(done, total))
+        progress=lambda done, total: ctx.progress(done, total), device=device)
     particles = table.particles.copy()
     particles.insert(0, "item_id", np.arange(1, len(particles) + 1, dtype=np.int64))
     pixel, box = settings.pixel_size_a, settings.box_px
@@ -196,4 +216,4 @@ def simulate_step(ctx: StepContext, params: dict[str, Any], volume_path: str | N
                       optics={"particles": optics_frame(settings)},
                       properties={"particles": properties,
                                   "truth": {"pixel_size_a": pixel, "box_px": box}},
-                      info={"particles": len(particles), "noise_sigma": sigma})
+                      info=device_info(device, particles=len(particles), noise_sigma=sigma))
