@@ -315,6 +315,12 @@ def test_workflow_export_and_load(tmp_path):
         assert response.status_code == 201, response.text
         (run_id,) = response.json()["runs"]
         assert wait_for_run(project_dir, run_id) == "finished"
+        saved = client.post("/api/workflows", json={"text": json.dumps(
+            {"protocols": [{**workflow["protocols"][0], "label": "later"}]}), "start": False})
+        (later,) = saved.json()["runs"]
+        assert client.get(f"/api/runs/{later}").json()["status"] == "saved"
+        assert client.post(f"/api/runs/{later}/continue").status_code == 202
+        assert wait_for_run(project_dir, later) == "finished"
         bad = client.post("/api/workflows", json={"text": '{"protocols": [{"label": 1}]}'})
         assert bad.status_code == 400
         yaml_bad = client.post("/api/workflows", json={"text": "protocols: [", "format": "yaml"})

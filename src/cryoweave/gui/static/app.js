@@ -572,10 +572,12 @@ function workflowsPage() {
   const text = h("textarea", {id: "workflow-text", rows: 14, cols: 90, placeholder: '{"protocols": [{"label": ..., "protocol": ..., "params": {...}}]}'});
   const format = h("select", {id: "workflow-format"}, h("option", {value: "json"}, "JSON"), h("option", {value: "yaml"}, "YAML"));
   const result = h("div", {id: "workflow-result"});
+  const startNow = h("input", {type: "checkbox", id: "workflow-start", checked: true});
   view.replaceChildren(h("div", {}, h("h1", {}, "Workflows"),
     h("h2", {}, "Load a workflow into the project (its runs are created and started)"),
-    text, h("div", {}, format, " ", h("button", {class: "primary", id: "workflow-load", onclick: async () => {
-      const res = await api("/api/workflows", {method: "POST", body: {text: text.value, format: format.value}, allowError: true});
+    text, h("div", {}, format, " ", h("label", {}, startNow, " start the runs now (otherwise they stay saved, to continue later)"), " ",
+      h("button", {class: "primary", id: "workflow-load", onclick: async () => {
+      const res = await api("/api/workflows", {method: "POST", body: {text: text.value, format: format.value, start: startNow.checked}, allowError: true});
       result.replaceChildren(res.ok ? h("p", {}, "created runs ", res.data.runs.map(r => h("a", {href: "#/run/" + r, style: "margin-right:.4em"}, "#" + r)))
         : h("pre", {class: "problems"}, res.data.error));
     }}, "Load")), result,
