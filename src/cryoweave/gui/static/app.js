@@ -140,11 +140,13 @@ function drawGraph(runs, edges, search) {
     svg.append(path);
   }
   const needle = (search || "").toLowerCase();
+  const newest = Math.max(...runs.map(r => r.id));
   for (const r of runs) {
     const p = pos.get(r.id);
     const g = document.createElementNS(NS, "g");
     const match = needle && [r.label, r.protocol, r.state, String(r.id)].some(v => (v || "").toLowerCase().includes(needle));
-    g.setAttribute("class", "node" + (r.process_gone ? " gone" : "") + (match ? " match" : ""));
+    g.setAttribute("class", "node" + (r.process_gone ? " gone" : "") + (match ? " match" : "") +
+      (r.id === newest ? " newest" : ""));
     g.setAttribute("data-run", r.id);
     g.setAttribute("data-status", r.process_gone ? "gone" : r.status);
     g.setAttribute("transform", `translate(${p.x},${p.y})`);
