@@ -230,7 +230,8 @@ def test_file_inputs_outside_the_allowed_folders_are_refused(client, gui_project
             ("Downsample", {"particles": "/etc/passwd", "box_px": 24}, "particles"),
             ("Downsample", {"particles": "../data/particles.star"}, "particles"),
             ("ImportMicrographs", {"pattern": "/etc/*.mrc"}, "pattern"),
-            ("ImportParticles", {"path": "/etc/passwd"}, "path")]:
+            ("ImportParticles", {"path": "/etc/passwd"}, "path"),
+            ("SimulateParticles", {"phantom": True, "poses_star": "/etc/x.star"}, "poses_star")]:
         response = client.post("/api/validate", json={"protocol": protocol, "params": params})
         assert response.status_code == 400
         problems = response.json()["problems"]

@@ -58,12 +58,18 @@ def launch_options(body: dict[str, Any], project: Project) -> tuple[dict[str, An
 
 
 def path_params(cls: Any) -> list[str]:
-    """Parameters of ``cls`` that may hold file paths: its inputs and an importer's path."""
+    """Parameters of ``cls`` that may hold file paths: its inputs, the parameters declared
+    with ``path=True`` (schema ``"format": "path"``) and an importer's path parameter."""
     from cryoweave.workflow import SET_TYPES
 
     names = list(cls.inputs())
+    for name, prop in cls.form_schema().get("properties", {}).items():
+        formats = [prop.get("format")] + [p.get("format") for p in prop.get("anyOf", [])]
+        if "path" in formats and name not in names:
+            names.append(name)
     for set_type in SET_TYPES.values():
-        if set_type.importer and set_type.importer[0] == cls.__name__:
+        if set_type.importer and set_type.importer[0] == cls.__name__ \
+                and set_type.importer[1] not in names:
             names.append(set_type.importer[1])
     return names
 

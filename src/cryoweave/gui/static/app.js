@@ -60,11 +60,16 @@ function statusBadge(run) {
 
 const UNIT_SUFFIXES = /_(px|a|s|kv|mm|deg|pct)$/;
 
+const ACRONYMS = {ctf: "CTF", cc: "CC", snr: "SNR", ssnr: "SSNR", fsc: "FSC", star: "STAR", mrc: "MRC", cs: "Cs"};
+
 function fieldTitle(name, prop) {
   // an explicit title from the declaration wins over pydantic's generated "Box Px"
   const generated = name.split("_").map(w => w.charAt(0).toUpperCase() + w.slice(1)).join(" ");
   if (prop.title && prop.title !== generated) return prop.title;
-  return humanize(prop.unit ? name.replace(UNIT_SUFFIXES, "") : name);
+  let words = prop.unit ? name.replace(UNIT_SUFFIXES, "") : name;
+  words = words.replace(/^do_/, "");  // do_lowpass: a switch named after what it does
+  const title = humanize(words).split(" ").map(w => ACRONYMS[w.toLowerCase()] || w).join(" ");
+  return title;
 }
 
 function humanize(name) {
@@ -327,6 +332,10 @@ async function formPage(name, copyFrom) {
     else {
       const el = scalarField(fname, kind, value);
       control = {elements: [el], read: () => readScalar(el, kind)};
+      if (prop.format === "path" || (prop.anyOf || []).some(p => p.format === "path")) {
+        const chooser = h("div", {class: "files", hidden: true});
+        control.elements.push(" ", h("button", {type: "button", onclick: () => openChooser(chooser, el, null)}, "Browse…"), chooser);
+      }
     }
     const required = (schema.required || []).includes(fname);
     const title = fieldTitle(fname, prop);
