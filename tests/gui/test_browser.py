@@ -157,6 +157,7 @@ def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
     error = page.locator('.field[data-field="box_px"] .error')
     expect(error).to_contain_text("must be even")
     expect(page.locator('.field[data-field="box_px"]')).to_be_visible()
+    expect(page.locator('.tab[data-tab="Target"]')).to_have_class(re.compile("has-error"))
     _shot(page, "gui-form.png")
     page.fill('input[name="box_px"]', "24")
     page.click("#launch")

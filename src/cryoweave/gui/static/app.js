@@ -403,6 +403,9 @@ async function formPage(name, copyFrom) {
         wrap.hidden = false;
       } else general.append(h("div", {}, p.message));
     }
+    // a tab holding a problem is marked, so that problems in other tabs are not missed
+    const bad = new Set([...body.querySelectorAll(".field.has-error")].map(el => el.dataset.section));
+    for (const t of tabs.children) t.classList.toggle("has-error", bad.has(t.dataset.tab));
   }
   async function submit(path) {
     const res = await api(path, {method: "POST", body: request(), allowError: true});
