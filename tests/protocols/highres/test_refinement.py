@@ -110,3 +110,27 @@ def test_local_defocus_gray_and_scale_refinement(tmp_path):
     found = out["magnification"].to_numpy()
     assert np.corrcoef(found, magnification[out.index - 1])[0, 1] > 0.9
     assert np.median(np.abs(found - magnification[out.index - 1])) < 0.004
+
+
+def test_a_low_passed_start_sets_the_first_schedule(tmp_path):
+    """A ReconstructFourier map low-passed at 20 Å says 20 Å (not Nyquist): the first
+    schedule starts from 20 Å, not from the 4·Ts0 = 12 Å the map does not reach (the truth
+    says so), and the iteration's record says what bounds its resolution."""
+    project_dir = tmp_path / "p"
+    project, simulation, truth = simulated(project_dir, n=600, box=40, snr=0.5)
+    particles = {"run": simulation.run_id, "output": "particles"}
+    _, start = run(project_dir, "ReconstructFourier",
+                   {"particles": particles, "max_resolution_a": 20.0})
+    start_map = VolumeSet(project, start.outputs["volume"]).to_frame().iloc[0]["path"]
+    volume, pixel = read_volume(start_map)
+    from cryoweave.engine import fsc
+
+    vs_truth = fsc(volume, read_volume(truth)[0], pixel_size_a=pixel)
+    assert vs_truth.values[np.searchsorted(vs_truth.frequency_per_a, 1 / 12.0)] < 0.5
+    _, refined = run(project_dir, "ReconstructHighRes", {
+        "particles": particles, "alignment": "none", "multiresolution": False,
+        "initial_volumes": {"run": start.run_id, "output": "volume"}})
+    record = RecordSet(project, refined.outputs["fsc"]).to_frame()["data"].iloc[0]
+    assert record["previous_resolution_a"] == pytest.approx(20.0)
+    assert set(record["resolution_limited_by"]) == {"criterion", "fsc0143"}
+    assert record["resolution_limited_by"]["fsc0143"] in (None, "nyquist")

@@ -92,6 +92,16 @@ def _single_path(volumes: VolumeSet | None) -> str | None:
     return str(volumes.to_frame().iloc[0]["path"]) if volumes is not None else None
 
 
+def _starting_resolution(alignment: str, pixel_size_a: float, volumes: VolumeSet) -> float:
+    """The spec's starting resolution (4·Ts0 or Ts0/0.45), never finer than the resolution
+    the starting map carries (e.g. a ReconstructFourier map low-passed at 20 Å says 20 Å)."""
+    start = starting_resolution_a(alignment, pixel_size_a)
+    recorded = volumes.properties.get("resolution_a")
+    if isinstance(recorded, (int, float)) and math.isfinite(recorded) and recorded > start:
+        return float(recorded)
+    return start
+
+
 def _initial_maps(volumes: VolumeSet) -> tuple[list[str], float]:
     frame = volumes.to_frame()
     first = frame.iloc[0]
@@ -151,10 +161,11 @@ class Refinement:
         if previous_run is not None:
             self.initial = self._from_previous_run(previous_run)
         elif ctx.input("initial_volumes") is not None:
-            maps, pixel = _initial_maps(ctx.input("initial_volumes"))
+            volumes = ctx.input("initial_volumes")
+            maps, pixel = _initial_maps(volumes)
             self.initial = {"maps": maps, "pixel_size_a": pixel, "fsc": None,
-                            "resolution_a": starting_resolution_a(params.alignment,
-                                                                  self.pixel0)}
+                            "resolution_a": _starting_resolution(params.alignment,
+                                                                 self.pixel0, volumes)}
         else:
             steps = self._initial_reconstruction()
         write_npz(self.extra / "initial_poses.npz", **poses)

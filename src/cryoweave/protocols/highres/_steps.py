@@ -31,6 +31,7 @@ from cryoweave.protocols.highres._weights import WeightOptions, angular_changes_
 from cryoweave.protocols.reconstruction._arrays import ParticleArrays, read_arrays
 from cryoweave.protocols.reconstruction._reconstruct import (
     curve_record,
+    describe_resolution,
     empty_accumulator,
     evaluate,
     load_accumulator,
@@ -348,6 +349,9 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
         "resolution_criterion": criterion,
         "resolution_interpolated_a": curve.resolution_a(criterion),
         "resolution_0143_a": curve.resolution_a(0.143),
+        "resolution_limited_by": {"criterion": curve.limited_by(criterion,
+                                                                method="first_below"),
+                                  "fsc0143": curve.limited_by(0.143)},
         "pixel_size_a": pixel, "box_px": box,
         "angular_step_deg": schedule["angular_step_deg"],
         "previous_resolution_a": schedule["previous_resolution_a"],
@@ -363,8 +367,8 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
                     + (time.perf_counter() - started)},
     })
     write_json(folder / "result.json", record)  # last: the iteration is complete
-    ctx.logger.info("iteration %d: %.2f Å at FSC %.3g (0.143: %.2f Å), %d particles",
-                    iteration, record["resolution_a"], criterion, record["resolution_0143_a"],
-                    record["particles_used"])
+    ctx.logger.info("iteration %d: %.2f Å at FSC %.3g (0.143: %s), %d particles",
+                    iteration, record["resolution_a"], criterion,
+                    describe_resolution(curve, 0.143), record["particles_used"])
     return StepResult(publish={"fsc": pd.DataFrame([{"item_id": iteration, "data": record}])},
                       info={"resolution_a": record["resolution_a"]})
