@@ -76,6 +76,7 @@ def settings_of(params: Any, mask_path: str | None, adhoc_path: str | None) -> d
                     "angular_stability": params.weight_angular_stability,
                     "ssnr": params.weight_ssnr, "continuous": params.weight_continuous,
                     "min_cc_weight": params.min_cc_weight},
+        "final_map_weights": params.final_map_weights,
         "reference": {"lowpass": params.next_lowpass,
                       "spherical_mask": params.next_spherical_mask,
                       "positivity": params.next_positivity, "dropout": params.next_dropout},

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cryoweave.engine import euler_to_matrix, soft_sphere_mask
+from cryoweave.engine import ReconstructionAccumulator, euler_to_matrix, soft_sphere_mask
 from cryoweave.formats import ParticleTable, StackReader, read_volume, write_mrc
 from cryoweave.plugin import StepContext, StepResult
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
@@ -251,18 +252,41 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
     schedule = read_json(folder / "schedule.json")
     poses = read_npz(folder / "poses.npz")
     particles = working_particles(with_poses(read_arrays(arrays), poses), schedule)
+    rows = reconstruction_rows(poses, half, settings)
+    accumulator = empty_accumulator(particles, half=half, padding=2.0, max_resolution_a=None)
+    abnormal = insert_normal_images(accumulator, particles, rows, poses, settings["symmetry"],
+                                    weights=poses["weight"],
+                                    progress=lambda done, total: ctx.progress(done, total))
+    save_accumulator(folder / f"sums_h{half}.npz", accumulator)
+    write_json(folder / f"insert_h{half}.json", {"inserted": accumulator.n_images,
+                                                 "abnormal": abnormal,
+                                                 "seconds": time.perf_counter() - started})
+    return StepResult(info={"inserted": accumulator.n_images, "abnormal": abnormal})
+
+
+def reconstruction_rows(poses: dict[str, np.ndarray], half: int, settings: dict[str, Any]
+                        ) -> np.ndarray:
+    """The particles of ``half`` that go into its map: used, weight > 0, tilt in range."""
     selected = (poses["half"] == half) & poses["used"] & (poses["weight"] > 0)
     tilt_range = settings.get("restrict_tilt_deg")
     if tilt_range:
         selected &= (poses["tilt_deg"] >= tilt_range[0]) & (poses["tilt_deg"] <= tilt_range[1])
-    rows = np.flatnonzero(selected)
-    accumulator = empty_accumulator(particles, half=half, padding=2.0, max_resolution_a=None)
+    return np.flatnonzero(selected)
+
+
+def insert_normal_images(accumulator: ReconstructionAccumulator, particles: ParticleArrays,
+                         rows: np.ndarray, poses: dict[str, np.ndarray], symmetry: str, *,
+                         weights: np.ndarray | None,
+                         progress: Callable[[int, int], None] | None = None) -> int:
+    """Insert the particles ``rows`` (refined gray values and magnification undone), leaving
+    out abnormal images (non-finite, or variance beyond ×/÷ ABNORMAL_VARIANCE_FACTOR of the
+    first batch's median); returns how many were left out. ``weights`` None: unit weights."""
     reader = StackReader()
     abnormal, reference_variance = 0, None
     for begin in range(0, len(rows), 500):
         batch = rows[begin:begin + 500]
         images = reader.read(particles.paths[batch], particles["image_index"][batch],
-                             schedule["box_px"])
+                             particles.box_px)
         variance = images.reshape(len(batch), -1).var(axis=1)
         if reference_variance is None:
             reference_variance = float(np.median(variance[np.isfinite(variance)])) or 1.0
@@ -274,15 +298,11 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
         images = corrected_images(images, poses, batch)
         if len(batch):
             accumulator.insert(images, particles.matrices(batch), ctf=particles.ctf(batch),
-                               origin_xy_px=particles.origins_px(batch),
-                               symmetry=settings["symmetry"],
-                               particle_weights=poses["weight"][batch])
-        ctx.progress(begin + len(batch), len(rows))
-    save_accumulator(folder / f"sums_h{half}.npz", accumulator)
-    write_json(folder / f"insert_h{half}.json", {"inserted": accumulator.n_images,
-                                                 "abnormal": abnormal,
-                                                 "seconds": time.perf_counter() - started})
-    return StepResult(info={"inserted": accumulator.n_images, "abnormal": abnormal})
+                               origin_xy_px=particles.origins_px(batch), symmetry=symmetry,
+                               particle_weights=None if weights is None else weights[batch])
+        if progress is not None:
+            progress(begin + len(batch), len(rows))
+    return abnormal
 
 
 def corrected_images(images: np.ndarray, poses: dict[str, np.ndarray], rows: np.ndarray
@@ -301,6 +321,19 @@ def corrected_images(images: np.ndarray, poses: dict[str, np.ndarray], rows: np.
 
 
 # -- evaluate: maps, FSC, resolution, the iteration's record -----------------------------------
+def fsc_mask(settings: dict[str, Any], box_px: int, pixel_size_a: float,
+             particle_radius_px: float) -> np.ndarray:
+    """The mask of the half-map FSC: the ad-hoc mask resampled, else a soft sphere 3 px
+    beyond the particle radius (px at ``pixel_size_a``)."""
+    if settings.get("adhoc_mask"):
+        from cryoweave.engine import resample_volume
+
+        mask_volume, mask_pixel = read_volume(settings["adhoc_mask"])
+        mask, _ = resample_volume(mask_volume, mask_pixel, pixel_size_a, box_px)
+        return np.clip(np.asarray(mask), 0, 1)
+    return soft_sphere_mask(box_px, min(particle_radius_px + 3, box_px / 2 - 2),
+                            edge_width_px=3.0, ndim=3)
+
 def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
                   settings: dict[str, Any]) -> StepResult:
     from cryoweave.protocols.reconstruction._reconstruct import half_maps
@@ -325,15 +358,7 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
             old, _ = resample_volume(old, old_pixel, pixel, box)
             mixed.append((1 - alpha) * np.asarray(old) + alpha * new)
         half1, half2, average = mixed
-    if settings.get("adhoc_mask"):
-        from cryoweave.engine import resample_volume
-
-        mask_volume, mask_pixel = read_volume(settings["adhoc_mask"])
-        mask, _ = resample_volume(mask_volume, mask_pixel, pixel, box)
-        mask = np.clip(np.asarray(mask), 0, 1)
-    else:
-        mask = soft_sphere_mask(box, min(schedule["particle_radius_px"] + 3, box / 2 - 2),
-                                edge_width_px=3.0, ndim=3)
+    mask = fsc_mask(settings, box, pixel, schedule["particle_radius_px"])
     curve = evaluate(half1, half2, pixel, mask)
     for name, volume in (("half1", half1), ("half2", half2), ("map", average)):
         write_mrc(folder / f"{name}.mrc", volume, pixel)

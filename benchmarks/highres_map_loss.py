@@ -1,0 +1,147 @@
+"""Where does ReconstructHighRes's final map lose against the true-pose map? (issue 9)
+
+Simulates one `make validate` case (tests/validation/test_highres_acceptance.py settings),
+reconstructs from the true poses (ReconstructFourier), refines (ReconstructHighRes,
+automatic, 5 iterations), then reconstructs again from the *refined* poses on the original
+grid with ReconstructFourier's own insertion and gridding, varying one thing at a time:
+
+- protocol: the final map the protocol published;
+- (a) refined poses, the protocol's last weights and rejections;
+- (b) refined poses, unit weights, no rejection;
+- (c) = (b) but with the halves of the true-pose map (ReconstructFourier's split);
+- true poses: ReconstructFourier's map.
+
+Each row: FSC 0.5 and 0.143 against the truth (Å, interpolated). Reuse a finished project
+with --project DIR (skips simulation and refinement).
+
+    python benchmarks/highres_map_loss.py [--case phantom] [--n 3000] [--project DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cryoweave.engine import fsc
+from cryoweave.formats import read_volume
+from cryoweave.plugin import registry
+from cryoweave.protocols.highres._state import completed_iterations, iteration_dir, read_npz
+from cryoweave.protocols.highres._state import with_poses
+from cryoweave.protocols.reconstruction._arrays import read_arrays
+from cryoweave.protocols.reconstruction._reconstruct import (
+    empty_accumulator,
+    half_maps,
+    insert_particles,
+)
+from cryoweave.workflow import Project, VolumeSet
+from cryoweave.workflow._submit import run_protocol
+
+CASES = {
+    "phantom": {"box_px": 64, "pixel_size_a": 2.0, "symmetry": "c1"},
+    "phantom-d7": {"box_px": 64, "pixel_size_a": 2.0, "symmetry": "d7"},
+}
+
+
+def run(project_dir: Path, name: str, params: dict):
+    project, summary = run_protocol(project_dir, registry().get(name), params, workers=2)
+    if summary.status != "finished":
+        raise SystemExit(f"{name} failed: {summary.error}")
+    return project, summary
+
+
+def prepare(project_dir: Path, case: str, n: int) -> dict:
+    """Simulation, true-pose map and refinement, as the acceptance test runs them."""
+    from cryoweave.engine import lowpass_filter_a
+    from cryoweave.formats import write_mrc
+
+    settings = CASES[case]
+    pixel = settings["pixel_size_a"]
+    project, simulation = run(project_dir, "SimulateParticles", {
+        "n_particles": n, "snr": 0.05, "max_shift_a": 3 * pixel,
+        "defocus_range_a": [10000, 30000], "seed": 11, "phantom": True,
+        "symmetry": settings["symmetry"], "box_px": settings["box_px"], "pixel_size_a": pixel})
+    truth = VolumeSet(project, simulation.outputs["truth"]).to_frame().iloc[0]["path"]
+    volume, _ = read_volume(truth)
+    start = project_dir.parent / "start_30A.mrc"
+    write_mrc(start, lowpass_filter_a(volume, 30.0, pixel), pixel)
+    _, imported = run(project_dir, "ImportVolume", {"path": str(start)})
+    particles = {"run": simulation.run_id, "output": "particles"}
+    _, true_poses = run(project_dir, "ReconstructFourier",
+                        {"particles": particles, "symmetry": settings["symmetry"]})
+    _, refined = run(project_dir, "ReconstructHighRes", {
+        "particles": particles, "initial_volumes": {"run": imported.run_id, "output": "volume"},
+        "alignment": "automatic", "iterations": 5, "symmetry": settings["symmetry"]})
+    facts = {"case": case, "truth": str(truth), "true_poses_run": true_poses.run_id,
+             "refined_run": refined.run_id}
+    (project_dir / "map_loss.json").write_text(json.dumps(facts))
+    return facts
+
+
+def vs_truth(volume: np.ndarray, truth: np.ndarray, pixel: float) -> tuple[float, float]:
+    curve = fsc(volume, truth, pixel_size_a=pixel)
+    return curve.resolution_a(0.5), curve.resolution_a(0.143)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--case", default="phantom", choices=list(CASES))
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--project", type=Path)
+    args = parser.parse_args()
+    project_dir = args.project or Path(f"/tmp/cw-map-loss-{args.case}-{args.n}/p")
+    facts_path = project_dir / "map_loss.json"
+    if facts_path.exists():
+        facts = json.loads(facts_path.read_text())
+    else:
+        project_dir.parent.mkdir(parents=True, exist_ok=True)
+        facts = prepare(project_dir, args.case, args.n)
+    symmetry = CASES[facts["case"]]["symmetry"]
+    project = Project.open(project_dir)
+    truth, pixel = read_volume(facts["truth"])
+    rows = []
+
+    def add(name: str, volume: np.ndarray) -> None:
+        r05, r0143 = vs_truth(volume, truth, pixel)
+        rows.append((name, r05, r0143))
+        print(f"{name:<58} {r05:7.2f} {r0143:7.2f}", flush=True)
+
+    true_run = project.get_run(facts["true_poses_run"])
+    refined_run = project.get_run(facts["refined_run"])
+    add("true poses (ReconstructFourier map)",
+        read_volume(project_dir / true_run.folder / "extra" / "map.mrc")[0])
+    extra = project_dir / refined_run.folder / "extra"
+    add("protocol's final map", read_volume(extra / "final_map.mrc")[0])
+    last = iteration_dir(extra, completed_iterations(extra))
+    poses = read_npz(last / "poses.npz")
+    master = read_arrays(project_dir / refined_run.folder / "tmp" / "particles.npz")
+    refined = with_poses(master, poses)
+    true_halves = read_arrays(project_dir / true_run.folder / "tmp" / "particles.npz")["half"]
+
+    def reconstruct(arrays, used: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        accumulators = []
+        for half in (1, 2):
+            acc = empty_accumulator(arrays, half=half, padding=2.0, max_resolution_a=None)
+            insert_particles(acc, arrays, np.flatnonzero(used & (arrays["half"] == half)),
+                             symmetry=symmetry, weights=weights)
+            accumulators.append(acc)
+        return half_maps(*accumulators, regularization=1e-3)[2]
+
+    everyone = np.ones(len(master), bool)
+    print(f"used {int(poses['used'].sum())}/{len(master)}; weights min "
+          f"{poses['weight'].min():.3f} mean {poses['weight'].mean():.3f}", flush=True)
+    add("(a) refined poses, protocol weights and rejections",
+        reconstruct(refined, poses["used"] & (poses["weight"] > 0), poses["weight"]))
+    add("(a') refined poses, protocol rejections, unit weights",
+        reconstruct(refined, poses["used"] & (poses["weight"] > 0), None))
+    add("(b) refined poses, unit weights, no rejection", reconstruct(refined, everyone, None))
+    refined.columns["half"] = true_halves
+    add("(c) = (b) with the true-pose map's halves", reconstruct(refined, everyone, None))
+    (project_dir / "map_loss_rows.json").write_text(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
