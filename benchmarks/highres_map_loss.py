@@ -9,6 +9,7 @@ grid with ReconstructFourier's own insertion and gridding, varying one thing at 
 - (a) refined poses, the protocol's last weights and rejections;
 - (b) refined poses, unit weights, no rejection;
 - (c) = (b) but with the halves of the true-pose map (ReconstructFourier's split);
+- (d), (e) = (b) with the true angles, or the true shifts (how the pose errors split);
 - true poses: ReconstructFourier's map.
 
 Each row: FSC 0.5 and 0.143 against the truth (Å, interpolated). Reuse a finished project
@@ -26,11 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoweave.engine import fsc
+from cryoweave.engine import euler_to_matrix, fsc, symmetry_aware_angular_distance
 from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
-from cryoweave.protocols.highres._state import completed_iterations, iteration_dir, read_npz
-from cryoweave.protocols.highres._state import with_poses
+from cryoweave.protocols.highres._state import (
+    completed_iterations,
+    iteration_dir,
+    read_npz,
+    with_poses,
+)
 from cryoweave.protocols.reconstruction._arrays import read_arrays
 from cryoweave.protocols.reconstruction._reconstruct import (
     empty_accumulator,
@@ -120,6 +125,11 @@ def main() -> None:
     master = read_arrays(project_dir / refined_run.folder / "tmp" / "particles.npz")
     refined = with_poses(master, poses)
     true_halves = read_arrays(project_dir / true_run.folder / "tmp" / "particles.npz")["half"]
+    angles = symmetry_aware_angular_distance(
+        euler_to_matrix(poses["rot_deg"], poses["tilt_deg"], poses["psi_deg"]),
+        euler_to_matrix(*(read_arrays(project_dir / true_run.folder / "tmp" / "particles.npz")
+                          [k] for k in ("rot_deg", "tilt_deg", "psi_deg"))), symmetry)
+    print(f"median angular error {np.median(angles):.2f}°", flush=True)
 
     def reconstruct(arrays, used: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         accumulators = []
@@ -138,6 +148,15 @@ def main() -> None:
     add("(a') refined poses, protocol rejections, unit weights",
         reconstruct(refined, poses["used"] & (poses["weight"] > 0), None))
     add("(b) refined poses, unit weights, no rejection", reconstruct(refined, everyone, None))
+    truth_arrays = read_arrays(project_dir / true_run.folder / "tmp" / "particles.npz")
+    for name, keys in (("(d) = (b) with the true angles (refined shifts)",
+                        ("rot_deg", "tilt_deg", "psi_deg")),
+                       ("(e) = (b) with the true shifts (refined angles)",
+                        ("shift_x_a", "shift_y_a"))):
+        mixed = {k: np.array(v, copy=True) for k, v in poses.items()}
+        for key in keys:
+            mixed[key] = np.array(truth_arrays[key])
+        add(name, reconstruct(with_poses(master, mixed), everyone, None))
     refined.columns["half"] = true_halves
     add("(c) = (b) with the true-pose map's halves", reconstruct(refined, everyone, None))
     (project_dir / "map_loss_rows.json").write_text(json.dumps(rows))
