@@ -48,6 +48,8 @@ from cryoweave.workflow._submit import run_protocol
 CASES = {
     "phantom": {"box_px": 64, "pixel_size_a": 2.0, "symmetry": "c1"},
     "phantom-d7": {"box_px": 64, "pixel_size_a": 2.0, "symmetry": "d7"},
+    "ribosome": {"box_px": 65, "pixel_size_a": 4.0, "symmetry": "c1",
+                 "volume": "aspire/clean70SRibosome_vol_65p.mrc"},
 }
 
 
@@ -58,17 +60,23 @@ def run(project_dir: Path, name: str, params: dict):
     return project, summary
 
 
-def prepare(project_dir: Path, case: str, n: int) -> dict:
+def prepare(project_dir: Path, case: str, n: int, real_data: Path) -> dict:
     """Simulation, true-pose map and refinement, as the acceptance test runs them."""
     from cryoweave.engine import lowpass_filter_a
     from cryoweave.formats import write_mrc
 
     settings = CASES[case]
     pixel = settings["pixel_size_a"]
-    project, simulation = run(project_dir, "SimulateParticles", {
-        "n_particles": n, "snr": 0.05, "max_shift_a": 3 * pixel,
-        "defocus_range_a": [10000, 30000], "seed": 11, "phantom": True,
-        "symmetry": settings["symmetry"], "box_px": settings["box_px"], "pixel_size_a": pixel})
+    params = {"n_particles": n, "snr": 0.05, "max_shift_a": 3 * pixel,
+              "defocus_range_a": [10000, 30000], "seed": 11}
+    if "volume" in settings:
+        _, source = run(project_dir, "ImportVolume", {"path": str(real_data / settings["volume"]),
+                                                       "pixel_size_a": pixel})
+        params["volume"] = {"run": source.run_id, "output": "volume"}
+    else:
+        params.update(phantom=True, symmetry=settings["symmetry"], box_px=settings["box_px"],
+                      pixel_size_a=pixel)
+    project, simulation = run(project_dir, "SimulateParticles", params)
     truth = VolumeSet(project, simulation.outputs["truth"]).to_frame().iloc[0]["path"]
     volume, _ = read_volume(truth)
     start = project_dir.parent / "start_30A.mrc"
@@ -91,11 +99,26 @@ def vs_truth(volume: np.ndarray, truth: np.ndarray, pixel: float) -> tuple[float
     return curve.resolution_a(0.5), curve.resolution_a(0.143)
 
 
+def report_shift_errors(poses: dict, truth, pixel: float) -> None:
+    """Median shift error (px), and what is left of it once a 3-D translation of the
+    refined frame (least squares: error_i = rows x, y of A_i · t) is taken out."""
+    error = np.stack([poses["shift_x_a"] - truth["shift_x_a"],
+                      poses["shift_y_a"] - truth["shift_y_a"]], axis=1)
+    a = euler_to_matrix(poses["rot_deg"], poses["tilt_deg"], poses["psi_deg"])[:, :2, :]
+    t, *_ = np.linalg.lstsq(a.reshape(-1, 3), error.reshape(-1), rcond=None)
+    residual = error - a @ t
+    print(f"median shift error {np.median(np.hypot(*error.T)) / pixel:.2f} px; a frame "
+          f"translation of {np.round(t, 2).tolist()} Å explains it down to "
+          f"{np.median(np.hypot(*residual.T)) / pixel:.2f} px", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--case", default="phantom", choices=list(CASES))
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--project", type=Path)
+    parser.add_argument("--real-data", type=Path, default=Path("../shared/data/real"),
+                        help="the real-data fixtures (ribosome case)")
     args = parser.parse_args()
     project_dir = args.project or Path(f"/tmp/cw-map-loss-{args.case}-{args.n}/p")
     facts_path = project_dir / "map_loss.json"
@@ -103,7 +126,7 @@ def main() -> None:
         facts = json.loads(facts_path.read_text())
     else:
         project_dir.parent.mkdir(parents=True, exist_ok=True)
-        facts = prepare(project_dir, args.case, args.n)
+        facts = prepare(project_dir, args.case, args.n, args.real_data)
     symmetry = CASES[facts["case"]]["symmetry"]
     project = Project.open(project_dir)
     truth, pixel = read_volume(facts["truth"])
@@ -130,6 +153,8 @@ def main() -> None:
         euler_to_matrix(*(read_arrays(project_dir / true_run.folder / "tmp" / "particles.npz")
                           [k] for k in ("rot_deg", "tilt_deg", "psi_deg"))), symmetry)
     print(f"median angular error {np.median(angles):.2f}°", flush=True)
+    report_shift_errors(poses, read_arrays(project_dir / true_run.folder / "tmp"
+                                           / "particles.npz"), pixel)
 
     def reconstruct(arrays, used: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         accumulators = []
