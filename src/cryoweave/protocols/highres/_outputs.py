@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryoweave.engine import lowpass_filter_a, resample_volume
+from cryoweave.engine import lowpass_filter_a
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import read_volume, write_mrc
 from cryoweave.plugin import Derived, StepContext, StepResult
+from cryoweave.protocols.highres._references import resample_centred
 from cryoweave.protocols.highres._state import (
     iteration_dir,
     read_json,
@@ -129,7 +130,7 @@ def resampled_last_maps(last: Path, pixel_size_a: float, box_px: int
     maps = {}
     for name in ("half1", "half2", "map"):
         volume, working_pixel = read_volume(last / f"{name}.mrc")
-        full, _ = resample_volume(volume, working_pixel, pixel_size_a, box_px)
+        full, _ = resample_centred(volume, working_pixel, pixel_size_a, box_px)
         maps[name] = np.asarray(full, np.float32)
     return maps
 

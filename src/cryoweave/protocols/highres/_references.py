@@ -21,6 +21,7 @@ from cryoweave.engine import (
     soft_sphere_mask,
     window_volume,
 )
+from cryoweave.protocols.highres._state import centre_offset_px
 
 
 @dataclass(frozen=True)
@@ -53,23 +54,45 @@ def apply_frequency_weights(volume: np.ndarray, pixel_size_a: float, frequency_p
     return np.asarray(irfftn(spectrum, (n, n, n)), np.float32)
 
 
+def shift_volume(volume: np.ndarray, shift_px: float) -> np.ndarray:
+    """The volume translated by ``shift_px`` along each of z, y and x (Fourier phase ramp)."""
+    n = volume.shape[0]
+    axes = [np.fft.fftfreq(n), np.fft.fftfreq(n), np.fft.rfftfreq(n)]
+    kz, ky, kx = np.meshgrid(*axes, indexing="ij", sparse=True)
+    ramp = np.exp(-2j * np.pi * shift_px * (kz + ky + kx))
+    return np.asarray(irfftn(rfftn(np.asarray(volume, np.float32), ndim=3) * ramp, (n,) * 3),
+                      np.float32)
+
+
+def resample_centred(volume: np.ndarray, pixel_size_a: float, target_pixel_a: float,
+                     box_px: int | None = None) -> tuple[np.ndarray, float]:
+    """``resample_volume`` with the centre kept at index N//2 (the Fourier crop/pad keeps
+    index 0 fixed: odd boxes would move the centre by up to half a pixel)."""
+    n = volume.shape[0]
+    resampled, pixel = resample_volume(np.asarray(volume, np.float32), pixel_size_a,
+                                       target_pixel_a)
+    offset = centre_offset_px(n, resampled.shape[0])
+    if abs(offset) > 1e-9:
+        resampled = shift_volume(resampled, offset)
+    if box_px is not None:
+        resampled = window_volume(resampled, box_px)
+    return np.asarray(resampled, np.float32), pixel
+
+
 def prepare_reference(volume: np.ndarray, pixel_size_a: float, *, box_px: int,
                       working_pixel_a: float, lowpass_resolution_a: float | None,
                       previous_fsc: tuple[np.ndarray, np.ndarray] | None,
                       options: ReferenceOptions, user_mask: np.ndarray | None = None,
                       rng: np.random.Generator | None = None) -> np.ndarray:
     """The reference of one half on the working grid ``(box, box, box)`` float32."""
-    reference, pixel = resample_volume(np.asarray(volume, np.float32), pixel_size_a,
-                                       working_pixel_a)
-    reference = np.asarray(window_volume(reference, box_px), np.float32)
+    reference, pixel = resample_centred(volume, pixel_size_a, working_pixel_a, box_px)
     if previous_fsc is not None:
         reference = apply_frequency_weights(reference, pixel, *fsc_weights(*previous_fsc))
     if options.lowpass and lowpass_resolution_a:
         reference = np.asarray(lowpass_filter_a(reference, lowpass_resolution_a, pixel),
                                np.float32)
     if user_mask is not None:
-        mask, _ = resample_volume(np.asarray(user_mask, np.float32), pixel_size_a,
-                                  working_pixel_a, box_px)
+        mask, _ = resample_centred(user_mask, pixel_size_a, working_pixel_a, box_px)
         reference = reference * np.clip(np.asarray(mask, np.float32), 0, 1)
     elif options.spherical_mask:
         radius = options.mask_radius_px or box_px / 2 - options.edge_width_px

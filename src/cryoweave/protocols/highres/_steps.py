@@ -17,8 +17,13 @@ from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import stack_name
 from cryoweave.protocols.downsample._stack import downsample_stack
 from cryoweave.protocols.highres._alignment import assign
-from cryoweave.protocols.highres._references import ReferenceOptions, prepare_reference
+from cryoweave.protocols.highres._references import (
+    ReferenceOptions,
+    prepare_reference,
+    resample_centred,
+)
 from cryoweave.protocols.highres._state import (
+    centre_offset_px,
     initial_poses,
     iteration_dir,
     on_working_grid,
@@ -113,6 +118,8 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
     halves = poses["half"]
     particles = working_particles(with_poses(master, poses), schedule)
     box, pixel = schedule["box_px"], schedule["pixel_size_a"]
+    # (working origins include the crop's centre offset; poses keep the original frame)
+    offset_px = centre_offset_px(master.box_px, box) if schedule.get("stack") else 0.0
     rows = np.arange(start, stop)
     if settings["alignment"] == "stochastic":
         rows = rows[np.isin(rows, np.asarray(schedule["stochastic_rows"]))]
@@ -138,8 +145,8 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
         out["rot_deg"][members] = result.rot_deg
         out["tilt_deg"][members] = result.tilt_deg
         out["psi_deg"][members] = result.psi_deg
-        out["shift_x_a"][members] = result.origin_x_px * pixel
-        out["shift_y_a"][members] = result.origin_y_px * pixel
+        out["shift_x_a"][members] = (result.origin_x_px - offset_px) * pixel
+        out["shift_y_a"][members] = (result.origin_y_px - offset_px) * pixel
         out["score"][members] = result.score
         if local.get("scale") or local.get("defocus") or local.get("gray"):
             refine_extras(out, members, unmasked, particles, selected, reference, result, local,
@@ -326,10 +333,8 @@ def fsc_mask(settings: dict[str, Any], box_px: int, pixel_size_a: float,
     """The mask of the half-map FSC: the ad-hoc mask resampled, else a soft sphere 3 px
     beyond the particle radius (px at ``pixel_size_a``)."""
     if settings.get("adhoc_mask"):
-        from cryoweave.engine import resample_volume
-
         mask_volume, mask_pixel = read_volume(settings["adhoc_mask"])
-        mask, _ = resample_volume(mask_volume, mask_pixel, pixel_size_a, box_px)
+        mask, _ = resample_centred(mask_volume, mask_pixel, pixel_size_a, box_px)
         return np.clip(np.asarray(mask), 0, 1)
     return soft_sphere_mask(box_px, min(particle_radius_px + 3, box_px / 2 - 2),
                             edge_width_px=3.0, ndim=3)
@@ -352,10 +357,8 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
         previous = iteration_dir(ctx.extra_dir, iteration - 1)
         mixed = []
         for name, new in (("half1", half1), ("half2", half2), ("map", average)):
-            from cryoweave.engine import resample_volume
-
             old, old_pixel = read_volume(previous / f"{name}.mrc")
-            old, _ = resample_volume(old, old_pixel, pixel, box)
+            old, _ = resample_centred(old, old_pixel, pixel, box)
             mixed.append((1 - alpha) * np.asarray(old) + alpha * new)
         half1, half2, average = mixed
     mask = fsc_mask(settings, box, pixel, schedule["particle_radius_px"])
