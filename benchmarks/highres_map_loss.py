@@ -17,14 +17,15 @@ with --project DIR (skips simulation and refinement).
 
     python benchmarks/highres_map_loss.py [--case phantom] [--n 3000] [--project DIR]
 
-Measured with it (2026-11-27, FSC 0.5 vs truth in Å; "before" = the protocol's map before
-the fixes of issue 9, "(a)" reproduces it for the phantom cases):
+Measured with it (2026-11-27, FSC 0.5 vs truth in Å, interpolated). "main": the protocol's
+map before issue 9's fixes (phantom); "centre not fixed": with unit weights on the original
+grid but before the odd-box centre fix (ribosome); (a), (d), (e) with the final code's poses.
 
-| case | true poses | before | after | (a) weights | (d) true angles | (e) true shifts |
-|---|---|---|---|---|---|---|
-| phantom (64², 2 Å) | 7.65 | 7.95 | 7.82 | 7.94 | 7.72 | 7.78 |
-| phantom-d7 | 6.40 | — | 6.57 | 6.65 | 6.47 | 6.54 |
-| ribosome (65³, 4 Å) | 17.27 | 18.84 | 17.66 | 17.86 | 17.44 | 17.56 |
+| case | true poses | main | centre not fixed | now | (a) weights | (d) true angles | (e) true shifts |
+|---|---|---|---|---|---|---|---|
+| phantom (64², 2 Å) | 7.65 | 7.95 | = now | 7.82 | 7.94 | 7.72 | 7.78 |
+| phantom-d7 | 6.40 | not run | = now | 6.57 | 6.65 | 6.47 | 6.54 |
+| ribosome (65³, 4 Å) | 17.27 | not run | 18.84 | 17.66 | 17.86 | 17.44 | 17.56 |
 
 The CC-percentile weights cost 1.2–1.6 %; the odd box's half-pixel centre offset cost the
 ribosome 6.7 % (median shift error 0.96 → 0.23 px); what is left (2.2–2.7 %) is pose noise.
