@@ -18,10 +18,10 @@ with --project DIR (skips simulation and refinement).
     python benchmarks/highres_map_loss.py [--case phantom] [--n 3000] [--project DIR]
 
 Measured with it (2026-11-27, FSC 0.5 vs truth in Å, interpolated). "main": the protocol's
-map before issue 9's fixes (phantom); "centre not fixed": with unit weights on the original
+map before issue 9's fixes (phantom); "centre unfixed": with unit weights on the original
 grid but before the odd-box centre fix (ribosome); (a), (d), (e) with the final code's poses.
 
-| case | true poses | main | centre not fixed | now | (a) weights | (d) true angles | (e) true shifts |
+| case | true poses | main | centre unfixed | now | (a) weights | (d) true ang. | (e) true shifts |
 |---|---|---|---|---|---|---|---|
 | phantom (64², 2 Å) | 7.65 | 7.95 | = now | 7.82 | 7.94 | 7.72 | 7.78 |
 | phantom-d7 | 6.40 | not run | = now | 6.57 | 6.65 | 6.47 | 6.54 |
