@@ -73,3 +73,26 @@ def test_shape_errors():
         fsc(np.zeros((8, 8, 8)), np.zeros((8, 8, 9)))
     with pytest.raises(ValueError, match="pixel_size_a"):
         fsc(np.zeros((8, 8)), np.zeros((8, 8)), pixel_size_a=0)
+
+
+def test_a_filtered_curve_is_never_finer_than_the_filter():
+    """Both halves low-passed at the same cut-off correlate beyond it whatever the data:
+    the FSC there is no information and the resolution is the cut-off, said to be so."""
+    freq = np.arange(6) / (10 * 2.0)  # shells 0 … 5 at 0 … 0.25 /Å (Nyquist 4 Å)
+    high = FscCurve(np.arange(6), freq, np.full(6, 0.93), np.ones(6, dtype=int))
+    assert high.resolution_a(0.143) == pytest.approx(4.0)  # the bare curve: Nyquist
+    assert high.limited_by(0.143) == "nyquist"
+    limited = high.limited_to(10.0)  # cut-off at 0.1 /Å = shell 2
+    np.testing.assert_allclose(limited.values, [0.93, 0.93, 0.93, 0, 0, 0])
+    for method in ("interpolated", "first_below"):
+        for threshold in (0.143, 0.5):
+            assert limited.resolution_a(threshold, method=method) == pytest.approx(10.0)
+            assert limited.limited_by(threshold, method=method) == "filter"
+    # a crossing before the cut-off is a measurement and stays as it is
+    falling = FscCurve(np.arange(6), freq, np.array([1.0, 0.3, 0.1, 0.9, 0.9, 0.9]),
+                       np.ones(6, dtype=int)).limited_to(5.0)
+    assert falling.resolution_a(0.5, method="first_below") == pytest.approx(20.0)
+    assert falling.limited_by(0.5) is None
+    assert high.limited_to(None) is high
+    with pytest.raises(ValueError, match="cutoff_a"):
+        high.limited_to(0.0)

@@ -174,3 +174,29 @@ def test_every_protocol_refuses_bad_symmetry_before_creating_anything(tmp_path, 
     assert f"parameter 'symmetry': symmetry {symmetry!r}" in str(info.value)
     assert expected in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_low_passed_map_reports_the_filter_not_nyquist(tmp_path):
+    """max_resolution_a cuts both halves at the same radius: their FSC stays high beyond it
+    (shared interpolation leakage), which is no information. The resolution is the cut-off,
+    said to be limited by it; the truth confirms nothing finer is in the map."""
+    project, simulation = simulate(tmp_path / "p", phantom=True, n_particles=600, box_px=32,
+                                   pixel_size_a=3.0, snr=1.0, max_shift_a=3.0, seed=3)
+    project, result = reconstruct(tmp_path / "p", simulation.run_id, max_resolution_a=20.0)
+    record = RecordSet(project, result.outputs["fsc"]).to_frame().iloc[0]["data"]
+    volume = VolumeSet(project, result.outputs["volume"])
+    assert all(value >= 20.0 for value in record["resolutions_a"].values()), record
+    assert record["resolutions_a"]["fsc0143_interpolated"] == pytest.approx(20.0)
+    assert record["resolution_limited_by"]["fsc0143"] == "filter"
+    assert volume.properties["resolution_a"] == pytest.approx(20.0)
+    assert volume.properties["resolution_limited_by"] == "filter"
+    frequency, values = np.asarray(record["frequency_per_a"]), np.asarray(record["fsc"])
+    assert np.all(values[frequency > 1 / 20.0] == 0)
+    beyond = frequency > 1.1 / 20.0  # past the shell the cut-off falls in
+    halves = [read_volume(volume.to_frame().iloc[0][f"half{h}_path"])[0] for h in (1, 2)]
+    bare = fsc(*halves, pixel_size_a=3.0)
+    assert np.all(bare.values[beyond] > 0.5)  # what the bare half-map FSC would claim
+    vs_truth = fsc_vs_truth(project, result, simulation)
+    assert np.all(vs_truth.values[beyond] < 0.5)  # the truth: no such signal there
+    log = (tmp_path / "p" / project.get_run(result.run_id).folder / "logs").glob("*")
+    assert any("limited by the 20.00 Å filter" in path.read_text() for path in log)

@@ -10,6 +10,12 @@ Resolution at a threshold (0.143 gold standard, 0.5 Xmipp's default) is reported
 "first_below" (Xmipp): the frequency of the first shell (after shell 0) whose FSC is below the
 threshold; "interpolated": where the straight line between the last shell above and that shell
 crosses the threshold. Both give 1/frequency in Å.
+
+A curve of maps low-passed with a hard cut-off (both halves the same) is not information
+beyond it: the halves share the cut-off and correlate there whatever the data.
+`FscCurve.limited_to(cutoff_a)` zeroes the shells beyond the cut-off and makes every
+resolution at least `cutoff_a`; `limited_by(threshold)` says when a resolution is that bound
+("filter") or the highest shell's ("nyquist") rather than a crossing.
 """
 
 from __future__ import annotations
@@ -31,10 +37,9 @@ class FscCurve:
     frequency_per_a: numpy.ndarray
     values: numpy.ndarray
     counts: numpy.ndarray
+    filter_resolution_a: float | None = None  # hard low-pass both maps share (Å), if any
 
-    def resolution_a(self, threshold: float = 0.143, *, method: str = "interpolated") -> float:
-        """Resolution (Å) where the FSC falls below `threshold` (module notes for `method`:
-        'interpolated' or 'first_below'). When it never falls below, the highest shell's."""
+    def _crossing_a(self, threshold: float, method: str) -> float:
         if method not in ("interpolated", "first_below"):
             raise ValueError(f"method={method!r} must be 'interpolated' or 'first_below'")
         below = numpy.nonzero(self.values[1:] < threshold)[0]
@@ -47,6 +52,39 @@ class FscCurve:
         f0, f1 = self.frequency_per_a[i - 1], self.frequency_per_a[i]
         f = f0 + (v0 - threshold) / (v0 - v1) * (f1 - f0)
         return float(1.0 / f)
+
+    def resolution_a(self, threshold: float = 0.143, *, method: str = "interpolated") -> float:
+        """Resolution (Å) where the FSC falls below `threshold` (module notes for `method`:
+        'interpolated' or 'first_below'). When it never falls below, the highest shell's;
+        never finer than `filter_resolution_a`."""
+        value = self._crossing_a(threshold, method)
+        if self.filter_resolution_a is not None:
+            value = max(value, float(self.filter_resolution_a))
+        return value
+
+    def limited_by(self, threshold: float = 0.143, *, method: str = "interpolated"
+                   ) -> str | None:
+        """"filter" when the resolution at `threshold` is the filter's cut-off, "nyquist"
+        when the FSC stays above `threshold` up to the last shell, else None (a crossing)."""
+        crossing = self._crossing_a(threshold, method)
+        if self.filter_resolution_a is not None and crossing <= self.filter_resolution_a:
+            return "filter"
+        if not (self.values[1:] < threshold).any():
+            return "nyquist"
+        return None
+
+    def limited_to(self, cutoff_a: float | None) -> FscCurve:
+        """This curve for maps low-passed at `cutoff_a` (Å, hard cut-off): shells beyond it
+        set to 0 and every resolution at least `cutoff_a`. None: unchanged."""
+        if cutoff_a is None:
+            return self
+        if not cutoff_a > 0:
+            raise ValueError(f"cutoff_a={cutoff_a} must be positive (Å)")
+        beyond = self.frequency_per_a > 1.0 / cutoff_a + 1e-12
+        limit = float(cutoff_a) if self.filter_resolution_a is None \
+            else max(float(cutoff_a), self.filter_resolution_a)
+        return dataclasses.replace(self, values=numpy.where(beyond, 0.0, self.values),
+                                   filter_resolution_a=limit)
 
 
 def _shell_index(shape: tuple[int, ...], xp: Any) -> Any:

@@ -143,3 +143,68 @@ def test_initial_resolution_lowpasses_the_start_and_starts_the_schedule(tmp_path
     cutoff = n * pixel / 24.0
     assert spectrum[radius >= cutoff + 1].max() < 1e-5 * spectrum.max()
     assert spectrum[(radius > 1) & (radius < cutoff - 1)].max() > 1e-2 * spectrum.max()
+
+
+def test_a_low_passed_start_sets_the_first_schedule(tmp_path):
+    """A ReconstructFourier map low-passed at 20 Å says 20 Å (not Nyquist): the first
+    schedule starts from 20 Å, not from the 4·Ts0 = 12 Å the map does not reach (the truth
+    says so), and the iteration's record says what bounds its resolution."""
+    project_dir = tmp_path / "p"
+    project, simulation, truth = simulated(project_dir, n=600, box=40, snr=0.5)
+    particles = {"run": simulation.run_id, "output": "particles"}
+    _, start = run(project_dir, "ReconstructFourier",
+                   {"particles": particles, "max_resolution_a": 20.0})
+    start_map = VolumeSet(project, start.outputs["volume"]).to_frame().iloc[0]["path"]
+    volume, pixel = read_volume(start_map)
+    from cryoweave.engine import fsc
+
+    vs_truth = fsc(volume, read_volume(truth)[0], pixel_size_a=pixel)
+    assert vs_truth.values[np.searchsorted(vs_truth.frequency_per_a, 1 / 12.0)] < 0.5
+    _, refined = run(project_dir, "ReconstructHighRes", {
+        "particles": particles, "alignment": "none", "multiresolution": False,
+        "initial_volumes": {"run": start.run_id, "output": "volume"}})
+    record = RecordSet(project, refined.outputs["fsc"]).to_frame()["data"].iloc[0]
+    assert record["previous_resolution_a"] == pytest.approx(20.0)
+    assert set(record["resolution_limited_by"]) == {"criterion", "fsc0143"}
+    assert record["resolution_limited_by"]["fsc0143"] in (None, "nyquist")
+
+
+def test_the_final_map_at_the_true_poses_is_the_true_pose_map(tmp_path):
+    """Poses held at the truth (local iteration, angles and shifts fixed, so scores and CC
+    percentile weights are computed): the final map must be as close to the truth as
+    ReconstructFourier's true-pose map. It was ~2 % worse: the weights spread the (equally
+    good) particles over [0.1, 1]; now the final map is made on the original grid with unit
+    weights, as the true-pose map is."""
+    project_dir = tmp_path / "p"
+    project, simulation, truth = simulated(project_dir, n=1500, box=40, snr=0.05)
+    particles = {"run": simulation.run_id, "output": "particles"}
+    _, true_poses = run(project_dir, "ReconstructFourier", {"particles": particles})
+    best_map = VolumeSet(project, true_poses.outputs["volume"]).to_frame().iloc[0]["path"]
+    _, refined = run(project_dir, "ReconstructHighRes", {
+        "particles": particles, "alignment": "local", "iterations": 1,
+        "local_angles": False, "local_shifts": False})
+    final = VolumeSet(project, refined.outputs["volume"]).to_frame().iloc[0]
+    weights = ParticleSet(project, refined.outputs["particles"]).to_frame()["weight"]
+    assert weights.min() < 0.2 and weights.max() == pytest.approx(1.0)  # weights were made
+    ours, best = resolution_vs_truth(final["path"], truth), resolution_vs_truth(best_map, truth)
+    assert ours == pytest.approx(best, rel=1e-3), (ours, best)
+
+
+def test_an_odd_box_keeps_its_centre_on_the_working_grid(tmp_path):
+    """A Fourier crop keeps index 0 fixed: from an odd box (41 px) the particle centre lands
+    half a pixel off the working box's centre (index n//2), in the images and in the
+    reference. Local refinement from the true poses against the truth then moved every shift
+    by about that much. The shifts must stay at the truth (the crop's centre offset is put
+    into the working origins and references, and taken out of the refined shifts)."""
+    project_dir = tmp_path / "p"
+    project, simulation, truth = simulated(project_dir, n=400, box=41, snr=1.0)
+    start = lowpassed_start(project_dir, truth, 3.0, 8.0)
+    particles = {"run": simulation.run_id, "output": "particles"}
+    _, refined = run(project_dir, "ReconstructHighRes", {
+        "particles": particles, "initial_volumes": start, "alignment": "local",
+        "iterations": 1, "max_target_resolution_a": "15"})
+    record = RecordSet(project, refined.outputs["fsc"]).to_frame()["data"].iloc[0]
+    assert record["box_px"] % 2 == 0 and record["box_px"] < 41  # an even working grid
+    angles, shifts = pose_errors(project, refined, simulation)
+    assert np.median(shifts) < 0.25, np.median(shifts)  # (was ~0.6 px)
+    assert np.median(angles) < 2.0, np.median(angles)

@@ -12,12 +12,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryoweave.engine import lowpass_filter_a, resample_volume
+from cryoweave.engine import lowpass_filter_a
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import read_volume, write_mrc
 from cryoweave.plugin import Derived, StepContext, StepResult
-from cryoweave.protocols.highres._state import iteration_dir, read_json, read_npz
-from cryoweave.protocols.reconstruction._arrays import read_arrays
+from cryoweave.protocols.highres._references import resample_centred
+from cryoweave.protocols.highres._state import (
+    iteration_dir,
+    read_json,
+    read_npz,
+    with_poses,
+    write_json,
+)
+from cryoweave.protocols.highres._steps import (
+    fsc_mask,
+    insert_normal_images,
+    reconstruction_rows,
+)
+from cryoweave.protocols.reconstruction._arrays import ParticleArrays, read_arrays
+from cryoweave.protocols.reconstruction._reconstruct import (
+    curve_record,
+    empty_accumulator,
+    evaluate,
+    half_maps,
+)
 from cryoweave.viewers import plot_fsc, plot_series, plot_volume
 from cryoweave.viewers._images import _pyplot
 from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed
@@ -45,12 +63,14 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
     last = iteration_dir(ctx.extra_dir, iterations)
     record = read_json(last / "result.json")
     pixel, box = particles.pixel_size_a, particles.box_px
+    poses = read_npz(last / "poses.npz")
+    if record["alignment"] == "stochastic":
+        maps = resampled_last_maps(last, pixel, box)  # (a running average: no final insert)
+    else:
+        maps, record = final_maps(particles, poses, settings, read_json(last / "schedule.json"))
+        write_json(ctx.extra_dir / "final_fsc.json", record)
     files: dict[str, str] = {}
-    maps = {}
     for name in ("half1", "half2", "map"):
-        volume, working_pixel = read_volume(last / f"{name}.mrc")
-        full, _ = resample_volume(volume, working_pixel, pixel, box)
-        maps[name] = np.asarray(full, np.float32)
         files[name] = str(write_mrc(ctx.extra_dir / f"final_{name}.mrc", maps[name], pixel))
     resolution = record["resolution_0143_a"]
     filtered = lowpass_filter_a(maps["map"], resolution, pixel)
@@ -65,7 +85,6 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
                  "FSC 0.143": [r["resolution_0143_a"] for r in records]},
                 ctx.extra_dir / "resolution_iterations.png", xlabel="iteration",
                 ylabel="resolution (Å)")
-    poses = read_npz(last / "poses.npz")
     used = poses["used"]
     angular_distribution(poses["rot_deg"][used], poses["tilt_deg"][used],
                          ctx.extra_dir / "angular_distribution.png")
@@ -92,7 +111,8 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
                             "half2_path": files["half2"], "pixel_size_a": pixel,
                             "box_px": box, "filtered_path": files["filtered"],
                             "resolution_a": record["resolution_a"],
-                            "resolution_0143_a": resolution}])
+                            "resolution_0143_a": resolution,
+                            "final_weights": record.get("final_weights", "refinement")}])
     rejected = int((~used).sum())
     return StepResult(
         publish={"volume": volume},
@@ -103,6 +123,62 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
                     "particles": {"has_poses": True, "rejected_particles": rejected}},
         info={"iterations": iterations, "resolution_0143_a": resolution, "rejected": rejected,
               "seconds": time.perf_counter() - started})
+
+
+def resampled_last_maps(last: Path, pixel_size_a: float, box_px: int
+                        ) -> dict[str, np.ndarray]:
+    """The last iteration's maps brought to the original grid (Fourier padding)."""
+    maps = {}
+    for name in ("half1", "half2", "map"):
+        volume, working_pixel = read_volume(last / f"{name}.mrc")
+        full, _ = resample_centred(volume, working_pixel, pixel_size_a, box_px)
+        maps[name] = np.asarray(full, np.float32)
+    return maps
+
+
+def final_maps(particles: ParticleArrays, poses: dict[str, np.ndarray],
+               settings: dict[str, Any], schedule: dict[str, Any]
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The final maps, made as ReconstructFourier makes the true-pose map: the original
+    images at the refined poses, on the original grid (padding ×2, gridding iterations),
+    the particles the last iteration used, abnormal images left out, with unit weights or
+    the refinement's (``settings["final_map_weights"]``).
+
+    The refinement's weights (CC percentile, …) are a rank within defocus groups: on a
+    homogeneous set they spread good particles over [w_min, 1], which lowers the effective
+    number of particles (measured: benchmarks/highres_map_loss.py). The half-map FSC does
+    not see that loss (it favoured the weighted map where the truth did not), so the choice
+    is a setting, not automatic. Returns the maps (half1, half2, map at the original box,
+    float32) and the FSC record (with ``final_weights``).
+    """
+    refined = with_poses(particles, poses)
+    pixel, box = refined.pixel_size_a, refined.box_px
+    radius = schedule["particle_radius_px"] * schedule["pixel_size_a"] / pixel
+    chosen = settings.get("final_map_weights", "unit")
+    weights = poses["weight"] if chosen == "refinement" else None
+    accumulators, abnormal = [], 0
+    for half in (1, 2):
+        accumulator = empty_accumulator(refined, half=half, padding=2.0, max_resolution_a=None)
+        abnormal += insert_normal_images(accumulator, refined,
+                                         reconstruction_rows(poses, half, settings), poses,
+                                         settings["symmetry"], weights=weights)
+        accumulators.append(accumulator)
+    half1, half2, average = half_maps(*accumulators, regularization=settings["regularization"])
+    curve = evaluate(half1, half2, pixel, fsc_mask(settings, box, pixel, radius))
+    criterion = settings["resolution_criterion"]
+    record = curve_record(curve)
+    record.update({
+        "resolution_a": curve.resolution_a(criterion, method="first_below"),
+        "resolution_criterion": criterion,
+        "resolution_interpolated_a": curve.resolution_a(criterion),
+        "resolution_0143_a": curve.resolution_a(0.143),
+        "resolution_limited_by": {"criterion": curve.limited_by(criterion,
+                                                                method="first_below"),
+                                  "fsc0143": curve.limited_by(0.143)},
+        "final_weights": chosen, "pixel_size_a": pixel, "box_px": box,
+        "particles_used": sum(a.n_images for a in accumulators), "abnormal": abnormal})
+    maps = {"half1": half1, "half2": half2, "map": average}
+    return {k: np.asarray(v, np.float32) for k, v in maps.items()}, record
 
 
 def run_post_script(command: str, map_path: str, ctx: StepContext) -> None:

@@ -78,6 +78,7 @@ def settings_of(params: Any, mask_path: str | None, adhoc_path: str | None) -> d
                     "angular_stability": params.weight_angular_stability,
                     "ssnr": params.weight_ssnr, "continuous": params.weight_continuous,
                     "min_cc_weight": params.min_cc_weight},
+        "final_map_weights": params.final_map_weights,
         "reference": {"lowpass": params.next_lowpass,
                       "spherical_mask": params.next_spherical_mask,
                       "positivity": params.next_positivity, "dropout": params.next_dropout},
@@ -92,6 +93,20 @@ def settings_of(params: Any, mask_path: str | None, adhoc_path: str | None) -> d
 
 def _single_path(volumes: VolumeSet | None) -> str | None:
     return str(volumes.to_frame().iloc[0]["path"]) if volumes is not None else None
+
+
+def _starting_resolution(alignment: str, pixel_size_a: float, volumes: VolumeSet,
+                         initial_resolution_a: float | None = None) -> float:
+    """``initial_resolution_a`` when the user gives it (RELION's --ini_high); else the spec's
+    starting resolution (4·Ts0 or Ts0/0.45), never finer than the resolution the starting map
+    carries (e.g. a ReconstructFourier map low-passed at 20 Å says 20 Å)."""
+    if initial_resolution_a is not None:
+        return float(initial_resolution_a)
+    start = starting_resolution_a(alignment, pixel_size_a)
+    recorded = volumes.properties.get("resolution_a")
+    if isinstance(recorded, (int, float)) and math.isfinite(recorded) and recorded > start:
+        return float(recorded)
+    return start
 
 
 def _initial_maps(volumes: VolumeSet) -> tuple[list[str], float]:
@@ -153,10 +168,12 @@ class Refinement:
         if previous_run is not None:
             self.initial = self._from_previous_run(previous_run)
         elif ctx.input("initial_volumes") is not None:
-            maps, pixel = _initial_maps(ctx.input("initial_volumes"))
+            volumes = ctx.input("initial_volumes")
+            maps, pixel = _initial_maps(volumes)
             self.initial = {"maps": maps, "pixel_size_a": pixel, "fsc": None,
-                            "resolution_a": starting_resolution_a(
-                                params.alignment, self.pixel0, params.initial_resolution_a)}
+                            "resolution_a": _starting_resolution(
+                                params.alignment, self.pixel0, volumes,
+                                params.initial_resolution_a)}
         else:
             steps = self._initial_reconstruction()
         write_npz(self.extra / "initial_poses.npz", **poses)

@@ -27,6 +27,7 @@ from cryoweave.engine import (
     window_volume,
 )
 from cryoweave.protocols._device import to_device
+from cryoweave.protocols.highres._state import centre_offset_px
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,35 @@ def apply_frequency_weights(volume: Any, pixel_size_a: float, frequency_per_a: n
     return xp.asarray(irfftn(spectrum, (n, n, n)), xp.float32)
 
 
+def shift_volume(volume: Any, shift_px: float) -> Any:
+    """The volume translated by ``shift_px`` along each of z, y and x (Fourier phase ramp),
+    on the volume's device."""
+    xp = array_namespace(volume)
+    n = volume.shape[0]
+    axes = [xp.fft.fftfreq(n), xp.fft.fftfreq(n), xp.fft.rfftfreq(n)]
+    kz, ky, kx = xp.meshgrid(*axes, indexing="ij", sparse=True)
+    ramp = xp.exp(-2j * np.pi * shift_px * (kz + ky + kx))
+    return xp.asarray(irfftn(rfftn(xp.asarray(volume, xp.float32), ndim=3) * ramp, (n,) * 3),
+                      xp.float32)
+
+
+def resample_centred(volume: Any, pixel_size_a: float, target_pixel_a: float,
+                     box_px: int | None = None) -> tuple[Any, float]:
+    """``resample_volume`` with the centre kept at index N//2 (the Fourier crop/pad keeps
+    index 0 fixed: odd boxes would move the centre by up to half a pixel); on the volume's
+    device."""
+    xp = array_namespace(volume)
+    n = volume.shape[0]
+    resampled, pixel = resample_volume(xp.asarray(volume, xp.float32), pixel_size_a,
+                                       target_pixel_a)
+    offset = centre_offset_px(n, resampled.shape[0])
+    if abs(offset) > 1e-9:
+        resampled = shift_volume(resampled, offset)
+    if box_px is not None:
+        resampled = window_volume(resampled, box_px)
+    return xp.asarray(resampled, xp.float32), pixel
+
+
 def prepare_reference(volume: Any, pixel_size_a: float, *, box_px: int,
                       working_pixel_a: float, lowpass_resolution_a: float | None,
                       previous_fsc: tuple[np.ndarray, np.ndarray] | None,
@@ -73,17 +103,15 @@ def prepare_reference(volume: Any, pixel_size_a: float, *, box_px: int,
     """The reference of one half on the working grid ``(box, box, box)`` float32, on the
     volume's device (NumPy or CuPy)."""
     xp = array_namespace(volume)
-    reference, pixel = resample_volume(xp.asarray(volume, xp.float32), pixel_size_a,
-                                       working_pixel_a)
-    reference = xp.asarray(window_volume(reference, box_px), xp.float32)
+    reference, pixel = resample_centred(volume, pixel_size_a, working_pixel_a, box_px)
     if previous_fsc is not None:
         reference = apply_frequency_weights(reference, pixel, *fsc_weights(*previous_fsc))
     if options.lowpass and lowpass_resolution_a:
         reference = xp.asarray(lowpass_filter_a(reference, lowpass_resolution_a, pixel),
                                xp.float32)
     if user_mask is not None:
-        mask, _ = resample_volume(_same_device(np.asarray(user_mask, np.float32), volume),
-                                  pixel_size_a, working_pixel_a, box_px)
+        mask, _ = resample_centred(_same_device(np.asarray(user_mask, np.float32), volume),
+                                   pixel_size_a, working_pixel_a, box_px)
         reference = reference * xp.clip(xp.asarray(mask, xp.float32), 0, 1)
     elif options.spherical_mask:
         radius = options.mask_radius_px or box_px / 2 - options.edge_width_px

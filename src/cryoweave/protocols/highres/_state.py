@@ -83,10 +83,23 @@ def with_poses(arrays: ParticleArrays, poses: dict[str, np.ndarray]) -> Particle
     return replace(arrays, columns=columns)
 
 
+def centre_offset_px(box_in_px: int, box_out_px: int) -> float:
+    """Where a Fourier crop/pad from ``box_in_px`` to ``box_out_px`` puts the input's centre
+    (index N//2), relative to the output's centre (index n//2), in output pixels, negated:
+    the shift that brings it back. The crop keeps index 0 fixed, so for odd boxes the centre
+    moves by up to half a pixel (65 → 64: 0.49 px); even → even boxes give 0."""
+    return box_out_px // 2 - (box_in_px // 2) * box_out_px / box_in_px
+
+
 def on_working_grid(arrays: ParticleArrays, stack: str, box_px: int, pixel_size_a: float
                     ) -> ParticleArrays:
-    """The particles as the images of ``stack`` (row i = image i) at ``box_px``/``pixel``."""
+    """The particles as the images of ``stack`` (row i = image i) at ``box_px``/``pixel``,
+    their origins including the centre offset of the crop (``centre_offset_px``), so that
+    image + origin is centred at box_px // 2 as in the original images."""
     columns = dict(arrays.columns)
+    offset_a = centre_offset_px(arrays.box_px, box_px) * pixel_size_a
+    columns["shift_x_a"] = arrays["shift_x_a"] + offset_a
+    columns["shift_y_a"] = arrays["shift_y_a"] + offset_a
     columns["image_index"] = np.arange(len(arrays), dtype=np.int64)
     optics = arrays.optics.copy()
     optics["box_px"] = box_px

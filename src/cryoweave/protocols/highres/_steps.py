@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cryoweave.engine import euler_to_matrix, soft_sphere_mask
+from cryoweave.engine import ReconstructionAccumulator, euler_to_matrix, soft_sphere_mask
 from cryoweave.formats import ParticleTable, StackReader, read_volume, write_mrc
 from cryoweave.plugin import StepContext, StepResult
 from cryoweave.protocols._device import device_info, step_device, to_device, to_host
@@ -17,8 +18,13 @@ from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import stack_name
 from cryoweave.protocols.downsample._stack import downsample_stack
 from cryoweave.protocols.highres._alignment import assign
-from cryoweave.protocols.highres._references import ReferenceOptions, prepare_reference
+from cryoweave.protocols.highres._references import (
+    ReferenceOptions,
+    prepare_reference,
+    resample_centred,
+)
 from cryoweave.protocols.highres._state import (
+    centre_offset_px,
     initial_poses,
     iteration_dir,
     on_working_grid,
@@ -32,6 +38,7 @@ from cryoweave.protocols.highres._weights import WeightOptions, angular_changes_
 from cryoweave.protocols.reconstruction._arrays import ParticleArrays, read_arrays
 from cryoweave.protocols.reconstruction._reconstruct import (
     curve_record,
+    describe_resolution,
     empty_accumulator,
     evaluate,
     load_accumulator,
@@ -115,6 +122,8 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
     halves = poses["half"]
     particles = working_particles(with_poses(master, poses), schedule)
     box, pixel = schedule["box_px"], schedule["pixel_size_a"]
+    # (working origins include the crop's centre offset; poses keep the original frame)
+    offset_px = centre_offset_px(master.box_px, box) if schedule.get("stack") else 0.0
     rows = np.arange(start, stop)
     if settings["alignment"] == "stochastic":
         rows = rows[np.isin(rows, np.asarray(schedule["stochastic_rows"]))]
@@ -143,8 +152,8 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
         out["rot_deg"][members] = result.rot_deg
         out["tilt_deg"][members] = result.tilt_deg
         out["psi_deg"][members] = result.psi_deg
-        out["shift_x_a"][members] = result.origin_x_px * pixel
-        out["shift_y_a"][members] = result.origin_y_px * pixel
+        out["shift_x_a"][members] = (result.origin_x_px - offset_px) * pixel
+        out["shift_y_a"][members] = (result.origin_y_px - offset_px) * pixel
         out["score"][members] = result.score
         if local.get("scale") or local.get("defocus") or local.get("gray"):
             refine_extras(out, members, unmasked, particles, selected, reference, result, local,
@@ -258,19 +267,44 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
     schedule = read_json(folder / "schedule.json")
     poses = read_npz(folder / "poses.npz")
     particles = working_particles(with_poses(read_arrays(arrays), poses), schedule)
+    rows = reconstruction_rows(poses, half, settings)
+    accumulator = empty_accumulator(particles, half=half, padding=2.0, max_resolution_a=None,
+                                    device=device)
+    abnormal = insert_normal_images(accumulator, particles, rows, poses, settings["symmetry"],
+                                    weights=poses["weight"], device=device,
+                                    progress=lambda done, total: ctx.progress(done, total))
+    save_accumulator(folder / f"sums_h{half}.npz", accumulator)
+    write_json(folder / f"insert_h{half}.json", {"inserted": accumulator.n_images,
+                                                 "abnormal": abnormal,
+                                                 "seconds": time.perf_counter() - started})
+    return StepResult(info=device_info(device, inserted=accumulator.n_images,
+                                       abnormal=abnormal))
+
+
+def reconstruction_rows(poses: dict[str, np.ndarray], half: int, settings: dict[str, Any]
+                        ) -> np.ndarray:
+    """The particles of ``half`` that go into its map: used, weight > 0, tilt in range."""
     selected = (poses["half"] == half) & poses["used"] & (poses["weight"] > 0)
     tilt_range = settings.get("restrict_tilt_deg")
     if tilt_range:
         selected &= (poses["tilt_deg"] >= tilt_range[0]) & (poses["tilt_deg"] <= tilt_range[1])
-    rows = np.flatnonzero(selected)
-    accumulator = empty_accumulator(particles, half=half, padding=2.0, max_resolution_a=None,
-                                    device=device)
+    return np.flatnonzero(selected)
+
+
+def insert_normal_images(accumulator: ReconstructionAccumulator, particles: ParticleArrays,
+                         rows: np.ndarray, poses: dict[str, np.ndarray], symmetry: str, *,
+                         weights: np.ndarray | None, device: str = "cpu",
+                         progress: Callable[[int, int], None] | None = None) -> int:
+    """Insert the particles ``rows`` (refined gray values and magnification undone), leaving
+    out abnormal images (non-finite, or variance beyond ×/÷ ABNORMAL_VARIANCE_FACTOR of the
+    first batch's median); returns how many were left out. ``weights`` None: unit weights.
+    Images are read, screened and corrected on the host and inserted on ``device``."""
     reader = StackReader()
     abnormal, reference_variance = 0, None
     for begin in range(0, len(rows), 500):
         batch = rows[begin:begin + 500]
         images = reader.read(particles.paths[batch], particles["image_index"][batch],
-                             schedule["box_px"])
+                             particles.box_px)
         variance = images.reshape(len(batch), -1).var(axis=1)
         if reference_variance is None:
             reference_variance = float(np.median(variance[np.isfinite(variance)])) or 1.0
@@ -280,20 +314,15 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
         abnormal += int((~normal).sum())
         batch, images = batch[normal], images[normal]
         images = corrected_images(images, poses, batch)
-        if len(batch):  # screened and corrected on the host, inserted on the device
-            accumulator.insert(to_device(images, device),
-                               to_device(particles.matrices(batch), device),
-                               ctf=to_device(particles.ctf(batch), device),
-                               origin_xy_px=to_device(particles.origins_px(batch), device),
-                               symmetry=settings["symmetry"],
-                               particle_weights=to_device(poses["weight"][batch], device))
-        ctx.progress(begin + len(batch), len(rows))
-    save_accumulator(folder / f"sums_h{half}.npz", accumulator)
-    write_json(folder / f"insert_h{half}.json", {"inserted": accumulator.n_images,
-                                                 "abnormal": abnormal,
-                                                 "seconds": time.perf_counter() - started})
-    return StepResult(info=device_info(device, inserted=accumulator.n_images,
-                                       abnormal=abnormal))
+        if len(batch):
+            accumulator.insert(
+                to_device(images, device), to_device(particles.matrices(batch), device),
+                ctf=to_device(particles.ctf(batch), device),
+                origin_xy_px=to_device(particles.origins_px(batch), device), symmetry=symmetry,
+                particle_weights=None if weights is None else to_device(weights[batch], device))
+        if progress is not None:
+            progress(begin + len(batch), len(rows))
+    return abnormal
 
 
 def corrected_images(images: np.ndarray, poses: dict[str, np.ndarray], rows: np.ndarray
@@ -312,6 +341,17 @@ def corrected_images(images: np.ndarray, poses: dict[str, np.ndarray], rows: np.
 
 
 # -- evaluate: maps, FSC, resolution, the iteration's record -----------------------------------
+def fsc_mask(settings: dict[str, Any], box_px: int, pixel_size_a: float,
+             particle_radius_px: float) -> np.ndarray:
+    """The mask of the half-map FSC: the ad-hoc mask resampled, else a soft sphere 3 px
+    beyond the particle radius (px at ``pixel_size_a``)."""
+    if settings.get("adhoc_mask"):
+        mask_volume, mask_pixel = read_volume(settings["adhoc_mask"])
+        mask, _ = resample_centred(mask_volume, mask_pixel, pixel_size_a, box_px)
+        return np.clip(np.asarray(mask), 0, 1)
+    return soft_sphere_mask(box_px, min(particle_radius_px + 3, box_px / 2 - 2),
+                            edge_width_px=3.0, ndim=3)
+
 def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
                   settings: dict[str, Any]) -> StepResult:
     from cryoweave.protocols.reconstruction._reconstruct import half_maps
@@ -331,21 +371,11 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
         previous = iteration_dir(ctx.extra_dir, iteration - 1)
         mixed = []
         for name, new in (("half1", half1), ("half2", half2), ("map", average)):
-            from cryoweave.engine import resample_volume
-
             old, old_pixel = read_volume(previous / f"{name}.mrc")
-            old, _ = resample_volume(to_device(old, device), old_pixel, pixel, box)
+            old, _ = resample_centred(to_device(old, device), old_pixel, pixel, box)
             mixed.append((1 - alpha) * old + alpha * new)
         half1, half2, average = mixed
-    if settings.get("adhoc_mask"):
-        from cryoweave.engine import resample_volume
-
-        mask_volume, mask_pixel = read_volume(settings["adhoc_mask"])
-        mask, _ = resample_volume(mask_volume, mask_pixel, pixel, box)
-        mask = np.clip(np.asarray(mask), 0, 1)
-    else:
-        mask = soft_sphere_mask(box, min(schedule["particle_radius_px"] + 3, box / 2 - 2),
-                                edge_width_px=3.0, ndim=3)
+    mask = fsc_mask(settings, box, pixel, schedule["particle_radius_px"])
     curve = evaluate(half1, half2, pixel, mask)
     for name, volume in (("half1", half1), ("half2", half2), ("map", average)):
         write_mrc(folder / f"{name}.mrc", to_host(volume), pixel)
@@ -361,6 +391,9 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
         "resolution_criterion": criterion,
         "resolution_interpolated_a": curve.resolution_a(criterion),
         "resolution_0143_a": curve.resolution_a(0.143),
+        "resolution_limited_by": {"criterion": curve.limited_by(criterion,
+                                                                method="first_below"),
+                                  "fsc0143": curve.limited_by(0.143)},
         "pixel_size_a": pixel, "box_px": box,
         "angular_step_deg": schedule["angular_step_deg"],
         "previous_resolution_a": schedule["previous_resolution_a"],
@@ -376,8 +409,8 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
                     + (time.perf_counter() - started)},
     })
     write_json(folder / "result.json", record)  # last: the iteration is complete
-    ctx.logger.info("iteration %d: %.2f Å at FSC %.3g (0.143: %.2f Å), %d particles",
-                    iteration, record["resolution_a"], criterion, record["resolution_0143_a"],
-                    record["particles_used"])
+    ctx.logger.info("iteration %d: %.2f Å at FSC %.3g (0.143: %s), %d particles",
+                    iteration, record["resolution_a"], criterion,
+                    describe_resolution(curve, 0.143), record["particles_used"])
     return StepResult(publish={"fsc": pd.DataFrame([{"item_id": iteration, "data": record}])},
                       info=device_info(device, resolution_a=record["resolution_a"]))

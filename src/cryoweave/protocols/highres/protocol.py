@@ -133,6 +133,11 @@ class ReconstructHighRes(Protocol):
                                         description="Weight by the CC percentile overall")
         min_cc_weight: float = param(0.1, ge=0, le=1, section="Weights", expert=ADVANCED,
                                      description="Weight of the worst particle")
+        final_map_weights: Literal["unit", "refinement"] = param(
+            "unit", section="Weights", expert=ADVANCED,
+            description="Weights of the final map: unit (every particle kept by the last "
+                        "iteration counts once) or the refinement's weights (which steer the "
+                        "iterations; on a homogeneous set they lower the map's resolution)")
         # -- halves and resolution
         split: Literal["fixed", "stochastic"] = param(
             "fixed", section="Resolution", expert=ADVANCED,

@@ -77,15 +77,37 @@ def load_accumulator(path: Path, template: ReconstructionAccumulator, device: st
 
 
 def resolutions(curve: FscCurve) -> dict[str, float]:
-    """Resolution (Å) at 0.143 and 0.5, interpolated and first shell below (Xmipp)."""
+    """Resolution (Å) at 0.143 and 0.5, interpolated and first shell below (Xmipp); never
+    finer than the low-pass the maps share (``curve.filter_resolution_a``)."""
     return {f"{name}_{method}": curve.resolution_a(threshold, method=method)
             for name, threshold in (("fsc0143", 0.143), ("fsc05", 0.5))
             for method in ("interpolated", "first_below")}
 
 
+def limits(curve: FscCurve) -> dict[str, str | None]:
+    """Per criterion, what bounds the resolution instead of an FSC crossing: "filter" (the
+    low-pass cut-off), "nyquist" (the FSC never falls below), or None."""
+    return {name: curve.limited_by(threshold)
+            for name, threshold in (("fsc0143", 0.143), ("fsc05", 0.5))}
+
+
+def describe_resolution(curve: FscCurve, threshold: float) -> str:
+    """E.g. "20.00 Å (limited by the 20.00 Å filter: ...)" for logs and plot titles."""
+    text = f"{curve.resolution_a(threshold):.2f} Å"
+    limit = curve.limited_by(threshold)
+    if limit == "filter":
+        text += (f" (limited by the {curve.filter_resolution_a:.2f} Å filter: the FSC does "
+                 f"not fall below {threshold:g} before the cut-off)")
+    elif limit == "nyquist":
+        text += f" (limited by Nyquist: the FSC does not fall below {threshold:g})"
+    return text
+
+
 def curve_record(curve: FscCurve, **extra: Any) -> dict[str, Any]:
     return {"frequency_per_a": curve.frequency_per_a.tolist(), "fsc": curve.values.tolist(),
-            "shell_px": curve.shell_px.tolist(), "resolutions_a": resolutions(curve), **extra}
+            "shell_px": curve.shell_px.tolist(), "resolutions_a": resolutions(curve),
+            "filter_resolution_a": curve.filter_resolution_a,
+            "resolution_limited_by": limits(curve), **extra}
 
 
 def write_results(folder: Path, half1: Any, half2: Any, average: Any,
@@ -109,7 +131,9 @@ def write_results(folder: Path, half1: Any, half2: Any, average: Any,
     files["fsc_png"] = plot_fsc({"half maps": (curve.frequency_per_a, curve.values)},
                                 folder / f"{prefix}fsc.png",
                                 title=f"FSC 0.143: {res:.2f} Å, 0.5: "
-                                      f"{curve.resolution_a(0.5):.2f} Å")
+                                      f"{curve.resolution_a(0.5):.2f} Å"
+                                      + (f" (filter {curve.filter_resolution_a:.2f} Å)"
+                                         if curve.filter_resolution_a else ""))
     files["slices_png"] = plot_volume(average, pixel_size_a, folder / f"{prefix}slices.png",
                                       title="reconstruction")
     files["projections_png"] = plot_volume(average, pixel_size_a,
@@ -129,9 +153,12 @@ def half_maps(acc1: ReconstructionAccumulator, acc2: ReconstructionAccumulator, 
     return half1, half2, average
 
 
-def evaluate(half1: Any, half2: Any, pixel_size_a: float, mask: np.ndarray | None = None
-             ) -> FscCurve:
-    """FSC of the half maps, on the device where they live (the mask is moved there)."""
+def evaluate(half1: Any, half2: Any, pixel_size_a: float, mask: np.ndarray | None = None,
+             *, max_resolution_a: float | None = None) -> FscCurve:
+    """The half-map FSC, on the device where the maps live (the mask is moved there); with
+    ``max_resolution_a`` (the insertion cut-off both halves share) zero beyond it and never
+    finer than it (``FscCurve.limited_to``)."""
     if mask is not None:
         mask = to_device(mask, "cpu" if array_namespace(half1) is np else "gpu")
-    return fsc(half1, half2, mask=mask, pixel_size_a=pixel_size_a)
+    curve = fsc(half1, half2, mask=mask, pixel_size_a=pixel_size_a)
+    return curve.limited_to(max_resolution_a)

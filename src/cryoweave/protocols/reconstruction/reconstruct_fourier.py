@@ -40,6 +40,7 @@ from cryoweave.protocols.reconstruction._arrays import (
 )
 from cryoweave.protocols.reconstruction._reconstruct import (
     curve_record,
+    describe_resolution,
     empty_accumulator,
     evaluate,
     half_maps,
@@ -191,12 +192,12 @@ def finalize_step(ctx: StepContext, arrays: str, symmetry: str, max_resolution_a
     half1, half2, average = half_maps(acc1, acc2, regularization=regularization,
                                       gridding_iterations=gridding_iterations)
     mask = read_volume(mask_path)[0] if mask_path else None
-    curve = evaluate(half1, half2, particles.pixel_size_a, mask)
+    curve = evaluate(half1, half2, particles.pixel_size_a, mask,
+                     max_resolution_a=max_resolution_a)
     files = write_results(ctx.extra_dir, half1, half2, average, particles.pixel_size_a, curve)
     record = curve_record(curve, symmetry=symmetry, particles=len(particles),
                           masked=mask_path is not None)
-    ctx.logger.info("resolution (FSC 0.143): %.2f Å", record["resolutions_a"]
-                    ["fsc0143_interpolated"])
+    ctx.logger.info("resolution (FSC 0.143): %s", describe_resolution(curve, 0.143))
     volume = pd.DataFrame([{"item_id": 1, "path": files["path"],
                             "half1_path": files["half1_path"],
                             "half2_path": files["half2_path"],
@@ -208,5 +209,7 @@ def finalize_step(ctx: StepContext, arrays: str, symmetry: str, max_resolution_a
                                              "box_px": particles.box_px,
                                              "symmetry": symmetry,
                                              "resolution_a": record["resolutions_a"]
-                                             ["fsc0143_interpolated"]}},
+                                             ["fsc0143_interpolated"],
+                                             "resolution_limited_by":
+                                                 record["resolution_limited_by"]["fsc0143"]}},
                       info=device_info(device, **record["resolutions_a"]))
