@@ -140,6 +140,8 @@ def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
     expect(page.locator("#runs-graph path.edge")).to_have_count(1)
     page.fill("#run-search", "downsample")
     expect(page.locator("#runs-table tbody tr")).to_have_count(1)
+    expect(page.locator("#runs-graph g.node.match")).to_have_count(1)  # highlighted in the graph
+    expect(page.locator('#runs-graph g.node.match[data-run="2"]')).to_have_count(1)
     _shot(page, "gui-project.png")
     page.fill("#run-search", "")
 
