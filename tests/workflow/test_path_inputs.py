@@ -185,6 +185,17 @@ def test_no_readable_micrograph(tmp_path):
                            "MRC file (Couldn't read enough bytes for MRC header)")
 
 
+def test_a_stack_given_as_micrographs_is_refused_before_a_run(tmp_path):
+    """Found by tools/malformed_campaign.py: the import's per-file rules (one section, a
+    pixel size in range) ran only in the import step, after the import run existed."""
+    (tmp_path / "mics").mkdir()
+    write_mrc(tmp_path / "mics" / "stack.mrc", np.zeros((3, 16, 16), np.float32), 1.0)
+    problems = refused(tmp_path, "PreprocessMicrographs",
+                       {"micrographs": "mics/*.mrc", "do_invert": True})
+    assert len(problems) == 1
+    assert "expected one micrograph, found 3 sections" in problems[0]
+
+
 @pytest.mark.parametrize("content, message", [
     ("not a star file", r"no particle table with the required column rlnImageName"),
     (None, r"has no rlnAngleRot, rlnAngleTilt, rlnAnglePsi for every particle"),

@@ -135,7 +135,7 @@ class ImportMicrographs(Protocol):
                 errors.append(matched.problem)
                 continue
             try:
-                shape = read_info(matched.real).shape
+                shape = check_micrograph(matched.path, params.pixel_size_a)[0].shape
                 sizes.append({"item_id": len(sizes) + 1, "path": matched.path,
                               "width_px": shape[2], "height_px": shape[1]})
             except CryoweaveError as exc:
@@ -275,18 +275,7 @@ def import_micrographs_step(ctx: StepContext, paths: list[str], first_item_id: i
         try:
             if path in refused:
                 raise CryoweaveError(refused[path])
-            check_file_name(path)
-            info = read_info(path)
-            pixel = pixel_size_a or info.voxel_size_a
-            if not pixel:
-                raise CryoweaveError(f"{path}: the MRC header has no pixel size; pass "
-                                     "pixel_size_a")
-            if info.shape[0] != 1:
-                raise CryoweaveError(f"{path}: expected one micrograph, found {info.shape[0]} "
-                                     "sections (a movie? import aligned sums)")
-            if not PIXEL_SIZE_A.contains(pixel):
-                raise CryoweaveError(f"{path}: the header's pixel size {pixel:g} Å is out of "
-                                     f"range ({PIXEL_SIZE_A.describe()}); pass pixel_size_a")
+            info, pixel = check_micrograph(path, pixel_size_a)
         except CryoweaveError as exc:
             message = str(exc)
             if path in unfinished:
@@ -304,3 +293,20 @@ def import_micrographs_step(ctx: StepContext, paths: list[str], first_item_id: i
     return StepResult(publish={"micrographs": frame}, properties={"micrographs": props},
                       item_failures=failures,
                       info={"micrographs": len(rows), "failed": len(failures)})
+
+
+def check_micrograph(path: str, pixel_size_a: float | None) -> tuple[Any, float]:
+    """The header of one micrograph file and its pixel size (Å), or CryoweaveError saying
+    why it cannot be imported: the same rules when a run is checked and when it imports."""
+    check_file_name(path)
+    info = read_info(path)
+    pixel = pixel_size_a or info.voxel_size_a
+    if not pixel:
+        raise CryoweaveError(f"{path}: the MRC header has no pixel size; pass pixel_size_a")
+    if info.shape[0] != 1:
+        raise CryoweaveError(f"{path}: expected one micrograph, found {info.shape[0]} "
+                             "sections (a movie? import aligned sums)")
+    if not PIXEL_SIZE_A.contains(pixel):
+        raise CryoweaveError(f"{path}: the header's pixel size {pixel:g} Å is out of "
+                             f"range ({PIXEL_SIZE_A.describe()}); pass pixel_size_a")
+    return info, pixel
