@@ -90,7 +90,11 @@ function startEvents() {
   source.addEventListener("error", () => live.classList.remove("on"));
   source.addEventListener("change", () => {
     clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(() => { if (current && current.refresh) current.refresh(); }, 150);
+    refreshTimer = setTimeout(() => {
+      // a background refresh that fails (the server restarting, the page navigating away)
+      // waits for the next change; it must not break the page
+      if (current && current.refresh) Promise.resolve(current.refresh()).catch(e => console.warn("refresh:", e));
+    }, 150);
   });
 }
 
@@ -498,7 +502,8 @@ function runPage(id) {
   async function refreshLog() {
     const el = root.querySelector("#run-log");
     if (!el || !document.body.contains(root)) { clearInterval(pageTimer); return; }
-    const {data} = await api(`/api/runs/${id}/log?lines=200`);
+    let data;
+    try { ({data} = await api(`/api/runs/${id}/log?lines=200`)); } catch (e) { return; }
     const text = data.lines.join("\n") || "(no log yet)";
     if (el.textContent !== text) { el.textContent = text; el.scrollTop = el.scrollHeight; }
   }
