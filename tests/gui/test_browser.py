@@ -77,7 +77,11 @@ class Served:
 
     def close(self) -> None:
         self.process.terminate()
-        self.process.wait(10)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:  # not this test's concern: never leave it behind
+            self.process.kill()
+            self.process.wait(10)
 
 
 def _page(browser, *, bypass_csp: bool) -> Iterator:
