@@ -134,7 +134,7 @@ def test_streaming_acquisition_with_a_crash_matches_an_uninterrupted_run(tmp_pat
                                                "--project", "proj", "--json", "--quiet"),
                              cwd=tmp_path, env=subprocess_env(), capture_output=True,
                              text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr
     imported = micrographs_of(project_dir, "import")
     output = micrographs_of(project_dir, "preprocess")
     assert imported.is_closed and imported.count() == N_MICROGRAPHS
