@@ -134,7 +134,10 @@ def test_streaming_acquisition_with_a_crash_matches_an_uninterrupted_run(tmp_pat
                                                "--project", "proj", "--json", "--quiet"),
                              cwd=tmp_path, env=subprocess_env(), capture_output=True,
                              text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr
+    if resumed.returncode != 0:  # say why: the run's own log and JSON
+        logs = "".join(path.read_text()[-3000:]
+                       for path in sorted((project_dir / "Runs").glob("*/logs/run.log")))
+        raise AssertionError(f"continue failed:\n{resumed.stdout[-2000:]}\n{logs}")
     imported = micrographs_of(project_dir, "import")
     output = micrographs_of(project_dir, "preprocess")
     assert imported.is_closed and imported.count() == N_MICROGRAPHS
