@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages of the services the tests start (Slurm, munge) and the browser
+# Install the Debian packages of the services the tests start (Slurm, munge, PostgreSQL) and the browser
 # the GUI tests drive (Chromium, through Playwright) when missing.
 # Idempotent: installs only what is missing, runs `apt-get update` at most once. Without root
 # (or without apt-get) it installs nothing and says so: the service tests then skip, unless
@@ -12,6 +12,11 @@ missing=()
 for package in "${!binary_of[@]}"; do
     command -v "${binary_of[$package]}" >/dev/null 2>&1 || missing+=("$package")
 done
+# PostgreSQL for the database contract tests: initdb on PATH or in Debian's versioned folder
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+then
+    missing+=(postgresql)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

@@ -121,16 +121,20 @@ def run_cli(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A throwaway PostgreSQL server (initdb + pg_ctl); skipped when the binaries are absent."""
+    """A throwaway PostgreSQL server (initdb + pg_ctl); a missing server is `missing_service`."""
+    import glob
     import os
     import shutil
     import socket
     import subprocess
     import tempfile
 
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    # on PATH, or where Debian's postgresql package puts them
+    search = os.pathsep.join([os.environ.get("PATH", ""),
+                              *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)])
+    initdb, pg_ctl = shutil.which("initdb", path=search), shutil.which("pg_ctl", path=search)
     if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+        missing_service("PostgreSQL server binaries (initdb, pg_ctl) not found")
     pytest.importorskip("psycopg2")
     # not under pytest's tmp root: that is private to this user and the server runs as postgres
     folder = Path(tempfile.mkdtemp(prefix="cryoweave-pg-"))
@@ -138,7 +142,7 @@ def postgres_url():
     prefix: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser")
+            missing_service("running as root without runuser")
         prefix = ["runuser", "-u", "postgres", "--"]
         shutil.chown(folder, "postgres")
     with socket.socket() as sock:
@@ -151,7 +155,7 @@ def postgres_url():
                         "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"],
                        check=True, capture_output=True, timeout=120)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, KeyError) as exc:
-        pytest.skip(f"could not start a PostgreSQL server: {exc}")
+        missing_service(f"could not start a PostgreSQL server: {exc}")
     yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                    capture_output=True, timeout=60)
