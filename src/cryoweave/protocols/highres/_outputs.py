@@ -28,10 +28,10 @@ from cryoweave.protocols.highres._steps import (
     fsc_mask,
     insert_normal_images,
     reconstruction_rows,
+    resolution_record,
 )
 from cryoweave.protocols.reconstruction._arrays import ParticleArrays, read_arrays
 from cryoweave.protocols.reconstruction._reconstruct import (
-    curve_record,
     empty_accumulator,
     evaluate,
     half_maps,
@@ -166,15 +166,8 @@ def final_maps(particles: ParticleArrays, poses: dict[str, np.ndarray],
     half1, half2, average = half_maps(*accumulators, regularization=settings["regularization"])
     curve = evaluate(half1, half2, pixel, fsc_mask(settings, box, pixel, radius))
     criterion = settings["resolution_criterion"]
-    record = curve_record(curve)
+    record = resolution_record(curve, criterion)
     record.update({
-        "resolution_a": curve.resolution_a(criterion, method="first_below"),
-        "resolution_criterion": criterion,
-        "resolution_interpolated_a": curve.resolution_a(criterion),
-        "resolution_0143_a": curve.resolution_a(0.143),
-        "resolution_limited_by": {"criterion": curve.limited_by(criterion,
-                                                                method="first_below"),
-                                  "fsc0143": curve.limited_by(0.143)},
         "final_weights": chosen, "pixel_size_a": pixel, "box_px": box,
         "particles_used": sum(a.n_images for a in accumulators), "abnormal": abnormal})
     maps = {"half1": half1, "half2": half2, "map": average}

@@ -352,6 +352,21 @@ def fsc_mask(settings: dict[str, Any], box_px: int, pixel_size_a: float,
     return soft_sphere_mask(box_px, min(particle_radius_px + 3, box_px / 2 - 2),
                             edge_width_px=3.0, ndim=3)
 
+def resolution_record(curve: Any, criterion: float) -> dict[str, Any]:
+    """The FSC record of a refinement map: the curve, the resolution at ``criterion`` (first
+    shell below it, and interpolated), at 0.143, and what bounds each (filter, Nyquist)."""
+    record = curve_record(curve)
+    record.update({
+        "resolution_a": curve.resolution_a(criterion, method="first_below"),
+        "resolution_criterion": criterion,
+        "resolution_interpolated_a": curve.resolution_a(criterion),
+        "resolution_0143_a": curve.resolution_a(0.143),
+        "resolution_limited_by": {"criterion": curve.limited_by(criterion,
+                                                                method="first_below"),
+                                  "fsc0143": curve.limited_by(0.143)}})
+    return record
+
+
 def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
                   settings: dict[str, Any]) -> StepResult:
     from cryoweave.protocols.reconstruction._reconstruct import half_maps
@@ -384,16 +399,9 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
     inserts = [read_json(folder / f"insert_h{h}.json") for h in (1, 2)]
     changes = poses["angular_change_deg"][poses["used"]]
     criterion = settings["resolution_criterion"]
-    record = curve_record(curve)
+    record = resolution_record(curve, criterion)
     record.update({
         "iteration": iteration, "alignment": settings["alignment_now"],
-        "resolution_a": curve.resolution_a(criterion, method="first_below"),
-        "resolution_criterion": criterion,
-        "resolution_interpolated_a": curve.resolution_a(criterion),
-        "resolution_0143_a": curve.resolution_a(0.143),
-        "resolution_limited_by": {"criterion": curve.limited_by(criterion,
-                                                                method="first_below"),
-                                  "fsc0143": curve.limited_by(0.143)},
         "pixel_size_a": pixel, "box_px": box,
         "angular_step_deg": schedule["angular_step_deg"],
         "previous_resolution_a": schedule["previous_resolution_a"],
