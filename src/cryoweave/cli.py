@@ -122,7 +122,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         out.print(f"summary: {format_summary(summary)}", highlight=False)
 
 
-def _execute(project: Any, run_id: int, *, resume: bool, workers: int, executor: str,
+def _execute(project: Any, run_id: int, *, resume: bool, workers: int | None, executor: str,
              threads: int | None, device: str, as_json: bool, quiet: bool,
              queue: str | None = None) -> None:
     from cryoweave._progress import RichRunProgress
@@ -166,8 +166,9 @@ def _run_protocol_options(func: Any) -> Any:
         click.option("--continue", "continue_run", default=None, metavar="RUN",
                      help="Resume RUN (id or label): finished steps are skipped."),
         click.option("--label", default=None, help="A unique label for the new run."),
-        click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-                     help="Steps run at the same time."),
+        click.option("--workers", default=None, type=click.IntRange(1),
+                     help="Steps run at the same time. Default: what the protocol suggests "
+                          "for its independent steps (1 for most), at most the cores."),
         click.option("--executor", default="threads", show_default=True,
                      type=click.Choice(["threads", "processes", "dask"])),
         click.option("--threads", default=None, type=click.IntRange(1),
@@ -189,7 +190,7 @@ def _run_protocol_options(func: Any) -> Any:
 @_run_protocol_options
 def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str,
                      db_url: str | None, continue_run: str | None, label: str | None,
-                     workers: int, executor: str, threads: int | None, device: str | None,
+                     workers: int | None, executor: str, threads: int | None, device: str | None,
                      queue: str | None, as_json: bool, quiet: bool) -> None:
     """Run protocol NAME with the parameters in PARAMS_FILE (JSON), in the foreground.
 

@@ -91,7 +91,7 @@ from ._preprocess import (
     remove_bad_pixels,
 )
 from ._projection import Projector, backproject, project
-from ._reconstruction import ReconstructionAccumulator, reconstruct
+from ._reconstruction import ReconstructionAccumulator, reconstruct, reconstruct_maps
 from ._resample import resample_volume, window_volume
 from ._sampling import orientation_grid, psi_sampling, sphere_sampling
 from ._symmetry import (
@@ -174,6 +174,7 @@ __all__ = [
     "raised_cosine_highpass",
     "raised_cosine_lowpass",
     "reconstruct",
+    "reconstruct_maps",
     "remove_bad_pixels",
     "resample_volume",
     "resolve_device",

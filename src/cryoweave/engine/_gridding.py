@@ -88,16 +88,20 @@ def blob_multiplier(padded_px: int, xp: ModuleType) -> Any:
     k = xp.arange(half + 1) ** 2
     octant = xp.take(table, k[:, None, None] + k[None, :, None] + k[None, None, :])
     folded = xp.minimum(xp.arange(padded_px), padded_px - xp.arange(padded_px))
-    return octant[folded[:, None, None], folded[None, :, None], folded[None, None, :]]
+    # one axis at a time: the same values as one 3-D fancy index, several times faster
+    return xp.take(xp.take(xp.take(octant, folded, axis=0), folded, axis=1), folded, axis=2)
 
 
-def gridding_weights(weight: Any, inside: Any, iterations: int) -> Any:
+def gridding_weights(weight: Any, inside: Any, iterations: int, *,
+                     fft_workers: int | None = None) -> Any:
     """Iterative gridding weights w `(P, P, P//2+1)` float32 with (weight·w) ∗ blob ≈ 1.
 
     Pipe & Menon (1999) / Matej (2001) density compensation as in RELION: w starts at 1 where
     the weight is positive inside the radius (0 elsewhere: no data there) and is divided by the
     blob-smoothed product |(weight·w) ∗ blob| (floored at 1e-6) each iteration. weight:
     `(P, P, P//2+1)` real, normalised to mean 1 over sampled voxels; inside: same shape, bool.
+    fft_workers: threads of each SciPy FFT (None: `fft_workers()`; 1 when several solves run
+    side by side in threads). CuPy ignores it.
     """
     xp = array_namespace(weight)
     p = weight.shape[0]
@@ -106,15 +110,17 @@ def gridding_weights(weight: Any, inside: Any, iterations: int) -> Any:
     factor = (inside & (weight > 0)).astype(xp.float32)
     weight = weight.astype(xp.float32)
     product = xp.zeros(weight.shape, dtype=xp.complex64)
+    magnitude = xp.empty(weight.shape, dtype=xp.float32)  # reused: no page faults per pass
     multiplier = blob_multiplier(p, xp)
     for _ in range(iterations):
         xp.multiply(factor, weight, out=product.real)
-        real = irfftn(product, (p, p, p))
+        real = irfftn(product, (p, p, p), workers=fft_workers)
         real *= multiplier
-        magnitude = xp.abs(rfftn(real))
+        spectrum = rfftn(real, workers=fft_workers)
         del real
+        xp.abs(spectrum, out=magnitude)
+        del spectrum
         factor /= xp.maximum(magnitude, xp.float32(_MIN_CONVOLVED), out=magnitude)
-        del magnitude
     return factor
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
 import numpy
 
 from . import _gridding
-from ._backend import array_namespace
+from ._backend import array_namespace, fft_workers
 from ._fft import irfftn, rfft2
 from ._slicing import (
     SliceGeometry,
@@ -148,7 +150,7 @@ class ReconstructionAccumulator:
 
     def reconstruct(self, *, gridding_iterations: int = GRIDDING_ITERATIONS,
                     regularization: float = 1e-3, mask_corners: bool = True,
-                    gridding_correction: bool = True) -> Any:
+                    gridding_correction: bool = True, fft_workers: int | None = None) -> Any:
         """The map `(N, N, N)` float32 (centre N // 2) from the sums.
 
         Friedel mates on the x = 0 plane are summed; λ = regularization × (mean weight over
@@ -158,7 +160,9 @@ class ReconstructionAccumulator:
         division F̂ = data / (weight + λ) (unsampled voxels 0). Then the inverse FFT, the crop
         to N³, the division by the trilinear sinc² (`gridding_correction`) and, with
         `mask_corners`, everything beyond radius N/2 set to its mean through a 3-pixel
-        raised-cosine edge (relion_reconstruct does both).
+        raised-cosine edge (relion_reconstruct does both). fft_workers: threads of each SciPy
+        FFT (None: `fft_workers()`); give 1 when several maps are reconstructed side by side in
+        threads (`reconstruct_maps`).
         """
         if not regularization >= 0:
             raise ValueError(f"regularization={regularization} must be ≥ 0 (e.g. 1e-3)")
@@ -177,13 +181,15 @@ class ReconstructionAccumulator:
         n, p = self.geometry.box_px, self.geometry.padded_px
         if gridding_iterations:
             inside = _gridding.inside_radius(p, self.geometry.r_max_px * self.geometry.scale, xp)
-            data *= _gridding.gridding_weights(weight, inside, int(gridding_iterations))
+            data *= _gridding.gridding_weights(weight, inside, int(gridding_iterations),
+                                               fft_workers=fft_workers)
             data /= mean_weight
         else:
             weight[~sampled] = xp.inf  # unsampled voxels stay 0
             data /= weight * mean_weight
         del weight, sampled
-        padded = irfftn(data.astype(xp.complex64), (p, p, p))  # the map is float32 anyway
+        # the map is float32 anyway
+        padded = irfftn(data.astype(xp.complex64), (p, p, p), workers=fft_workers)
         del data
         window = (xp.arange(n) - n // 2) % p  # centre N // 2 <- padded index 0
         volume = padded[window][:, window][:, :, window].astype(xp.float64)
@@ -194,6 +200,22 @@ class ReconstructionAccumulator:
             volume = _gridding.mask_corners(volume)
         return volume.astype(xp.float32)
 
+
+
+def reconstruct_maps(accumulators: Sequence[ReconstructionAccumulator], *, threads: int = 1,
+                     **options: Any) -> list[Any]:
+    """`acc.reconstruct(**options)` of each accumulator (e.g. half 1, half 2 and both), with
+    up to `threads` of them side by side (NumPy: SciPy FFTs and array arithmetic release the
+    GIL; each FFT then gets `fft_workers() // threads` threads). The maps are the same as one
+    after the other. CuPy sums are reconstructed one after the other.
+    """
+    accumulators = list(accumulators)
+    threads = max(1, min(int(threads), len(accumulators)))
+    if threads == 1 or any(array_namespace(a.sums) is not numpy for a in accumulators):
+        return [a.reconstruct(**options) for a in accumulators]
+    options.setdefault("fft_workers", max(1, fft_workers() // threads))
+    with ThreadPoolExecutor(threads, thread_name_prefix="reconstruct") as pool:
+        return list(pool.map(lambda a: a.reconstruct(**options), accumulators))
 
 @functools.lru_cache(maxsize=16)
 def _pair_multiplicity(geometry: SliceGeometry, xp: ModuleType) -> Any:

@@ -124,11 +124,16 @@ class Plan:
     returns further steps (e.g. the next iteration, planned from the files the previous one
     wrote) or ``[]`` when the run is complete. It must be deterministic given those files, so
     that a continued run plans the same keys again (finished ones are then skipped).
+    ``concurrent_steps`` is how many ready steps run at once unless the run is given its
+    ``workers``.
     """
 
     steps: list[Step] = field(default_factory=list)
     streams: list[ForEachBatch | Watch] = field(default_factory=list)
     extend: Callable[[], list[Step]] | None = None
+    # steps worth running at once when the user does not say (`run-protocol --workers`), e.g.
+    # 2 for independent steps of one core each (the two half sets); at most the machine's cores
+    concurrent_steps: int = 1
 
 
 @dataclass

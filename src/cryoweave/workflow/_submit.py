@@ -83,7 +83,8 @@ def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
 
 
 def run_protocol(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,
-                 label: str | None = None, workers: int = 1, executor: str = "threads",
+                 label: str | None = None, workers: int | None = None,
+                 executor: str = "threads",
                  db_url: str | None = None, base_dir: Path | None = None,
                  **runner_options: Any) -> tuple[Project, RunSummary]:
     """Validate, create and execute a run in the foreground (the ``run-protocol`` command)."""

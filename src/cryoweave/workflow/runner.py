@@ -96,13 +96,15 @@ def _json_safe(value: Any) -> Any:
 class Runner:
     """Execute one run of a project (``resume=True`` for ``--continue``)."""
 
-    def __init__(self, project: Project, run_id: int, *, workers: int = 1,
+    def __init__(self, project: Project, run_id: int, *, workers: int | None = None,
                  executor: str = "threads", threads: int | None = None, device: str = "cpu",
                  progress: RunProgress | None = None, dask_address: str | None = None,
                  poll_interval_s: float = POLL_INTERVAL_S, queue: str | None = None):
         self.project = project
         self.run_id = run_id
-        self.workers = max(1, workers)
+        # None: the plan's `concurrent_steps`, at most the cores (threads per step: all cores)
+        self._workers_given = workers
+        self.workers = max(1, workers or 1)
         self.executor_kind = executor
         self._threads_given = threads
         self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
@@ -144,6 +146,8 @@ class Runner:
             ctx = PlanContext(self.run_id, self.run_dir, self.inputs, self.device, self.threads,
                               self.project)
             plan = protocol.plan(params, ctx)
+            if self._workers_given is None:
+                self.workers = max(1, min(plan.concurrent_steps, os.cpu_count() or 1))
             self._load_existing_steps()
             self.register_steps(plan.steps)
             executor = make_queue_executor(self.queue or "local", self.queue_config,

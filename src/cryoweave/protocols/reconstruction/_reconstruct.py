@@ -16,6 +16,7 @@ from cryoweave.engine import (
     array_namespace,
     fsc,
     lowpass_filter_a,
+    reconstruct_maps,
 )
 from cryoweave.formats import StackReader, write_mrc
 from cryoweave.protocols._device import namespace, to_device, to_host
@@ -143,13 +144,13 @@ def write_results(folder: Path, half1: Any, half2: Any, average: Any,
 
 
 def half_maps(acc1: ReconstructionAccumulator, acc2: ReconstructionAccumulator, *,
-              regularization: float, gridding_iterations: int = 10
+              regularization: float, gridding_iterations: int = 10, threads: int = 1
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Both half maps and the map of all particles."""
-    options = {"regularization": regularization, "gridding_iterations": gridding_iterations}
-    half1 = acc1.reconstruct(**options)
-    half2 = acc2.reconstruct(**options)
-    average = (acc1 + acc2).reconstruct(**options)
+    """Both half maps and the map of all particles: three independent gridding solves, all
+    written, up to ``threads`` of them side by side (`reconstruct_maps`; same maps)."""
+    half1, half2, average = reconstruct_maps(
+        [acc1, acc2, acc1 + acc2], threads=threads, regularization=regularization,
+        gridding_iterations=gridding_iterations)
     return half1, half2, average
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -153,7 +154,8 @@ class ReconstructFourier(Protocol):
                           outputs=["extra/map.mrc", "extra/fsc.json"],
                           after=["insert/half1", "insert/half2"], label="maps and FSC",
                           resources=compute_resources(ctx)))
-        return Plan(steps=steps)
+        # the halves are independent, one core each most of the time: side by side by default
+        return Plan(steps=steps, concurrent_steps=2)
 
 
 def assign_halves(halves: np.ndarray, mode: str, seed: int) -> np.ndarray:
@@ -187,10 +189,12 @@ def finalize_step(ctx: StepContext, arrays: str, symmetry: str, max_resolution_a
     particles = read_arrays(arrays)
     template = empty_accumulator(particles, half=None, padding=2.0,
                                  max_resolution_a=max_resolution_a)
-    acc1 = load_accumulator(ctx.extra_dir / "half1_sums.npz", template, device)
-    acc2 = load_accumulator(ctx.extra_dir / "half2_sums.npz", template, device)
+    paths = [ctx.extra_dir / f"half{h}_sums.npz" for h in (1, 2)]
+    with ThreadPoolExecutor(2) as pool:  # file reads release the GIL
+        acc1, acc2 = pool.map(lambda path: load_accumulator(path, template, device), paths)
     half1, half2, average = half_maps(acc1, acc2, regularization=regularization,
-                                      gridding_iterations=gridding_iterations)
+                                      gridding_iterations=gridding_iterations,
+                                      threads=ctx.threads)
     mask = read_volume(mask_path)[0] if mask_path else None
     curve = evaluate(half1, half2, particles.pixel_size_a, mask,
                      max_resolution_a=max_resolution_a)
