@@ -60,6 +60,7 @@ class _StepState:
     resources: dict[str, Any]
     label: str
     status: str
+    started_at: float | None = None  # wall clock (time.time()) when submitted
 
 
 @dataclass
@@ -380,7 +381,8 @@ class Runner:
                                             StepRow.key == state.key).values(
                 status="done", result=_json_safe({**result.info, "seconds": round(seconds, 3),
                                                   FAILED_ITEMS_KEY: sorted(result.item_failures)}),
-                published=published, error=None, finished_at=time.time(), outputs=produced))
+                published=published, error=None, started_at=state.started_at,
+                finished_at=time.time(), outputs=produced))
         state.status = "done"
         self.summary.steps_run += 1
         self.log.info("step %s done in %.2f s", state.key, seconds)
@@ -445,6 +447,7 @@ class Runner:
                             continue
                         gpu_id = free_gpus.pop(0)
                     state.status = "running"
+                    state.started_at = time.time()
                     ctx = StepContext(self.run_id, state.key, self.run_dir,
                                       executor.step_threads(state.resources, self.threads),
                                       self.device, self.progress.step_progress, gpu_id)
