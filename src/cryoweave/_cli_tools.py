@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,26 @@ def docs(folder: str) -> None:
         out.print(f"wrote {path}")
 
 
+@contextmanager
+def _image_progress() -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of images on stderr when it is a terminal (nothing otherwise); light: the
+    run progress of `cryoweave._progress` would load the workflow runtime."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    console = getattr(err, "console", err)
+    with Progress(TextColumn("[bold]images"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task("images", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 @click.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.option("-D", "--box", "box_px", type=int, default=None,
@@ -57,8 +79,7 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
                batch_size: int, project_dir: str | None, device: str,
                threads: int | None) -> None:
     """Fourier-crop the particles of INPUT (.star, .cs or .mrcs) to a smaller box."""
-    from cryoweave._progress import RichRunProgress
-    from cryoweave.protocols.downsample import downsample_file
+    from cryoweave.protocols.downsample._files import downsample_file
 
     if box_px is None and pixel_size_a is None:
         raise ParamError("give the target box with -D (e.g. -D 128) or --pixel-size")
@@ -74,13 +95,12 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
             cache_root = project.cache_dir / "downsample"
     started = time.perf_counter()
     try:
-        with RichRunProgress(err) as progress:
+        with _image_progress() as progress:
             result = downsample_file(
                 input_path, outdir, box_px=box_px, pixel_size_a=pixel_size_a,
                 datadir=datadir, strip_prefix=strip_prefix,
                 input_pixel_size_a=input_pixel_size, batch_size=batch_size, device=device,
-                threads=threads, cache_root=cache_root,
-                progress=lambda done, total: progress.step_progress("images", done, total))
+                threads=threads, cache_root=cache_root, progress=progress)
     except BaseException:
         if new_project:  # created by this command only: a failed command leaves nothing
             shutil.rmtree(project_dir, ignore_errors=True)

@@ -27,7 +27,7 @@ from cryoweave.pipeline import run_pipeline
 
 # images per pipeline job: small enough that reading and writing overlap from the start,
 # large enough that the FFTs stay efficient (``batch_size`` is an upper bound)
-JOB_IMAGES = 256
+JOB_IMAGES = 64
 
 
 @dataclass(frozen=True)
