@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,8 +44,65 @@ def best_of(repeats: int, func: Callable[[], object]) -> float:
 
 def run_timed(command: Sequence[str], cwd: str | os.PathLike | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(list(command), cwd=cwd, check=True, capture_output=True)
+    done = subprocess.run(list(command), cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed ({done.returncode}) in "
+                           f"{cwd}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return time.perf_counter() - started
+
+
+def cryoweave_command(*args: str) -> list[str]:
+    """The ``cryoweave`` command as a user types it: what the installed console script runs,
+    by this interpreter (so it also works from a checkout with ``PYTHONPATH=src``)."""
+    script = "import sys; from cryoweave.cli import main; sys.argv[0] = 'cryoweave'; main()"
+    return [sys.executable, "-c", script, *args]
+
+
+def alternate(commands: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:
+    """Time each of ``commands`` (round ``k`` -> seconds) ``repeats`` times, one after the other
+    in turn, so that a busy moment on the shared machine hits every tool alike."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for k in range(repeats):
+        for name, command in commands.items():
+            times[name].append(command(k))
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def runs_text(values: Sequence[float], digits: int = 2) -> str:
+    """"2.51 (2.49, 2.51, 2.60)": the median and every run."""
+    return f"{median(values):.{digits}f} ({', '.join(f'{v:.{digits}f}' for v in values)})"
+
+
+def busy_cores(seconds: float = 2.0) -> float | None:
+    """Cores busy on the machine (all processes, /proc/stat) over ``seconds``, before a
+    benchmark: other users' load slows the multi-threaded side more than single-threaded
+    RELION. None where /proc/stat is missing."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except OSError:
+        return None
+    busy = 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+    return busy * (os.cpu_count() or 1)
+
+
+def load_note(busy: float | None, when: str = "before the timed runs") -> str:
+    """The busy-core figure for a section's notes (and printed when measured)."""
+    if busy is None:
+        return "other load: unknown (no /proc/stat)"
+    text = f"other load {when}: {busy:.1f} of {os.cpu_count()} cores busy"
+    print(text, flush=True)
+    return text
 
 
 def relion_version() -> str | None:
