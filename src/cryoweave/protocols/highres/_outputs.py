@@ -36,24 +36,13 @@ from cryoweave.protocols.reconstruction._reconstruct import (
     evaluate,
     half_maps,
 )
-from cryoweave.viewers import plot_fsc, plot_series, plot_volume
-from cryoweave.viewers._images import _pyplot
+from cryoweave.viewers import (
+    plot_angular_distribution,
+    plot_fsc,
+    plot_resolution_per_iteration,
+    plot_volume,
+)
 from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed
-
-
-def angular_distribution(rot_deg: np.ndarray, tilt_deg: np.ndarray, path: Path) -> Path:
-    """A 2-D histogram of the projection directions (rot, tilt), as a PNG."""
-    plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(6.4, 3.6))
-    _counts, _, _, image = ax.hist2d(rot_deg, tilt_deg, bins=(72, 36),
-                                    range=((-180, 180), (0, 180)), cmap="viridis")
-    figure.colorbar(image, ax=ax, label="particles")
-    ax.set_xlabel("rot (°)")
-    ax.set_ylabel("tilt (°)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
 
 
 def finalize_step(ctx: StepContext, iterations: int, arrays: str,
@@ -80,14 +69,12 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
     plot_fsc({f"iteration {r['iteration']}": (np.asarray(r["frequency_per_a"]),
                                               np.asarray(r["fsc"])) for r in records},
              ctx.extra_dir / "fsc_iterations.png", title="half-map FSC per iteration")
-    plot_series({f"FSC {settings['resolution_criterion']}": [r["resolution_a"]
-                                                              for r in records],
-                 "FSC 0.143": [r["resolution_0143_a"] for r in records]},
-                ctx.extra_dir / "resolution_iterations.png", xlabel="iteration",
-                ylabel="resolution (Å)")
+    plot_resolution_per_iteration(records, ctx.extra_dir / "resolution_iterations.png",
+                                  title="resolution per iteration")
     used = poses["used"]
-    angular_distribution(poses["rot_deg"][used], poses["tilt_deg"][used],
-                         ctx.extra_dir / "angular_distribution.png")
+    plot_angular_distribution(poses["rot_deg"][used], poses["tilt_deg"][used],
+                              ctx.extra_dir / "angular_distribution.png",
+                              title=f"angular distribution of {int(used.sum())} particles")
     for mode in ("slices", "projections"):
         plot_volume(maps["map"], pixel, ctx.extra_dir / f"final_{mode}.png",
                     title="refined map", mode=mode)
