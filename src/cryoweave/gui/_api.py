@@ -286,8 +286,9 @@ def set_items(request: Request) -> JSONResponse:
     set_id = _int(request.path_params["set_id"], "set id")
     offset = _int(q.get("offset"), "offset", 0)
     limit = _int(q.get("limit"), "limit", 100)
-    page = queries.set_page(st.project, set_id, offset=offset, limit=limit,
-                            sort=q.get("sort") or "item_id",
+    sort = q.get("sort") or "item_id"
+    queries.ensure_sort_index(st.project, set_id, sort)  # once per column: fast sorted pages
+    page = queries.set_page(st.project, set_id, offset=offset, limit=limit, sort=sort,
                             descending=q.get("desc") in ("1", "true"), total=st.set_size(set_id))
     return JSONResponse(page)
 
