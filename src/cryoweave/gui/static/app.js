@@ -442,7 +442,8 @@ function runPage(id) {
   const root = h("div", {id: "run-page", "data-run": id});
   view.replaceChildren(root);
   let notesDirty = false;
-  let results = null;  // the output pictures, rendered once the run is no longer running
+  let results = null;  // the output pictures, rendered when the run is not running
+  let resultsKey = null;  // the output sets' versions those pictures show
   async function loadResults() {
     results = [h("span", {class: "muted"}, "rendering pictures…")];
     const res = await api(`/api/runs/${id}/pictures`, {allowError: true});
@@ -512,7 +513,11 @@ function runPage(id) {
       }}, "Save notes"))));
     const logEl = root.querySelector("#run-log");
     logEl.scrollTop = logEl.scrollHeight;
-    if (!running && results === null && (run.output_sets || []).length) loadResults();
+    const key = JSON.stringify((run.output_sets || []).map(o => [o.set, o.version]));
+    if (!running && run.status !== "saved" && (run.output_sets || []).length && key !== resultsKey) {
+      resultsKey = key;  // new versions (a continued run): pictures again
+      loadResults();
+    }
     clearInterval(pageTimer);
     if (running) pageTimer = setInterval(refreshLog, 3000);  // log lines between DB changes
   }
