@@ -483,3 +483,12 @@ def test_a_refinement_run_shows_its_results_pictures(refined_project):
         assert len(list(cache.glob("set*-v*/refine_fsc_resolution_per_iteration.png"))) == 1
         assert client.get("/api/runs/999/pictures").status_code == 404
     app.state.gui.project.close()
+
+
+def test_explicit_parameter_titles_reach_the_form_schema(client):
+    properties = client.get("/api/protocols/ImportMicrographs").json()["schema"]["properties"]
+    assert properties["cs_mm"]["title"] == "Spherical aberration (Cs)"
+    assert properties["voltage_kv"]["title"] == "Voltage"
+    assert properties["pixel_size_a"]["title"] == "Pixel size"
+    assert properties["timeout_s"]["title"] == "Close after no new file for"
+    assert properties["amplitude_contrast"]["title"] == "Amplitude Contrast"  # generated

@@ -39,6 +39,7 @@ def param(
     visible_if: dict[str, Any] | None = None,
     unit: str | None = None,
     path: bool = False,
+    title: str | None = None,
     **constraints: Any,
 ) -> Any:
     """Declare a protocol parameter.
@@ -48,6 +49,8 @@ def param(
     equal its value (a list means "one of"). ``unit`` is shown next to the input ("Å", "px").
     ``path=True`` marks a file, folder or glob pattern (schema ``"format": "path"``): a
     relative value is taken from the params (or workflow) file's folder and stored absolute.
+    ``title`` is the human name forms show ("Spherical aberration (Cs)"), for parameters whose
+    name makes a poor one; without it the form derives one from the name and unit.
     Remaining keyword arguments are pydantic constraints (``gt``, ``le``, ...).
     """
     extra: dict[str, Any] = {}
@@ -62,6 +65,8 @@ def param(
         extra["unit"] = unit
     if path:
         extra["format"] = "path"
+    if title is not None:
+        constraints["title"] = title
     return Field(default, description=description, json_schema_extra=extra or None, **constraints)
 
 
