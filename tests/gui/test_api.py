@@ -491,4 +491,4 @@ def test_explicit_parameter_titles_reach_the_form_schema(client):
     assert properties["voltage_kv"]["title"] == "Voltage"
     assert properties["pixel_size_a"]["title"] == "Pixel size"
     assert properties["timeout_s"]["title"] == "Close after no new file for"
-    assert properties["amplitude_contrast"]["title"] == "Amplitude Contrast"  # generated
+    assert properties["amplitude_contrast"]["title"] == "Amplitude contrast"  # derived

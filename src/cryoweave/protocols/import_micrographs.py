@@ -80,7 +80,7 @@ class ImportMicrographs(Protocol):
             5.0, ge=0, unit="s", section="Streaming", visible_if={"streaming": True},
             expert=ADVANCED, description="A file is imported once its size has not changed "
                                          "for this long and it is as long as its MRC header "
-                                         "says")
+                                         "says", title="File settle time")
         batch_size: int = param(10, gt=0, section="Streaming", expert=ADVANCED,
                                 description="Micrographs published per step")
         follow_external_links: bool = param(

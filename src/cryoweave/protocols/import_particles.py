@@ -31,7 +31,7 @@ from cryoweave.protocols._summary import set_summary
 
 
 def datadir_param() -> Any:
-    return param(None, section="Input", expert=True, path=True,
+    return param(None, section="Input", expert=True, path=True, title="Image folder",
                  description="Base folder of relative image paths in the STAR/.cs file")
 
 
@@ -63,7 +63,7 @@ class ImportParticles(Protocol):
 
     class Params(ProtocolParams):
         path: str = param(description="Particle file: .star, .cs or .mrcs", section="Input",
-                          path=True)
+                          path=True, title="Particles file (STAR or .cs)")
         pixel_size_a: float | None = param(
             None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Input",
             description="Pixel size of the images; overrides the file's (required when the "

@@ -58,18 +58,10 @@ function statusBadge(run) {
   return h("span", {class: "status status-" + statusClass(run), "data-status": label}, label);
 }
 
-const UNIT_SUFFIXES = /_(px|a|s|kv|mm|deg|pct)$/;
-
-const ACRONYMS = {ctf: "CTF", cc: "CC", snr: "SNR", ssnr: "SSNR", fsc: "FSC", star: "STAR", mrc: "MRC", cs: "Cs"};
-
 function fieldTitle(name, prop) {
-  // an explicit title from the declaration wins over pydantic's generated "Box Px"
-  const generated = name.split("_").map(w => w.charAt(0).toUpperCase() + w.slice(1)).join(" ");
-  if (prop.title && prop.title !== generated) return prop.title;
-  let words = prop.unit ? name.replace(UNIT_SUFFIXES, "") : name;
-  words = words.replace(/^do_/, "");  // do_lowpass: a switch named after what it does
-  const title = humanize(words).split(" ").map(w => ACRONYMS[w.toLowerCase()] || w).join(" ");
-  return title;
+  // the server's schema carries the title: the declared one, else one derived from the name
+  // (cryoweave.plugin.field_title: unit suffix and do_ prefix dropped, acronyms in capitals)
+  return prop.title || humanize(name);
 }
 
 function humanize(name) {

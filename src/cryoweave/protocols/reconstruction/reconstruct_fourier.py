@@ -74,11 +74,12 @@ class ReconstructFourier(Protocol):
         halves: Literal["auto", "random"] = param(
             "auto", section="Halves",
             description="auto: the particles' rlnRandomSubset when every particle has one, "
-                        "else a random split; random: always a random split")
+                        "else a random split; random: always a random split", title="Half sets")
         seed: int = param(0, section="Halves", description="Seed of the random split")
         max_resolution_a: float | None = param(
             None, **RESOLUTION_A.bounds(), unit="Å", section="Input",
-            description="Insert Fourier components up to this resolution only")
+            description="Insert Fourier components up to this resolution only",
+            title="Maximum resolution")
         mask: Input[VolumeSet] | None = param(None, section="Evaluation",
                                               description="Mask applied before the FSC")
         regularization: float = param(
