@@ -34,6 +34,8 @@ from ._ctf import (
 from ._denoise import denoise_tv
 from ._fft import (
     fft,
+    fft_frequencies,
+    fft_wave_numbers,
     fftn,
     fftshift,
     frequency_grid,
@@ -126,6 +128,8 @@ __all__ = [
     "electron_wavelength_a",
     "euler_to_matrix",
     "fft",
+    "fft_frequencies",
+    "fft_wave_numbers",
     "fft_workers",
     "fftn",
     "fftshift",
