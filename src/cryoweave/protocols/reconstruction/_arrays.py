@@ -16,13 +16,12 @@ import pandas as pd
 
 from cryoweave.engine import ctf_2d, euler_to_matrix
 from cryoweave.errors import InputError
-from cryoweave.physical import PIXEL_SIZE_A
+from cryoweave.physical import OPTICS_VALUE_COLUMNS, PIXEL_SIZE_A
 
 ARRAY_COLUMNS = ("item_id", "image_index", "rot_deg", "tilt_deg", "psi_deg", "shift_x_a",
                  "shift_y_a", "defocus_u_a", "defocus_v_a", "defocus_angle_deg",
                  "phase_shift_deg", "ctf_bfactor", "ctf_scale", "optics_group", "half")
-OPTICS_COLUMNS = ("group_id", "pixel_size_a", "box_px", "voltage_kv", "cs_mm",
-                  "amplitude_contrast")
+OPTICS_COLUMNS = ("group_id", *OPTICS_VALUE_COLUMNS)  # the numeric ones: no group name
 
 
 @dataclass
