@@ -27,7 +27,7 @@ from cryoweave.plugin import (
     SummaryContext,
     param,
 )
-from cryoweave.protocols._summary import set_summary
+from cryoweave.protocols._shared.summary import set_summary
 
 
 def datadir_param() -> Any:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cryoweave.protocols.reconstruction._arrays import ParticleArrays
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays
 
 if TYPE_CHECKING:
     from cryoweave.protocols.highres._schedule import IterationSchedule

@@ -16,6 +16,12 @@ from cryoweave.engine import lowpass_filter_a
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import read_volume, write_mrc
 from cryoweave.plugin import Derived, StepContext, StepResult
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays, read_arrays
+from cryoweave.protocols._shared.reconstruct import (
+    empty_accumulator,
+    evaluate,
+    half_maps,
+)
 from cryoweave.protocols.highres._references import resample_centred
 from cryoweave.protocols.highres._schedule import IterationSchedule
 from cryoweave.protocols.highres._settings import RefinementSettings, from_json
@@ -32,12 +38,6 @@ from cryoweave.protocols.highres._steps import (
     read_schedule,
     reconstruction_rows,
     resolution_record,
-)
-from cryoweave.protocols.reconstruction._arrays import ParticleArrays, read_arrays
-from cryoweave.protocols.reconstruction._reconstruct import (
-    empty_accumulator,
-    evaluate,
-    half_maps,
 )
 from cryoweave.viewers import plot_fsc, plot_series, plot_volume
 from cryoweave.viewers._images import _pyplot

@@ -15,7 +15,13 @@ import numpy as np
 
 from cryoweave.errors import InputError
 from cryoweave.plugin import Plan, PlanContext, Step
-from cryoweave.protocols._device import compute_resources
+from cryoweave.protocols._shared.device import compute_resources
+from cryoweave.protocols._shared.particle_arrays import (
+    arrays_from_frame,
+    read_arrays,
+    uniform_grid_problem,
+    write_arrays,
+)
 from cryoweave.protocols.highres._outputs import finalize_step
 from cryoweave.protocols.highres._schedule import (
     alignment_of,
@@ -39,12 +45,6 @@ from cryoweave.protocols.highres._steps import (
     evaluate_step,
     insert_step,
     prepare_step,
-)
-from cryoweave.protocols.reconstruction._arrays import (
-    arrays_from_frame,
-    read_arrays,
-    uniform_grid_problem,
-    write_arrays,
 )
 from cryoweave.protocols.reconstruction.reconstruct_fourier import (
     assign_halves,

@@ -27,7 +27,7 @@ from cryoweave.engine import (
     soft_sphere_mask,
     window_volume,
 )
-from cryoweave.protocols._device import to_device
+from cryoweave.protocols._shared.device import to_device
 from cryoweave.protocols.highres._state import centre_offset_px
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoweave.protocols.reconstruction._arrays import ParticleArrays
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays
 
 POSE_FIELDS = ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score", "weight",
                "percentile", "angular_change_deg", "half", "used", "defocus_group",

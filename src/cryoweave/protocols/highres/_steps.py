@@ -14,7 +14,16 @@ import pandas as pd
 from cryoweave.engine import ReconstructionAccumulator, euler_to_matrix, soft_sphere_mask
 from cryoweave.formats import ParticleTable, StackReader, read_volume, write_mrc
 from cryoweave.plugin import StepContext, StepResult
-from cryoweave.protocols._device import device_info, step_device, to_device, to_host
+from cryoweave.protocols._shared.device import device_info, step_device, to_device, to_host
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays, read_arrays
+from cryoweave.protocols._shared.reconstruct import (
+    curve_record,
+    describe_resolution,
+    empty_accumulator,
+    evaluate,
+    load_accumulator,
+    save_accumulator,
+)
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import stack_name
 from cryoweave.protocols.downsample._stack import downsample_stack
@@ -43,15 +52,6 @@ from cryoweave.protocols.highres._state import (
     write_npz,
 )
 from cryoweave.protocols.highres._weights import angular_changes_deg, compute_weights
-from cryoweave.protocols.reconstruction._arrays import ParticleArrays, read_arrays
-from cryoweave.protocols.reconstruction._reconstruct import (
-    curve_record,
-    describe_resolution,
-    empty_accumulator,
-    evaluate,
-    load_accumulator,
-    save_accumulator,
-)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -388,7 +388,7 @@ def resolution_record(curve: Any, criterion: float) -> dict[str, Any]:
 
 def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
                   settings: dict[str, Any]) -> StepResult:
-    from cryoweave.protocols.reconstruction._reconstruct import half_maps
+    from cryoweave.protocols._shared.reconstruct import half_maps
 
     started = time.perf_counter()
     the_settings = from_json(RefinementSettings, settings)

@@ -23,8 +23,8 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
-from cryoweave.protocols._summary import reconstruction_summary
-from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
+from cryoweave.protocols._shared.summary import reconstruction_summary
+from cryoweave.protocols._shared.symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.highres._plan import plan_refinement
 from cryoweave.protocols.highres._schedule import parse_floors
 from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed

@@ -18,8 +18,8 @@ from cryoweave.engine import (
     lowpass_filter_a,
 )
 from cryoweave.formats import StackReader, write_mrc
-from cryoweave.protocols._device import namespace, to_device, to_host
-from cryoweave.protocols.reconstruction._arrays import ParticleArrays
+from cryoweave.protocols._shared.device import namespace, to_device, to_host
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays
 from cryoweave.viewers import plot_fsc, plot_volume
 
 

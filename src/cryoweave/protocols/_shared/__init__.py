@@ -1,0 +1,9 @@
+"""What several built-in protocols use (one implementation each; import the modules directly).
+
+- ``device``: the device a compute step runs on, and what a step records about it.
+- ``symmetry``: the one check of every ``symmetry`` parameter.
+- ``summary``: the shared pieces of the protocols' ``summary()``.
+- ``particle_arrays``: the plan → step hand-off of particle metadata as one ``.npz``.
+- ``reconstruct``: insertion into half-map accumulators, half maps, FSC and pictures
+  (ReconstructFourier and ReconstructHighRes).
+"""
