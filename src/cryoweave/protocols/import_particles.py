@@ -27,17 +27,8 @@ from cryoweave.plugin import (
     SummaryContext,
     param,
 )
+from cryoweave.protocols._shared.params import datadir_param, strip_prefix_param
 from cryoweave.protocols._shared.summary import set_summary
-
-
-def datadir_param() -> Any:
-    return param(None, section="Input", expert=True, path=True,
-                 description="Base folder of relative image paths in the STAR/.cs file")
-
-
-def strip_prefix_param() -> Any:
-    return param(None, section="Input", expert=True,
-                 description="Prefix removed from image paths before resolving them")
 
 
 def require_pixel_sizes(table: ParticleTable, source: str | Path, fix: str) -> None:

@@ -16,7 +16,7 @@ from cryoweave.engine import lowpass_filter_a
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import read_volume, write_mrc
 from cryoweave.plugin import Derived, StepContext, StepResult
-from cryoweave.protocols._shared.particle_arrays import ParticleArrays, read_arrays
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays, read_arrays, read_npz
 from cryoweave.protocols._shared.reconstruct import (
     empty_accumulator,
     evaluate,
@@ -28,7 +28,6 @@ from cryoweave.protocols.highres._settings import RefinementSettings, from_json
 from cryoweave.protocols.highres._state import (
     iteration_dir,
     read_json,
-    read_npz,
     with_poses,
     write_json,
 )

@@ -21,6 +21,7 @@ from cryoweave.protocols._shared.particle_arrays import (
     read_arrays,
     uniform_grid_problem,
     write_arrays,
+    write_npz,
 )
 from cryoweave.protocols.highres._outputs import finalize_step
 from cryoweave.protocols.highres._schedule import (
@@ -37,7 +38,6 @@ from cryoweave.protocols.highres._state import (
     initial_poses,
     iteration_dir,
     read_json,
-    write_npz,
 )
 from cryoweave.protocols.highres._steps import (
     align_step,

@@ -15,7 +15,12 @@ from cryoweave.engine import ReconstructionAccumulator, euler_to_matrix, soft_sp
 from cryoweave.formats import ParticleTable, StackReader, read_volume, write_mrc
 from cryoweave.plugin import StepContext, StepResult
 from cryoweave.protocols._shared.device import device_info, step_device, to_device, to_host
-from cryoweave.protocols._shared.particle_arrays import ParticleArrays, read_arrays
+from cryoweave.protocols._shared.particle_arrays import (
+    ParticleArrays,
+    read_arrays,
+    read_npz,
+    write_npz,
+)
 from cryoweave.protocols._shared.reconstruct import (
     curve_record,
     describe_resolution,
@@ -46,10 +51,8 @@ from cryoweave.protocols.highres._state import (
     iteration_dir,
     on_working_grid,
     read_json,
-    read_npz,
     with_poses,
     write_json,
-    write_npz,
 )
 from cryoweave.protocols.highres._weights import angular_changes_deg, compute_weights
 
