@@ -39,7 +39,7 @@ from cryoweave.plugin import (
     param,
 )
 from cryoweave.protocols._shared.summary import set_summary
-from cryoweave.protocols.reconstruction.simulate import check_symmetry
+from cryoweave.protocols._shared.symmetry import check_symmetry
 
 ORDER = ("resample", "symmetrize", "flip_hand", "lowpass", "bfactor", "threshold_mask",
          "normalize", "masks")

@@ -29,9 +29,12 @@ from cryoweave.protocols._shared.reconstruct import (
     load_accumulator,
     save_accumulator,
 )
-from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
-from cryoweave.protocols.downsample._rewrite import stack_name
-from cryoweave.protocols.downsample._stack import downsample_stack
+from cryoweave.protocols.downsample import (
+    DownsampleCache,
+    cache_key,
+    downsample_stack,
+    stack_name,
+)
 from cryoweave.protocols.highres._alignment import assign
 from cryoweave.protocols.highres._references import (
     ReferenceOptions,
