@@ -140,7 +140,7 @@ def test_simulate_from_a_map_without_pixel_size_names_the_option(real_data_dir, 
 
 
 def test_the_generated_docs_list_every_range_and_its_columns(tmp_path):
-    from cryoweave.docs import write_reference
+    from cryoweave.cli._docs import write_reference
 
     write_reference(tmp_path)
     index = (tmp_path / "README.md").read_text()
