@@ -9,8 +9,6 @@ centre of an N-point axis is index N // 2; digital frequency of FFT index i is i
 else (i − N)/N cycles/pixel.
 """
 
-from ._alignment import AlignmentResult, global_search, pose_scores
-from ._alignment_local import local_search
 from ._backend import (
     array_namespace,
     batch_size_for,
@@ -105,6 +103,7 @@ from ._symmetry import (
     symmetry_matrices,
     symmetry_order,
 )
+from .alignment import AlignmentResult, global_search, local_search, pose_scores
 
 __all__ = [
     "MAX_AXIAL_ORDER",

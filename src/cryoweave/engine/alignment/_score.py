@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from ._backend import array_namespace, to_host
-from ._fft import fft_wave_numbers, rfft2
-from ._geometry import euler_to_matrix, matrix_to_euler
+from .._backend import array_namespace, to_host
+from .._fft import fft_wave_numbers, rfft2
+from .._geometry import euler_to_matrix, matrix_to_euler
 
 if TYPE_CHECKING:
-    from ._projection import Projector
+    from .._projection import Projector
 
 DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30
 _PROJECTION_CHUNK = 4096
