@@ -22,6 +22,12 @@ from cryoweave.protocols._shared.reconstruct import (
     evaluate,
     half_maps,
 )
+from cryoweave.protocols.highres._halves import (
+    fsc_mask,
+    insert_normal_images,
+    reconstruction_rows,
+    resolution_record,
+)
 from cryoweave.protocols.highres._references import resample_centred
 from cryoweave.protocols.highres._schedule import IterationSchedule
 from cryoweave.protocols.highres._settings import RefinementSettings, from_json
@@ -31,13 +37,7 @@ from cryoweave.protocols.highres._state import (
     with_poses,
     write_json,
 )
-from cryoweave.protocols.highres._steps import (
-    fsc_mask,
-    insert_normal_images,
-    read_schedule,
-    reconstruction_rows,
-    resolution_record,
-)
+from cryoweave.protocols.highres._steps import read_schedule
 from cryoweave.viewers import plot_fsc, plot_series, plot_volume
 from cryoweave.viewers._images import _pyplot
 from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed
