@@ -35,10 +35,10 @@ from common import (
     runs_text,
 )
 
+from cryoweave.demo.synthetic import write_particles
 from cryoweave.engine import fourier_crop
 from cryoweave.engine._fourier import _crop_full
 from cryoweave.formats import StackReader, StackWriter, read_images
-from cryoweave.synthetic import write_particles
 
 
 def run(n: int = 5000, box_in: int = 256, box_out: int = 128, repeats: int = 3) -> Section:

@@ -166,9 +166,16 @@ def measure(runs: int, n: int, idle_s: float) -> dict[str, float | None]:
                     "page_first_ms": _best_ms(client, "api/sets/1/items?limit=100"),
                     "page_last_ms": _best_ms(
                         client, f"api/sets/1/items?limit=100&offset={n - 100}"),
-                    "page_sorted_ms": _best_ms(
-                        client, "api/sets/1/items?limit=100&sort=defocus_u_a&desc=1", 3),
                 }
+                # the first sorted request creates the column's index (once per column)
+                started = time.perf_counter()
+                client.get("api/sets/1/items?limit=100&sort=defocus_u_a&desc=1") \
+                    .raise_for_status()
+                result["page_sorted_first_ms"] = 1000 * (time.perf_counter() - started)
+                result["page_sorted_ms"] = _best_ms(
+                    client, "api/sets/1/items?limit=100&sort=defocus_u_a&desc=1")
+                result["page_sorted_middle_ms"] = _best_ms(
+                    client, f"api/sets/1/items?limit=100&sort=defocus_u_a&offset={n // 2}")
                 result["render_s"] = _browser_render_s(f"{base}?token={token}", runs)
                 # idle: pages listen to the event stream, nothing changes
                 for listeners in (1, 10):
@@ -199,16 +206,22 @@ def run(runs: int = 200, n: int = 1_000_000, idle_s: float = 20.0) -> Section:
          "< 200 ms"],
         ["100-row page, last page (offset n − 100)", f"{r['page_last_ms']:.0f} ms",
          "< 200 ms"],
+        ["first page sorted by a new column (creates its index, once per column)",
+         f"{r['page_sorted_first_ms']:.0f} ms", ""],
         ["100-row page sorted by defocus_u_a (descending)", f"{r['page_sorted_ms']:.0f} ms",
-         ""],
+         "< 200 ms"],
+        ["100-row page sorted by defocus_u_a, middle page (offset n / 2)",
+         f"{r['page_sorted_middle_ms']:.0f} ms", "< 200 ms"],
         [f"event stream, idle: server CPU while 1 page listens ({idle_s:.0f} s)",
          f"{r['sse_cpu_pct_1']:.2f} %", "< 5 %"],
         [f"event stream, idle: server CPU while 10 pages listen ({idle_s:.0f} s)",
          f"{r['sse_cpu_pct_10']:.2f} %", "< 5 %"],
     ]
     section.notes.append(f"building the project took {r['build_s']:.0f} s (not timed above)")
-    section.notes.append("a page sorted by a column without an index sorts the whole set in "
-                         "SQLite; item order uses the (set_id, item_id) primary key")
+    section.notes.append("item order uses the (set_id, item_id) primary key; the first page "
+                         "sorted by a column creates an index (set_id, column, item_id) "
+                         "(`CREATE INDEX IF NOT EXISTS`, also on existing projects), later "
+                         "sorted pages read it")
     return section
 
 

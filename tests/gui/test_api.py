@@ -22,7 +22,8 @@ from gui.conftest import HEADERS, TOKEN, make_project, wait_for_run
 
 GET_ENDPOINTS = [
     "/", "/static/app.js", "/api/project", "/api/runs", "/api/graph", "/api/runs/1",
-    "/api/runs/1/log", "/api/protocols", "/api/protocols/Downsample", "/api/sets/1",
+    "/api/runs/1/log", "/api/runs/1/pictures", "/api/protocols", "/api/protocols/Downsample",
+    "/api/sets/1",
     "/api/sets/1/items", "/api/sets/1/items/1/image.png", "/api/sets/1/pictures",
     "/api/sets/1/pictures/x.png",
     "/api/streaming", "/api/files", "/api/workflow", "/api/events?max_s=0",
@@ -180,7 +181,8 @@ def test_set_pages_are_sorted_by_typed_columns_and_capped(client):
 def test_set_pictures_come_from_the_viewers(client):
     set_id = _run(client, "small")["outputs"][0]["set"]
     pictures = client.get(f"/api/sets/{set_id}/pictures").json()["pictures"]
-    assert pictures == ["small_particles_gallery.png"]
+    # simulated particles have poses: their angular distribution comes with the gallery
+    assert pictures == ["small_particles_angular_distribution.png", "small_particles_gallery.png"]
     image = client.get(f"/api/sets/{set_id}/pictures/{pictures[0]}")
     assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get(f"/api/sets/{set_id}/pictures/..%2Fx.png").status_code in (403, 404)
@@ -435,3 +437,58 @@ def test_event_stream_wakes_listeners_on_a_change(tmp_path):
     assert len(markers) == 2 and markers[1]["event"] == markers[0]["event"] + 1
     assert app.state.watcher.listeners == 0
     app.state.gui.project.close()
+
+
+# -- results of a refinement: FSC, resolution per iteration, angular distribution, map ------
+@pytest.fixture(scope="module")
+def refined_project(tmp_path_factory):
+    """A 2-iteration ReconstructHighRes run (local alignment) on 40 simulated particles."""
+    from cryoweave.plugin import registry
+    from cryoweave.workflow._submit import run_protocol
+
+    root = tmp_path_factory.mktemp("refined") / "project"
+    project, simulation = run_protocol(root, registry().get("SimulateParticles"), {
+        "phantom": True, "n_particles": 40, "box_px": 24, "pixel_size_a": 3.0, "snr": 1.0,
+        "defocus_range_a": [10000, 20000], "seed": 3}, label="sim")
+    assert simulation.status == "finished", simulation.error
+    project.close()
+    project, refined = run_protocol(root, registry().get("ReconstructHighRes"), {
+        "particles": {"run": "sim", "output": "particles"}, "alignment": "local",
+        "iterations": 2, "max_target_resolution_a": "15"}, label="refine")
+    assert refined.status == "finished", refined.error
+    project.close()
+    return root, refined.run_id
+
+
+def test_a_refinement_run_shows_its_results_pictures(refined_project):
+    root, run_id = refined_project
+    app = create_app(root, token=TOKEN, poll_interval_s=0.05)
+    with TestClient(app, headers=HEADERS) as client:
+        results = client.get(f"/api/runs/{run_id}/pictures").json()
+        by_output = {o["name"]: o for o in results["outputs"]}
+        assert sorted(by_output) == ["fsc", "particles", "volume"]
+        assert by_output["fsc"]["pictures"] == ["refine_fsc.png",
+                                                "refine_fsc_resolution_per_iteration.png"]
+        assert "refine_particles_angular_distribution.png" in by_output["particles"]["pictures"]
+        assert {"refine_volume_slices.png", "refine_volume_projections.png"} <= \
+            set(by_output["volume"]["pictures"])
+        for output in by_output.values():
+            for name in output["pictures"]:
+                image = client.get(f"/api/sets/{output['set']}/pictures/{name}")
+                assert image.status_code == 200, name
+                assert image.content[:8] == b"\x89PNG\r\n\x1a\n", name
+        # the same files as `cryoweave view` writes: one rendering path, cached per version
+        assert client.get(f"/api/runs/{run_id}/pictures").json() == results
+        cache = app.state.gui.project.cache_dir / "gui"
+        assert len(list(cache.glob("set*-v*/refine_fsc_resolution_per_iteration.png"))) == 1
+        assert client.get("/api/runs/999/pictures").status_code == 404
+    app.state.gui.project.close()
+
+
+def test_explicit_parameter_titles_reach_the_form_schema(client):
+    properties = client.get("/api/protocols/ImportMicrographs").json()["schema"]["properties"]
+    assert properties["cs_mm"]["title"] == "Spherical aberration (Cs)"
+    assert properties["voltage_kv"]["title"] == "Voltage"
+    assert properties["pixel_size_a"]["title"] == "Pixel size"
+    assert properties["timeout_s"]["title"] == "Close after no new file for"
+    assert properties["amplitude_contrast"]["title"] == "Amplitude contrast"  # derived

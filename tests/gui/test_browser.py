@@ -1,8 +1,10 @@
 """The GUI in a real browser: Playwright driving Debian's Chromium (never a downloaded one).
 
 Each test starts ``cryoweave gui`` on a project made on the fly and waits for conditions
-(no fixed sleeps). Screenshots of the main pages go to docs/images/ (shown in the README and
-the user guide). A missing Chromium skips these tests, or fails them under
+(no fixed sleeps). Screenshots of the main pages go to a temporary folder, or, to refresh the
+ones in the README and the user guide, to the folder named by CRYOWEAVE_SCREENSHOTS
+(``CRYOWEAVE_SCREENSHOTS=docs/images python -m pytest tests/gui/test_browser.py``; a relative
+folder is taken from the repository root). A missing Chromium skips these tests, or fails them under
 CRYOWEAVE_REQUIRE_SERVICES=1 (CI).
 """
 
@@ -27,7 +29,7 @@ CHROMIUM = Path(os.environ.get("CRYOWEAVE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
                  "--disable-default-apps", "--disable-sync"]
-IMAGES = REPO_ROOT / "docs" / "images"
+SCREENSHOTS_ENV = "CRYOWEAVE_SCREENSHOTS"  # a folder: write the screenshots there
 TIMEOUT_MS = 45_000
 
 
@@ -123,10 +125,20 @@ def serve():
         served.close()
 
 
-def _shot(page, name: str) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the screenshots go: $CRYOWEAVE_SCREENSHOTS (e.g. docs/images, to refresh the
+    documentation's pictures), else a temporary folder, so a test run leaves the tree clean."""
+    chosen = os.environ.get(SCREENSHOTS_ENV)
+    folder = (REPO_ROOT / chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _shot(page, folder: Path, name: str) -> None:
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(IMAGES / name), full_page=False)
+    page.screenshot(path=str(folder / name), full_page=False)
+    assert (folder / name).stat().st_size > 0, name
 
 
 def _status(page, expected: str) -> None:
@@ -134,7 +146,7 @@ def _status(page, expected: str) -> None:
 
 
 # -- a Downsample form filled, launched and watched live ---------------------------------------
-def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
+def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path, screenshots):
     from playwright.sync_api import expect
 
     served = serve(make_project(tmp_path))
@@ -146,7 +158,7 @@ def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
     expect(page.locator("#runs-table tbody tr")).to_have_count(1)
     expect(page.locator("#runs-graph g.node.match")).to_have_count(1)  # highlighted in the graph
     expect(page.locator('#runs-graph g.node.match[data-run="2"]')).to_have_count(1)
-    _shot(page, "gui-project.png")
+    _shot(page, screenshots, "gui-project.png")
     page.fill("#run-search", "")
 
     page.click('a[data-nav="new"]')
@@ -164,7 +176,7 @@ def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
     expect(error).to_contain_text("must be even")
     expect(page.locator('.field[data-field="box_px"]')).to_be_visible()
     expect(page.locator('.tab[data-tab="Target"]')).to_have_class(re.compile("has-error"))
-    _shot(page, "gui-form.png")
+    _shot(page, screenshots, "gui-form.png")
     page.fill('input[name="box_px"]', "24")
     page.click("#launch")
     page.wait_for_url(re.compile(r"#/run/\d+$"))
@@ -173,17 +185,23 @@ def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path):
     expect(page.locator("#run-steps")).to_contain_text("done")
     expect(page.locator("#run-log")).to_contain_text("finished")
     expect(page.locator("#run-summary")).to_contain_text("box_px")
-    _shot(page, "gui-run.png")
+    # results: the output's pictures from the viewers (simulated particles have poses)
+    expect(page.locator("#run-results img")).to_have_count(2)
+    expect(page.locator('#run-results img[alt="live_particles_angular_distribution.png"]')) \
+        .to_have_count(1)
+    page.wait_for_function("[...document.querySelectorAll('#run-results img')]"
+                           ".every(i => i.naturalWidth > 0)")
+    _shot(page, screenshots, "gui-run.png")
     page.click("#run-outputs a[data-set]")
     expect(page.locator("#set-info")).to_contain_text("60 items")
     expect(page.locator("#items tbody tr")).to_have_count(60)
     page.click('th[data-column="defocus_u_a"]')
     page.click('th[data-column="defocus_u_a"]')  # descending
     expect(page.locator('th[data-column="defocus_u_a"]')).to_have_class(re.compile("sorted-desc"))
-    expect(page.locator("#set-pictures img")).to_have_count(1)
+    expect(page.locator("#set-pictures img")).to_have_count(2)  # angular distribution, gallery
     page.wait_for_function("document.querySelector('#set-pictures img').naturalWidth > 0")
     page.wait_for_function("document.querySelector('#items img.thumb').naturalWidth > 0")
-    _shot(page, "gui-set.png")
+    _shot(page, screenshots, "gui-set.png")
     assert wait_for_run(served.project_dir, run_id) == "finished"
 
     page.goto(served.url + f"#/run/{run_id}")
@@ -261,7 +279,7 @@ def _write_micrograph(folder: Path, index: int) -> None:
     tmp.rename(folder / f"mic_{index:03d}.mrc")
 
 
-def test_streaming_workflow_monitored_then_stopped(page, serve, tmp_path):
+def test_streaming_workflow_monitored_then_stopped(page, serve, tmp_path, screenshots):
     from playwright.sync_api import expect
 
     project_dir = make_project(tmp_path)
@@ -292,7 +310,7 @@ def test_streaming_workflow_monitored_then_stopped(page, serve, tmp_path):
     expect(count).to_have_text("6")
     expect(rows).to_have_count(2)  # the import's and the preprocessing's outputs
     expect(page.locator("#open-sets tbody tr:nth-child(2) td.count")).to_have_text("6")
-    _shot(page, "gui-streaming.png")
+    _shot(page, screenshots, "gui-streaming.png")
     page.locator('#stream-runs tr[data-run="3"] button.stop').click()
     expect(page.locator("#stream-runs tbody tr")).to_have_count(0)
     expect(rows).to_have_count(0)
@@ -307,4 +325,4 @@ def test_streaming_workflow_monitored_then_stopped(page, serve, tmp_path):
     assert "preprocess_micrographs_contact_sheet.png" in names, names
     assert "preprocess_micrographs_power_spectra.png" in names, names
     expect(page.locator("#items img.thumb")).to_have_count(6)
-    _shot(page, "gui-micrographs.png")
+    _shot(page, screenshots, "gui-micrographs.png")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cryoweave.demo.synthetic import write_particles
 from cryoweave.formats import read_images
 from cryoweave.protocols.downsample import _stack, downsample_file
-from cryoweave.synthetic import write_particles
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 HEAVY = ("sqlalchemy", "cryoweave.workflow", "cryoweave.workflow.runner", "cryoweave.plugin",

@@ -78,3 +78,53 @@ def test_pages_read_from_either_end_are_the_same_rows(project, sort, descending)
         page = queries.set_page(project, 1, offset=offset, limit=limit, sort=sort,
                                 descending=descending, total=60)
         assert page["rows"] == rows[offset:offset + limit], (offset, limit)
+
+
+def _sorted_page_plan(project, column):
+    from sqlalchemy import text
+
+    with project.engine.connect() as conn:
+        return " ".join(str(r[-1]) for r in conn.execute(text(
+            f"EXPLAIN QUERY PLAN SELECT item_id FROM particles WHERE set_id = 2 "
+            f"ORDER BY {column} DESC, item_id DESC LIMIT 100")))
+
+
+def test_a_sorted_page_creates_its_index_once_on_an_existing_project(tmp_path):
+    from sqlalchemy import inspect
+
+    with Project.open(make_project(tmp_path)) as project:  # made without the sort indexes
+        assert "TEMP B-TREE" in _sorted_page_plan(project, "score")  # sorts the whole set
+        before = queries.set_page(project, 2, limit=500, sort="score", descending=True)
+        assert queries.ensure_sort_index(project, 2, "score") == "ix_particles_sort_score"
+        assert queries.ensure_sort_index(project, 2, "score") == "ix_particles_sort_score"
+        plan = _sorted_page_plan(project, "score")
+        assert "ix_particles_sort_score" in plan and "TEMP B-TREE" not in plan, plan
+        assert queries.set_page(project, 2, limit=500, sort="score", descending=True) == before
+        names = [i["name"] for i in inspect(project.engine).get_indexes("particles")]
+        assert names.count("ix_particles_sort_score") == 1
+        # the primary key serves item order; bad columns and missing sets make no index
+        assert queries.ensure_sort_index(project, 2, "item_id") is None
+        assert queries.ensure_sort_index(project, 2, "score; drop table runs") is None
+        assert queries.ensure_sort_index(project, 999, "score") is None
+
+
+def test_the_sort_index_is_made_on_postgresql(tmp_path, postgres_database):
+    import pandas as pd
+    from sqlalchemy import inspect
+
+    from cryoweave.workflow import ParticleSet
+    from cryoweave.workflow._schema import SetRow
+
+    with Project.create(tmp_path / "p", postgres_database) as project:
+        with project.transaction() as s:
+            s.add(SetRow(name="particles", kind="particles", state="closed", version=1,
+                         properties={}))
+        ParticleSet(project, 1).append(pd.DataFrame({
+            "item_id": [1, 2, 3], "image_path": ["a.mrcs"] * 3, "image_index": [0, 1, 2],
+            "defocus_u_a": [2e4, 1e4, 3e4]}))
+        assert queries.ensure_sort_index(project, 1, "defocus_u_a") == \
+            "ix_particles_sort_defocus_u_a"
+        assert "ix_particles_sort_defocus_u_a" in \
+            [i["name"] for i in inspect(project.engine).get_indexes("particles")]
+        page = queries.set_page(project, 1, sort="defocus_u_a", descending=True)
+        assert [row[0] for row in page["rows"]] == [3, 1, 2]

@@ -286,8 +286,9 @@ def set_items(request: Request) -> JSONResponse:
     set_id = _int(request.path_params["set_id"], "set id")
     offset = _int(q.get("offset"), "offset", 0)
     limit = _int(q.get("limit"), "limit", 100)
-    page = queries.set_page(st.project, set_id, offset=offset, limit=limit,
-                            sort=q.get("sort") or "item_id",
+    sort = q.get("sort") or "item_id"
+    queries.ensure_sort_index(st.project, set_id, sort)  # once per column: fast sorted pages
+    page = queries.set_page(st.project, set_id, offset=offset, limit=limit, sort=sort,
                             descending=q.get("desc") in ("1", "true"), total=st.set_size(set_id))
     return JSONResponse(page)
 
@@ -297,13 +298,12 @@ def _picture_folder(project: Project, set_id: int) -> tuple[Path, dict[str, Any]
     return project.cache_dir / "gui" / f"set{set_id}-v{info['version']}", info
 
 
-@handle_errors
-def set_pictures(request: Request) -> JSONResponse:
+def render_set_pictures(project: Project, set_id: int) -> list[str]:
+    """The names of a set's pictures, rendered once per set version by the viewers (the
+    pictures ``cryoweave view`` writes) into the project's cache."""
     from cryoweave.viewers import view_set
     from cryoweave.workflow import set_handle
 
-    project = _state(request).project
-    set_id = _int(request.path_params["set_id"], "set id")
     folder, info = _picture_folder(project, set_id)
     if not (folder / "index.html").is_file() and info["size"]:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -313,8 +313,35 @@ def set_pictures(request: Request) -> JSONResponse:
             tmp.rename(folder)  # complete pictures only (another request may have won)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-    names = sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
-    return JSONResponse({"set": set_id, "pictures": names})
+    return sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
+
+
+def is_overview(name: str) -> bool:
+    """A picture of the whole set (contact sheet, FSC, angular distribution…), not of one
+    item (a micrograph's thumbnail or power spectrum)."""
+    return not name.endswith(("_thumb.png", "_psd.png"))
+
+
+@handle_errors
+def set_pictures(request: Request) -> JSONResponse:
+    set_id = _int(request.path_params["set_id"], "set id")
+    return JSONResponse({"set": set_id,
+                         "pictures": render_set_pictures(_state(request).project, set_id)})
+
+
+@handle_errors
+def run_pictures(request: Request) -> JSONResponse:
+    """The results of a run: the overview pictures of each output set (FSC, resolution per
+    iteration, angular distribution, map slices and projections, contact sheets…)."""
+    project = _state(request).project
+    run_id = _run_id(request)
+    results = []
+    for output in run_report(project, run_id)["output_sets"]:
+        names = render_set_pictures(project, output["set"])
+        results.append({"set": output["set"], "name": output["name"],
+                        "kind": output["kind"], "state": output["state"],
+                        "pictures": [n for n in names if is_overview(n)]})
+    return JSONResponse({"run": run_id, "outputs": results})
 
 
 @handle_errors
@@ -452,6 +479,7 @@ ROUTES = [
     Route("/api/runs/{run_id}", run_detail, methods=["GET"]),
     Route("/api/runs/{run_id}", _with_body(delete_run), methods=["DELETE"]),
     Route("/api/runs/{run_id}/log", run_log),
+    Route("/api/runs/{run_id}/pictures", run_pictures),
     Route("/api/runs/{run_id}/continue", _with_body(continue_run), methods=["POST"]),
     Route("/api/runs/{run_id}/stop", _with_body(stop_run), methods=["POST"]),
     Route("/api/runs/{run_id}/notes", _with_body(save_notes), methods=["POST"]),

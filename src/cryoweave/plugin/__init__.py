@@ -1,7 +1,15 @@
 """The authoring API a plugin writer imports: protocols, params, inputs, steps and plans."""
 
 from cryoweave.plugin._inputs import Input, InputRef
-from cryoweave.plugin._params import ADVANCED, EXPERT, NORMAL, ProtocolParams, field_meta, param
+from cryoweave.plugin._params import (
+    ADVANCED,
+    EXPERT,
+    NORMAL,
+    ProtocolParams,
+    field_meta,
+    field_title,
+    param,
+)
 from cryoweave.plugin._plan import (
     Derived,
     ForEachBatch,
@@ -48,6 +56,7 @@ __all__ = [
     "Watch",
     "WorkUnit",
     "field_meta",
+    "field_title",
     "param",
     "registry",
 ]

@@ -34,7 +34,7 @@ from cryoweave.plugin import (
     WorkUnit,
     param,
 )
-from cryoweave.protocols._summary import set_summary
+from cryoweave.protocols._shared.summary import set_summary
 
 
 class ImportMicrographs(Protocol):
@@ -61,11 +61,12 @@ class ImportMicrographs(Protocol):
         pattern: str = param(description="Glob pattern of the micrograph files, e.g. "
                                          "'Movies/*.mrc'", section="Input", path=True)
         pixel_size_a: float | None = param(
-            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Acquisition",
+            None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Acquisition", title="Pixel size",
             description="Pixel size; taken from the MRC header when not given")
         voltage_kv: float = param(300.0, **VOLTAGE_KV.bounds(), unit="kV", section="Acquisition",
-                                  description="Acceleration voltage")
+                                  title="Voltage", description="Acceleration voltage")
         cs_mm: float = param(2.7, **CS_MM.bounds(), unit="mm", section="Acquisition",
+                             title="Spherical aberration (Cs)",
                              description="Spherical aberration")
         amplitude_contrast: float = param(0.1, **AMPLITUDE_CONTRAST.bounds(), section="Acquisition",
                                           description="Amplitude contrast (fraction)")
@@ -73,12 +74,13 @@ class ImportMicrographs(Protocol):
                                 description="Watch the folder for new files during acquisition")
         timeout_s: float = param(
             300.0, gt=0, unit="s", section="Streaming", visible_if={"streaming": True},
+            title="Close after no new file for",
             description="Close the output after this long without a new file")
         file_settle_s: float = param(
             5.0, ge=0, unit="s", section="Streaming", visible_if={"streaming": True},
             expert=ADVANCED, description="A file is imported once its size has not changed "
                                          "for this long and it is as long as its MRC header "
-                                         "says")
+                                         "says", title="File settle time")
         batch_size: int = param(10, gt=0, section="Streaming", expert=ADVANCED,
                                 description="Micrographs published per step")
         follow_external_links: bool = param(

@@ -26,18 +26,9 @@ from cryoweave.plugin import (
     SummaryContext,
     param,
 )
-from cryoweave.protocols._particle_checks import require_pixel_sizes, verify_stacks
-from cryoweave.protocols._summary import set_summary
-
-
-def datadir_param() -> Any:
-    return param(None, section="Input", expert=True, path=True,
-                 description="Base folder of relative image paths in the STAR/.cs file")
-
-
-def strip_prefix_param() -> Any:
-    return param(None, section="Input", expert=True,
-                 description="Prefix removed from image paths before resolving them")
+from cryoweave.protocols._shared.checks import require_pixel_sizes, verify_stacks
+from cryoweave.protocols._shared.params import datadir_param, strip_prefix_param
+from cryoweave.protocols._shared.summary import set_summary
 
 
 class ImportParticles(Protocol):
@@ -96,6 +87,8 @@ class ImportParticles(Protocol):
                 "strip_prefix": params.strip_prefix, "check_stacks": params.check_stacks,
                 "file_identity": [stat.st_size, stat.st_mtime_ns]}
         return Plan(steps=[Step("import", import_particles_step, args, label="import particles")])
+
+
 
 
 def set_properties(table: ParticleTable) -> dict[str, Any]:

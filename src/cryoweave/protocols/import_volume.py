@@ -25,7 +25,7 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
-from cryoweave.protocols._summary import set_summary
+from cryoweave.protocols._shared.summary import set_summary
 
 
 class ImportVolume(Protocol):
@@ -34,14 +34,14 @@ class ImportVolume(Protocol):
     label = "import volume"
 
     class Params(ProtocolParams):
-        path: str = param(description="MRC map file", section="Input", path=True)
+        path: str = param(description="MRC map file", section="Input", path=True, title="Map file")
         pixel_size_a: float | None = param(
             None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Input",
             description="Voxel size; taken from the MRC header when not given")
         half1_path: str | None = param(None, section="Input", expert=True, path=True,
-                                       description="First half map (optional)")
+                                       description="First half map (optional)", title="Half map 1")
         half2_path: str | None = param(None, section="Input", expert=True, path=True,
-                                       description="Second half map (optional)")
+                                       description="Second half map (optional)", title="Half map 2")
 
     class Outputs(ProtocolOutputs):
         volume: VolumeSet

@@ -38,8 +38,8 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
-from cryoweave.protocols._summary import set_summary
-from cryoweave.protocols.reconstruction.simulate import check_symmetry
+from cryoweave.protocols._shared.summary import set_summary
+from cryoweave.protocols._shared.symmetry import check_symmetry
 
 ORDER = ("resample", "symmetrize", "flip_hand", "lowpass", "bfactor", "threshold_mask",
          "normalize", "masks")
@@ -80,7 +80,8 @@ class ProcessVolume(Protocol):
             None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Resample",
             description="New pixel size (Fourier crop or pad, RELION convention)")
         box_px: int | None = param(None, ge=8, le=2048, unit="px", section="Resample",
-                                   description="New box (crop or zero-pad about the centre)")
+                                   description="New box (crop or zero-pad about the centre)",
+                                   title="Box size")
         # 2–3. symmetry and hand
         symmetry: str | None = param(None, section="Symmetry and hand",
                                      description="Symmetrise to a group (c<n>, d<n>, t, o, "
@@ -90,13 +91,16 @@ class ProcessVolume(Protocol):
         # 4–5. filters
         lowpass_resolution_a: float | None = param(
             None, ge=0.5, le=1000, unit="Å", section="Filters",
-            description="Low-pass to this resolution (raised-cosine edge)")
+            description="Low-pass to this resolution (raised-cosine edge)",
+            title="Low-pass resolution")
         lowpass_edge_width_px: float = param(
             2.0, ge=0, le=20, unit="Fourier px", section="Filters", expert=ADVANCED,
-            description="Width of the low-pass edge, centred on the cutoff")
+            description="Width of the low-pass edge, centred on the cutoff",
+            title="Low-pass edge width")
         bfactor_a2: float | None = param(
             None, ge=-2000, le=2000, unit="Å²", section="Filters",
-            description="B-factor: exp(−B·s²/4); negative sharpens, positive blurs")
+            description="B-factor: exp(−B·s²/4); negative sharpens, positive blurs",
+            title="B-factor")
         # 6. threshold mask
         mask_threshold: float | None = param(
             None, ge=-1e6, le=1e6, section="Threshold mask",
@@ -116,7 +120,8 @@ class ProcessVolume(Protocol):
         normalize_background_radius_a: float | None = param(
             None, gt=0, le=10000, unit="Å", section="Normalise", expert=ADVANCED,
             visible_if={"normalize": "background"},
-            description="The background lies beyond this radius (default: half the box)")
+            description="The background lies beyond this radius (default: half the box)",
+            title="Background radius for normalization")
         # 8. spherical mask
         sphere_radius_a: float | None = param(
             None, gt=0, le=10000, unit="Å", section="Spherical mask",

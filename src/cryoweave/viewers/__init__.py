@@ -14,7 +14,12 @@ from cryoweave.viewers._images import (
     stretch,
     thumbnail,
 )
-from cryoweave.viewers._plots import plot_fsc, plot_series
+from cryoweave.viewers._plots import (
+    plot_angular_distribution,
+    plot_fsc,
+    plot_resolution_per_iteration,
+    plot_series,
+)
 from cryoweave.viewers._sets import view_set
 from cryoweave.viewers._thumbs import item_thumbnail
 from cryoweave.viewers._volumes import plot_volume, volume_figure
@@ -26,7 +31,9 @@ __all__ = [
     "gallery_figure",
     "item_thumbnail",
     "montage",
+    "plot_angular_distribution",
     "plot_fsc",
+    "plot_resolution_per_iteration",
     "plot_series",
     "plot_volume",
     "power_spectrum",

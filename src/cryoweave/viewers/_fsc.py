@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoweave.viewers._plots import plot_fsc
+from cryoweave.viewers._plots import plot_fsc, plot_resolution_per_iteration
 
 
 def view_fsc(records: object, folder: Path, *, prefix: str = "fsc",
@@ -34,4 +34,22 @@ def view_fsc(records: object, folder: Path, *, prefix: str = "fsc",
     caption = (f"{title} against spatial frequency"
                f"{', one curve per iteration' if len(curves) > 1 else ''}; dashed lines at "
                "FSC 0.143 and 0.5")
-    return [(plot_fsc(lines, folder / f"{prefix}.png", title=title), caption)]
+    pictures = [(plot_fsc(lines, folder / f"{prefix}.png", title=title), caption)]
+    return pictures + view_resolution_per_iteration(curves, folder, prefix=prefix,
+                                                    display=display)
+
+
+def view_resolution_per_iteration(records: list[dict], folder: Path, *, prefix: str,
+                                  display: str) -> list[tuple[Path, str]]:
+    """(``<prefix>_resolution_per_iteration.png``, caption) for a refinement's iteration
+    records; nothing without them (e.g. a single reconstruction's FSC)."""
+    iterations = [r for r in records if "iteration" in r and "resolution_a" in r]
+    if not iterations:
+        return []
+    last = max(iterations, key=lambda r: r["iteration"])
+    title = (f"{display + ': ' if display else ''}resolution per iteration "
+             f"({last['resolution_a']:.2f} Å after iteration {last['iteration']})")
+    path = plot_resolution_per_iteration(
+        iterations, folder / f"{prefix}_resolution_per_iteration.png", title=title)
+    return [(path, f"{title}: half-map FSC resolution in Å of each iteration's map at its "
+                   "criterion (and at 0.143); lower is better")] if path else []

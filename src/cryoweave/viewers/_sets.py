@@ -23,6 +23,7 @@ from cryoweave.viewers._images import (
     spectrum_figure,
     thumbnail,
 )
+from cryoweave.viewers._plots import plot_angular_distribution
 from cryoweave.viewers._volumes import plot_volume
 from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, SetHandle, VolumeSet
 
@@ -91,7 +92,24 @@ def view_particles(particles: ParticleSet, folder: Path, limit: int = 100) -> li
     path = save_figure(gallery_figure(stack, ids[:len(stack)], title=title),
                        folder / f"{prefix}_gallery.png", dpi=100)
     return [(path, f"{display}: the first {len(stack)} particles, each numbered by its "
-                   "particle id (item_id)")]
+                   "particle id (item_id)"), *view_angles(particles, folder)]
+
+
+def view_angles(particles: ParticleSet, folder: Path) -> list[Picture]:
+    """The angular distribution (rot, tilt) of a set's particles with poses; nothing for
+    particles without them."""
+    if not particles.properties.get("has_poses"):
+        return []
+    display, prefix = set_title(particles)
+    angles = particles.query().frame(with_extra=False, columns=["rot_deg", "tilt_deg"])
+    angles = angles.dropna()
+    if not len(angles):
+        return []
+    title = f"{display}: angular distribution of {len(angles)} particles"
+    path = plot_angular_distribution(angles["rot_deg"].to_numpy(float),
+                                     angles["tilt_deg"].to_numpy(float),
+                                     folder / f"{prefix}_angular_distribution.png", title=title)
+    return [(path, f"{title} (rot across, tilt down, 5° bins, log colour scale)")]
 
 
 def view_volumes(volumes: VolumeSet, folder: Path) -> list[Picture]:

@@ -291,3 +291,42 @@ def streaming_status(project: Project, window_s: float = 60.0) -> dict[str, Any]
                  "last_item_at": iso_time(last_step.get(r.id)),
                  "failed_items": int(failed.get(r.id, 0))} for r in runs]
     return {"runs": run_rows, "sets": out_sets, "time": iso_time(now), "window_s": window_s}
+
+
+_SORT_INDEXES: set[tuple[str, str, str]] = set()  # (database, table, column) known to exist
+
+
+def ensure_sort_index(project: Project, set_id: int, column: str) -> str | None:
+    """Create, once, the index that serves set pages sorted by ``column``: (set_id, column,
+    item_id) on the set's item table, so a sorted page reads 100 index entries instead of
+    sorting the whole set. ``CREATE INDEX IF NOT EXISTS`` (SQLite and PostgreSQL), so it
+    works on projects made before it and by several GUIs at once. Returns the index name;
+    None for ``item_id`` (the primary key), a column that is not typed (set_page refuses it)
+    or a missing set. A database that refuses the index (read-only) leaves the page sorted
+    without it.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    if column == "item_id":
+        return None
+    with project.reader() as s:
+        row = s.get(SetRow, set_id)
+        kind = row.kind if row is not None else None
+    table = ITEM_TABLES.get(kind) if kind else None
+    if table is None or column not in typed_columns(table.__table__):
+        return None
+    name = f"ix_{table.__tablename__}_sort_{column}"
+    key = (project.db_url, table.__tablename__, column)
+    if key in _SORT_INDEXES:
+        return name
+    quote = project.engine.dialect.identifier_preparer.quote
+    statement = (f"CREATE INDEX IF NOT EXISTS {quote(name)} ON "
+                 f"{quote(table.__tablename__)} (set_id, {quote(column)}, item_id)")
+    try:
+        with project.engine.begin() as conn:
+            conn.execute(text(statement))
+    except (OperationalError, ProgrammingError):
+        return None  # e.g. a read-only database: the page is sorted without the index
+    _SORT_INDEXES.add(key)
+    return name

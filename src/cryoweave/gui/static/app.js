@@ -58,18 +58,10 @@ function statusBadge(run) {
   return h("span", {class: "status status-" + statusClass(run), "data-status": label}, label);
 }
 
-const UNIT_SUFFIXES = /_(px|a|s|kv|mm|deg|pct)$/;
-
-const ACRONYMS = {ctf: "CTF", cc: "CC", snr: "SNR", ssnr: "SSNR", fsc: "FSC", star: "STAR", mrc: "MRC", cs: "Cs"};
-
 function fieldTitle(name, prop) {
-  // an explicit title from the declaration wins over pydantic's generated "Box Px"
-  const generated = name.split("_").map(w => w.charAt(0).toUpperCase() + w.slice(1)).join(" ");
-  if (prop.title && prop.title !== generated) return prop.title;
-  let words = prop.unit ? name.replace(UNIT_SUFFIXES, "") : name;
-  words = words.replace(/^do_/, "");  // do_lowpass: a switch named after what it does
-  const title = humanize(words).split(" ").map(w => ACRONYMS[w.toLowerCase()] || w).join(" ");
-  return title;
+  // the server's schema carries the title: the declared one, else one derived from the name
+  // (cryoweave.plugin.field_title: unit suffix and do_ prefix dropped, acronyms in capitals)
+  return prop.title || humanize(name);
 }
 
 function humanize(name) {
@@ -442,6 +434,21 @@ function runPage(id) {
   const root = h("div", {id: "run-page", "data-run": id});
   view.replaceChildren(root);
   let notesDirty = false;
+  let results = null;  // the output pictures, rendered when the run is not running
+  let resultsKey = null;  // the output sets' versions those pictures show
+  async function loadResults() {
+    results = [h("span", {class: "muted"}, "rendering pictures…")];
+    const res = await api(`/api/runs/${id}/pictures`, {allowError: true});
+    const el = () => root.querySelector("#run-results");  // the page may have been redrawn
+    if (!res.ok) { results = [h("span", {class: "problems"}, res.data.error)]; el()?.replaceChildren(...results); return; }
+    const shown = res.data.outputs.filter(o => o.pictures.length);
+    results = shown.length ? shown.map(o => h("div", {class: "result", "data-set": o.set},
+      h("h3", {}, h("a", {href: "#/set/" + o.set}, o.name), h("span", {class: "muted"}, ` (${o.kind})`)),
+      o.pictures.map(n => h("a", {href: withToken(`/api/sets/${o.set}/pictures/${n}`), target: "_blank"},
+        h("img", {src: withToken(`/api/sets/${o.set}/pictures/${n}`), alt: n, title: n}))))) :
+      [h("span", {class: "muted"}, "no pictures of the outputs")];
+    el()?.replaceChildren(...results);
+  }
   async function refresh() {
     const res = await api("/api/runs/" + id, {allowError: true});
     if (!res.ok) { root.replaceChildren(h("p", {class: "problems"}, res.data.error)); return; }
@@ -484,6 +491,8 @@ function runPage(id) {
           h("h2", {}, "Used by"),
           h("div", {}, run.dependents.length ? run.dependents.map(d => h("a", {href: "#/run/" + d, style: "margin-right:.5em"}, "#" + d)) : "—")),
         h("div", {class: "panel"}, h("h2", {}, "Parameters"), kvTable(run.params, "run-params"))),
+      h("h2", {}, "Results"),
+      h("div", {class: "pictures", id: "run-results"}, ...(results || [h("span", {class: "muted"}, running ? "pictures when the run stops" : "rendering pictures…")])),
       h("h2", {}, "Log"), h("pre", {class: "log", id: "run-log"}, log.lines.join("\n") || "(no log yet)"),
       h("h2", {}, "Steps"),
       h("table", {id: "run-step-list"}, h("tbody", {}, run.step_list.slice(-50).map(s => h("tr", {},
@@ -496,6 +505,11 @@ function runPage(id) {
       }}, "Save notes"))));
     const logEl = root.querySelector("#run-log");
     logEl.scrollTop = logEl.scrollHeight;
+    const key = JSON.stringify((run.output_sets || []).map(o => [o.set, o.version]));
+    if (!running && run.status !== "saved" && (run.output_sets || []).length && key !== resultsKey) {
+      resultsKey = key;  // new versions (a continued run): pictures again
+      loadResults();
+    }
     clearInterval(pageTimer);
     if (running) pageTimer = setInterval(refreshLog, 3000);  // log lines between DB changes
   }
@@ -521,7 +535,7 @@ function setPage(id) {
     const res = await api(`/api/sets/${id}/pictures`, {allowError: true});
     if (!res.ok) { pictures.replaceChildren(h("span", {class: "problems"}, res.data.error)); return; }
     // pictures of the whole set first; one picture per item (thumbnails, spectra) folded away
-    const overview = n => /(contact_sheet|power_spectra|gallery|slices|projections|fsc|resolution)/.test(n);
+    const overview = n => !/_(thumb|psd)\.png$/.test(n);
     const link = n => h("a", {href: withToken(`/api/sets/${id}/pictures/${n}`), target: "_blank"},
       h("img", {src: withToken(`/api/sets/${id}/pictures/${n}`), alt: n, title: n}));
     const items = res.data.pictures.filter(n => !overview(n));

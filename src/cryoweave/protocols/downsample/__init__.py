@@ -10,6 +10,8 @@ from typing import Any
 
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._files import DownsampleResult, downsample_file
+from cryoweave.protocols.downsample._rewrite import stack_name
+from cryoweave.protocols.downsample._stack import downsample_stack
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +22,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Downsample", "DownsampleCache", "DownsampleResult", "cache_key", "downsample_file"]
+__all__ = ["Downsample", "DownsampleCache", "DownsampleResult", "cache_key", "downsample_file",
+           "downsample_stack", "stack_name"]

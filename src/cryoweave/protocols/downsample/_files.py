@@ -19,7 +19,7 @@ from cryoweave.formats import (
 )
 from cryoweave.formats.star import particles_to_blocks
 from cryoweave.physical import PIXEL_SIZE_A
-from cryoweave.protocols._particle_checks import require_pixel_sizes, verify_stacks
+from cryoweave.protocols._shared.checks import require_pixel_sizes, verify_stacks
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import (
     downsampled_table,

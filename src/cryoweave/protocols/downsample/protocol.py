@@ -30,12 +30,12 @@ from cryoweave.plugin import (
     SummaryContext,
     param,
 )
-from cryoweave.protocols._device import compute_resources, device_info, step_device
-from cryoweave.protocols._summary import set_summary
+from cryoweave.protocols._shared.device import compute_resources, device_info, step_device
+from cryoweave.protocols._shared.params import datadir_param, strip_prefix_param
+from cryoweave.protocols._shared.summary import set_summary
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import downsampled_table, stack_name, target_box
 from cryoweave.protocols.downsample._stack import downsample_stack
-from cryoweave.protocols.import_particles import datadir_param, strip_prefix_param
 
 IMAGE_LIST = "tmp/downsample_input.npz"
 
@@ -57,11 +57,13 @@ class Downsample(Protocol):
         particles: Input[ParticleSet] = param(description="Particles to downsample",
                                               section="Input")
         box_px: int | None = param(None, gt=0, unit="px", section="Target",
-                                   description="Target box (even, ≤ the input box)")
+                                   description="Target box (even, ≤ the input box)",
+                                   title="Box size")
         pixel_size_a: float | None = param(
             None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Target",
             description="Target pixel size instead of a box: the box is the even value "
-                        "closest to it and the real resulting pixel size is recorded")
+                        "closest to it and the real resulting pixel size is recorded",
+                        title="Pixel size")
         datadir: str | None = datadir_param()
         strip_prefix: str | None = strip_prefix_param()
         batch_size: int = param(1000, gt=0, section="Performance", expert=ADVANCED,

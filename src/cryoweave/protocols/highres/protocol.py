@@ -23,8 +23,8 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
-from cryoweave.protocols._summary import reconstruction_summary
-from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
+from cryoweave.protocols._shared.summary import reconstruction_summary
+from cryoweave.protocols._shared.symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.highres._plan import plan_refinement
 from cryoweave.protocols.highres._schedule import parse_floors
 from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed
@@ -78,15 +78,19 @@ class ReconstructHighRes(Protocol):
                                       description="Adapt the pixel size to the resolution")
         max_target_resolution_a: str = param(
             "15 8 4", section="Angular assignment", unit="Å",
-            description="Resolution floor per iteration, e.g. '15 8 4' or '2x15 8'")
+            description="Resolution floor per iteration, e.g. '15 8 4' or '2x15 8'",
+            title="Maximum target resolution")
         max_shift_percent: float = param(10.0, gt=0, le=50, section="Angular assignment",
-                                         unit="%", description="Maximum shift (% of box)")
+                                         unit="%", description="Maximum shift (% of box)",
+                                         title="Maximum shift")
         min_tilt_deg: float = param(0.0, ge=0, le=180, section="Angular assignment",
                                     expert=ADVANCED, unit="°",
-                                    description="Smallest tilt of the projection directions")
+                                    description="Smallest tilt of the projection directions",
+                                    title="Minimum tilt")
         max_tilt_deg: float = param(180.0, ge=0, le=180, section="Angular assignment",
                                     expert=ADVANCED, unit="°",
-                                    description="Largest tilt of the projection directions")
+                                    description="Largest tilt of the projection directions",
+                                    title="Maximum tilt")
         # -- local
         local_shifts: bool = param(True, section="Local refinement",
                                    visible_if={"alignment": ["local", "automatic"]},
@@ -94,7 +98,7 @@ class ReconstructHighRes(Protocol):
         local_max_shift_percent: float = param(
             2.0, gt=0, section="Local refinement", expert=ADVANCED, unit="%",
             visible_if={"alignment": ["local", "automatic"]},
-            description="Maximum shift change (% of box)")
+            description="Maximum shift change (% of box)", title="Local maximum shift")
         local_angles: bool = param(True, section="Local refinement",
                                    visible_if={"alignment": ["local", "automatic"]},
                                    description="Optimise angles (within 3·atan(1/k))")
@@ -103,24 +107,29 @@ class ReconstructHighRes(Protocol):
                                   description="Optimise each particle's magnification")
         local_max_scale_change: float = param(
             0.02, gt=0, lt=0.5, section="Local refinement", expert=ADVANCED,
-            visible_if={"local_scale": True}, description="Maximum magnification change")
+            visible_if={"local_scale": True}, description="Maximum magnification change",
+            title="Local maximum scale change")
         local_defocus: bool = param(False, section="Local refinement", expert=ADVANCED,
                                     visible_if={"alignment": ["local", "automatic"]},
                                     description="Optimise each particle's defocus")
         local_max_defocus_change_a: float = param(
             200.0, gt=0, le=DEFOCUS_CHANGE_A.high, unit="Å", section="Local refinement",
             expert=ADVANCED,
-            visible_if={"local_defocus": True}, description="Maximum defocus change")
+            visible_if={"local_defocus": True}, description="Maximum defocus change",
+            title="Local maximum defocus change")
         local_gray: bool = param(False, section="Local refinement", expert=ADVANCED,
                                  visible_if={"alignment": ["local", "automatic"]},
-                                 description="Fit each particle's gray values (a·model + b)")
+                                 description="Fit each particle's gray values (a·model + b)",
+                                 title="Local gray-value correction")
         local_max_gray_scale_change: float = param(
             0.5, gt=0, lt=1, section="Local refinement", expert=ADVANCED,
-            visible_if={"local_gray": True}, description="Maximum contrast change (|a − 1|)")
+            visible_if={"local_gray": True}, description="Maximum contrast change (|a − 1|)",
+            title="Local maximum gray scale change")
         local_max_gray_offset_sigma: float = param(
             3.0, gt=0, section="Local refinement", expert=ADVANCED,
             visible_if={"local_gray": True},
-            description="Maximum offset b, in standard deviations of the residual")
+            description="Maximum offset b, in standard deviations of the residual",
+            title="Local maximum gray offset (standard deviations)")
         # -- weights
         weight_cc_percentile: bool = param(
             True, section="Weights", description="Weight by the CC percentile in defocus groups")
@@ -132,7 +141,8 @@ class ReconstructHighRes(Protocol):
         weight_continuous: bool = param(False, section="Weights", expert=ADVANCED,
                                         description="Weight by the CC percentile overall")
         min_cc_weight: float = param(0.1, ge=0, le=1, section="Weights", expert=ADVANCED,
-                                     description="Weight of the worst particle")
+                                     description="Weight of the worst particle",
+                                     title="Minimum CC weight")
         final_map_weights: Literal["unit", "refinement"] = param(
             "unit", section="Weights", expert=ADVANCED,
             description="Weights of the final map: unit (every particle kept by the last "
@@ -149,16 +159,21 @@ class ReconstructHighRes(Protocol):
             description="Added to the resolution for the next low-pass and angular step")
         # -- next reference
         next_lowpass: bool = param(True, section="Next reference",
-                                   description="Low-pass at resolution + offset")
+                                   description="Low-pass at resolution + offset",
+                                   title="Low-pass the next reference")
         next_spherical_mask: bool = param(True, section="Next reference",
-                                          description="Soft spherical mask")
+                                          description="Soft spherical mask",
+                                          title="Spherical mask on the next reference")
         next_positivity: bool = param(True, section="Next reference",
-                                      description="Set negative values to zero")
+                                      description="Set negative values to zero",
+                                      title="Positivity on the next reference")
         next_mask: Input[VolumeSet] | None = param(None, section="Next reference",
                                                    expert=ADVANCED,
-                                                   description="A mask instead of the sphere")
+                                                   description="A mask instead of the sphere",
+                                                   title="Mask for the next reference")
         next_dropout: float = param(0.0, ge=0, lt=1, section="Next reference", expert=EXPERT,
-                                    description="Fraction of voxels zeroed at random")
+                                    description="Fraction of voxels zeroed at random",
+                                    title="Dropout on the next reference")
         # -- stochastic
         stochastic_images_per_half: int = param(
             250, gt=0, section="Stochastic", visible_if={"alignment": "stochastic"},
@@ -173,11 +188,13 @@ class ReconstructHighRes(Protocol):
         restrict_tilt_min_deg: float = param(88.0, ge=0, le=180, section="Reconstruction",
                                              expert=ADVANCED, unit="°",
                                              visible_if={"restrict_reconstruction_tilt": True},
-                                             description="Smallest tilt kept")
+                                             description="Smallest tilt kept",
+                                             title="Reconstruction minimum tilt")
         restrict_tilt_max_deg: float = param(92.0, ge=0, le=180, section="Reconstruction",
                                              expert=ADVANCED, unit="°",
                                              visible_if={"restrict_reconstruction_tilt": True},
-                                             description="Largest tilt kept")
+                                             description="Largest tilt kept",
+                                             title="Reconstruction maximum tilt")
         correct_ctf_envelope: bool = param(
             False, section="Reconstruction", expert=ADVANCED,
             description="Include the particles' CTF B-factor envelope (rlnCtfBfactor) in the "
@@ -191,13 +208,14 @@ class ReconstructHighRes(Protocol):
                           description="Seed of random splits, subsets and dropout")
         # -- post-processing
         adhoc_mask: Input[VolumeSet] | None = param(None, section="Post-processing",
-                                                    description="Mask for the FSC")
+                                                    description="Mask for the FSC",
+                                                    title="Ad-hoc mask")
         post_script: str | None = param(
             None, section="Post-processing", expert=ADVANCED,
             description="A command run at the end with the final map as last argument. "
                         "Refused unless enabled: CRYOWEAVE_ALLOW_POST_SCRIPT=1 in the "
                         "environment, or 'allow_post_script: true' in the project's "
-                        "cryoweave.yaml")
+                        "cryoweave.yaml", title="Post-iteration script")
 
         @field_validator("symmetry")
         @classmethod
@@ -229,7 +247,8 @@ class ReconstructHighRes(Protocol):
         particles: ParticleSet
         fsc: RecordSet
 
-    def check_inputs(self, params: Any, inputs: Mapping[str, Any]) -> list[str]:
+    def check_inputs(self, params: ReconstructHighRes.Params, inputs: Mapping[str, Any]
+                     ) -> list[str]:
         problems = []
         particles = inputs.get("particles")
         if particles is not None:
@@ -256,7 +275,7 @@ class ReconstructHighRes(Protocol):
                             "per half")
         return problems
 
-    def check_project(self, params: Any, project: Any) -> list[str]:
+    def check_project(self, params: ReconstructHighRes.Params, project: Any) -> list[str]:
         if params.post_script is not None and \
                 not post_script_allowed(project.root if project is not None else None):
             return [f"post_script: running a command from the parameters is disabled; enable "
@@ -280,6 +299,6 @@ class ReconstructHighRes(Protocol):
             summary["particles_rejected"] = int(rejected)
         return summary
 
-    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+    def plan(self, params: ReconstructHighRes.Params, ctx: PlanContext) -> Plan:
         return plan_refinement(params, ctx)
 

@@ -23,8 +23,8 @@ from cryoweave.plugin import (
     SummaryContext,
     param,
 )
-from cryoweave.protocols._device import compute_resources
-from cryoweave.protocols._summary import set_summary
+from cryoweave.protocols._shared.device import compute_resources
+from cryoweave.protocols._shared.summary import set_summary
 from cryoweave.protocols.preprocess._step import OUTPUT_DIR, output_name, preprocess_step
 
 OPERATIONS = ("do_crop", "do_log", "do_remove_bad_pixels", "do_invert", "do_downsample",
@@ -50,24 +50,28 @@ class PreprocessMicrographs(Protocol):
     class Params(ProtocolParams):
         micrographs: Input[MicrographSet] = param(
             description="Micrographs to preprocess (may still be growing)", section="Input")
-        do_crop: bool = param(False, section="Crop", description="Remove a border")
+        do_crop: bool = param(False, section="Crop", description="Remove a border",
+                              title="Crop borders")
         crop_px: int = param(10, ge=1, unit="px", section="Crop", visible_if={"do_crop": True},
-                             description="Pixels removed from each border")
+                             description="Pixels removed from each border", title="Crop width")
         do_log: bool = param(False, section="Logarithm",
-                             description="Take the logarithm y = a − b·ln(x + c)")
+                             description="Take the logarithm y = a − b·ln(x + c)",
+                             title="Log transform")
         log_a: float = param(4.431, section="Logarithm", visible_if={"do_log": True},
-                             description="a in y = a − b·ln(x + c)")
+                             description="a in y = a − b·ln(x + c)", title="Log coefficient a")
         log_b: float = param(0.402, section="Logarithm", visible_if={"do_log": True},
-                             description="b in y = a − b·ln(x + c)")
+                             description="b in y = a − b·ln(x + c)", title="Log coefficient b")
         log_c: float = param(336.6, section="Logarithm", visible_if={"do_log": True},
-                             description="c in y = a − b·ln(x + c)")
+                             description="c in y = a − b·ln(x + c)", title="Log coefficient c")
         do_remove_bad_pixels: bool = param(
             False, section="Bad pixels",
             description="Replace outliers by the median of their good 5×5 neighbours")
         bad_pixel_stddev: float = param(
             5.0, gt=0, section="Bad pixels", visible_if={"do_remove_bad_pixels": True},
-            description="Pixels beyond mean ± this many standard deviations are bad")
-        do_invert: bool = param(False, section="Contrast", description="Invert the contrast")
+            description="Pixels beyond mean ± this many standard deviations are bad",
+            title="Bad-pixel threshold (standard deviations)")
+        do_invert: bool = param(False, section="Contrast", description="Invert the contrast",
+                                title="Invert contrast")
         do_downsample: bool = param(False, section="Downsample",
                                     description="Fourier downsample")
         downsample_factor: float = param(
@@ -75,30 +79,37 @@ class PreprocessMicrographs(Protocol):
             description="Downsampling factor (non-integer allowed); the true output pixel "
                         "size is recorded")
         do_denoise: bool = param(False, section="Denoise",
-                                 description="Total-variation denoising (Xmipp's model)")
+                                 description="Total-variation denoising (Xmipp's model)",
+                                 title="Denoise (total variation)")
         denoise_iterations: int = param(
             50, ge=1, section="Denoise", visible_if={"do_denoise": True},
             description="Iterations of the optimiser; the result keeps the input's range")
-        do_gaussian: bool = param(False, section="Filters", description="Gaussian smoothing")
+        do_gaussian: bool = param(False, section="Filters", description="Gaussian smoothing",
+                                  title="Gaussian filter")
         gaussian_sigma_px: float = param(
             2.0, gt=0, unit="px", section="Filters", visible_if={"do_gaussian": True},
             description="σ of Xmipp's real_gaussian: multiplier exp(−π²σ²|w|²), real-space "
                         "standard deviation σ/√2")
         do_highpass: bool = param(False, section="Filters",
-                                  description="Raised-cosine high-pass")
+                                  description="Raised-cosine high-pass", title="High-pass filter")
         highpass_cutoff: float = param(
             0.002, gt=0, lt=0.5, section="Filters", visible_if={"do_highpass": True},
-            unit="1/px", description="Digital frequency where the roll-off ends (0–0.5)")
+            unit="1/px", description="Digital frequency where the roll-off ends (0–0.5)",
+            title="High-pass cutoff")
         highpass_width: float = param(
             0.001, gt=0, section="Filters", visible_if={"do_highpass": True},
-            expert=ADVANCED, unit="1/px", description="Width of the transition band")
-        do_lowpass: bool = param(False, section="Filters", description="Raised-cosine low-pass")
+            expert=ADVANCED, unit="1/px", description="Width of the transition band",
+            title="High-pass width")
+        do_lowpass: bool = param(False, section="Filters", description="Raised-cosine low-pass",
+                                 title="Low-pass filter")
         lowpass_cutoff: float = param(
             0.4, gt=0, lt=0.5, section="Filters", visible_if={"do_lowpass": True},
-            unit="1/px", description="Digital frequency where the roll-off starts (0–0.5)")
+            unit="1/px", description="Digital frequency where the roll-off starts (0–0.5)",
+            title="Low-pass cutoff")
         lowpass_width: float = param(
             0.001, gt=0, section="Filters", visible_if={"do_lowpass": True},
-            expert=ADVANCED, unit="1/px", description="Width of the transition band")
+            expert=ADVANCED, unit="1/px", description="Width of the transition band",
+            title="Low-pass width")
         do_normalize: bool = param(False, section="Normalize",
                                    description="Zero mean, unit standard deviation")
         batch_size: int = param(2, gt=0, section="Performance", expert=ADVANCED,

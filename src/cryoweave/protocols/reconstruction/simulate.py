@@ -38,9 +38,9 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
-from cryoweave.protocols._device import compute_resources, device_info, step_device
-from cryoweave.protocols._summary import set_summary
-from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
+from cryoweave.protocols._shared.device import compute_resources, device_info, step_device
+from cryoweave.protocols._shared.summary import set_summary
+from cryoweave.protocols._shared.symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.reconstruction._simulation import (
     SimulationSettings,
     optics_frame,
@@ -73,16 +73,18 @@ class SimulateParticles(Protocol):
         symmetry: str = param("c1", section="Map", visible_if={"phantom": True},
                               description=f"Symmetry of the phantom ({SYMMETRY_NAMES})")
         n_particles: int = param(1000, gt=0, section="Particles",
-                                 description="Number of particles (ignored with poses_star)")
+                                 description="Number of particles (ignored with poses_star)",
+                                 title="Number of particles")
         box_px: int | None = param(None, gt=1, unit="px", section="Particles",
                                    description="Box of the particles (default: the map's; "
-                                               "64 for the phantom)")
+                                               "64 for the phantom)", title="Box size")
         pixel_size_a: float | None = param(
             None, **PIXEL_SIZE_A.bounds(), unit="Å", section="Particles",
             description="Pixel size (default: the map's; 2 Å for the phantom)")
         poses_star: str | None = param(None, section="Particles", expert=ADVANCED, path=True,
                                        description="Take orientations (and origins) from this "
-                                                   "STAR file instead of random ones")
+                                                   "STAR file instead of random ones",
+                                                   title="Poses (STAR file)")
         defocus_range_a: tuple[float, float] = param(
             (10000.0, 30000.0), unit="Å", section="CTF",
             description="Defocus range (min, max), positive = underfocus")
@@ -91,13 +93,14 @@ class SimulateParticles(Protocol):
         voltage_kv: float = param(300.0, **VOLTAGE_KV.bounds(), unit="kV", section="CTF",
                                   description="Acceleration voltage")
         cs_mm: float = param(2.7, **CS_MM.bounds(), unit="mm", section="CTF",
-                             description="Spherical aberration")
+                             description="Spherical aberration", title="Spherical aberration (Cs)")
         amplitude_contrast: float = param(0.1, **AMPLITUDE_CONTRAST.bounds(), section="CTF",
                                           description="Amplitude contrast")
         snr: float | None = param(1.0, **SNR.bounds(), section="Noise",
                                   description="Signal-to-noise ratio (variance); none = no noise")
         max_shift_a: float = param(0.0, ge=0, le=SHIFT_A.high, unit="Å", section="Particles",
-                                   description="Shifts are drawn in a disc of this radius")
+                                   description="Shifts are drawn in a disc of this radius",
+                                   title="Maximum shift")
         seed: int = param(0, section="Particles", description="Random seed")
 
         @field_validator("symmetry")

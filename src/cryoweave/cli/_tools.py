@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cryoweave._cli_common import (
+from cryoweave.cli._common import (
     db_option,
     echo_json,
     err,
@@ -29,7 +29,7 @@ from cryoweave.errors import InputError, ParamError
 @click.argument("folder", type=click.Path(file_okay=False), default="docs/protocols")
 def docs(folder: str) -> None:
     """Write the protocol reference (markdown) generated from the declarations."""
-    from cryoweave.docs import write_reference
+    from cryoweave.cli._docs import write_reference
 
     for path in write_reference(folder):
         out.print(f"wrote {path}")
@@ -38,7 +38,7 @@ def docs(folder: str) -> None:
 @contextmanager
 def _image_progress() -> Iterator[Callable[[int, int], None]]:
     """A progress bar of images on stderr when it is a terminal (nothing otherwise); light: the
-    run progress of `cryoweave._progress` would load the workflow runtime."""
+    run progress of `cryoweave.cli._progress` would load the workflow runtime."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -149,7 +149,7 @@ def simulate(outdir: str, phantom: bool, volume_path: str | None,
     """Simulate particles with known poses, shifts, CTF and noise (no project needed)."""
     from pydantic import ValidationError
 
-    from cryoweave._progress import RichRunProgress
+    from cryoweave.cli._progress import RichRunProgress
     from cryoweave.protocols.reconstruction.simulate import (
         SimulateParticles,
         simulate_to_folder,

@@ -1,5 +1,6 @@
-"""Checks of a particle table before anything is written: the stacks it refers to and its pixel
-sizes. Light imports (no plugin/workflow), so the stand-alone ``cryoweave downsample`` loads fast.
+"""Checks of an imported particle table against its stacks, shared by ImportParticles and
+Downsample (its CLI file mode): stacks complete, square, one box per optics group, pixel sizes
+present. (Downsample's own ``require_pixel_sizes`` also checks the range, with its message.)
 """
 
 from __future__ import annotations

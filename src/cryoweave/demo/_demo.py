@@ -21,10 +21,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from cryoweave.demo.synthetic import blob_volume, write_micrographs, write_particles
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
-from cryoweave.synthetic import blob_volume, write_micrographs, write_particles
 from cryoweave.viewers import view_set
 from cryoweave.workflow import Project, set_handle
 from cryoweave.workflow._submit import run_protocol
