@@ -55,7 +55,7 @@ from cryoweave.protocols.reconstruction._reconstruct import (
     half_maps,
     insert_particles,
 )
-from cryoweave.workflow import Project, VolumeSet
+from cryoweave.store import Project, VolumeSet
 from cryoweave.workflow._submit import run_protocol
 
 CASES = {

@@ -23,8 +23,8 @@ from common import Section, rate
 
 from cryoweave.formats import ParticleTable, write_particles_star
 from cryoweave.plugin import registry
+from cryoweave.store import ParticleSet
 from cryoweave.synthetic import particle_table
-from cryoweave.workflow import ParticleSet
 from cryoweave.workflow._submit import run_protocol
 
 

@@ -89,7 +89,7 @@ def shown_label(label: str | None) -> str:
 
 
 def open_project(project_dir: str, db_url: str | None = None) -> Any:
-    from cryoweave.workflow import Project
+    from cryoweave.store import Project
 
     return Project.open(project_dir, db_url)
 
@@ -106,8 +106,8 @@ def resolve_device(device: str) -> str:
 def output_set(project: Any, target: str) -> Any:
     from sqlalchemy import select
 
-    from cryoweave.workflow import set_handle
-    from cryoweave.workflow._schema import SetRow
+    from cryoweave.store import set_handle
+    from cryoweave.store.schema import SetRow
 
     run_ref, _, output = target.rpartition(".")
     if not run_ref or not output:

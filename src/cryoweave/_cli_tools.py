@@ -68,7 +68,7 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
     cache_root = None
     new_project = project_dir is not None and not Path(project_dir).exists()
     if project_dir is not None:
-        from cryoweave.workflow import Project
+        from cryoweave.store import Project
 
         with Project.open(project_dir, create=True) as project:
             cache_root = project.cache_dir / "downsample"

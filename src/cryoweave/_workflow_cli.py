@@ -13,9 +13,9 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import func, select
 
-from cryoweave.workflow import Project
-from cryoweave.workflow._schema import Run, SetRow, StepRow
-from cryoweave.workflow._sets import SET_TYPES
+from cryoweave.store import Project
+from cryoweave.store._sets import SET_TYPES
+from cryoweave.store.schema import Run, SetRow, StepRow
 
 
 def status_table(project: Project, run_ids: list[int]) -> Table:

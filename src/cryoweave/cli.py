@@ -50,7 +50,7 @@ def cli(debug: bool) -> None:
 @db_option
 def init(directory: str, db_url: str | None) -> None:
     """Create a project folder (project.sqlite, Runs/, Cache/)."""
-    from cryoweave.workflow import Project
+    from cryoweave.store import Project
 
     with Project.create(directory, db_url) as project:
         out.print(f"project ready at {project.root} ({project.db_url})")
@@ -262,8 +262,8 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
     """Show a run: parameters, status, steps, outputs, summary and recent problems."""
     from sqlalchemy import select
 
+    from cryoweave.store.schema import Event
     from cryoweave.workflow._report import run_dict
-    from cryoweave.workflow._schema import Event
 
     project = open_project(project_dir, db_url)
     run = project.get_run(run_ref)

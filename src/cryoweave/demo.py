@@ -24,9 +24,9 @@ from rich.table import Table
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
+from cryoweave.store import Project, set_handle
 from cryoweave.synthetic import blob_volume, write_micrographs, write_particles
 from cryoweave.viewers import view_set
-from cryoweave.workflow import Project, set_handle
 from cryoweave.workflow._submit import run_protocol
 from cryoweave.workflow._workflow import WorkflowEntry, prepare_workflow
 from cryoweave.workflow.runner import Runner, RunSummary
@@ -122,7 +122,7 @@ def run_demo(root: Path, *, console: Console, quick: bool = False, seed: int = 0
 
 def reconstruction_stage(root: Path, *, console: Console, quick: bool) -> list[RunSummary]:
     """Simulate, reconstruct from the true poses, then refine from a low-passed start."""
-    from cryoweave.workflow import RecordSet
+    from cryoweave.store import RecordSet
 
     n = 600 if quick else 2000
     done: list[RunSummary] = []

@@ -17,7 +17,7 @@ from cryoweave.formats import read_particles_star, read_volume
 from cryoweave.plugin import registry
 from cryoweave.protocols.reconstruction._arrays import arrays_from_frame
 from cryoweave.protocols.reconstruction._reconstruct import insert_particles
-from cryoweave.workflow import VolumeSet
+from cryoweave.store import VolumeSet
 from cryoweave.workflow._submit import run_protocol
 
 pytestmark = [

@@ -48,7 +48,7 @@ def client(gui_project: Path):
 
 def wait_for_run(project_dir: Path, run_id: int, timeout_s: float = 60.0) -> str:
     """The final status of a run executed by a runner process."""
-    from cryoweave.workflow import Project
+    from cryoweave.store import Project
 
     deadline = time.monotonic() + timeout_s
     with Project.open(project_dir) as project:

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from conftest import REPO_ROOT
 from cryoweave.gui import create_app
-from cryoweave.workflow import Project
+from cryoweave.store import Project
 from cryoweave.workflow.runner import request_stop
 from gui.conftest import HEADERS, TOKEN, make_project, wait_for_run
 
@@ -284,7 +284,7 @@ def test_launch_continue_stop_copy_and_delete(tmp_path):
 def test_continue_refuses_a_live_run_and_delete_refuses_it_too(tmp_path):
     project_dir = make_project(tmp_path)
     with Project.open(project_dir) as project, project.transaction() as s:
-        from cryoweave.workflow._schema import Run
+        from cryoweave.store.schema import Run
 
         run = s.get(Run, 2)
         run.status, run.pid = "running", os.getpid()  # this test process: alive

@@ -9,9 +9,9 @@ import numpy as np
 
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
-from cryoweave.workflow import MicrographSet, Project
+from cryoweave.store import MicrographSet, Project
+from cryoweave.store.schema import Event
 from cryoweave.workflow._runs import create_run, validate_run
-from cryoweave.workflow._schema import Event
 from cryoweave.workflow.runner import Runner, request_stop
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from cryoweave.errors import ParamError
 from cryoweave.plugin import registry
-from cryoweave.workflow import Project, VolumeSet
+from cryoweave.store import Project, VolumeSet
 from cryoweave.workflow._submit import run_protocol
 
 

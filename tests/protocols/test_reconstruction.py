@@ -11,7 +11,7 @@ from cryoweave.engine import fsc
 from cryoweave.errors import ParamError
 from cryoweave.formats import read_images, read_volume
 from cryoweave.plugin import registry
-from cryoweave.workflow import ParticleSet, RecordSet, VolumeSet
+from cryoweave.store import ParticleSet, RecordSet, VolumeSet
 from cryoweave.workflow._submit import run_protocol
 
 
@@ -141,7 +141,7 @@ def test_halves_and_validation(tmp_path):
                                    pixel_size_a=4.0, seed=5)
     _, result = reconstruct(tmp_path / "p", simulation.run_id, halves="random", seed=1)
     with project.reader() as s:
-        from cryoweave.workflow._schema import StepRow
+        from cryoweave.store.schema import StepRow
 
         counts = {r.key: r.result["particles"] for r in
                   s.query(StepRow).filter_by(run_id=result.run_id) if r.key.startswith("ins")}

@@ -10,6 +10,7 @@ import pytest
 from cryoweave.engine import atoms_phantom
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
+from cryoweave.store import MicrographSet, VolumeSet
 from cryoweave.synthetic import write_micrographs
 from cryoweave.viewers import _sets as sets_module
 from cryoweave.viewers import (
@@ -26,7 +27,6 @@ from cryoweave.viewers import (
 )
 from cryoweave.viewers._sets import view_set
 from cryoweave.viewers._volumes import nice_length
-from cryoweave.workflow import MicrographSet, VolumeSet
 from cryoweave.workflow._submit import run_protocol
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from cryoweave.errors import ParamError
 from cryoweave.plugin import registry
-from cryoweave.workflow import Project
+from cryoweave.store import Project
 from cryoweave.workflow._config import describe_config, load_config, post_script_allowed
 from cryoweave.workflow._submit import run_protocol
 from cryoweave.workflow.runner import Runner

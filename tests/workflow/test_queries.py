@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cryoweave.errors import ParamError
-from cryoweave.workflow import Project, queries
-from cryoweave.workflow._schema import Run
+from cryoweave.store import Project, queries
+from cryoweave.store.schema import Run
 from cryoweave.workflow.runner import request_stop
 from gui.conftest import make_project
 

@@ -9,9 +9,9 @@ import pytest
 
 from cryoweave.errors import ParamError, StorageError
 from cryoweave.plugin import registry
-from cryoweave.workflow import RecordSet
+from cryoweave.store import RecordSet
+from cryoweave.store.schema import Event, Run, StepRow
 from cryoweave.workflow._runs import create_run, validate_run
-from cryoweave.workflow._schema import Event, Run, StepRow
 from cryoweave.workflow._submit import run_protocol
 from cryoweave.workflow.runner import Runner, request_stop
 

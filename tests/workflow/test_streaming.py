@@ -10,8 +10,8 @@ import time
 from sqlalchemy import select
 
 from conftest import cryoweave_command, subprocess_env
-from cryoweave.workflow import Project, RecordSet
-from cryoweave.workflow._schema import Run, StepRow
+from cryoweave.store import Project, RecordSet
+from cryoweave.store.schema import Run, StepRow
 
 
 def wait_for_run(project_dir, label: str, timeout_s: float = 60) -> None:

@@ -1,6 +1,6 @@
 """The JSON endpoints of the web GUI (``/api/...``).
 
-State is read through :mod:`cryoweave.workflow.queries`, the report functions and the run
+State is read through :mod:`cryoweave.store.queries`, the report functions and the run
 folders; runs are created by the same validation and creation code as ``run-protocol`` and
 executed by ordinary runner processes (:mod:`cryoweave.gui._launch`).
 """
@@ -24,7 +24,7 @@ from cryoweave.gui._events import events
 from cryoweave.gui._files import FileBrowser, PathRefused
 from cryoweave.gui._launch import launch_runner
 from cryoweave.gui._reports import protocol_report, run_report
-from cryoweave.workflow import Project, queries
+from cryoweave.store import Project, queries
 
 LOG_TAIL_BYTES = 64_000
 PICTURE_NAME = re.compile(r"^[A-Za-z0-9._-]+\.png$")
@@ -299,8 +299,8 @@ def _picture_folder(project: Project, set_id: int) -> tuple[Path, dict[str, Any]
 
 @handle_errors
 def set_pictures(request: Request) -> JSONResponse:
+    from cryoweave.store import set_handle
     from cryoweave.viewers import view_set
-    from cryoweave.workflow import set_handle
 
     project = _state(request).project
     set_id = _int(request.path_params["set_id"], "set id")

@@ -10,7 +10,7 @@ from typing import Any
 from cryoweave.errors import ParamError
 from cryoweave.gui._files import FileBrowser, PathRefused
 from cryoweave.gui._launch import DEVICES, EXECUTORS
-from cryoweave.workflow import Project
+from cryoweave.store import Project
 
 FIELD_OF_PROBLEM = re.compile(r"(?:parameter|input) '([A-Za-z_]\w*)")
 
@@ -60,7 +60,7 @@ def launch_options(body: dict[str, Any], project: Project) -> tuple[dict[str, An
 def path_params(cls: Any) -> list[str]:
     """Parameters of ``cls`` that may hold file paths: its inputs, the parameters declared
     with ``path=True`` (schema ``"format": "path"``) and an importer's path parameter."""
-    from cryoweave.workflow import SET_TYPES
+    from cryoweave.store import SET_TYPES
 
     names = list(cls.inputs())
     for name, prop in cls.form_schema().get("properties", {}).items():

@@ -1,7 +1,6 @@
-"""The workflow runtime: project database, typed sets, streaming and the runner.
+"""The workflow runtime: runner, streams, executors, configuration, workflows and export.
 
-The runner lives in :mod:`cryoweave.workflow.runner` (it imports the plugin API, which in turn
-uses the set types defined here).
+The project database and its typed sets live in :mod:`cryoweave.store`.
 """
 
 from cryoweave.workflow._config import (
@@ -12,36 +11,16 @@ from cryoweave.workflow._config import (
     load_config,
     post_script_allowed,
 )
-from cryoweave.workflow._project import Project
 from cryoweave.workflow._report import protocol_dict, run_dict, set_dict
-from cryoweave.workflow._sets import (
-    SET_TYPES,
-    MicrographSet,
-    ParticleSet,
-    RecordSet,
-    SetHandle,
-    SetQuery,
-    VolumeSet,
-    set_handle,
-)
 
 __all__ = [
     "POST_SCRIPT_ENV",
     "PROJECT_CONFIG",
-    "SET_TYPES",
     "Config",
-    "MicrographSet",
-    "ParticleSet",
-    "Project",
     "QueueConfig",
-    "RecordSet",
-    "SetHandle",
-    "SetQuery",
-    "VolumeSet",
     "load_config",
     "post_script_allowed",
     "protocol_dict",
     "run_dict",
     "set_dict",
-    "set_handle",
 ]

@@ -26,9 +26,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from cryoweave.workflow._project import Project, pid_alive
-from cryoweave.workflow._schema import Run, SetRow, StepRow
-from cryoweave.workflow._sets import SetHandle, set_handle
+from cryoweave.store._project import Project, pid_alive
+from cryoweave.store._sets import SetHandle, set_handle
+from cryoweave.store.schema import Run, SetRow, StepRow
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from cryoweave.plugin._inputs import InputRef, InputSpec
 from cryoweave.plugin._preview import SetPreview
 from cryoweave.plugin._protocol import Protocol
 from cryoweave.plugin._registry import registry
-from cryoweave.workflow._project import Project, run_folder_name
-from cryoweave.workflow._schema import Run, SetRow
-from cryoweave.workflow._sets import SET_TYPES, SetHandle
-from cryoweave.workflow._store import create_set
+from cryoweave.store._project import Project, run_folder_name
+from cryoweave.store._sets import SET_TYPES, SetHandle
+from cryoweave.store.schema import Run, SetRow
+from cryoweave.store.writers import create_set
 
 RUN_SUBFOLDERS = ("extra", "tmp", "logs")
 MAX_LABEL_LENGTH = 200  # the width of runs.label

@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from cryoweave.errors import StepFailed
 from cryoweave.plugin._plan import ForEachBatch, ItemBatch, Step, Watch, WorkUnit
-from cryoweave.workflow._project import pid_alive
-from cryoweave.workflow._schema import Run, SetRow, StreamCursor, StreamUnit
-from cryoweave.workflow._sets import SetHandle
+from cryoweave.store._project import pid_alive
+from cryoweave.store._sets import SetHandle
+from cryoweave.store.schema import Run, SetRow, StreamCursor, StreamUnit
 
 if TYPE_CHECKING:
     from cryoweave.workflow.runner import Runner

@@ -8,7 +8,8 @@ from typing import Any
 
 from cryoweave.errors import CryoweaveError, ParamError, StorageError
 from cryoweave.plugin._protocol import Protocol
-from cryoweave.workflow._project import Project
+from cryoweave.store._project import Project
+from cryoweave.store.schema import SetRow
 from cryoweave.workflow._runs import (
     PendingImport,
     ValidatedRun,
@@ -16,7 +17,6 @@ from cryoweave.workflow._runs import (
     create_run,
     validate_run,
 )
-from cryoweave.workflow._schema import SetRow
 from cryoweave.workflow.runner import Runner, RunSummary
 
 RunnerFactory = Callable[[Project, int], Runner]

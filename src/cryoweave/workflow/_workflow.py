@@ -24,9 +24,10 @@ import yaml
 from cryoweave.errors import CryoweaveError, InputError, ParamError
 from cryoweave.plugin._protocol import Protocol
 from cryoweave.plugin._registry import registry
+from cryoweave.store._project import Project
+from cryoweave.store.schema import Run, SetRow
 from cryoweave.workflow._config import load_config
 from cryoweave.workflow._param_files import parse_json, parse_yaml, read_text_utf8
-from cryoweave.workflow._project import Project
 from cryoweave.workflow._runs import (
     PlannedOutputs,
     PlannedPreviews,
@@ -35,7 +36,6 @@ from cryoweave.workflow._runs import (
     label_problem,
     validate_run,
 )
-from cryoweave.workflow._schema import Run, SetRow
 from cryoweave.workflow._submit import RunnerFactory, plan_imports, run_imports
 
 

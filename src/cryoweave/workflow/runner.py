@@ -24,13 +24,13 @@ from sqlalchemy import select, update
 from cryoweave.errors import CryoweaveError, StepFailed, StopRequested, StorageError
 from cryoweave.plugin._plan import ForEachBatch, Plan, Step, StepContext, StepResult
 from cryoweave.plugin._protocol import PlanContext
+from cryoweave.store._project import Project, pid_alive
+from cryoweave.store._sets import SET_TYPES, SetHandle, set_handle
+from cryoweave.store.schema import Event, Run, SetRow, StepRow, StreamCursor, StreamUnit
+from cryoweave.store.writers import append_items, derive_items, put_optics, retract_items
 from cryoweave.workflow._config import QueueConfig, load_config
 from cryoweave.workflow._executors import Executor, _attach_run_log, make_queue_executor
-from cryoweave.workflow._project import Project, pid_alive
 from cryoweave.workflow._runs import load_run_protocol
-from cryoweave.workflow._schema import Event, Run, SetRow, StepRow, StreamCursor, StreamUnit
-from cryoweave.workflow._sets import SET_TYPES, SetHandle, set_handle
-from cryoweave.workflow._store import append_items, derive_items, put_optics, retract_items
 from cryoweave.workflow._streams import BatchStream, WatchStream
 
 POLL_INTERVAL_S = 0.2

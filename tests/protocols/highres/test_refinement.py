@@ -9,7 +9,7 @@ import pytest
 from cryoweave.errors import ParamError
 from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
-from cryoweave.workflow import ParticleSet, RecordSet, VolumeSet
+from cryoweave.store import ParticleSet, RecordSet, VolumeSet
 from cryoweave.workflow.runner import Runner
 from refinement_data import lowpassed_start, pose_errors, resolution_vs_truth, run, simulated
 

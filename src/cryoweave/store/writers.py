@@ -27,13 +27,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from cryoweave.errors import StorageError
-from cryoweave.workflow._items import bulk_insert, frame_to_rows, typed_columns
-from cryoweave.workflow._schema import OpticsGroupRow, SetRow
+from cryoweave.store._items import bulk_insert, frame_to_rows, typed_columns
+from cryoweave.store.schema import OpticsGroupRow, SetRow
 
 if TYPE_CHECKING:  # numpy and pandas are imported on use: `cryoweave runs` needs neither
     import pandas as pd
 
-    from cryoweave.workflow._sets import SetHandle
+    from cryoweave.store._sets import SetHandle
 
 OPTICS_COLUMNS = ["group_id", "name", "pixel_size_a", "box_px", "voltage_kv", "cs_mm",
                   "amplitude_contrast"]

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cryoweave.errors import StorageError
-from cryoweave.workflow._schema import SCHEMA_VERSION, Base, Meta, Run
+from cryoweave.store.schema import SCHEMA_VERSION, Base, Meta, Run
 
 DB_FILENAME = "project.sqlite"
 CONFIG_FILENAME = "project.json"

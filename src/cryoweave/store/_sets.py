@@ -22,8 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from cryoweave.errors import StorageError
-from cryoweave.workflow._items import rows_to_frame, typed_columns
-from cryoweave.workflow._schema import (
+from cryoweave.store._items import rows_to_frame, typed_columns
+from cryoweave.store.schema import (
     MicrographRow,
     OpticsGroupRow,
     ParticleRow,
@@ -31,13 +31,13 @@ from cryoweave.workflow._schema import (
     SetRow,
     VolumeRow,
 )
-from cryoweave.workflow._store import OPTICS_COLUMNS, append_items, put_optics
+from cryoweave.store.writers import OPTICS_COLUMNS, append_items, put_optics
 
 if TYPE_CHECKING:  # numpy and pandas are imported on use: `cryoweave runs` needs neither
     import numpy as np
     import pandas as pd
 
-    from cryoweave.workflow._project import Project
+    from cryoweave.store._project import Project
 
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from cryoweave.errors import ParamError, StorageError
-from cryoweave.workflow._items import typed_columns
-from cryoweave.workflow._project import Project, pid_alive
-from cryoweave.workflow._schema import ITEM_TABLES, Event, Run, SetRow, StepRow
+from cryoweave.store._items import typed_columns
+from cryoweave.store._project import Project, pid_alive
+from cryoweave.store.schema import ITEM_TABLES, Event, Run, SetRow, StepRow
 
 PAGE_LIMIT_MAX = 500  # rows of a set page, whatever the request asks
 
