@@ -32,9 +32,9 @@ from cryoweave.engine import (
     matrix_to_euler,
     symmetry_aware_angular_distance,
 )
-from cryoweave.engine._alignment import global_search
-from cryoweave.engine._alignment_grid import _grid
-from cryoweave.engine._alignment_local import local_search, rotation_from_vector
+from cryoweave.engine.alignment._global import global_search
+from cryoweave.engine.alignment._grid import _grid
+from cryoweave.engine.alignment._local import local_search, rotation_from_vector
 
 SNR = 0.1
 

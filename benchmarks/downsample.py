@@ -22,11 +22,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Section, best_of, rate, run_timed
 
+from cryoweave.demo.synthetic import write_particles
 from cryoweave.engine import fourier_crop
 from cryoweave.engine._fourier import _crop_full
 from cryoweave.formats import StackReader, StackWriter, read_images
 from cryoweave.protocols.downsample import downsample_file
-from cryoweave.synthetic import write_particles
 
 
 def run(n: int = 5000, box_in: int = 256, box_out: int = 128) -> Section:

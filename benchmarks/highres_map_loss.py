@@ -43,17 +43,16 @@ import numpy as np
 from cryoweave.engine import euler_to_matrix, fsc, symmetry_aware_angular_distance
 from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
-from cryoweave.protocols.highres._state import (
-    completed_iterations,
-    iteration_dir,
-    read_npz,
-    with_poses,
-)
-from cryoweave.protocols.reconstruction._arrays import read_arrays
-from cryoweave.protocols.reconstruction._reconstruct import (
+from cryoweave.protocols._shared.particle_arrays import read_arrays, read_npz
+from cryoweave.protocols._shared.reconstruct import (
     empty_accumulator,
     half_maps,
     insert_particles,
+)
+from cryoweave.protocols.highres._state import (
+    completed_iterations,
+    iteration_dir,
+    with_poses,
 )
 from cryoweave.store import Project, VolumeSet
 from cryoweave.workflow._submit import run_protocol

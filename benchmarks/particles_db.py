@@ -21,10 +21,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Section, rate
 
+from cryoweave.demo.synthetic import particle_table
 from cryoweave.formats import ParticleTable, write_particles_star
 from cryoweave.plugin import registry
 from cryoweave.store import ParticleSet
-from cryoweave.synthetic import particle_table
 from cryoweave.workflow._submit import run_protocol
 
 

@@ -32,8 +32,8 @@ from common import Section, best_of, run_timed
 from cryoweave.engine import Projector, ReconstructionAccumulator, fsc
 from cryoweave.engine._backend import FFT_WORKERS_ENV_VAR
 from cryoweave.formats import read_particles_star, read_volume, write_mrc
-from cryoweave.protocols.reconstruction._arrays import arrays_from_frame
-from cryoweave.protocols.reconstruction._reconstruct import empty_accumulator, insert_particles
+from cryoweave.protocols._shared.particle_arrays import arrays_from_frame
+from cryoweave.protocols._shared.reconstruct import empty_accumulator, insert_particles
 from cryoweave.protocols.reconstruction._simulation import (
     SimulationSettings,
     phantom_volume,

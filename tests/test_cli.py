@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import starfile
 
-from cryoweave.synthetic import write_particles
+from cryoweave.demo.synthetic import write_particles
 
 
 def write_json(path, data):

@@ -14,7 +14,7 @@ import pytest
 import starfile
 
 from conftest import cryoweave_command, subprocess_env
-from cryoweave._progress import rate_text, step_line
+from cryoweave.cli._progress import rate_text, step_line
 
 LABEL = "reconstruction-with-a-label-longer-than-a-narrow-terminal"
 

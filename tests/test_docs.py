@@ -8,7 +8,7 @@ import re
 import yaml
 
 from conftest import REPO_ROOT
-from cryoweave.docs import protocol_page, reference_pages, write_reference
+from cryoweave.cli._docs import protocol_page, reference_pages, write_reference
 from cryoweave.plugin import registry
 from cryoweave.protocols import PLUGIN
 

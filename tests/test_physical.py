@@ -13,8 +13,8 @@ from cryoweave.errors import InputError, ParamError
 from cryoweave.formats import ParticleTable
 from cryoweave.physical import CS_MM, PIXEL_SIZE_A, VOLTAGE_KV, PhysicalRange
 from cryoweave.plugin import registry
+from cryoweave.protocols._shared.particle_arrays import uniform_grid_problem
 from cryoweave.protocols.downsample._rewrite import downsampled_table, target_box
-from cryoweave.protocols.reconstruction._arrays import uniform_grid_problem
 from cryoweave.workflow._runs import validate_run
 
 # units (and unit-less names) of physical quantities: each must have a finite range
@@ -140,7 +140,7 @@ def test_simulate_from_a_map_without_pixel_size_names_the_option(real_data_dir, 
 
 
 def test_the_generated_docs_list_every_range_and_its_columns(tmp_path):
-    from cryoweave.docs import write_reference
+    from cryoweave.cli._docs import write_reference
 
     write_reference(tmp_path)
     index = (tmp_path / "README.md").read_text()

@@ -33,8 +33,10 @@ defocus change/astigm.    Å       0 – 100 000
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported on use: the store imports OPTICS_COLUMNS from here
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,14 @@ class PhysicalRange:
                 ("lt" if self.high_open else "le"): self.high}
 
     def contains(self, value: float) -> bool:
+        import numpy as np
+
         return bool(self.inside(np.asarray([value], dtype=np.float64))[0])
 
     def inside(self, values: np.ndarray) -> np.ndarray:
         """Elementwise :meth:`contains` (NaN and ±inf are outside)."""
+        import numpy as np
+
         with np.errstate(invalid="ignore"):
             above = values > self.low if self.low_open else values >= self.low
             below = values < self.high if self.high_open else values <= self.high
@@ -106,6 +112,11 @@ PARTICLE_COLUMN_RANGES: dict[str, PhysicalRange] = {
     "shift_x_a": SHIFT_A,
     "shift_y_a": SHIFT_A,
 }
+# The typed optics-group columns, in this order everywhere (project database, STAR/.cs readers,
+# particle arrays): the one list. OPTICS_VALUE_COLUMNS are the physical values of a group.
+OPTICS_COLUMNS: tuple[str, ...] = ("group_id", "name", "pixel_size_a", "box_px", "voltage_kv",
+                                   "cs_mm", "amplitude_contrast")
+OPTICS_VALUE_COLUMNS: tuple[str, ...] = OPTICS_COLUMNS[2:]
 OPTICS_COLUMN_RANGES: dict[str, PhysicalRange] = {
     "pixel_size_a": PIXEL_SIZE_A,
     "voltage_kv": VOLTAGE_KV,

@@ -25,10 +25,10 @@ from cryoweave.engine import (
     symmetry_aware_angular_distance,
     symmetry_matrices,
 )
-from cryoweave.engine._alignment import gemm_scores, global_search
-from cryoweave.engine._alignment_grid import _grid, _neighbour_tables
-from cryoweave.engine._alignment_local import local_search, rotation_from_vector
-from cryoweave.engine._alignment_score import (
+from cryoweave.engine.alignment._global import gemm_scores, global_search
+from cryoweave.engine.alignment._grid import _grid, _neighbour_tables
+from cryoweave.engine.alignment._local import local_search, rotation_from_vector
+from cryoweave.engine.alignment._score import (
     band,
     pose_scores,
     prepare_particles,

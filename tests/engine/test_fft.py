@@ -7,6 +7,8 @@ import pytest
 
 from cryoweave.engine import (
     fft,
+    fft_frequencies,
+    fft_wave_numbers,
     fftn,
     fftshift,
     frequency_grid,
@@ -30,6 +32,38 @@ def test_frequency_grid_values(xp, n):
     expected = {4: [0, 0.25, 0.5, -0.25], 5: [0, 0.2, 0.4, -0.4, -0.2]}[n]
     np.testing.assert_allclose(to_host(fy), expected)  # even n: Nyquist is +0.5
     assert fy.dtype == xp.float32
+
+
+def _relion_fftw_wave_numbers(n: int) -> tuple[list[int], list[int]]:
+    """RELION's FOR_ALL_ELEMENTS_IN_FFTW_TRANSFORM loop (src/fftw.h), written out: a half
+    transform has XSIZE = n // 2 + 1 columns; row i has logical index ip = i < XSIZE ? i : i − n,
+    column j has jp = j."""
+    xsize = n // 2 + 1
+    return [i if i < xsize else i - n for i in range(n)], list(range(xsize))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 9, 64, 65])
+def test_wave_numbers_follow_relion_and_differ_from_fftfreq_only_at_nyquist(xp, n):
+    rows, columns = _relion_fftw_wave_numbers(n)
+    full, half = to_host(fft_wave_numbers(n, xp)), to_host(fft_wave_numbers(n, xp, rfft=True))
+    assert full.tolist() == rows and half.tolist() == columns
+    np.testing.assert_array_equal(half / n, np.fft.rfftfreq(n))
+    numpy_full = np.fft.fftfreq(n) * n
+    differs = np.flatnonzero(~np.isclose(full, numpy_full))
+    if n % 2 == 0:
+        assert differs.tolist() == [n // 2]  # +n/2 here (RELION), −n/2 in numpy
+        assert full[n // 2] == n // 2 and numpy_full[n // 2] == -(n // 2)
+    else:
+        assert differs.size == 0
+
+
+def test_frequencies_are_wave_numbers_over_n_in_the_requested_dtype(xp):
+    f = fft_frequencies(6, xp, dtype=xp.float32)
+    assert f.dtype == xp.float32
+    np.testing.assert_array_equal(to_host(f), np.float32([0, 1, 2, 3, -2, -1]) / np.float32(6))
+    half = to_host(fft_frequencies(6, xp, rfft=True))
+    np.testing.assert_array_equal(half, [0, 1 / 6, 2 / 6, 0.5])
+    assert fft_wave_numbers(4, xp, dtype=int).dtype.kind == "i"
 
 
 def test_frequency_grids_are_sparse_and_broadcast(xp):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import starfile
 
+from cryoweave.demo.synthetic import write_particles
 from cryoweave.formats import read_images
 from cryoweave.protocols.downsample import downsample_file
-from cryoweave.synthetic import write_particles
 
 pytestmark = [
     pytest.mark.external,

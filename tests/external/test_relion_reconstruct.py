@@ -15,8 +15,8 @@ from cryoweave.engine import ReconstructionAccumulator, fsc
 from cryoweave.engine import _reconstruction as reconstruction
 from cryoweave.formats import read_particles_star, read_volume
 from cryoweave.plugin import registry
-from cryoweave.protocols.reconstruction._arrays import arrays_from_frame
-from cryoweave.protocols.reconstruction._reconstruct import insert_particles
+from cryoweave.protocols._shared.particle_arrays import arrays_from_frame
+from cryoweave.protocols._shared.reconstruct import insert_particles
 from cryoweave.store import VolumeSet
 from cryoweave.workflow._submit import run_protocol
 

@@ -14,8 +14,8 @@ HEADERS = {"X-Cryoweave-Token": TOKEN, "X-Cryoweave-Request": "1"}
 
 def make_project(root: Path) -> Path:
     """A project with an implicit import (``small:particles``) feeding ``small`` (Downsample)."""
+    from cryoweave.demo.synthetic import write_particles
     from cryoweave.plugin import registry
-    from cryoweave.synthetic import write_particles
     from cryoweave.workflow._submit import run_protocol
 
     data = root / "data"

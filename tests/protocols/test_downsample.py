@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import starfile
 
+from cryoweave.demo.synthetic import write_particles
 from cryoweave.engine import fourier_crop
 from cryoweave.errors import InputError, ParamError
 from cryoweave.formats import (
@@ -23,7 +24,6 @@ from cryoweave.formats import (
 from cryoweave.plugin import registry
 from cryoweave.protocols.downsample import downsample_file
 from cryoweave.store import ParticleSet
-from cryoweave.synthetic import write_particles
 from cryoweave.workflow._submit import run_protocol
 
 

@@ -13,10 +13,10 @@ import time
 import numpy as np
 
 from conftest import cryoweave_command, subprocess_env
+from cryoweave.demo.synthetic import write_particles
 from cryoweave.engine import fourier_crop
 from cryoweave.formats import read_images
 from cryoweave.protocols.downsample import DownsampleCache
-from cryoweave.synthetic import write_particles
 
 
 def wait_for(condition, timeout_s=90.0, what="condition"):

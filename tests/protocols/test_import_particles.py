@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import starfile
 
+from cryoweave.demo.synthetic import write_particles
 from cryoweave.errors import ParamError
 from cryoweave.formats import StackWriter, write_mrc
 from cryoweave.plugin import registry
 from cryoweave.store import ParticleSet
-from cryoweave.synthetic import write_particles
 from cryoweave.workflow._export import export_particles
 from cryoweave.workflow._submit import run_protocol
 

@@ -7,11 +7,11 @@ import matplotlib.pyplot
 import numpy as np
 import pytest
 
+from cryoweave.demo.synthetic import write_micrographs
 from cryoweave.engine import atoms_phantom
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
 from cryoweave.store import MicrographSet, VolumeSet
-from cryoweave.synthetic import write_micrographs
 from cryoweave.viewers import _sets as sets_module
 from cryoweave.viewers import (
     central_slices,

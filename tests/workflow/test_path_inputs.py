@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import starfile
 
+from cryoweave.demo.synthetic import write_particles
 from cryoweave.errors import ParamError
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
 from cryoweave.store import Project
-from cryoweave.synthetic import write_particles
 from cryoweave.workflow._submit import prepare_run
 from cryoweave.workflow._workflow import WorkflowEntry, prepare_workflow
 

@@ -9,8 +9,6 @@ centre of an N-point axis is index N // 2; digital frequency of FFT index i is i
 else (i − N)/N cycles/pixel.
 """
 
-from ._alignment import AlignmentResult, global_search, pose_scores
-from ._alignment_local import local_search
 from ._backend import (
     array_namespace,
     batch_size_for,
@@ -34,6 +32,8 @@ from ._ctf import (
 from ._denoise import denoise_tv
 from ._fft import (
     fft,
+    fft_frequencies,
+    fft_wave_numbers,
     fftn,
     fftshift,
     frequency_grid,
@@ -103,6 +103,7 @@ from ._symmetry import (
     symmetry_matrices,
     symmetry_order,
 )
+from .alignment import AlignmentResult, global_search, local_search, pose_scores
 
 __all__ = [
     "MAX_AXIAL_ORDER",
@@ -126,6 +127,8 @@ __all__ = [
     "electron_wavelength_a",
     "euler_to_matrix",
     "fft",
+    "fft_frequencies",
+    "fft_wave_numbers",
     "fft_workers",
     "fftn",
     "fftshift",

@@ -20,6 +20,7 @@ from typing import Any
 import numpy
 
 from ._backend import array_namespace
+from ._fft import fft_wave_numbers
 
 RELATIVISTIC_FACTOR_PER_V = 0.978466e-6
 WAVELENGTH_CONSTANT_A = 12.2643247
@@ -123,9 +124,8 @@ def ctf_from_basis(
 
 
 def _grid_frequencies(box_px: int, pixel_size_a: float, rfft: bool, xp: ModuleType) -> tuple:
-    k = xp.arange(box_px, dtype=xp.float64)
-    ky = xp.where(k <= box_px // 2, k, k - box_px)
-    kx = xp.arange(box_px // 2 + 1, dtype=xp.float64) if rfft else ky
+    ky = fft_wave_numbers(box_px, xp)
+    kx = fft_wave_numbers(box_px, xp, rfft=True) if rfft else ky
     scale = 1.0 / (box_px * pixel_size_a)
     fy, fx = xp.meshgrid(ky * scale, kx * scale, indexing="ij")
     return fx, fy

@@ -176,10 +176,30 @@ def ifftshift(x: Any, axes: Axes = (-2, -1)) -> Any:
     return xp.fft.ifftshift(x, axes=tuple(axes))
 
 
-def _axis_frequencies(n: int, xp: ModuleType, dtype: Any) -> Any:
-    index = xp.arange(n)
-    signed = xp.where(index <= n // 2, index, index - n)  # even n: index n/2 is +Nyquist
-    return (signed / n).astype(dtype)
+def fft_wave_numbers(
+    n: int, xp: ModuleType = numpy, *, rfft: bool = False, dtype: Any = numpy.float64
+) -> Any:
+    """Signed wave numbers (cycles per N-point box) of the indices of an N-point FFT axis.
+
+    Full axis (`rfft=False`): `(n,)`, index i -> i for i ≤ N // 2, else i − N, so for even N
+    the Nyquist index N/2 is +N/2 — RELION's FFTW layout (`FOR_ALL_ELEMENTS_IN_FFTW_TRANSFORM`:
+    ip = i < N/2 + 1 ? i : i − N). NumPy's `fftfreq` puts it at −N/2 instead; the two differ
+    only there. Half-complex axis of `rfft`/`rfftn` (`rfft=True`): `(n // 2 + 1,)`, 0 … N // 2.
+    This is the one place the engine maps FFT indices to frequencies; divide by N (or use
+    `fft_frequencies`) for cycles/pixel.
+    """
+    if rfft:
+        return xp.arange(n // 2 + 1, dtype=dtype)
+    index = xp.arange(n, dtype=dtype)
+    return xp.where(index <= n // 2, index, index - n)
+
+
+def fft_frequencies(
+    n: int, xp: ModuleType = numpy, *, rfft: bool = False, dtype: Any = numpy.float64
+) -> Any:
+    """Digital frequencies (cycles/pixel) of an N-point FFT axis: `fft_wave_numbers(n) / n`
+    (even N: +0.5 at the Nyquist index of a full axis), computed in float64, cast to `dtype`."""
+    return (fft_wave_numbers(n, xp, rfft=rfft) / n).astype(dtype)
 
 
 def _sparse(axis_values: list[Any], xp: ModuleType) -> tuple[Any, ...]:
@@ -209,7 +229,7 @@ def frequency_grid(
     Divide by the pixel size in Å for 1/Å.
     """
     shape = _check_shape(shape)
-    return _sparse([_axis_frequencies(n, xp, dtype) for n in shape], xp)
+    return _sparse([fft_frequencies(n, xp, dtype=dtype) for n in shape], xp)
 
 
 def frequency_grid_rfft(
@@ -222,7 +242,6 @@ def frequency_grid_rfft(
     0, 1/N, …, (N // 2)/N, the others as in `frequency_grid`.
     """
     shape = _check_shape(shape)
-    values = [_axis_frequencies(n, xp, dtype) for n in shape[:-1]]
-    n_x = shape[-1]
-    values.append((xp.arange(n_x // 2 + 1) / n_x).astype(dtype))
+    values = [fft_frequencies(n, xp, dtype=dtype) for n in shape[:-1]]
+    values.append(fft_frequencies(shape[-1], xp, rfft=True, dtype=dtype))
     return _sparse(values, xp)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy
 
 from ._backend import array_namespace
-from ._fft import irfftn, rfftn
+from ._fft import fft_wave_numbers, irfftn, rfftn
 
 
 def _raised_cosine(distance: Any, inner: float, width: float, xp: ModuleType) -> Any:
@@ -25,11 +25,8 @@ def _raised_cosine(distance: Any, inner: float, width: float, xp: ModuleType) ->
 
 def _spectral_radius_px(shape: tuple[int, ...], xp: ModuleType) -> Any:
     n = shape[-1]
-    axes = []
-    for size in shape[:-1]:
-        k = xp.arange(size, dtype=xp.float64)
-        axes.append(xp.where(k <= size // 2, k, k - size) * (n / size))
-    axes.append(xp.arange(n // 2 + 1, dtype=xp.float64))
+    axes = [fft_wave_numbers(size, xp) * (n / size) for size in shape[:-1]]
+    axes.append(fft_wave_numbers(n, xp, rfft=True))
     grids = xp.meshgrid(*axes, indexing="ij", sparse=True)
     return xp.sqrt(sum(g * g for g in grids))
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy
 
 from ._backend import array_namespace, to_host
-from ._fft import rfftn
+from ._fft import fft_frequencies, rfftn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +89,8 @@ class FscCurve:
 
 def _shell_index(shape: tuple[int, ...], xp: Any) -> Any:
     n = shape[-1]
-    axes = []
-    for size in shape[:-1]:
-        k = xp.arange(size, dtype=xp.float64)
-        axes.append(xp.where(k <= size // 2, k, k - size) / size)
-    axes.append(xp.arange(n // 2 + 1, dtype=xp.float64) / n)
+    axes = [fft_frequencies(size, xp) for size in shape[:-1]]
+    axes.append(fft_frequencies(n, xp, rfft=True))
     grids = xp.meshgrid(*axes, indexing="ij")
     radius = xp.sqrt(sum(g * g for g in grids)) * n
     return xp.rint(radius).astype(xp.int64)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy
 
 from ._backend import array_namespace
+from ._fft import fft_wave_numbers
 
 
 def _as_float64(xp: ModuleType, *values: Any) -> list[Any]:
@@ -102,9 +103,8 @@ def rotation_angle_deg(matrices_1: Any, matrices_2: Any) -> Any:
 
 def _wave_numbers(box_px: int, half: bool, xp: ModuleType) -> tuple[Any, Any]:
     """Signed wave numbers (cycles per box) of the y and x FFT axes (conventions: i ≤ N/2 → i)."""
-    full = xp.arange(box_px, dtype=xp.float64)
-    full = xp.where(full <= box_px // 2, full, full - box_px)
-    kx = xp.arange(box_px // 2 + 1, dtype=xp.float64) if half else full
+    full = fft_wave_numbers(box_px, xp)
+    kx = fft_wave_numbers(box_px, xp, rfft=True) if half else full
     return full, kx
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy
 
 from ._backend import array_namespace
-from ._fft import irfftn, rfftn
+from ._fft import fft_wave_numbers, irfftn, rfftn
 
 BLOB_RADIUS_VOXELS = 3.8  # RELION: --blob_r 1.9 times 2 (fixed, whatever the padding)
 BLOB_ALPHA = 15.0
@@ -27,16 +27,10 @@ MASK_EDGE_PX = 3.0
 _MIN_CONVOLVED = 1e-6  # RELION's floor on the convolved weight (weights normalised to mean 1)
 
 
-def _wave_numbers(size: int, xp: ModuleType) -> Any:
-    """Signed wave numbers of an FFT axis, `(size,)` float64: 0, 1, …, −1."""
-    k = xp.arange(size, dtype=xp.float64)
-    return xp.where(k < (size + 1) // 2, k, k - size)
-
-
 def inside_radius(padded_px: int, radius_voxels: float, xp: ModuleType) -> Any:
     """Half-grid voxels with |q| < radius: `(P, P, P // 2 + 1)` bool."""
-    k = _wave_numbers(padded_px, xp)
-    kx = xp.arange(padded_px // 2 + 1, dtype=xp.float64)
+    k = fft_wave_numbers(padded_px, xp)  # only squared: the Nyquist sign does not matter here
+    kx = fft_wave_numbers(padded_px, xp, rfft=True)
     r2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + kx[None, None, :] ** 2
     return r2 < radius_voxels**2
 

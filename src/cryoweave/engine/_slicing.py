@@ -29,6 +29,7 @@ from typing import Any
 import numpy
 
 from ._backend import array_namespace, fft_workers, to_host
+from ._fft import fft_wave_numbers
 
 _CORNERS = [(dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]
 _CHUNK = 1 << 15  # samples per chunk: keeps the (chunk, 8) temporaries in cache
@@ -55,9 +56,8 @@ class SliceGeometry:
     @functools.cached_property
     def _pixels(self) -> tuple[numpy.ndarray, ...]:
         n, h = self.box_px, self.box_px // 2 + 1
-        ky = numpy.arange(n, dtype=numpy.float64)
-        ky = numpy.where(ky <= n // 2, ky, ky - n)
-        kx = numpy.arange(h, dtype=numpy.float64)
+        ky = fft_wave_numbers(n)
+        kx = fft_wave_numbers(n, rfft=True)
         inside = ky[:, None] ** 2 + kx[None, :] ** 2 <= self.r_max_px**2 + 1e-9
         rows, cols = numpy.nonzero(inside)
         return rows * h + cols, kx[cols], ky[rows], cols, rows
@@ -322,9 +322,8 @@ def _phase_factors(geometry: SliceGeometry, origin_xy_px: Any, b: int, xp: Modul
     shift = xp.full((b, 2), float(n // 2))
     if origin_xy_px is not None:
         shift = shift - xp.reshape(xp.asarray(origin_xy_px, dtype=xp.float64), (b, 2))
-    k = xp.arange(n, dtype=xp.float64)
-    ky = xp.where(k <= n // 2, k, k - n)
-    phase_x = xp.exp((-2j * numpy.pi / n) * shift[:, 0, None] * k[: n // 2 + 1]).astype(dtype)
+    kx, ky = fft_wave_numbers(n, xp, rfft=True), fft_wave_numbers(n, xp)
+    phase_x = xp.exp((-2j * numpy.pi / n) * shift[:, 0, None] * kx).astype(dtype)
     phase_y = xp.exp((-2j * numpy.pi / n) * shift[:, 1, None] * ky).astype(dtype)
     return phase_x[:, columns] * phase_y[:, rows]
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cryoweave.physical import OPTICS_COLUMNS
+
 # RELION particle label -> typed column (rlnImageName and 3.0 pixel origins are special-cased).
 PARTICLE_LABELS = {
     "rlnMicrographName": "micrograph_name",
@@ -35,16 +37,10 @@ TYPED_TO_LABEL = {v: k for k, v in PARTICLE_LABELS.items()}
 IMAGE_LABEL = "rlnImageName"
 PIXEL_ORIGIN_LABELS = {"rlnOriginX": "shift_x_a", "rlnOriginY": "shift_y_a"}  # RELION 3.0
 
-# Optics label -> typed optics column.
-OPTICS_LABELS = {
-    "rlnOpticsGroup": "group_id",
-    "rlnOpticsGroupName": "name",
-    "rlnImagePixelSize": "pixel_size_a",
-    "rlnImageSize": "box_px",
-    "rlnVoltage": "voltage_kv",
-    "rlnSphericalAberration": "cs_mm",
-    "rlnAmplitudeContrast": "amplitude_contrast",
-}
+# Optics label -> typed optics column (the columns are cryoweave.physical.OPTICS_COLUMNS).
+OPTICS_LABELS = dict(zip(
+    ("rlnOpticsGroup", "rlnOpticsGroupName", "rlnImagePixelSize", "rlnImageSize", "rlnVoltage",
+     "rlnSphericalAberration", "rlnAmplitudeContrast"), OPTICS_COLUMNS, strict=True))
 OPTICS_TO_LABEL = {v: k for k, v in OPTICS_LABELS.items()}
 # RELION 3.0 keeps these per particle; 3.1 moves them to data_optics.
 RELION30_OPTICS_LABELS = ["rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",

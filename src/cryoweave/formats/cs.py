@@ -25,7 +25,7 @@ from cryoweave.formats._checks import (
 )
 from cryoweave.formats._paths import PathResolver
 from cryoweave.formats._table import ParticleTable
-from cryoweave.physical import PIXEL_SIZE_A
+from cryoweave.physical import OPTICS_VALUE_COLUMNS, PIXEL_SIZE_A
 
 _REQUIRED = ("blob/path", "blob/idx")
 # fields read together: one without the other is an incomplete file
@@ -209,7 +209,7 @@ def read_particles_cs(path: str | Path, *, datadir: str | Path | None = None,
     optics = per_particle.groupby("group_id", sort=True).first().reset_index()
     _check_uniform_optics(per_particle, path)
     optics.insert(1, "name", [f"opticsGroup{g}" for g in optics["group_id"]])
-    for column in ("pixel_size_a", "box_px", "voltage_kv", "cs_mm", "amplitude_contrast"):
+    for column in OPTICS_VALUE_COLUMNS:
         if column not in optics:
             optics[column] = np.nan
     optics["rlnImageDimensionality"] = 2

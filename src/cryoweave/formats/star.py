@@ -43,7 +43,7 @@ from cryoweave.formats._table import (
     TYPED_TO_LABEL,
     ParticleTable,
 )
-from cryoweave.physical import RELION30_COLUMN_RANGES
+from cryoweave.physical import OPTICS_COLUMNS, OPTICS_VALUE_COLUMNS, RELION30_COLUMN_RANGES
 
 # labels whose values must be numbers (integers for the second set), wherever they appear
 NUMERIC_LABELS = frozenset(
@@ -183,16 +183,16 @@ def _optics_from_relion30(frame: pd.DataFrame
 
 def _normalise_optics(optics: pd.DataFrame) -> pd.DataFrame:
     optics = optics.rename(columns={k: v for k, v in OPTICS_LABELS.items() if k in optics})
-    for column in ("group_id", "name", "pixel_size_a", "box_px", "voltage_kv", "cs_mm",
-                   "amplitude_contrast"):
+    for column in OPTICS_COLUMNS:
         if column not in optics.columns:
             optics[column] = None if column == "name" else np.nan
     if optics["name"].isna().any():
         optics["name"] = [n if isinstance(n, str) else f"opticsGroup{g}"
                           for n, g in zip(optics["name"], optics["group_id"], strict=True)]
     optics["group_id"] = optics["group_id"].astype(np.int64)
-    for column in ("pixel_size_a", "voltage_kv", "cs_mm", "amplitude_contrast"):
-        optics[column] = optics[column].astype(np.float64)
+    for column in OPTICS_VALUE_COLUMNS:
+        if column != "box_px":
+            optics[column] = optics[column].astype(np.float64)
     return optics.reset_index(drop=True)
 
 

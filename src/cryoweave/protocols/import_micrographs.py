@@ -34,7 +34,7 @@ from cryoweave.plugin import (
     WorkUnit,
     param,
 )
-from cryoweave.protocols._summary import set_summary
+from cryoweave.protocols._shared.summary import set_summary
 
 
 class ImportMicrographs(Protocol):

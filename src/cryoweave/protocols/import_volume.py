@@ -25,7 +25,7 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
-from cryoweave.protocols._summary import set_summary
+from cryoweave.protocols._shared.summary import set_summary
 
 
 class ImportVolume(Protocol):

@@ -38,8 +38,8 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
-from cryoweave.protocols._summary import set_summary
-from cryoweave.protocols.reconstruction.simulate import check_symmetry
+from cryoweave.protocols._shared.summary import set_summary
+from cryoweave.protocols._shared.symmetry import check_symmetry
 
 ORDER = ("resample", "symmetrize", "flip_hand", "lowpass", "bfactor", "threshold_mask",
          "normalize", "masks")

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from cryoweave.errors import StorageError
+from cryoweave.physical import OPTICS_COLUMNS
 from cryoweave.store._items import bulk_insert, frame_to_rows, typed_columns
 from cryoweave.store.schema import OpticsGroupRow, SetRow
 
@@ -34,9 +35,6 @@ if TYPE_CHECKING:  # numpy and pandas are imported on use: `cryoweave runs` need
     import pandas as pd
 
     from cryoweave.store._sets import SetHandle
-
-OPTICS_COLUMNS = ["group_id", "name", "pixel_size_a", "box_px", "voltage_kv", "cs_mm",
-                  "amplitude_contrast"]
 
 
 def append_items(session: Session, handle: SetHandle, items: pd.DataFrame) -> int:

@@ -19,6 +19,7 @@ from cryoweave.formats import (
 )
 from cryoweave.formats.star import particles_to_blocks
 from cryoweave.physical import PIXEL_SIZE_A
+from cryoweave.protocols._shared.checks import require_pixel_sizes, verify_stacks
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import (
     downsampled_table,
@@ -27,7 +28,6 @@ from cryoweave.protocols.downsample._rewrite import (
     target_box,
 )
 from cryoweave.protocols.downsample._stack import downsample_stack
-from cryoweave.protocols.import_particles import require_pixel_sizes, verify_stacks
 
 CLI_FIX = "pass --input-pixel-size (the pixel size of the input images in Å)"
 

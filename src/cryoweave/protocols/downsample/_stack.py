@@ -23,7 +23,7 @@ from cryoweave.engine import (
     to_host,
 )
 from cryoweave.formats import ParticleTable, StackReader, StackWriter
-from cryoweave.pipeline import run_pipeline
+from cryoweave.protocols._shared.pipeline import run_pipeline
 
 # images per pipeline job: small enough that reading and writing overlap from the start,
 # large enough that the FFTs stay efficient (``batch_size`` is an upper bound)

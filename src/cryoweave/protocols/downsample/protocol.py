@@ -30,12 +30,12 @@ from cryoweave.plugin import (
     SummaryContext,
     param,
 )
-from cryoweave.protocols._device import compute_resources, device_info, step_device
-from cryoweave.protocols._summary import set_summary
+from cryoweave.protocols._shared.device import compute_resources, device_info, step_device
+from cryoweave.protocols._shared.params import datadir_param, strip_prefix_param
+from cryoweave.protocols._shared.summary import set_summary
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import downsampled_table, stack_name, target_box
 from cryoweave.protocols.downsample._stack import downsample_stack
-from cryoweave.protocols.import_particles import datadir_param, strip_prefix_param
 
 IMAGE_LIST = "tmp/downsample_input.npz"
 

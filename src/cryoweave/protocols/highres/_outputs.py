@@ -16,26 +16,28 @@ from cryoweave.engine import lowpass_filter_a
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import read_volume, write_mrc
 from cryoweave.plugin import Derived, StepContext, StepResult
-from cryoweave.protocols.highres._references import resample_centred
-from cryoweave.protocols.highres._state import (
-    iteration_dir,
-    read_json,
-    read_npz,
-    with_poses,
-    write_json,
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays, read_arrays, read_npz
+from cryoweave.protocols._shared.reconstruct import (
+    empty_accumulator,
+    evaluate,
+    half_maps,
 )
-from cryoweave.protocols.highres._steps import (
+from cryoweave.protocols.highres._halves import (
     fsc_mask,
     insert_normal_images,
     reconstruction_rows,
     resolution_record,
 )
-from cryoweave.protocols.reconstruction._arrays import ParticleArrays, read_arrays
-from cryoweave.protocols.reconstruction._reconstruct import (
-    empty_accumulator,
-    evaluate,
-    half_maps,
+from cryoweave.protocols.highres._references import resample_centred
+from cryoweave.protocols.highres._schedule import IterationSchedule
+from cryoweave.protocols.highres._settings import RefinementSettings, from_json
+from cryoweave.protocols.highres._state import (
+    iteration_dir,
+    read_json,
+    with_poses,
+    write_json,
 )
+from cryoweave.protocols.highres._steps import read_schedule
 from cryoweave.viewers import plot_fsc, plot_series, plot_volume
 from cryoweave.viewers._images import _pyplot
 from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed
@@ -59,6 +61,7 @@ def angular_distribution(rot_deg: np.ndarray, tilt_deg: np.ndarray, path: Path) 
 def finalize_step(ctx: StepContext, iterations: int, arrays: str,
                   settings: dict[str, Any]) -> StepResult:
     started = time.perf_counter()
+    the_settings = from_json(RefinementSettings, settings)
     particles = read_arrays(arrays)
     last = iteration_dir(ctx.extra_dir, iterations)
     record = read_json(last / "result.json")
@@ -67,7 +70,7 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
     if record["alignment"] == "stochastic":
         maps = resampled_last_maps(last, pixel, box)  # (a running average: no final insert)
     else:
-        maps, record = final_maps(particles, poses, settings, read_json(last / "schedule.json"))
+        maps, record = final_maps(particles, poses, the_settings, read_schedule(last))
         write_json(ctx.extra_dir / "final_fsc.json", record)
     files: dict[str, str] = {}
     for name in ("half1", "half2", "map"):
@@ -80,7 +83,7 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
     plot_fsc({f"iteration {r['iteration']}": (np.asarray(r["frequency_per_a"]),
                                               np.asarray(r["fsc"])) for r in records},
              ctx.extra_dir / "fsc_iterations.png", title="half-map FSC per iteration")
-    plot_series({f"FSC {settings['resolution_criterion']}": [r["resolution_a"]
+    plot_series({f"FSC {the_settings.resolution_criterion}": [r["resolution_a"]
                                                               for r in records],
                  "FSC 0.143": [r["resolution_0143_a"] for r in records]},
                 ctx.extra_dir / "resolution_iterations.png", xlabel="iteration",
@@ -91,8 +94,8 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
     for mode in ("slices", "projections"):
         plot_volume(maps["map"], pixel, ctx.extra_dir / f"final_{mode}.png",
                     title="refined map", mode=mode)
-    if settings.get("post_script"):
-        run_post_script(settings["post_script"], files["map"], ctx)
+    if the_settings.post_script:
+        run_post_script(the_settings.post_script, files["map"], ctx)
     ids = particles["item_id"][used]
     updates = pd.DataFrame({
         "item_id": ids, "rot_deg": poses["rot_deg"][used], "tilt_deg": poses["tilt_deg"][used],
@@ -117,9 +120,9 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
     return StepResult(
         publish={"volume": volume},
         derive={"particles": Derived("particles", updates,
-                                     source_set_id=settings["particles_set_id"])},
+                                     source_set_id=the_settings.particles_set_id)},
         properties={"volume": {"pixel_size_a": pixel, "box_px": box,
-                               "symmetry": settings["symmetry"], "resolution_a": resolution},
+                               "symmetry": the_settings.symmetry, "resolution_a": resolution},
                     "particles": {"has_poses": True, "rejected_particles": rejected}},
         info={"iterations": iterations, "resolution_0143_a": resolution, "rejected": rejected,
               "seconds": time.perf_counter() - started})
@@ -137,12 +140,12 @@ def resampled_last_maps(last: Path, pixel_size_a: float, box_px: int
 
 
 def final_maps(particles: ParticleArrays, poses: dict[str, np.ndarray],
-               settings: dict[str, Any], schedule: dict[str, Any]
+               settings: RefinementSettings, schedule: IterationSchedule
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The final maps, made as ReconstructFourier makes the true-pose map: the original
     images at the refined poses, on the original grid (padding ×2, gridding iterations),
     the particles the last iteration used, abnormal images left out, with unit weights or
-    the refinement's (``settings["final_map_weights"]``).
+    the refinement's (``settings.final_map_weights``).
 
     The refinement's weights (CC percentile, …) are a rank within defocus groups: on a
     homogeneous set they spread good particles over [w_min, 1], which lowers the effective
@@ -153,19 +156,19 @@ def final_maps(particles: ParticleArrays, poses: dict[str, np.ndarray],
     """
     refined = with_poses(particles, poses)
     pixel, box = refined.pixel_size_a, refined.box_px
-    radius = schedule["particle_radius_px"] * schedule["pixel_size_a"] / pixel
-    chosen = settings.get("final_map_weights", "unit")
+    radius = schedule.particle_radius_px * schedule.pixel_size_a / pixel
+    chosen = settings.final_map_weights
     weights = poses["weight"] if chosen == "refinement" else None
     accumulators, abnormal = [], 0
     for half in (1, 2):
         accumulator = empty_accumulator(refined, half=half, padding=2.0, max_resolution_a=None)
         abnormal += insert_normal_images(accumulator, refined,
                                          reconstruction_rows(poses, half, settings), poses,
-                                         settings["symmetry"], weights=weights)
+                                         settings.symmetry, weights=weights)
         accumulators.append(accumulator)
-    half1, half2, average = half_maps(*accumulators, regularization=settings["regularization"])
+    half1, half2, average = half_maps(*accumulators, regularization=settings.regularization)
     curve = evaluate(half1, half2, pixel, fsc_mask(settings, box, pixel, radius))
-    criterion = settings["resolution_criterion"]
+    criterion = settings.resolution_criterion
     record = resolution_record(curve, criterion)
     record.update({
         "final_weights": chosen, "pixel_size_a": pixel, "box_px": box,

@@ -7,14 +7,22 @@ continued run plans the same steps again and skips the finished ones.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cryoweave.errors import InputError
 from cryoweave.plugin import Plan, PlanContext, Step
-from cryoweave.protocols._device import compute_resources
+from cryoweave.protocols._shared.device import compute_resources
+from cryoweave.protocols._shared.particle_arrays import (
+    arrays_from_frame,
+    read_arrays,
+    uniform_grid_problem,
+    write_arrays,
+    write_npz,
+)
 from cryoweave.protocols.highres._outputs import finalize_step
 from cryoweave.protocols.highres._schedule import (
     alignment_of,
@@ -24,12 +32,12 @@ from cryoweave.protocols.highres._schedule import (
     schedule_iteration,
     starting_resolution_a,
 )
+from cryoweave.protocols.highres._settings import settings_of, to_json
 from cryoweave.protocols.highres._state import (
     completed_iterations,
     initial_poses,
     iteration_dir,
     read_json,
-    write_npz,
 )
 from cryoweave.protocols.highres._steps import (
     align_step,
@@ -37,12 +45,6 @@ from cryoweave.protocols.highres._steps import (
     evaluate_step,
     insert_step,
     prepare_step,
-)
-from cryoweave.protocols.reconstruction._arrays import (
-    arrays_from_frame,
-    read_arrays,
-    uniform_grid_problem,
-    write_arrays,
 )
 from cryoweave.protocols.reconstruction.reconstruct_fourier import (
     assign_halves,
@@ -55,40 +57,12 @@ from cryoweave.protocols.reconstruction.reconstruct_fourier import (
 )
 from cryoweave.store import ParticleSet, VolumeSet
 
+if TYPE_CHECKING:
+    from cryoweave.protocols.highres.protocol import ReconstructHighRes
+
 ARRAYS = "tmp/particles.npz"
 CHUNK = 5000  # particles per alignment step (each builds the reference gallery once per half)
 CTF_COLUMNS = ("defocus_u_a", "defocus_v_a")
-
-
-def settings_of(params: Any, mask_path: str | None, adhoc_path: str | None) -> dict[str, Any]:
-    """The static settings every step receives (JSON)."""
-    return {
-        "symmetry": params.symmetry, "alignment": params.alignment,
-        "min_tilt_deg": params.min_tilt_deg, "max_tilt_deg": params.max_tilt_deg,
-        "max_shift_percent": params.max_shift_percent,
-        "local": {"shifts": params.local_shifts, "angles": params.local_angles,
-                  "max_shift_percent": params.local_max_shift_percent,
-                  "scale": params.local_scale, "max_scale_change": params.local_max_scale_change,
-                  "defocus": params.local_defocus,
-                  "max_defocus_change_a": params.local_max_defocus_change_a,
-                  "gray": params.local_gray,
-                  "max_gray_scale_change": params.local_max_gray_scale_change,
-                  "max_gray_offset_sigma": params.local_max_gray_offset_sigma},
-        "weights": {"cc_percentile": params.weight_cc_percentile,
-                    "angular_stability": params.weight_angular_stability,
-                    "ssnr": params.weight_ssnr, "continuous": params.weight_continuous,
-                    "min_cc_weight": params.min_cc_weight},
-        "final_map_weights": params.final_map_weights,
-        "reference": {"lowpass": params.next_lowpass,
-                      "spherical_mask": params.next_spherical_mask,
-                      "positivity": params.next_positivity, "dropout": params.next_dropout},
-        "resolution_criterion": params.resolution_criterion,
-        "regularization": params.regularization, "seed": params.seed,
-        "stochastic_alpha": params.stochastic_alpha,
-        "restrict_tilt_deg": ([params.restrict_tilt_min_deg, params.restrict_tilt_max_deg]
-                              if params.restrict_reconstruction_tilt else None),
-        "adhoc_mask": adhoc_path, "mask": mask_path, "post_script": params.post_script,
-    }
 
 
 def _single_path(volumes: VolumeSet | None) -> str | None:
@@ -124,7 +98,7 @@ def _initial_maps(volumes: VolumeSet) -> tuple[list[str], float]:
 class Refinement:
     """Builds the steps of each iteration; ``extend`` is the plan's continuation."""
 
-    def __init__(self, params: Any, ctx: PlanContext):
+    def __init__(self, params: ReconstructHighRes.Params, ctx: PlanContext):
         self.params = params
         self.ctx = ctx
         self.extra = ctx.run_dir / "extra"
@@ -162,8 +136,8 @@ class Refinement:
                         else self.box0 / 2)
         mask = ctx.input("next_mask")
         adhoc = ctx.input("adhoc_mask")
-        self.settings = settings_of(params, _single_path(mask), _single_path(adhoc))
-        self.settings["particles_set_id"] = self.particles_set_id
+        self.settings = replace(settings_of(params, _single_path(mask), _single_path(adhoc)),
+                                particles_set_id=self.particles_set_id)
         steps: list[Step] = []
         if previous_run is not None:
             self.initial = self._from_previous_run(previous_run)
@@ -240,7 +214,7 @@ class Refinement:
                           "fsc": [result["frequency_per_a"], result["fsc"]]}
             references["lowpass_a"] = (previous + self.params.resolution_offset_a
                                        if self.params.next_lowpass else None)
-        references["mask"] = self.settings["mask"]
+        references["mask"] = self.settings.mask
         return references, previous
 
     def iteration_steps(self, index: int) -> list[Step]:
@@ -251,22 +225,23 @@ class Refinement:
             index, mode, previous, original_pixel_a=self.pixel0, original_box_px=self.box0,
             floor_a=self.floors[index - 1], offset_a=params.resolution_offset_a,
             multiresolution=params.multiresolution,
-            max_shift_percent=params.max_shift_percent).as_dict()
-        schedule["particle_radius_px"] = self.radius0 * self.pixel0 / schedule["pixel_size_a"]
+            max_shift_percent=params.max_shift_percent)
+        schedule = replace(
+            schedule, particle_radius_px=self.radius0 * self.pixel0 / schedule.pixel_size_a,
+            stochastic_rows=tuple(self._stochastic_rows(index)) if mode == "stochastic" else None)
         n = len(read_arrays(self.arrays_path))
-        if mode == "stochastic":
-            schedule["stochastic_rows"] = self._stochastic_rows(index)
-        settings = {**self.settings, "alignment_now": mode}
+        settings = to_json(replace(self.settings, alignment_now=mode))
         key = f"iter{index:02d}"
         after_previous = [f"iter{index - 1:02d}/evaluate"] if index > 1 else (
             ["iter00/reconstruct"] if "fsc_file" in self.initial else [])
         steps = [Step(f"{key}/prepare", prepare_step,
-                      {"iteration": index, "schedule": schedule, "arrays": self.arrays_path,
+                      {"iteration": index, "schedule": schedule.to_json(),
+                       "arrays": self.arrays_path,
                        "cache_root": self.cache_root, "references": references,
                        "settings": settings},
                       outputs=[f"extra/iter_{index:02d}/schedule.json"], after=after_previous,
                       resources=compute_resources(self.ctx),
-                      label=f"iteration {index}: references at {schedule['box_px']} px")]
+                      label=f"iteration {index}: references at {schedule.box_px} px")]
         chunks = 0 if mode == "none" else math.ceil(n / CHUNK)
         align_keys = []
         for chunk in range(chunks):
@@ -317,7 +292,7 @@ class Refinement:
             self.finalized = True
             return [Step("finalize", finalize_step,
                          {"iterations": self.iterations, "arrays": self.arrays_path,
-                          "settings": self.settings},
+                          "settings": to_json(self.settings)},
                          outputs=["extra/final_map.mrc"],
                          after=[f"iter{self.iterations:02d}/evaluate"])]
         return []
@@ -349,6 +324,6 @@ class _InFolder:
         return getattr(self._ctx, name)
 
 
-def plan_refinement(params: Any, ctx: PlanContext) -> Plan:
+def plan_refinement(params: ReconstructHighRes.Params, ctx: PlanContext) -> Plan:
     refinement = Refinement(params, ctx)
     return Plan(steps=refinement.start(), extend=refinement.extend)

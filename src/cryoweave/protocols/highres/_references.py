@@ -19,6 +19,7 @@ import numpy as np
 
 from cryoweave.engine import (
     array_namespace,
+    frequency_grid_rfft,
     irfftn,
     lowpass_filter_a,
     resample_volume,
@@ -26,7 +27,7 @@ from cryoweave.engine import (
     soft_sphere_mask,
     window_volume,
 )
-from cryoweave.protocols._device import to_device
+from cryoweave.protocols._shared.device import to_device
 from cryoweave.protocols.highres._state import centre_offset_px
 
 
@@ -56,8 +57,7 @@ def apply_frequency_weights(volume: Any, pixel_size_a: float, frequency_per_a: n
     last weight beyond the curve, DC weight 1). Runs on the volume's device."""
     xp = array_namespace(volume)
     n = volume.shape[0]
-    axes = [xp.fft.fftfreq(n), xp.fft.fftfreq(n), xp.fft.rfftfreq(n)]
-    kz, ky, kx = xp.meshgrid(*axes, indexing="ij", sparse=True)
+    kz, ky, kx = frequency_grid_rfft((n, n, n), xp, np.float64)
     radius = xp.sqrt(kz**2 + ky**2 + kx**2) / pixel_size_a
     factor = xp.interp(radius, _same_device(frequency_per_a, volume),
                        _same_device(weights, volume), left=1.0, right=float(weights[-1]))
@@ -71,8 +71,7 @@ def shift_volume(volume: Any, shift_px: float) -> Any:
     on the volume's device."""
     xp = array_namespace(volume)
     n = volume.shape[0]
-    axes = [xp.fft.fftfreq(n), xp.fft.fftfreq(n), xp.fft.rfftfreq(n)]
-    kz, ky, kx = xp.meshgrid(*axes, indexing="ij", sparse=True)
+    kz, ky, kx = frequency_grid_rfft((n, n, n), xp, np.float64)
     ramp = xp.exp(-2j * np.pi * shift_px * (kz + ky + kx))
     return xp.asarray(irfftn(rfftn(xp.asarray(volume, xp.float32), ndim=3) * ramp, (n,) * 3),
                       xp.float32)

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from cryoweave.physical import RESOLUTION_A
+from cryoweave.protocols.highres._settings import OMIT_IF_NONE, from_json, to_json
 
 GLOBAL_TYPES = ("global", "stochastic")
 MIN_BOX_PX = 40
@@ -75,9 +78,19 @@ class IterationSchedule:
     angular_step_deg: float  # global search step
     local_max_angle_deg: float  # local search range
     max_shift_px: float  # at the working pixel size
+    # set by the plan:
+    particle_radius_px: float | None = field(default=None, metadata=OMIT_IF_NONE)
+    stochastic_rows: tuple[int, ...] | None = field(default=None, metadata=OMIT_IF_NONE)
+    # set by the prepare step (schedule.json):
+    stack: str | None = field(default=None, metadata=OMIT_IF_NONE)  # the working-box stack
+    seconds: float | None = field(default=None, metadata=OMIT_IF_NONE)  # prepare's time
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def to_json(self) -> dict[str, Any]:
+        return to_json(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IterationSchedule:
+        return from_json(cls, data)
 
 
 def schedule_iteration(index: int, alignment: str, previous_resolution_a: float, *,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoweave.protocols.reconstruction._arrays import ParticleArrays
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays
 
 POSE_FIELDS = ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score", "weight",
                "percentile", "angular_change_deg", "half", "used", "defocus_group",
@@ -37,19 +37,6 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
-
-
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)
-
-
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
 
 
 def completed_iterations(extra: Path) -> int:

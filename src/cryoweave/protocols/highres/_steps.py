@@ -3,25 +3,54 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cryoweave.engine import ReconstructionAccumulator, euler_to_matrix, soft_sphere_mask
+from cryoweave.engine import euler_to_matrix, soft_sphere_mask
 from cryoweave.formats import ParticleTable, StackReader, read_volume, write_mrc
 from cryoweave.plugin import StepContext, StepResult
-from cryoweave.protocols._device import device_info, step_device, to_device, to_host
-from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
-from cryoweave.protocols.downsample._rewrite import stack_name
-from cryoweave.protocols.downsample._stack import downsample_stack
+from cryoweave.protocols._shared.device import device_info, step_device, to_device, to_host
+from cryoweave.protocols._shared.particle_arrays import (
+    ParticleArrays,
+    read_arrays,
+    read_npz,
+    write_npz,
+)
+from cryoweave.protocols._shared.reconstruct import (
+    describe_resolution,
+    empty_accumulator,
+    evaluate,
+    load_accumulator,
+    save_accumulator,
+)
+from cryoweave.protocols.downsample import (
+    DownsampleCache,
+    cache_key,
+    downsample_stack,
+    stack_name,
+)
 from cryoweave.protocols.highres._alignment import assign
+from cryoweave.protocols.highres._halves import (
+    fsc_mask,
+    insert_normal_images,
+    reconstruction_rows,
+    resolution_record,
+)
 from cryoweave.protocols.highres._references import (
     ReferenceOptions,
     prepare_reference,
     resample_centred,
+)
+from cryoweave.protocols.highres._schedule import IterationSchedule
+from cryoweave.protocols.highres._settings import (
+    LocalSettings,
+    RefinementSettings,
+    from_json,
+    to_json,
 )
 from cryoweave.protocols.highres._state import (
     centre_offset_px,
@@ -29,21 +58,10 @@ from cryoweave.protocols.highres._state import (
     iteration_dir,
     on_working_grid,
     read_json,
-    read_npz,
     with_poses,
     write_json,
-    write_npz,
 )
-from cryoweave.protocols.highres._weights import WeightOptions, angular_changes_deg, compute_weights
-from cryoweave.protocols.reconstruction._arrays import ParticleArrays, read_arrays
-from cryoweave.protocols.reconstruction._reconstruct import (
-    curve_record,
-    describe_resolution,
-    empty_accumulator,
-    evaluate,
-    load_accumulator,
-    save_accumulator,
-)
+from cryoweave.protocols.highres._weights import angular_changes_deg, compute_weights
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -54,11 +72,15 @@ def previous_poses(extra: Path, iteration: int, arrays: ParticleArrays) -> dict[
     return read_npz(initial) if initial.exists() else initial_poses(arrays, arrays["half"])
 
 
-def working_particles(arrays: ParticleArrays, schedule: dict[str, Any]) -> ParticleArrays:
-    if schedule.get("stack"):
-        return on_working_grid(arrays, schedule["stack"], schedule["box_px"],
-                               schedule["pixel_size_a"])
+def working_particles(arrays: ParticleArrays, schedule: IterationSchedule) -> ParticleArrays:
+    if schedule.stack:
+        return on_working_grid(arrays, schedule.stack, schedule.box_px, schedule.pixel_size_a)
     return arrays
+
+
+def read_schedule(folder: Path) -> IterationSchedule:
+    """The iteration's schedule as its prepare step wrote it (with the working stack)."""
+    return IterationSchedule.from_json(read_json(folder / "schedule.json"))
 
 
 def particle_mask(box_px: int, radius_px: float) -> np.ndarray:
@@ -70,10 +92,12 @@ def prepare_step(ctx: StepContext, iteration: int, schedule: dict[str, Any], arr
                  cache_root: str, references: dict[str, Any],
                  settings: dict[str, Any]) -> StepResult:
     started = time.perf_counter()
+    the_schedule = IterationSchedule.from_json(schedule)
+    the_settings = from_json(RefinementSettings, settings)
     device = step_device(ctx)
     particles = read_arrays(arrays)
     folder = iteration_dir(ctx.extra_dir, iteration)
-    box = schedule["box_px"]
+    box = the_schedule.box_px
     if box != particles.box_px:
         table = ParticleTable(pd.DataFrame({"image_path": particles.paths,
                                             "image_index": particles["image_index"],
@@ -82,13 +106,13 @@ def prepare_step(ctx: StepContext, iteration: int, schedule: dict[str, Any], arr
         key = cache_key(table, box)
 
         def build(target: Path) -> dict:
-            stats = downsample_stack(table, box, target, schedule["pixel_size_a"],
+            stats = downsample_stack(table, box, target, the_schedule.pixel_size_a,
                                      threads=ctx.threads, device=device)
             return {"n_images": stats.n_images, "box_px": box}
 
         entry = DownsampleCache(Path(cache_root)).get_or_build(key, stack_name(box), build)
-        schedule = {**schedule, "stack": str(entry.stack_path)}
-    options = ReferenceOptions(**settings["reference"])
+        the_schedule = replace(the_schedule, stack=str(entry.stack_path))
+    options = ReferenceOptions(**to_json(the_settings.reference))
     user_mask = read_volume(references["mask"])[0] if references.get("mask") else None
     previous_fsc = None
     if references.get("fsc_file"):
@@ -99,41 +123,44 @@ def prepare_step(ctx: StepContext, iteration: int, schedule: dict[str, Any], arr
     for half in (1, 2):
         volume, pixel = read_volume(references["maps"][half - 1])
         pixel = references.get("pixel_size_a") or pixel
-        rng = np.random.default_rng([settings["seed"], iteration, half])
+        rng = np.random.default_rng([the_settings.seed, iteration, half])
         reference = prepare_reference(
-            to_device(volume, device), pixel, box_px=box, working_pixel_a=schedule["pixel_size_a"],
+            to_device(volume, device), pixel, box_px=box,
+            working_pixel_a=the_schedule.pixel_size_a,
             lowpass_resolution_a=references.get("lowpass_a"), previous_fsc=previous_fsc,
             options=options, user_mask=user_mask, rng=rng)
-        write_mrc(folder / f"ref_h{half}.mrc", to_host(reference), schedule["pixel_size_a"])
-    write_json(folder / "schedule.json", {**schedule, "seconds": time.perf_counter() - started})
+        write_mrc(folder / f"ref_h{half}.mrc", to_host(reference), the_schedule.pixel_size_a)
+    seconds = time.perf_counter() - started
+    write_json(folder / "schedule.json", replace(the_schedule, seconds=seconds).to_json())
     return StepResult(info=device_info(device, box_px=box,
-                                       pixel_size_a=schedule["pixel_size_a"]))
+                                       pixel_size_a=the_schedule.pixel_size_a))
 
 
 # -- align -------------------------------------------------------------------------------------
 def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: int,
                arrays: str, settings: dict[str, Any]) -> StepResult:
     started = time.perf_counter()
+    the_settings = from_json(RefinementSettings, settings)
     device = step_device(ctx)
     folder = iteration_dir(ctx.extra_dir, iteration)
-    schedule = read_json(folder / "schedule.json")
+    schedule = read_schedule(folder)
     master = read_arrays(arrays)
     poses = previous_poses(ctx.extra_dir, iteration, master)
     halves = poses["half"]
     particles = working_particles(with_poses(master, poses), schedule)
-    box, pixel = schedule["box_px"], schedule["pixel_size_a"]
+    box, pixel = schedule.box_px, schedule.pixel_size_a
     # (working origins include the crop's centre offset; poses keep the original frame)
-    offset_px = centre_offset_px(master.box_px, box) if schedule.get("stack") else 0.0
+    offset_px = centre_offset_px(master.box_px, box) if schedule.stack else 0.0
     rows = np.arange(start, stop)
-    if settings["alignment"] == "stochastic":
-        rows = rows[np.isin(rows, np.asarray(schedule["stochastic_rows"]))]
+    if the_settings.alignment == "stochastic":
+        rows = rows[np.isin(rows, np.asarray(schedule.stochastic_rows))]
     reader = StackReader()
-    mask = particle_mask(box, schedule["particle_radius_px"] * (1 + settings["max_shift_percent"]
-                                                                 / 100))
+    mask = particle_mask(box, schedule.particle_radius_px * (1 + the_settings.max_shift_percent
+                                                               / 100))
     mask_on_device = to_device(mask, device)
     out = {name: np.full(len(rows), np.nan) for name in
            ("rot_deg", "tilt_deg", "psi_deg", "shift_x_a", "shift_y_a", "score")}
-    local = settings["local"] if settings["alignment_now"] == "local" else {}
+    local = the_settings.local if the_settings.alignment_now == "local" else None
     for name in ("defocus_change_a", "gray_scale", "gray_offset", "magnification"):
         out[name] = np.asarray(poses[name][rows], np.float64).copy()
     for half in (1, 2):
@@ -145,9 +172,9 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
                                box)
         images = to_device(unmasked, device) * mask_on_device
         reference, _ = read_volume(folder / f"ref_h{half}.mrc")
-        result = assign(settings["alignment_now"], images,
+        result = assign(the_settings.alignment_now, images,
                         to_device(particles.ctf(selected), device), to_device(reference, device),
-                        schedule, settings, current=particles, rows=selected)
+                        schedule, the_settings, current=particles, rows=selected)
         del images
         out["rot_deg"][members] = result.rot_deg
         out["tilt_deg"][members] = result.tilt_deg
@@ -155,7 +182,7 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
         out["shift_x_a"][members] = (result.origin_x_px - offset_px) * pixel
         out["shift_y_a"][members] = (result.origin_y_px - offset_px) * pixel
         out["score"][members] = result.score
-        if local.get("scale") or local.get("defocus") or local.get("gray"):
+        if local is not None and (local.scale or local.defocus or local.gray):
             refine_extras(out, members, unmasked, particles, selected, reference, result, local,
                           schedule, mask)
         ctx.progress(int(members[-1]) + 1, len(rows))
@@ -166,7 +193,7 @@ def align_step(ctx: StepContext, iteration: int, chunk: int, start: int, stop: i
 
 def refine_extras(out: dict[str, np.ndarray], members: np.ndarray, unmasked: np.ndarray,
                   particles: ParticleArrays, selected: np.ndarray, reference: np.ndarray,
-                  result: Any, local: dict[str, Any], schedule: dict[str, Any],
+                  result: Any, local: LocalSettings, schedule: IterationSchedule,
                   mask: np.ndarray) -> None:
     """Magnification, then defocus, then gray values, at the refined poses (local iterations).
 
@@ -182,29 +209,29 @@ def refine_extras(out: dict[str, np.ndarray], members: np.ndarray, unmasked: np.
     poses = {"rot_deg": result.rot_deg, "tilt_deg": result.tilt_deg, "psi_deg": result.psi_deg,
              "origin_x_px": result.origin_x_px, "origin_y_px": result.origin_y_px}
     images = unmasked
-    if local.get("scale"):
+    if local.scale:
         scale, score = refine_scale(unmasked, particles.ctf(selected), reference, poses,
-                                    max_change=local["max_scale_change"], r_max_px=r_max)
+                                    max_change=local.max_scale_change, r_max_px=r_max)
         out["magnification"][members] = scale
         out["score"][members] = np.maximum(out["score"][members], score)
         images = magnify(unmasked, 1 / scale)
     offsets = None
-    if local.get("defocus"):
+    if local.defocus:
         refined = local_search(
             images, particles.ctf(selected), reference, **poses, max_angle_change_deg=0.0,
-            max_shift_change_px=0.0, angular_step_deg=schedule["angular_step_deg"],
+            max_shift_change_px=0.0, angular_step_deg=schedule.angular_step_deg,
             r_max_px=r_max, refine_defocus=True,
-            max_defocus_change_a=local["max_defocus_change_a"],
+            max_defocus_change_a=local.max_defocus_change_a,
             ctf_for=lambda index, change: particles.ctf(selected[np.asarray(index)],
                                                         defocus_offset_a=np.asarray(change)))
         offsets = refined.defocus_change_a
         out["defocus_change_a"][members] += offsets
         out["score"][members] = np.maximum(out["score"][members], refined.score)
-    if local.get("gray"):
+    if local.gray:
         ctfs = particles.ctf(selected, defocus_offset_a=offsets)
         a, b = fit_gray(images * mask, ctfs, reference, poses, mask,
-                        max_scale_change=local["max_gray_scale_change"],
-                        max_offset_sigma=local["max_gray_offset_sigma"])
+                        max_scale_change=local.max_gray_scale_change,
+                        max_offset_sigma=local.max_gray_offset_sigma)
         out["gray_scale"][members] = a
         out["gray_offset"][members] = b
 
@@ -212,8 +239,9 @@ def refine_extras(out: dict[str, np.ndarray], members: np.ndarray, unmasked: np.
 # -- combine: poses and weights ----------------------------------------------------------------
 def combine_step(ctx: StepContext, iteration: int, chunks: int, arrays: str,
                  settings: dict[str, Any]) -> StepResult:
+    the_settings = from_json(RefinementSettings, settings)
     folder = iteration_dir(ctx.extra_dir, iteration)
-    schedule = read_json(folder / "schedule.json")
+    schedule = read_schedule(folder)
     master = read_arrays(arrays)
     before = previous_poses(ctx.extra_dir, iteration, master)
     poses = {k: np.array(v, copy=True) for k, v in before.items()}
@@ -235,15 +263,15 @@ def combine_step(ctx: StepContext, iteration: int, chunks: int, arrays: str,
         return StepResult(info={"rejected": 0})
     previous = euler_to_matrix(before["rot_deg"], before["tilt_deg"], before["psi_deg"])
     current = euler_to_matrix(poses["rot_deg"], poses["tilt_deg"], poses["psi_deg"])
-    poses["angular_change_deg"] = angular_changes_deg(previous, current, settings["symmetry"])
+    poses["angular_change_deg"] = angular_changes_deg(previous, current, the_settings.symmetry)
     finite = np.isfinite(poses["score"])
-    rejected = ~finite | (settings["alignment_now"] == "local") & (poses["score"] < 0)
-    if settings["alignment_now"] == "stochastic":
+    rejected = ~finite | (the_settings.alignment_now == "local") & (poses["score"] < 0)
+    if the_settings.alignment_now == "stochastic":
         rejected |= ~aligned  # only this iteration's subset is reconstructed
     terms = compute_weights(np.where(finite, poses["score"], 0.0), master["defocus_u_a"],
-                            WeightOptions(**settings["weights"]),
+                            the_settings.weights,
                             angular_change_deg=poses["angular_change_deg"],
-                            angular_step_deg=schedule["angular_step_deg"])
+                            angular_step_deg=schedule.angular_step_deg)
     poses["weight"] = np.where(rejected, 0.0, terms["weight"])
     poses["percentile"] = terms["percentile"]
     poses["defocus_group"] = terms["defocus_group"]
@@ -256,21 +284,19 @@ def combine_step(ctx: StepContext, iteration: int, chunks: int, arrays: str,
 
 
 # -- insert: weighted reconstruction of one half -----------------------------------------------
-ABNORMAL_VARIANCE_FACTOR = 25.0
-
-
 def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
                 settings: dict[str, Any]) -> StepResult:
     started = time.perf_counter()
+    the_settings = from_json(RefinementSettings, settings)
     device = step_device(ctx)
     folder = iteration_dir(ctx.extra_dir, iteration)
-    schedule = read_json(folder / "schedule.json")
+    schedule = read_schedule(folder)
     poses = read_npz(folder / "poses.npz")
     particles = working_particles(with_poses(read_arrays(arrays), poses), schedule)
-    rows = reconstruction_rows(poses, half, settings)
+    rows = reconstruction_rows(poses, half, the_settings)
     accumulator = empty_accumulator(particles, half=half, padding=2.0, max_resolution_a=None,
                                     device=device)
-    abnormal = insert_normal_images(accumulator, particles, rows, poses, settings["symmetry"],
+    abnormal = insert_normal_images(accumulator, particles, rows, poses, the_settings.symmetry,
                                     weights=poses["weight"], device=device,
                                     progress=lambda done, total: ctx.progress(done, total))
     save_accumulator(folder / f"sums_h{half}.npz", accumulator)
@@ -281,108 +307,24 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
                                        abnormal=abnormal))
 
 
-def reconstruction_rows(poses: dict[str, np.ndarray], half: int, settings: dict[str, Any]
-                        ) -> np.ndarray:
-    """The particles of ``half`` that go into its map: used, weight > 0, tilt in range."""
-    selected = (poses["half"] == half) & poses["used"] & (poses["weight"] > 0)
-    tilt_range = settings.get("restrict_tilt_deg")
-    if tilt_range:
-        selected &= (poses["tilt_deg"] >= tilt_range[0]) & (poses["tilt_deg"] <= tilt_range[1])
-    return np.flatnonzero(selected)
-
-
-def insert_normal_images(accumulator: ReconstructionAccumulator, particles: ParticleArrays,
-                         rows: np.ndarray, poses: dict[str, np.ndarray], symmetry: str, *,
-                         weights: np.ndarray | None, device: str = "cpu",
-                         progress: Callable[[int, int], None] | None = None) -> int:
-    """Insert the particles ``rows`` (refined gray values and magnification undone), leaving
-    out abnormal images (non-finite, or variance beyond ×/÷ ABNORMAL_VARIANCE_FACTOR of the
-    first batch's median); returns how many were left out. ``weights`` None: unit weights.
-    Images are read, screened and corrected on the host and inserted on ``device``."""
-    reader = StackReader()
-    abnormal, reference_variance = 0, None
-    for begin in range(0, len(rows), 500):
-        batch = rows[begin:begin + 500]
-        images = reader.read(particles.paths[batch], particles["image_index"][batch],
-                             particles.box_px)
-        variance = images.reshape(len(batch), -1).var(axis=1)
-        if reference_variance is None:
-            reference_variance = float(np.median(variance[np.isfinite(variance)])) or 1.0
-        normal = (np.isfinite(images).all(axis=(1, 2))
-                  & (variance < ABNORMAL_VARIANCE_FACTOR * reference_variance)
-                  & (variance > reference_variance / ABNORMAL_VARIANCE_FACTOR))
-        abnormal += int((~normal).sum())
-        batch, images = batch[normal], images[normal]
-        images = corrected_images(images, poses, batch)
-        if len(batch):
-            accumulator.insert(
-                to_device(images, device), to_device(particles.matrices(batch), device),
-                ctf=to_device(particles.ctf(batch), device),
-                origin_xy_px=to_device(particles.origins_px(batch), device), symmetry=symmetry,
-                particle_weights=None if weights is None else to_device(weights[batch], device))
-        if progress is not None:
-            progress(begin + len(batch), len(rows))
-    return abnormal
-
-
-def corrected_images(images: np.ndarray, poses: dict[str, np.ndarray], rows: np.ndarray
-                     ) -> np.ndarray:
-    """Images with refined gray values removed and magnification undone."""
-    from cryoweave.protocols.highres._local_extras import magnify
-
-    scale = poses["gray_scale"][rows]
-    if not (np.all(scale == 1) and np.all(poses["gray_offset"][rows] == 0)):
-        images = (images - poses["gray_offset"][rows][:, None, None].astype(np.float32)) \
-            / scale[:, None, None].astype(np.float32)
-    magnification = poses["magnification"][rows]
-    if not np.all(magnification == 1):
-        images = magnify(images.astype(np.float32), 1 / magnification)
-    return images
-
-
 # -- evaluate: maps, FSC, resolution, the iteration's record -----------------------------------
-def fsc_mask(settings: dict[str, Any], box_px: int, pixel_size_a: float,
-             particle_radius_px: float) -> np.ndarray:
-    """The mask of the half-map FSC: the ad-hoc mask resampled, else a soft sphere 3 px
-    beyond the particle radius (px at ``pixel_size_a``)."""
-    if settings.get("adhoc_mask"):
-        mask_volume, mask_pixel = read_volume(settings["adhoc_mask"])
-        mask, _ = resample_centred(mask_volume, mask_pixel, pixel_size_a, box_px)
-        return np.clip(np.asarray(mask), 0, 1)
-    return soft_sphere_mask(box_px, min(particle_radius_px + 3, box_px / 2 - 2),
-                            edge_width_px=3.0, ndim=3)
-
-def resolution_record(curve: Any, criterion: float) -> dict[str, Any]:
-    """The FSC record of a refinement map: the curve, the resolution at ``criterion`` (first
-    shell below it, and interpolated), at 0.143, and what bounds each (filter, Nyquist)."""
-    record = curve_record(curve)
-    record.update({
-        "resolution_a": curve.resolution_a(criterion, method="first_below"),
-        "resolution_criterion": criterion,
-        "resolution_interpolated_a": curve.resolution_a(criterion),
-        "resolution_0143_a": curve.resolution_a(0.143),
-        "resolution_limited_by": {"criterion": curve.limited_by(criterion,
-                                                                method="first_below"),
-                                  "fsc0143": curve.limited_by(0.143)}})
-    return record
-
-
 def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
                   settings: dict[str, Any]) -> StepResult:
-    from cryoweave.protocols.reconstruction._reconstruct import half_maps
+    from cryoweave.protocols._shared.reconstruct import half_maps
 
     started = time.perf_counter()
+    the_settings = from_json(RefinementSettings, settings)
     device = step_device(ctx)
     folder = iteration_dir(ctx.extra_dir, iteration)
-    schedule = read_json(folder / "schedule.json")
+    schedule = read_schedule(folder)
     particles = working_particles(read_arrays(arrays), schedule)
-    box, pixel = schedule["box_px"], schedule["pixel_size_a"]
+    box, pixel = schedule.box_px, schedule.pixel_size_a
     template = empty_accumulator(particles, half=None, padding=2.0, max_resolution_a=None)
     acc1 = load_accumulator(folder / "sums_h1.npz", template, device)
     acc2 = load_accumulator(folder / "sums_h2.npz", template, device)
-    half1, half2, average = half_maps(acc1, acc2, regularization=settings["regularization"])
-    if settings["alignment_now"] == "stochastic" and iteration > 1:
-        alpha = settings["stochastic_alpha"]
+    half1, half2, average = half_maps(acc1, acc2, regularization=the_settings.regularization)
+    if the_settings.alignment_now == "stochastic" and iteration > 1:
+        alpha = the_settings.stochastic_alpha
         previous = iteration_dir(ctx.extra_dir, iteration - 1)
         mixed = []
         for name, new in (("half1", half1), ("half2", half2), ("map", average)):
@@ -390,7 +332,7 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
             old, _ = resample_centred(to_device(old, device), old_pixel, pixel, box)
             mixed.append((1 - alpha) * old + alpha * new)
         half1, half2, average = mixed
-    mask = fsc_mask(settings, box, pixel, schedule["particle_radius_px"])
+    mask = fsc_mask(the_settings, box, pixel, schedule.particle_radius_px)
     curve = evaluate(half1, half2, pixel, mask)
     for name, volume in (("half1", half1), ("half2", half2), ("map", average)):
         write_mrc(folder / f"{name}.mrc", to_host(volume), pixel)
@@ -398,20 +340,20 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
     align = read_json(folder / "align_stats.json")
     inserts = [read_json(folder / f"insert_h{h}.json") for h in (1, 2)]
     changes = poses["angular_change_deg"][poses["used"]]
-    criterion = settings["resolution_criterion"]
+    criterion = the_settings.resolution_criterion
     record = resolution_record(curve, criterion)
     record.update({
-        "iteration": iteration, "alignment": settings["alignment_now"],
+        "iteration": iteration, "alignment": the_settings.alignment_now,
         "pixel_size_a": pixel, "box_px": box,
-        "angular_step_deg": schedule["angular_step_deg"],
-        "previous_resolution_a": schedule["previous_resolution_a"],
-        "target_resolution_a": schedule["target_resolution_a"],
+        "angular_step_deg": schedule.angular_step_deg,
+        "previous_resolution_a": schedule.previous_resolution_a,
+        "target_resolution_a": schedule.target_resolution_a,
         "particles_used": int(sum(i["inserted"] for i in inserts)),
         "particles_rejected": int((~poses["used"]).sum() + sum(i["abnormal"] for i in inserts)),
         "angular_change_deg": {"median": float(np.median(changes)) if len(changes) else 0.0,
                                "mean": float(np.mean(changes)) if len(changes) else 0.0,
                                "p90": float(np.percentile(changes, 90)) if len(changes) else 0.0},
-        "seconds": {"prepare": schedule.get("seconds", 0.0),
+        "seconds": {"prepare": schedule.seconds or 0.0,
                     "assignment": align["align_seconds"],
                     "reconstruction": sum(i["seconds"] for i in inserts)
                     + (time.perf_counter() - started)},

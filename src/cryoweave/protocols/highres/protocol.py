@@ -23,8 +23,8 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
-from cryoweave.protocols._summary import reconstruction_summary
-from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
+from cryoweave.protocols._shared.summary import reconstruction_summary
+from cryoweave.protocols._shared.symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.highres._plan import plan_refinement
 from cryoweave.protocols.highres._schedule import parse_floors
 from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed
@@ -229,7 +229,8 @@ class ReconstructHighRes(Protocol):
         particles: ParticleSet
         fsc: RecordSet
 
-    def check_inputs(self, params: Any, inputs: Mapping[str, Any]) -> list[str]:
+    def check_inputs(self, params: ReconstructHighRes.Params, inputs: Mapping[str, Any]
+                     ) -> list[str]:
         problems = []
         particles = inputs.get("particles")
         if particles is not None:
@@ -256,7 +257,7 @@ class ReconstructHighRes(Protocol):
                             "per half")
         return problems
 
-    def check_project(self, params: Any, project: Any) -> list[str]:
+    def check_project(self, params: ReconstructHighRes.Params, project: Any) -> list[str]:
         if params.post_script is not None and \
                 not post_script_allowed(project.root if project is not None else None):
             return [f"post_script: running a command from the parameters is disabled; enable "
@@ -280,6 +281,6 @@ class ReconstructHighRes(Protocol):
             summary["particles_rejected"] = int(rejected)
         return summary
 
-    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+    def plan(self, params: ReconstructHighRes.Params, ctx: PlanContext) -> Plan:
         return plan_refinement(params, ctx)
 

@@ -11,9 +11,9 @@ import pandas as pd
 from cryoweave.engine import PreprocessSettings, preprocess_micrographs
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import read_image, write_mrc
-from cryoweave.pipeline import run_pipeline
 from cryoweave.plugin import StepContext, StepResult
-from cryoweave.protocols._device import device_info, step_device, to_device, to_host
+from cryoweave.protocols._shared.device import device_info, step_device, to_device, to_host
+from cryoweave.protocols._shared.pipeline import run_pipeline
 
 OUTPUT_DIR = "extra/micrographs"
 

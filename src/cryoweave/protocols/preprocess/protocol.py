@@ -23,8 +23,8 @@ from cryoweave.plugin import (
     SummaryContext,
     param,
 )
-from cryoweave.protocols._device import compute_resources
-from cryoweave.protocols._summary import set_summary
+from cryoweave.protocols._shared.device import compute_resources
+from cryoweave.protocols._shared.summary import set_summary
 from cryoweave.protocols.preprocess._step import OUTPUT_DIR, output_name, preprocess_step
 
 OPERATIONS = ("do_crop", "do_log", "do_remove_bad_pixels", "do_invert", "do_downsample",

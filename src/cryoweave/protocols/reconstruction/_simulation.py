@@ -21,8 +21,8 @@ from cryoweave.engine import (
     symmetry_order,
 )
 from cryoweave.formats import ParticleTable, StackWriter, write_mrc, write_particles_star
-from cryoweave.protocols._device import namespace, to_device, to_host
-from cryoweave.protocols.reconstruction._arrays import arrays_from_frame
+from cryoweave.protocols._shared.device import namespace, to_device, to_host
+from cryoweave.protocols._shared.particle_arrays import arrays_from_frame
 
 SNR_SAMPLE = 1000  # particles whose clean images set the noise level
 

@@ -29,16 +29,14 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
-from cryoweave.protocols._device import compute_resources, device_info, step_device
-from cryoweave.protocols._summary import reconstruction_summary
-from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
-from cryoweave.protocols.reconstruction._arrays import (
+from cryoweave.protocols._shared.device import compute_resources, device_info, step_device
+from cryoweave.protocols._shared.particle_arrays import (
     arrays_from_frame,
     read_arrays,
     uniform_grid_problem,
     write_arrays,
 )
-from cryoweave.protocols.reconstruction._reconstruct import (
+from cryoweave.protocols._shared.reconstruct import (
     curve_record,
     describe_resolution,
     empty_accumulator,
@@ -49,6 +47,8 @@ from cryoweave.protocols.reconstruction._reconstruct import (
     save_accumulator,
     write_results,
 )
+from cryoweave.protocols._shared.summary import reconstruction_summary
+from cryoweave.protocols._shared.symmetry import SYMMETRY_NAMES, check_symmetry
 
 ARRAYS = "tmp/particles.npz"
 POSE_COLUMNS = ("rot_deg", "tilt_deg", "psi_deg", "defocus_u_a", "defocus_v_a")

@@ -38,9 +38,9 @@ from cryoweave.plugin import (
     VolumeSet,
     param,
 )
-from cryoweave.protocols._device import compute_resources, device_info, step_device
-from cryoweave.protocols._summary import set_summary
-from cryoweave.protocols._symmetry import SYMMETRY_NAMES, check_symmetry
+from cryoweave.protocols._shared.device import compute_resources, device_info, step_device
+from cryoweave.protocols._shared.summary import set_summary
+from cryoweave.protocols._shared.symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.reconstruction._simulation import (
     SimulationSettings,
     optics_frame,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cryoweave._cli_common import project_option
+from cryoweave.cli._common import project_option
 
 
 @click.group()

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from ._alignment_score import Band, project_band
-from ._backend import array_namespace
-from ._geometry import euler_to_matrix
-from ._sampling import psi_sampling, sphere_sampling
-from ._symmetry import symmetry_matrices
+from .._backend import array_namespace
+from .._geometry import euler_to_matrix
+from .._sampling import psi_sampling, sphere_sampling
+from .._symmetry import symmetry_matrices
+from ._score import Band, project_band
 
 if TYPE_CHECKING:
     from cryoweave.engine import Projector

@@ -47,8 +47,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from ._alignment_grid import _FineGallery, _Plan, _plan
-from ._alignment_score import (
+from .._backend import array_namespace, batch_size_for, to_host
+from .._symmetry import symmetry_aware_angular_distance
+from ._grid import _FineGallery, _Plan, _plan
+from ._score import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     AlignmentResult,
     Particles,
@@ -67,8 +69,6 @@ from ._alignment_score import (
     row_denominator,
     shift_phases,
 )
-from ._backend import array_namespace, batch_size_for, to_host
-from ._symmetry import symmetry_aware_angular_distance
 
 if TYPE_CHECKING:
     pass
@@ -342,7 +342,7 @@ def _align_chunk(parts, prior, plan, symmetry, coarse_gallery, gallery, tables, 
 
 def _polish(parts, found, projector, the_band, angular_step_deg, shift_step_px):
     """Continuous refinement below the grid step (`_alignment_local.refine_poses`)."""
-    from ._alignment_local import refine_poses  # at call time: that module builds on this one
+    from ._local import refine_poses  # at call time: that module builds on this one
 
     matrices, origins, _, second = found
     xp = array_namespace(parts.ctf_x)

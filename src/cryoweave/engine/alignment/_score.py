@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from ._backend import array_namespace, to_host
-from ._fft import rfft2
-from ._geometry import euler_to_matrix, matrix_to_euler
+from .._backend import array_namespace, to_host
+from .._fft import fft_wave_numbers, rfft2
+from .._geometry import euler_to_matrix, matrix_to_euler
 
 if TYPE_CHECKING:
-    from ._projection import Projector
+    from .._projection import Projector
 
 DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30
 _PROJECTION_CHUNK = 4096
@@ -96,9 +96,8 @@ def band(box_px: int, r_min_px: float, r_max_px: float) -> Band:
             "(Fourier pixels of the working box)"
         )
     n, h = int(box_px), int(box_px) // 2 + 1
-    k = numpy.arange(n)
-    ky = numpy.where(k <= n // 2, k, k - n)[:, None] + numpy.zeros((1, h), dtype=int)
-    kx = numpy.arange(h)[None, :] + numpy.zeros((n, 1), dtype=int)
+    ky = fft_wave_numbers(n, dtype=int)[:, None] + numpy.zeros((1, h), dtype=int)
+    kx = fft_wave_numbers(n, rfft=True, dtype=int)[None, :] + numpy.zeros((n, 1), dtype=int)
     radius = numpy.hypot(kx, ky)
     keep = (radius > r_min_px + 1e-9) & (radius <= r_max_px + 1e-9)
     keep &= (kx > 0) | (ky > 0)  # one of each conjugate pair

@@ -18,8 +18,8 @@ from cryoweave.engine import (
     lowpass_filter_a,
 )
 from cryoweave.formats import StackReader, write_mrc
-from cryoweave.protocols._device import namespace, to_device, to_host
-from cryoweave.protocols.reconstruction._arrays import ParticleArrays
+from cryoweave.protocols._shared.device import namespace, to_device, to_host
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays, write_npz
 from cryoweave.viewers import plot_fsc, plot_volume
 
 
@@ -60,12 +60,8 @@ def insert_particles(accumulator: ReconstructionAccumulator, arrays: ParticleArr
 
 
 def save_accumulator(path: Path, accumulator: ReconstructionAccumulator) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, sums=to_host(accumulator.sums), n_images=accumulator.n_images,
-                 half=accumulator.half or 0)
-    tmp.replace(path)
+    write_npz(path, sums=to_host(accumulator.sums), n_images=accumulator.n_images,
+              half=accumulator.half or 0)
 
 
 def load_accumulator(path: Path, template: ReconstructionAccumulator, device: str = "cpu"

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from cryoweave._cli_common import (
+from cryoweave.cli._common import (
     db_option,
     echo_json,
     err,
@@ -27,7 +27,7 @@ from cryoweave.errors import InputError, ParamError
 @click.argument("folder", type=click.Path(file_okay=False), default="docs/protocols")
 def docs(folder: str) -> None:
     """Write the protocol reference (markdown) generated from the declarations."""
-    from cryoweave.docs import write_reference
+    from cryoweave.cli._docs import write_reference
 
     for path in write_reference(folder):
         out.print(f"wrote {path}")
@@ -57,7 +57,7 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
                batch_size: int, project_dir: str | None, device: str,
                threads: int | None) -> None:
     """Fourier-crop the particles of INPUT (.star, .cs or .mrcs) to a smaller box."""
-    from cryoweave._progress import RichRunProgress
+    from cryoweave.cli._progress import RichRunProgress
     from cryoweave.protocols.downsample import downsample_file
 
     if box_px is None and pixel_size_a is None:
@@ -129,7 +129,7 @@ def simulate(outdir: str, phantom: bool, volume_path: str | None,
     """Simulate particles with known poses, shifts, CTF and noise (no project needed)."""
     from pydantic import ValidationError
 
-    from cryoweave._progress import RichRunProgress
+    from cryoweave.cli._progress import RichRunProgress
     from cryoweave.protocols.reconstruction.simulate import (
         SimulateParticles,
         simulate_to_folder,

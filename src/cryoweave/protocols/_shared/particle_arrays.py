@@ -2,11 +2,14 @@
 
 Steps never read the database: the plan writes what they need — stack paths and indices,
 poses, shifts in Å, CTF parameters, optics per group, halves — to one ``.npz`` (no pickles).
+The ``.npz`` helpers here (atomic write, read, stack paths as codes, optics as JSON) are the
+one implementation of that hand-off for every protocol.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +19,12 @@ import pandas as pd
 
 from cryoweave.engine import ctf_2d, euler_to_matrix
 from cryoweave.errors import InputError
-from cryoweave.physical import PIXEL_SIZE_A
+from cryoweave.physical import OPTICS_VALUE_COLUMNS, PIXEL_SIZE_A
 
 ARRAY_COLUMNS = ("item_id", "image_index", "rot_deg", "tilt_deg", "psi_deg", "shift_x_a",
                  "shift_y_a", "defocus_u_a", "defocus_v_a", "defocus_angle_deg",
                  "phase_shift_deg", "ctf_bfactor", "ctf_scale", "optics_group", "half")
-OPTICS_COLUMNS = ("group_id", "pixel_size_a", "box_px", "voltage_kv", "cs_mm",
-                  "amplitude_contrast")
+OPTICS_COLUMNS = ("group_id", *OPTICS_VALUE_COLUMNS)  # the numeric ones: no group name
 
 
 @dataclass
@@ -109,21 +111,49 @@ def arrays_from_frame(frame: pd.DataFrame, optics: pd.DataFrame, *, phase_flippe
                           optics[list(OPTICS_COLUMNS)].copy(), phase_flipped)
 
 
-def write_arrays(path: Path, arrays: ParticleArrays) -> None:
-    codes, uniques = pd.factorize(pd.Series(arrays.paths))
+def write_npz(path: Path, **arrays: Any) -> None:
+    """``np.savez`` to a temporary name, renamed into place when complete (no pickles)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        np.savez(handle, path_code=codes.astype(np.int64), paths=np.asarray(uniques, dtype=str),
-                 optics=np.asarray(arrays.optics.to_json(orient="records")),
-                 phase_flipped=np.asarray(arrays.phase_flipped), **arrays.columns)
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(tmp, path)
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def encode_paths(paths: Any) -> dict[str, np.ndarray]:
+    """Stack paths `(n,)` as ``path_code`` `(n,)` int64 into ``paths`` (the unique ones)."""
+    codes, uniques = pd.factorize(pd.Series(paths))
+    return {"path_code": codes.astype(np.int64), "paths": np.asarray(uniques, dtype=str)}
+
+
+def decode_paths(data: Any) -> np.ndarray:
+    """The `(n,)` object array of stack paths that ``encode_paths`` wrote."""
+    return data["paths"][data["path_code"]].astype(object)
+
+
+def encode_optics(optics: pd.DataFrame) -> np.ndarray:
+    return np.asarray(optics.to_json(orient="records"))
+
+
+def decode_optics(data: Any) -> pd.DataFrame:
+    return pd.DataFrame(json.loads(str(data["optics"])))
+
+
+def write_arrays(path: Path, arrays: ParticleArrays) -> None:
+    write_npz(path, **encode_paths(arrays.paths), optics=encode_optics(arrays.optics),
+              phase_flipped=np.asarray(arrays.phase_flipped), **arrays.columns)
 
 
 def read_arrays(path: str | Path) -> ParticleArrays:
-    with np.load(path, allow_pickle=False) as data:
-        paths = data["paths"][data["path_code"]].astype(object)
-        optics = pd.DataFrame(json.loads(str(data["optics"])))
-        columns = {name: data[name] for name in ARRAY_COLUMNS}
-        return ParticleArrays(paths, columns, optics, bool(data["phase_flipped"]))
+    data = read_npz(path)
+    columns = {name: data[name] for name in ARRAY_COLUMNS}
+    return ParticleArrays(decode_paths(data), columns, decode_optics(data),
+                          bool(data["phase_flipped"]))
 
 
 def uniform_grid_problem(optics: pd.DataFrame) -> str | None:

@@ -21,11 +21,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from cryoweave.demo.synthetic import blob_volume, write_micrographs, write_particles
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
 from cryoweave.store import Project, set_handle
-from cryoweave.synthetic import blob_volume, write_micrographs, write_particles
 from cryoweave.viewers import view_set
 from cryoweave.workflow._submit import run_protocol
 from cryoweave.workflow._workflow import WorkflowEntry, prepare_workflow

@@ -7,7 +7,7 @@ import webbrowser
 
 import click
 
-from cryoweave._cli_common import db_option, out, project_option
+from cryoweave.cli._common import db_option, out, project_option
 from cryoweave.errors import ParamError
 
 

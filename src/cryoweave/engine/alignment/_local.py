@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from ._alignment_score import (
+from .._backend import array_namespace, to_host
+from .._geometry import euler_to_matrix, rotation_angle_deg
+from .._symmetry import symmetry_aware_angular_distance
+from ._score import (
     AlignmentResult,
     Band,
     Particles,
@@ -43,9 +46,6 @@ from ._alignment_score import (
     real_view,
     shift_phases,
 )
-from ._backend import array_namespace, to_host
-from ._geometry import euler_to_matrix, rotation_angle_deg
-from ._symmetry import symmetry_aware_angular_distance
 
 if TYPE_CHECKING:
     from cryoweave.engine import Projector

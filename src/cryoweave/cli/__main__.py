@@ -1,0 +1,5 @@
+"""``python -m cryoweave.cli``: the ``cryoweave`` command."""
+
+from cryoweave.cli._main import main
+
+main()
