@@ -55,7 +55,7 @@ from cryoweave.protocols.highres._state import (
     with_poses,
 )
 from cryoweave.store import Project, VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 
 CASES = {
     "phantom": {"box_px": 64, "pixel_size_a": 2.0, "symmetry": "c1"},

@@ -25,7 +25,7 @@ from cryoweave.demo.synthetic import particle_table
 from cryoweave.formats import ParticleTable, write_particles_star
 from cryoweave.plugin import registry
 from cryoweave.store import ParticleSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 
 
 def make_star(folder: Path, n: int) -> Path:

@@ -16,7 +16,7 @@ def make_project(root: Path) -> Path:
     """A project with an implicit import (``small:particles``) feeding ``small`` (Downsample)."""
     from cryoweave.demo.synthetic import write_particles
     from cryoweave.plugin import registry
-    from cryoweave.workflow._submit import run_protocol
+    from cryoweave.workflow import run_protocol
 
     data = root / "data"
     data.mkdir(parents=True)

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from conftest import REPO_ROOT
 from cryoweave.gui import create_app
 from cryoweave.store import Project
-from cryoweave.workflow.runner import request_stop
+from cryoweave.workflow import stop
 from gui.conftest import HEADERS, TOKEN, make_project, wait_for_run
 
 GET_ENDPOINTS = [
@@ -423,7 +423,7 @@ def test_event_stream_wakes_listeners_on_a_change(tmp_path):
     def change_soon() -> None:
         time.sleep(0.5)
         with Project.open(project_dir) as project:
-            request_stop(project, 2)  # a new event
+            stop(project, 2)  # a new event
 
     with TestClient(app, headers=HEADERS) as client:
         thread = threading.Thread(target=change_soon)

@@ -19,7 +19,7 @@ from cryoweave.formats import read_image, read_images, read_volume, write_mrc
 from cryoweave.plugin import ItemBatch, PlanContext, registry
 from cryoweave.store import MicrographSet, ParticleSet, VolumeSet
 from cryoweave.store.schema import StepRow
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 from refinement_data import pose_errors
 
 # steps that compute (the rest only do bookkeeping: highres combine, finalize)

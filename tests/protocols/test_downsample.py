@@ -24,7 +24,7 @@ from cryoweave.formats import (
 from cryoweave.plugin import registry
 from cryoweave.protocols.downsample import downsample_file
 from cryoweave.store import ParticleSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 
 
 @pytest.fixture

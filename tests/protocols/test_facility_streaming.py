@@ -15,7 +15,7 @@ from conftest import REPO_ROOT, cryoweave_command, subprocess_env
 from cryoweave.formats import read_image
 from cryoweave.plugin import registry
 from cryoweave.store import MicrographSet, Project
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 
 N_MICROGRAPHS = 30
 SHAPE = (384, 416)

@@ -11,7 +11,7 @@ from cryoweave.formats import read_image, read_info, write_mrc
 from cryoweave.plugin import registry
 from cryoweave.store import MicrographSet
 from cryoweave.store.schema import Event
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 
 
 @pytest.fixture

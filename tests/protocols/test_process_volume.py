@@ -11,7 +11,7 @@ from cryoweave.formats import read_info, read_volume, write_mrc
 from cryoweave.plugin import registry
 from cryoweave.protocols.process_volume import ProcessVolume, process_map
 from cryoweave.store import VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 
 PIXEL = 2.0
 N = 32

@@ -12,7 +12,7 @@ from cryoweave.errors import ParamError
 from cryoweave.formats import read_images, read_volume
 from cryoweave.plugin import registry
 from cryoweave.store import ParticleSet, RecordSet, VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 
 
 def simulate(project_dir, **params):
@@ -165,7 +165,7 @@ def test_halves_and_validation(tmp_path):
 ])
 def test_every_protocol_refuses_bad_symmetry_before_creating_anything(tmp_path, protocol,
                                                                        symmetry, expected):
-    from cryoweave.workflow._runs import validate_run
+    from cryoweave.workflow import validate_run
 
     params = {"phantom": True} if protocol == "SimulateParticles" else {
         "particles": str(tmp_path / "missing.star")}

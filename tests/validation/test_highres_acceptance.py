@@ -15,7 +15,7 @@ import pytest
 
 from cryoweave.plugin import registry
 from cryoweave.store import RecordSet, VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 from refinement_data import lowpassed_start, pose_errors, resolution_vs_truth, run
 
 pytestmark = pytest.mark.slow

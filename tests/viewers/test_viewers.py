@@ -27,7 +27,7 @@ from cryoweave.viewers import (
 )
 from cryoweave.viewers._sets import view_set
 from cryoweave.viewers._volumes import nice_length
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 
 
 def test_stretch_ignores_hot_pixels():

@@ -12,9 +12,13 @@ import yaml
 from cryoweave.errors import ParamError
 from cryoweave.plugin import registry
 from cryoweave.store import Project
-from cryoweave.workflow._config import describe_config, load_config, post_script_allowed
-from cryoweave.workflow._submit import run_protocol
-from cryoweave.workflow.runner import Runner
+from cryoweave.workflow import (
+    Runner,
+    describe_config,
+    load_config,
+    post_script_allowed,
+    run_protocol,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -171,7 +175,7 @@ def test_local_gpus_are_shared_out_one_per_concurrent_step(tmp_path):
 
 
 def test_workflow_entries_choose_their_queue(tmp_path):
-    from cryoweave.workflow._workflow import load_workflow, prepare_workflow
+    from cryoweave.workflow import load_workflow, prepare_workflow
 
     project_dir = tmp_path / "project"
     write_yaml(project_dir / "cryoweave.yaml", {"queues": {"gpus": {"kind": "local",

@@ -23,7 +23,7 @@ from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
 from cryoweave.store import Project, RecordSet, VolumeSet
 from cryoweave.store.schema import StepRow
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 from services import DaskCluster, stop_process, wait_until
 
 RUN_TIMEOUT_S = 120  # only bounds a failing test

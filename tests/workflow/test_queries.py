@@ -11,7 +11,7 @@ import pytest
 from cryoweave.errors import ParamError
 from cryoweave.store import Project, queries
 from cryoweave.store.schema import Run
-from cryoweave.workflow.runner import request_stop
+from cryoweave.workflow import stop
 from gui.conftest import make_project
 
 
@@ -49,7 +49,7 @@ def test_set_pages_sort_by_typed_columns_only(project):
 
 def test_change_marker_follows_events_and_dead_processes(project):
     before = queries.change_marker(project)
-    request_stop(project, 2)  # adds an event
+    stop(project, 2)  # adds an event
     assert queries.change_marker(project)["event"] == before["event"] + 1
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from cryoweave.plugin import registry
 from cryoweave.store import Project
-from cryoweave.workflow._runs import create_run, validate_run
-from cryoweave.workflow.runner import Runner
+from cryoweave.workflow import Runner, create_run, validate_run
 
 
 def plant_leftovers(folder):

@@ -82,7 +82,7 @@ def find_protocol(name: str) -> Any:
 def protocols(as_json: bool) -> None:
     """List the protocols of every installed plugin (tab-separated when piped)."""
     from cryoweave.plugin import registry
-    from cryoweave.workflow._report import protocol_dict
+    from cryoweave.workflow import protocol_dict
 
     listed = [protocol_dict(cls) for cls in registry().protocols()]
     if as_json:
@@ -105,7 +105,7 @@ def _load_params(path: str) -> Any:
     file = Path(path)
     if not file.is_file():
         raise InputError(f"{file.resolve()}: params file not found")
-    from cryoweave.workflow._param_files import parse_json, read_text_utf8
+    from cryoweave.workflow import parse_json, read_text_utf8
 
     text = read_text_utf8(file, "params file")
     try:
@@ -119,7 +119,7 @@ def _load_params(path: str) -> Any:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from cryoweave.workflow._report import format_summary
+    from cryoweave.workflow import format_summary
 
     if summary:
         out.print(f"summary: {format_summary(summary)}", highlight=False)
@@ -129,13 +129,13 @@ def _execute(project: Any, run_id: int, *, resume: bool, workers: int, executor:
              threads: int | None, device: str, as_json: bool, quiet: bool,
              queue: str | None = None) -> None:
     from cryoweave.cli._progress import RichRunProgress
-    from cryoweave.workflow.runner import Runner
+    from cryoweave.workflow import Runner
 
     with RichRunProgress(err, enabled=not quiet) as progress:
         runner = Runner(project, run_id, workers=workers, executor=executor, threads=threads,
                         device=device, progress=progress, queue=queue)
         summary = runner.execute(resume=resume)
-    from cryoweave.workflow._report import run_dict
+    from cryoweave.workflow import run_dict
 
     report = run_dict(project, project.get_run(run_id))
     outputs = report["outputs"]
@@ -200,9 +200,7 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
     inside PARAMS_FILE are taken from PARAMS_FILE's folder; paths on the command line from
     the current folder.
     """
-    from cryoweave.workflow._config import load_config
-    from cryoweave.workflow._submit import prepare_run
-    from cryoweave.workflow.runner import Runner
+    from cryoweave.workflow import Runner, load_config, prepare_run
 
     config = load_config(Path(project_dir)).config
     config.queue(queue)  # checked before anything is created
@@ -236,7 +234,7 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
 @json_option("the runs (a list of run objects, with their summaries)")
 def runs(project_dir: str, db_url: str | None, as_json: bool) -> None:
     """List the runs of a project (tab-separated when piped)."""
-    from cryoweave.workflow._report import outputs_dict, run_dict, run_state
+    from cryoweave.workflow import outputs_dict, run_dict, run_state
 
     project = open_project(project_dir, db_url)
     if as_json:
@@ -266,7 +264,7 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
     from sqlalchemy import select
 
     from cryoweave.store.schema import Event
-    from cryoweave.workflow._report import run_dict
+    from cryoweave.workflow import run_dict
 
     project = open_project(project_dir, db_url)
     run = project.get_run(run_ref)
@@ -308,7 +306,7 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
 @db_option
 def stop(run_ref: str, project_dir: str, db_url: str | None) -> None:
     """Ask a running run to stop (a streaming import closes its output)."""
-    from cryoweave.workflow.runner import request_stop
+    from cryoweave.workflow import stop as request_stop
 
     run = request_stop(open_project(project_dir, db_url), run_ref)
     out.print(f"stop requested for run {run.id} ({run.status})")
@@ -327,7 +325,7 @@ def export(target: str, path: str, project_dir: str, db_url: str | None,
     """Export an output: particles/micrographs → RELION 3.1 STAR (PATH a .star name, or a
     folder that gets particles.star / micrographs.star), volume → MRC (.mrc/.map), FSC →
     RELION-style fsc.star or .csv. PATH is taken from the current folder."""
-    from cryoweave.workflow._export import export_set
+    from cryoweave.workflow import export_set
 
     project = open_project(project_dir, db_url)
     for written in export_set(output_set(project, target), path, copy_stacks=copy_stacks):

@@ -14,7 +14,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from cryoweave.store import Project
-from cryoweave.store._sets import SET_TYPES
+from cryoweave.store import SET_TYPES
 from cryoweave.store.schema import Run, SetRow, StepRow
 
 
@@ -76,9 +76,7 @@ def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume
     SIGTERM, when the runs were stopped), ``runs`` (label → run id), ``status`` (label →
     run status), ``exit_codes`` (run id → exit code, ``null`` when stopped) and ``details``
     (label → run object, see :mod:`cryoweave.workflow._report`)."""
-    from cryoweave.workflow._report import run_dict
-    from cryoweave.workflow._workflow import load_workflow, prepare_workflow
-    from cryoweave.workflow.runner import failed_items
+    from cryoweave.workflow import failed_items, load_workflow, prepare_workflow, run_dict
 
     entries = load_workflow(path)
     project, run_ids = prepare_workflow(Path(project_dir), entries, resume=resume,

@@ -27,9 +27,7 @@ from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
 from cryoweave.store import Project, set_handle
 from cryoweave.viewers import view_set
-from cryoweave.workflow._submit import run_protocol
-from cryoweave.workflow._workflow import WorkflowEntry, prepare_workflow
-from cryoweave.workflow.runner import Runner, RunSummary
+from cryoweave.workflow import Runner, RunSummary, WorkflowEntry, prepare_workflow, run_protocol
 
 MARKER = ".cryoweave-demo"
 

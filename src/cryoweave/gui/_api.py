@@ -199,7 +199,7 @@ def validate_new_run(request: Request) -> JSONResponse:
 
 @handle_errors
 def create_new_run(request: Request) -> JSONResponse:
-    from cryoweave.workflow._submit import prepare_run
+    from cryoweave.workflow import prepare_run
 
     st = _state(request)
     project = st.project
@@ -238,7 +238,7 @@ def continue_run(request: Request) -> JSONResponse:
 
 @handle_errors
 def stop_run(request: Request) -> JSONResponse:
-    from cryoweave.workflow.runner import request_stop
+    from cryoweave.workflow import stop as request_stop
 
     run = request_stop(_state(request).project, _run_id(request))
     return JSONResponse({"run": run.id, "stop_requested": True}, status_code=202)
@@ -246,7 +246,7 @@ def stop_run(request: Request) -> JSONResponse:
 
 @handle_errors
 def delete_run(request: Request) -> JSONResponse:
-    from cryoweave.workflow._delete import delete_run as delete
+    from cryoweave.workflow import delete_run as delete
 
     project = _state(request).project
     run = project.get_run(_run_id(request))
@@ -364,7 +364,7 @@ def files(request: Request) -> JSONResponse:
 
 @handle_errors
 def load_workflow_file(request: Request) -> JSONResponse:
-    from cryoweave.workflow._workflow import load_workflow, prepare_workflow
+    from cryoweave.workflow import load_workflow, prepare_workflow
 
     project = _state(request).project
     body = _json_body(request)

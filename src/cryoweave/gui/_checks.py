@@ -95,7 +95,7 @@ NewRunCheck = tuple[Any, dict[str, Any], str | None, list[dict[str, Any]]]
 def check_new_run(project: Project, body: Any, browser: FileBrowser) -> NewRunCheck:
     """(protocol class, launch options, label, problems) of a new-run request."""
     from cryoweave.plugin import registry
-    from cryoweave.workflow._runs import validate_run
+    from cryoweave.workflow import validate_run
 
     if not isinstance(body, dict) or not isinstance(body.get("protocol"), str):
         raise ParamError('expected {"protocol": NAME, "params": {...}}')

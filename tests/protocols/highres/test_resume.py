@@ -14,7 +14,7 @@ from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
 from cryoweave.store import ParticleSet, Project, RecordSet, VolumeSet
 from cryoweave.store.schema import StepRow
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 from refinement_data import lowpassed_start, simulated
 
 

@@ -156,7 +156,7 @@ class Refinement:
     def _previous_output(self, run: Any, name: str) -> Any:
         from sqlalchemy import select
 
-        from cryoweave.store._sets import set_handle
+        from cryoweave.store import set_handle
         from cryoweave.store.schema import SetRow
 
         with self.ctx.project.reader() as s:
