@@ -13,8 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import func, select
 
-from cryoweave.store import Project
-from cryoweave.store import SET_TYPES
+from cryoweave.store import SET_TYPES, Project
 from cryoweave.store.schema import Run, SetRow, StepRow
 
 

@@ -31,7 +31,7 @@ from cryoweave.store.writers import append_items, derive_items, put_optics, retr
 from cryoweave.workflow._config import QueueConfig, load_config
 from cryoweave.workflow._executors import Executor, _attach_run_log, make_queue_executor
 from cryoweave.workflow._runs import load_run_protocol
-from cryoweave.workflow._streams import BatchStream, WatchStream
+from cryoweave.workflow._streams import BatchStream, StreamBatch, WatchStream
 
 POLL_INTERVAL_S = 0.2
 _PARTIAL_WRITE = re.compile(r"\..+\.[0-9a-f]{8}\.part")  # formats._atomic.temporary_path
@@ -324,6 +324,11 @@ class Runner:
                                  step_key=step_key))
         self._report_totals()
 
+    def _record_batch(self, batch: StreamBatch | None) -> None:
+        """Register a stream's new steps with its cursor (one transaction)."""
+        if batch is not None:
+            self.register_steps(batch.steps, cursor=batch.cursor, units=batch.units)
+
     def _retract(self, session: Any, row: StepRow) -> None:
         for name, (set_id, seq) in (row.published or {}).items():
             handle = self.outputs.get(name) or set_handle(self.project, set_id)
@@ -407,8 +412,10 @@ class Runner:
 
     def _loop(self, plan: Plan, executor: Executor) -> None:
         streams: list[BatchStream | WatchStream] = [
-            BatchStream(self, spec) if isinstance(spec, ForEachBatch)
-            else WatchStream(self, spec, i) for i, spec in enumerate(plan.streams)]
+            BatchStream(self.project, self.run_id, self.inputs, spec, self.log)
+            if isinstance(spec, ForEachBatch)
+            else WatchStream(self.project, self.run_id, spec, i, self.log)
+            for i, spec in enumerate(plan.streams)]
         running: dict[Any, tuple[_StepState, float, str | None]] = {}
         # GPUs of a local queue, shared out one per concurrent GPU step
         free_gpus = list(self.queue_config.devices)
@@ -425,14 +432,14 @@ class Runner:
                     if streams and all(st.graceful_stop for st in streams):
                         self.log.info("stop requested: closing the streams, finishing work")
                         for st in streams:
-                            st.stop()
+                            self._record_batch(st.stop())
                     else:
                         self.log.info("stop requested: aborting after running steps")
                         aborting = True
             if failure is None and not aborting:
                 for st in streams:
                     if not st.done:
-                        st.poll()
+                        self._record_batch(st.poll())
                 free = capacity - len(running)
                 for state in self._ready()[:max(0, free)]:
                     gpu_id = None
