@@ -104,18 +104,15 @@ def resolve_device(device: str) -> str:
 
 
 def output_set(project: Any, target: str) -> Any:
-    from sqlalchemy import select
-
-    from cryoweave.store import set_handle
-    from cryoweave.store.schema import SetRow
+    from cryoweave.store import queries, set_handle
 
     run_ref, _, output = target.rpartition(".")
     if not run_ref or not output:
         raise ParamError(f"expected RUN.OUTPUT (e.g. 3.particles), got {target!r}")
     run = project.get_run(run_ref)
-    with project.reader() as s:
-        row = s.scalar(select(SetRow).where(SetRow.run_id == run.id, SetRow.name == output))
-        names = list(s.scalars(select(SetRow.name).where(SetRow.run_id == run.id)))
-    if row is None:
-        raise ParamError(f"run {run.id} has no output {output!r}; outputs: {', '.join(names)}")
-    return set_handle(project, row.id, row.kind)
+    outputs = queries.run_outputs(project, run.id)
+    found = next((o for o in outputs if o["name"] == output), None)
+    if found is None:
+        names = ", ".join(o["name"] for o in outputs)
+        raise ParamError(f"run {run.id} has no output {output!r}; outputs: {names}")
+    return set_handle(project, found["set"], found["kind"])

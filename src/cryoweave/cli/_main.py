@@ -8,6 +8,7 @@ handling; the other commands already live beside it (``_tools``, ``_workflow``, 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -234,22 +235,24 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
 @json_option("the runs (a list of run objects, with their summaries)")
 def runs(project_dir: str, db_url: str | None, as_json: bool) -> None:
     """List the runs of a project (tab-separated when piped)."""
-    from cryoweave.workflow import outputs_dict, run_dict, run_state
+    from cryoweave.store import queries
 
     project = open_project(project_dir, db_url)
     if as_json:
+        from cryoweave.workflow import run_dict
+
         echo_json([run_dict(project, run) for run in project.list_runs()])
         return
     rows = []
-    for run in project.list_runs():
-        outputs = outputs_dict(project, run.id, files=False)
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started_at)) \
-            if run.started_at else ""
-        duration = f"{run.finished_at - run.started_at:.1f} s" \
-            if run.started_at and run.finished_at else ""
-        rows.append((run.id, shown_label(run.label), run.protocol.split(":")[-1], run_state(run),
+    for run in queries.list_runs(project, sizes=True):
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(
+            datetime.datetime.fromisoformat(run["started_at"]).timestamp())) \
+            if run["started_at"] else ""
+        duration = f"{run['duration_s']:.1f} s" if run["duration_s"] is not None else ""
+        rows.append((run["id"], shown_label(run["label"]), run["protocol_name"], run["state"],
                      started, duration,
-                     ", ".join(f"{n}: {o['size']} ({o['state']})" for n, o in outputs.items())))
+                     ", ".join(f"{o['name']}: {o['size']} ({o['state']})"
+                               for o in run["outputs"])))
     print_table(("id", "label", "protocol", "status", "started", "duration", "outputs"), rows,
                 whole=4)
 
@@ -261,9 +264,7 @@ def runs(project_dir: str, db_url: str | None, as_json: bool) -> None:
 @json_option("the run object")
 def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> None:
     """Show a run: parameters, status, steps, outputs, summary and recent problems."""
-    from sqlalchemy import select
-
-    from cryoweave.store.schema import Event
+    from cryoweave.store import queries
     from cryoweave.workflow import run_dict
 
     project = open_project(project_dir, db_url)
@@ -278,10 +279,7 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
         out.print(f"[red]error:[/red] {escape(run.error)}")
     out.print(f"folder: {report['folder']}", highlight=False)
     out.print("params: " + json.dumps(run.params, indent=2), highlight=False, markup=False)
-    with project.reader() as s:
-        events = list(s.scalars(select(Event).where(Event.run_id == run.id,
-                                                    Event.level == "error")
-                                .order_by(Event.id.desc()).limit(10)))
+    events = queries.run_events(project, run.id, limit=10, level="error")
     counts = report["steps"]
     out.print("steps: " + (", ".join(f"{n} {k}" for k, n in counts.items()) or "none"))
     for device, keys in sorted(report["devices"].items()):
@@ -294,10 +292,10 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
         out.print(f"output {name}: set {info['set']}, {info['size']} {info['kind']}, "
                   f"{info['state']}")
     _print_summary(report["summary"])
-    for event in reversed(events):
-        item = (event.data or {}).get("item_id")
+    for event in events:  # oldest first
+        item = (event["data"] or {}).get("item_id")
         where = f" (item {item})" if item is not None else ""
-        out.print(f"[red]{event.kind}[/red]{where}: {event.message}")
+        out.print(f"[red]{event['kind']}[/red]{where}: {event['message']}")
 
 
 @cli.command()

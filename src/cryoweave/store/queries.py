@@ -24,6 +24,7 @@ PAGE_LIMIT_MAX = 500  # rows of a set page, whatever the request asks
 
 
 def iso_time(timestamp: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC (``2026-11-27T17:02:55+00:00``); ``None`` stays."""
     if timestamp is None:
         return None
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
@@ -38,7 +39,8 @@ def process_gone(run: Any) -> bool:
     return not pid_alive(run.pid)
 
 
-def _state(run: Any) -> str:
+def run_state(run: Any) -> str:
+    """The run's status, saying so when a "running" run's process (on this host) is gone."""
     return "running (process gone: continue it)" if process_gone(run) else run.status
 
 
@@ -47,7 +49,7 @@ def _run_row(run: Any, steps: dict[str, int], outputs: list[dict[str, Any]]) -> 
     return {
         "id": run.id, "label": run.label, "protocol": run.protocol,
         "protocol_name": run.protocol.split(":")[-1], "status": run.status,
-        "state": _state(run), "process_gone": process_gone(run), "error": run.error,
+        "state": run_state(run), "process_gone": process_gone(run), "error": run.error,
         "folder": run.folder, "queue": run.queue, "host": run.host,
         "created_at": iso_time(run.created_at), "started_at": iso_time(run.started_at),
         "finished_at": iso_time(run.finished_at),
@@ -56,32 +58,123 @@ def _run_row(run: Any, steps: dict[str, int], outputs: list[dict[str, Any]]) -> 
     }
 
 
-def list_runs(project: Project, search: str | None = None) -> list[dict[str, Any]]:
+def list_runs(project: Project, search: str | None = None, *, run_ids: list[int] | None = None,
+              sizes: bool = False) -> list[dict[str, Any]]:
     """Every run with its step counts and outputs (name, kind, state, set id): three queries.
 
-    ``search`` keeps runs whose label, protocol or status contains it (any case).
+    ``search`` keeps runs whose label, protocol or status contains it (any case); ``run_ids``
+    keeps those runs, in that order; ``sizes`` adds each output's item count (``size``), one
+    grouped count per item table.
     """
+    stmt = select(Run.id, Run.label, Run.protocol, Run.status, Run.error, Run.folder, Run.queue,
+                  Run.created_at, Run.started_at, Run.finished_at, Run.pid, Run.host)
+    steps_stmt = select(StepRow.run_id, StepRow.status, func.count())
+    sets_stmt = select(SetRow.id, SetRow.run_id, SetRow.name, SetRow.kind, SetRow.state,
+                       SetRow.version)
+    if run_ids is not None:
+        stmt = stmt.where(Run.id.in_(run_ids))
+        steps_stmt = steps_stmt.where(StepRow.run_id.in_(run_ids))
+        sets_stmt = sets_stmt.where(SetRow.run_id.in_(run_ids))
     with project.reader() as s:
-        runs = list(s.execute(select(Run.id, Run.label, Run.protocol, Run.status, Run.error,
-                                     Run.folder, Run.queue, Run.created_at, Run.started_at,
-                                     Run.finished_at, Run.pid, Run.host).order_by(Run.id)))
-        step_rows = s.execute(select(StepRow.run_id, StepRow.status, func.count())
-                              .group_by(StepRow.run_id, StepRow.status)).all()
-        set_rows = s.execute(select(SetRow.id, SetRow.run_id, SetRow.name, SetRow.kind,
-                                    SetRow.state, SetRow.version).order_by(SetRow.id)).all()
+        runs = list(s.execute(stmt.order_by(Run.id)))
+        step_rows = s.execute(steps_stmt.group_by(StepRow.run_id, StepRow.status)).all()
+        set_rows = s.execute(sets_stmt.order_by(SetRow.id)).all()
+        counts = _item_counts(s, [(r[0], r[3]) for r in set_rows]) if sizes else {}
     steps: dict[int, dict[str, int]] = {}
     for run_id, status, count in step_rows:
         steps.setdefault(run_id, {})[status] = int(count)
     outputs: dict[int, list[dict[str, Any]]] = {}
     for set_id, run_id, name, kind, state, version in set_rows:
-        outputs.setdefault(run_id, []).append(
-            {"set": set_id, "name": name, "kind": kind, "state": state, "version": version})
+        output = {"set": set_id, "name": name, "kind": kind, "state": state, "version": version}
+        if sizes:
+            output["size"] = counts.get(set_id, 0)
+        outputs.setdefault(run_id, []).append(output)
     rows = [_run_row(run, steps.get(run.id, {}), outputs.get(run.id, [])) for run in runs]
+    if run_ids is not None:
+        position = {run_id: i for i, run_id in enumerate(run_ids)}
+        rows.sort(key=lambda r: position[r["id"]])
     if search:
         needle = search.strip().lower()
         rows = [r for r in rows if any(needle in str(r[k] or "").lower()
                                        for k in ("label", "protocol", "state", "id"))]
     return rows
+
+
+def _item_counts(session: Any, sets: list[tuple[int, str]]) -> dict[int, int]:
+    """Item count per set id for ``(set id, kind)`` pairs: one grouped query per kind."""
+    by_kind: dict[str, list[int]] = {}
+    for set_id, kind in sets:
+        by_kind.setdefault(kind, []).append(set_id)
+    counts: dict[int, int] = {}
+    for kind, ids in by_kind.items():
+        table = ITEM_TABLES[kind]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            counts.update((int(set_id), int(n)) for set_id, n in session.execute(
+                select(table.set_id, func.count()).where(table.set_id.in_(chunk))
+                .group_by(table.set_id)))
+    return counts
+
+
+# -- one run ----------------------------------------------------------------------------------
+FAILED_ITEMS_KEY = "failed_item_ids"  # in a step's recorded result
+
+
+def run_outputs(project: Project, run_id: int, *, sizes: bool = False) -> list[dict[str, Any]]:
+    """The run's output sets by id: ``set``, ``name``, ``kind``, ``state``, ``version``
+    (and ``size``, the item count, with ``sizes``)."""
+    with project.reader() as s:
+        rows = s.execute(select(SetRow.id, SetRow.name, SetRow.kind, SetRow.state,
+                                SetRow.version).where(SetRow.run_id == run_id)
+                         .order_by(SetRow.id)).all()
+        counts = _item_counts(s, [(r[0], r[2]) for r in rows]) if sizes else {}
+    outputs = []
+    for set_id, name, kind, state, version in rows:
+        output = {"set": set_id, "name": name, "kind": kind, "state": state, "version": version}
+        if sizes:
+            output["size"] = counts.get(set_id, 0)
+        outputs.append(output)
+    return outputs
+
+
+def step_counts(project: Project, run_id: int) -> dict[str, int]:
+    """Steps of a run per status (``{"done": 12, "pending": 3}``), statuses sorted."""
+    with project.reader() as s:
+        rows = s.execute(select(StepRow.status, func.count()).where(
+            StepRow.run_id == run_id).group_by(StepRow.status)).all()
+    return {str(status): int(n) for status, n in sorted(rows)}
+
+
+def step_devices(project: Project, run_id: int) -> dict[str, list[str]]:
+    """Device (``cpu``/``gpu``) → keys of the run's steps that recorded it, in step order."""
+    devices: dict[str, list[str]] = {}
+    with project.reader() as s:
+        for key, result in s.execute(select(StepRow.key, StepRow.result).where(
+                StepRow.run_id == run_id).order_by(StepRow.id)).all():
+            device = result.get("device") if isinstance(result, dict) else None
+            if device:
+                devices.setdefault(str(device), []).append(key)
+    return devices
+
+
+def step_results(project: Project, run_id: int) -> dict[str, dict[str, Any]]:
+    """Step key → recorded result of the run's finished steps."""
+    with project.reader() as s:
+        return {key: dict(result or {}) for key, result in s.execute(
+            select(StepRow.key, StepRow.result).where(StepRow.run_id == run_id,
+                                                      StepRow.status == "done"))}
+
+
+def failed_items(project: Project, run_id: int) -> tuple[int, str | None]:
+    """(number of input items the finished steps of a run reported as failed, one message)."""
+    with project.reader() as s:
+        results = s.scalars(select(StepRow.result).where(StepRow.run_id == run_id,
+                                                         StepRow.status == "done"))
+        count = sum(len((r or {}).get(FAILED_ITEMS_KEY) or []) for r in results)
+        message = s.scalar(select(Event.message).where(
+            Event.run_id == run_id, Event.kind == "item_failed").order_by(Event.id.desc())
+            .limit(1)) if count else None
+    return count, message
 
 
 def lineage(project: Project) -> list[dict[str, Any]]:
@@ -118,11 +211,14 @@ def run_steps(project: Project, run_id: int, limit: int = 200) -> list[dict[str,
 
 
 def run_events(project: Project, run_id: int | None = None, after_id: int = 0,
-               limit: int = 200) -> list[dict[str, Any]]:
-    """Events (newest ``limit`` after ``after_id``) of one run, or of all runs."""
+               limit: int = 200, *, level: str | None = None) -> list[dict[str, Any]]:
+    """Events (newest ``limit`` after ``after_id``, oldest first) of one run, or of all runs;
+    ``level`` keeps one level (``"error"``)."""
     stmt = select(Event).where(Event.id > after_id)
     if run_id is not None:
         stmt = stmt.where(Event.run_id == run_id)
+    if level is not None:
+        stmt = stmt.where(Event.level == level)
     with project.reader() as s:
         rows = list(s.scalars(stmt.order_by(Event.id.desc()).limit(limit)))
         return [{"id": e.id, "run": e.run_id, "time": iso_time(e.time), "level": e.level,
@@ -286,7 +382,7 @@ def streaming_status(project: Project, window_s: float = 60.0) -> dict[str, Any]
                              "per_min": round(float(fresh or 0) * 60.0 / window_s, 1),
                              "last_item_at": iso_time(last_step.get(run_id))})
     run_rows = [{"id": r.id, "label": r.label, "protocol_name": r.protocol.split(":")[-1],
-                 "status": r.status, "state": _state(r),
+                 "status": r.status, "state": run_state(r),
                  "stop_requested": bool(r.stop_requested),
                  "last_item_at": iso_time(last_step.get(r.id)),
                  "failed_items": int(failed.get(r.id, 0))} for r in runs]

@@ -26,6 +26,7 @@ from cryoweave.plugin._plan import ForEachBatch, Plan, Step, StepContext, StepRe
 from cryoweave.plugin._protocol import PlanContext
 from cryoweave.store._project import Project, pid_alive
 from cryoweave.store._sets import SET_TYPES, SetHandle, set_handle
+from cryoweave.store.queries import FAILED_ITEMS_KEY, failed_items
 from cryoweave.store.schema import Event, Run, SetRow, StepRow, StreamCursor, StreamUnit
 from cryoweave.store.writers import append_items, derive_items, put_optics, retract_items
 from cryoweave.workflow._config import QueueConfig, load_config
@@ -72,21 +73,6 @@ class RunSummary:
     seconds: float = 0.0
     outputs: dict[str, int] = field(default_factory=dict)
     failed_items: int = 0  # input items that steps reported as failed (the run goes on)
-
-
-FAILED_ITEMS_KEY = "failed_item_ids"  # in a step's recorded result
-
-
-def failed_items(project: Project, run_id: int) -> tuple[int, str | None]:
-    """(number of input items the finished steps of a run reported as failed, one message)."""
-    with project.reader() as s:
-        results = s.scalars(select(StepRow.result).where(StepRow.run_id == run_id,
-                                                         StepRow.status == "done"))
-        count = sum(len((r or {}).get(FAILED_ITEMS_KEY) or []) for r in results)
-        message = s.scalar(select(Event.message).where(
-            Event.run_id == run_id, Event.kind == "item_failed").order_by(Event.id.desc())
-            .limit(1)) if count else None
-    return count, message
 
 
 def _json_safe(value: Any) -> Any:
