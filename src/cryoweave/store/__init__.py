@@ -5,31 +5,35 @@ the set types (:class:`ParticleSet`, ...) read and write items without SQL strin
 :mod:`cryoweave.store.queries` is the read API the CLI and the GUI use;
 :mod:`cryoweave.store.writers` publishes items inside the runtime's transactions;
 :mod:`cryoweave.store.schema` holds the SQLAlchemy models.
+
+The names below load on first use (PEP 562): the set types import SQLAlchemy only when they
+read or write, so that `cryoweave form` (which declares inputs by set type) does not import it.
 """
 
-from cryoweave.store._project import DB_FILENAME, Project, pid_alive, run_folder_name
-from cryoweave.store._sets import (
-    SET_TYPES,
-    MicrographSet,
-    ParticleSet,
-    RecordSet,
-    SetHandle,
-    SetQuery,
-    VolumeSet,
-    set_handle,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DB_FILENAME",
-    "SET_TYPES",
-    "MicrographSet",
-    "ParticleSet",
-    "Project",
-    "RecordSet",
-    "SetHandle",
-    "SetQuery",
-    "VolumeSet",
-    "pid_alive",
-    "run_folder_name",
-    "set_handle",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DB_FILENAME": "_project",
+    "Project": "_project",
+    "pid_alive": "_project",
+    "run_folder_name": "_project",
+    "SET_TYPES": "_sets",
+    "MicrographSet": "_sets",
+    "ParticleSet": "_sets",
+    "RecordSet": "_sets",
+    "SetHandle": "_sets",
+    "SetQuery": "_sets",
+    "VolumeSet": "_sets",
+    "set_handle": "_sets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
