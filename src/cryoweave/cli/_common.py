@@ -81,7 +81,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
 def shown_label(label: str | None) -> str:
     """A run label for output: control characters (refused for new labels, possible in
     older projects) written as escapes, never sent raw to a terminal."""
-    from cryoweave.workflow import label_problem
+    from cryoweave.store import label_problem
 
     if not label:
         return ""

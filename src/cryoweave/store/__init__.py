@@ -17,6 +17,8 @@ from typing import Any
 
 _EXPORTS = {
     "DB_FILENAME": "_project",
+    "MAX_LABEL_LENGTH": "_labels",
+    "label_problem": "_labels",
     "Project": "_project",
     "pid_alive": "_project",
     "run_folder_name": "_project",

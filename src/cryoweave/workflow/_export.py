@@ -210,16 +210,6 @@ def export_set(handle: SetHandle, path: str | Path, *, copy_stacks: bool = False
 
 def set_files(handle: SetHandle, limit: int = 1000) -> list[str]:
     """The files an output set refers to (stacks, micrographs, maps), at most ``limit``."""
-    table = handle.table
-    if isinstance(handle, ParticleSet):
-        column = "image_path"
-    elif isinstance(handle, MicrographSet | VolumeSet):
-        column = "path"
-    else:
-        return []
-    from sqlalchemy import select
+    from cryoweave.store import queries
 
-    with handle.project.reader() as s:
-        rows = s.execute(select(table.c[column]).distinct().where(table.c.set_id == handle.id)
-                         .limit(limit)).scalars().all()
-    return sorted(r for r in rows if r)
+    return queries.set_files(handle.project, handle.id, limit)

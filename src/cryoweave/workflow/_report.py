@@ -36,9 +36,7 @@ def set_dict(handle: SetHandle, *, files: bool = True) -> dict[str, Any]:
     report = {"set": handle.id, "name": row.name, "kind": row.kind, "state": row.state,
               "size": handle.count()}
     if files:
-        from cryoweave.workflow._export import set_files
-
-        report["files"] = set_files(handle)
+        report["files"] = queries.set_files(handle.project, handle.id)
     return report
 
 
