@@ -276,12 +276,15 @@ def set_size(project: Project, set_id: int) -> tuple[int, int]:
 
 def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100,
              sort: str = "item_id", descending: bool = False,
-             total: int | None = None) -> dict[str, Any]:
+             total: int | None = None,
+             where: dict[str, Any] | None = None) -> dict[str, Any]:
     """One page of a set's items in typed columns, sorted by one typed column.
 
-    ``limit`` is capped at :data:`PAGE_LIMIT_MAX`; ``sort`` must be a typed column; ``total``
-    (the item count, e.g. remembered per set version) saves counting the set again. A page
-    in the second half is read from the other end (a short offset on the reversed order).
+    ``limit`` is capped at :data:`PAGE_LIMIT_MAX`; ``sort`` must be a typed column; ``where``
+    keeps items whose typed columns equal the given values (``{"half": 1}``); ``total`` (the
+    item count, e.g. remembered per set version; with ``where``, of the matching items) saves
+    counting again. A page in the second half is read from the other end (a short offset on
+    the reversed order).
     """
     with project.reader() as s:
         row = s.get(SetRow, set_id)
@@ -292,7 +295,17 @@ def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100
     columns = typed_columns(table.__table__)
     if sort not in columns:
         raise ParamError(f"cannot sort by {sort!r}; sortable columns: {', '.join(columns)}")
-    if total is None:
+    unknown = sorted(set(where or {}) - set(columns))
+    if unknown:
+        raise ParamError(f"cannot filter by {', '.join(map(repr, unknown))}; "
+                         f"typed columns: {', '.join(columns)}")
+    conditions = [table.set_id == set_id,
+                  *(getattr(table, name) == value for name, value in (where or {}).items())]
+    if total is None and where:
+        with project.reader() as s:
+            total = int(s.scalar(select(func.count()).select_from(table).where(*conditions))
+                        or 0)
+    elif total is None:
         total = set_size(project, set_id)[0]
     limit = max(1, min(int(limit), PAGE_LIMIT_MAX))
     offset = max(0, int(offset))
@@ -304,7 +317,7 @@ def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100
         first, count = offset, limit
     down = descending != reverse
     key = getattr(table, sort)
-    stmt = (select(*[getattr(table, c) for c in columns]).where(table.set_id == set_id)
+    stmt = (select(*[getattr(table, c) for c in columns]).where(*conditions)
             .order_by(key.desc() if down else key.asc(),
                       table.item_id.desc() if down else table.item_id.asc())
             .offset(first).limit(count))
@@ -327,6 +340,22 @@ def set_item(project: Project, set_id: int, item_id: int) -> dict[str, Any]:
         raise StorageError(f"set {set_id} has no item {item_id} (it does not exist)")
     return {"kind": info["kind"], "version": info["version"], **dict(zip(info["columns"], row,
                                                                          strict=True))}
+
+
+FILE_COLUMNS = {"particles": "image_path", "micrographs": "path", "volumes": "path"}
+
+
+def set_files(project: Project, set_id: int, limit: int = 1000) -> list[str]:
+    """The files a set refers to (stacks, micrographs, maps), sorted, at most ``limit``."""
+    with project.reader() as s:
+        kind = s.scalar(select(SetRow.kind).where(SetRow.id == set_id))
+        column = FILE_COLUMNS.get(kind or "")
+        if column is None:
+            return []
+        table = ITEM_TABLES[kind].__table__
+        rows = s.execute(select(table.c[column]).distinct().where(table.c.set_id == set_id)
+                         .limit(limit)).scalars().all()
+    return sorted(r for r in rows if r)
 
 
 def compatible_outputs(project: Project, kind: str) -> list[dict[str, Any]]:
