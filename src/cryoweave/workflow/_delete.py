@@ -8,7 +8,7 @@ import shutil
 from sqlalchemy import delete
 
 from cryoweave.errors import StorageError
-from cryoweave.store._project import Project
+from cryoweave.store import Project
 from cryoweave.store.queries import process_gone
 from cryoweave.store.schema import ITEM_TABLES, OpticsGroupRow, Run, SetRow
 

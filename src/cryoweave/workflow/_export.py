@@ -19,7 +19,7 @@ import pandas as pd
 from cryoweave.errors import InputError
 from cryoweave.formats import ParticleTable, atomic_path, write_star_blocks
 from cryoweave.formats.star import particles_to_blocks
-from cryoweave.store._sets import MicrographSet, ParticleSet, RecordSet, SetHandle, VolumeSet
+from cryoweave.store import MicrographSet, ParticleSet, RecordSet, SetHandle, VolumeSet
 
 # labels written with a fixed number of decimals (RELION writes angles and shifts "%.6f")
 FIXED_PRECISION_LABELS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst",

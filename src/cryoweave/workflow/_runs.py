@@ -16,13 +16,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from cryoweave.errors import CryoweaveError, ParamError, StorageError
-from cryoweave.plugin._inputs import InputRef, InputSpec
-from cryoweave.plugin._preview import SetPreview
-from cryoweave.plugin._protocol import Protocol
-from cryoweave.plugin._registry import registry
-from cryoweave.store._labels import label_problem
-from cryoweave.store._project import Project, run_folder_name
-from cryoweave.store._sets import SET_TYPES, SetHandle
+from cryoweave.plugin import InputRef, Protocol, SetPreview, registry
+from cryoweave.plugin._inputs import InputSpec
+from cryoweave.store import SET_TYPES, Project, SetHandle, label_problem, run_folder_name
 from cryoweave.store.schema import Run, SetRow
 from cryoweave.store.writers import create_set
 
@@ -159,7 +155,7 @@ def _check_path(name: str, path: str) -> str | None:
 
 def path_params(model: Any) -> list[str]:
     """Params declared with ``param(path=True)`` (files, folders, glob patterns)."""
-    from cryoweave.plugin._params import field_meta
+    from cryoweave.plugin import field_meta
 
     return [name for name in model.model_fields
             if field_meta(model, name).get("format") == "path"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from cryoweave.errors import StepFailed
-from cryoweave.plugin._plan import ForEachBatch, ItemBatch, Step, Watch, WorkUnit
+from cryoweave.plugin import ForEachBatch, ItemBatch, Step, Watch, WorkUnit
 from cryoweave.store import Project, SetHandle, pid_alive
 from cryoweave.store.schema import Run, SetRow, StreamCursor, StreamUnit
 

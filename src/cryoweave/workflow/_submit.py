@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from cryoweave.errors import CryoweaveError, ParamError, StorageError
-from cryoweave.plugin._protocol import Protocol
-from cryoweave.store._project import Project
+from cryoweave.plugin import Protocol
+from cryoweave.store import Project
 from cryoweave.store.schema import SetRow
 from cryoweave.workflow._runs import (
     PendingImport,

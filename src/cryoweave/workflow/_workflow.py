@@ -22,9 +22,8 @@ from typing import Any
 import yaml
 
 from cryoweave.errors import CryoweaveError, InputError, ParamError
-from cryoweave.plugin._protocol import Protocol
-from cryoweave.plugin._registry import registry
-from cryoweave.store._project import Project
+from cryoweave.plugin import Protocol, registry
+from cryoweave.store import Project
 from cryoweave.store.schema import Run, SetRow
 from cryoweave.workflow._config import load_config
 from cryoweave.workflow._param_files import parse_json, parse_yaml, read_text_utf8
