@@ -137,6 +137,18 @@ def run_outputs(project: Project, run_id: int, *, sizes: bool = False) -> list[d
     return outputs
 
 
+def output_set_id(project: Project, run_id: int, name: str) -> int | None:
+    """The id of the run's output set called ``name`` (None when it has none)."""
+    with project.reader() as s:
+        return s.scalar(select(SetRow.id).where(SetRow.run_id == run_id, SetRow.name == name))
+
+
+def run_id_for_label(project: Project, label: str) -> int | None:
+    """The id of the run labelled ``label`` (None when no run has that label)."""
+    with project.reader() as s:
+        return s.scalar(select(Run.id).where(Run.label == label))
+
+
 def step_counts(project: Project, run_id: int) -> dict[str, int]:
     """Steps of a run per status (``{"done": 12, "pending": 3}``), statuses sorted."""
     with project.reader() as s:

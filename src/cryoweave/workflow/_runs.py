@@ -18,8 +18,8 @@ from sqlalchemy import select
 from cryoweave.errors import CryoweaveError, ParamError, StorageError
 from cryoweave.plugin import InputRef, Protocol, SetPreview, registry
 from cryoweave.plugin._inputs import InputSpec
-from cryoweave.store import SET_TYPES, Project, SetHandle, label_problem, run_folder_name
-from cryoweave.store.schema import Run, SetRow
+from cryoweave.store import SET_TYPES, Project, SetHandle, label_problem, queries, run_folder_name
+from cryoweave.store.schema import Run
 from cryoweave.store.writers import create_set
 
 RUN_SUBFOLDERS = ("extra", "tmp", "logs")
@@ -28,8 +28,7 @@ def check_label(label: str | None, project: Project | None = None) -> None:
     project, is already used there."""
     problem = label_problem(label)
     if problem is None and label and project is not None:
-        with project.reader() as s:
-            used = s.scalar(select(Run.id).where(Run.label == label))
+        used = queries.run_id_for_label(project, label)
         if used is not None:
             problem = (f"run label {label!r} is already used in this project (run {used}); "
                        "choose another label")
@@ -115,17 +114,16 @@ def _resolve_ref(project: Project | None, name: str, ref: InputRef, kind: str
     if run is None:
         return None, (f"input {name!r}: there is no run {ref.run!r} in this project "
                       "(`cryoweave runs` lists runs by id and label)")
-    with project.reader() as s:
-        sets = {row.name: row for row in s.scalars(select(SetRow).where(SetRow.run_id == run.id))}
-    row = sets.get(ref.output or "")
-    if row is None:
+    sets = {o["name"]: o for o in queries.run_outputs(project, run.id)}
+    output = sets.get(ref.output or "")
+    if output is None:
         outs = ", ".join(sorted(sets)) or "none"
         return None, (f"input {name!r}: run {run.id} ({run.protocol}) has no output "
                       f"{ref.output!r}; its outputs are: {outs}")
-    if row.kind != kind:
+    if output["kind"] != kind:
         return None, (f"input {name!r} expects a {kind} set, but run {run.id} output "
-                      f"{ref.output!r} is a {row.kind} set")
-    return row.id, None
+                      f"{ref.output!r} is a {output['kind']} set")
+    return output["set"], None
 
 
 def _unknown_label(project: Project | None, run: Any) -> bool:
