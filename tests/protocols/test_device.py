@@ -152,7 +152,7 @@ def test_cpu_results_are_the_engine_computation(cpu_runs):
 @pytest.mark.parametrize(("device", "gpu"), [("cpu", False), ("gpu", True)])
 def test_compute_steps_ask_for_a_gpu_on_a_gpu_run(cpu_runs, monkeypatch, tmp_path, device, gpu):
     """Planning only (no step runs): Resources(gpu=True) exactly when the run's device is gpu."""
-    from cryoweave.protocols import _device
+    from cryoweave.protocols._shared import device as _device
 
     monkeypatch.setattr(_device, "resolve_device", lambda d: d)  # plan as if a GPU were there
     project, simulation = cpu_runs["SimulateParticles"]
