@@ -142,7 +142,9 @@ def test_projects_made_before_the_queue_column_still_open(tmp_path):
                                     {"n_steps": 1})
     project.close()
     with sqlite3.connect(tmp_path / "p" / "project.sqlite") as conn:
-        conn.execute("ALTER TABLE runs DROP COLUMN queue")  # as an older cryoweave wrote it
+        # as an older cryoweave wrote it: no queue column, and no migrations table either
+        conn.execute("ALTER TABLE runs DROP COLUMN queue")
+        conn.execute("DROP TABLE alembic_version")
     with Project.open(tmp_path / "p") as reopened:
         run = reopened.get_run(summary.run_id)
         assert run.status == "finished" and run.queue is None
