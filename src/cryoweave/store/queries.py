@@ -1,9 +1,14 @@
 """Read queries for browsing a project: runs, steps, events, outputs, lineage, set pages.
 
-The web GUI (and anything else that browses a project) reads through these functions and never
-writes SQL of its own. Each function is one or a few queries, whatever the project's size, so a
-project of hundreds of runs and sets of a million items stay fast. Results are plain JSON-ready
-dicts whose keys match :func:`cryoweave.workflow.run_dict` where they overlap.
+The CLI (``runs``, ``show``, ``workflow run``'s status), the web GUI and the run reports read
+through these functions and never write SQL of their own. Each function is one or a few
+queries, whatever the project's size, so a project of hundreds of runs and sets of a million
+items stay fast. Results are plain JSON-ready dicts whose keys match
+:func:`cryoweave.workflow.run_dict` where they overlap. The contract is tested on SQLite and
+PostgreSQL (tests/store/test_queries_contract.py).
+
+One module (a little over 400 lines) on purpose: it is the whole read API, in sections (runs,
+one run, events, sets, streaming), and a reader looks for a query in one place.
 """
 
 from __future__ import annotations
