@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import Section  # noqa: E402
 
-from cryoweave.workflow import ParticleSet, Project  # noqa: E402
-from cryoweave.workflow._schema import Run, SetRow  # noqa: E402
+from cryoweave.store import ParticleSet, Project  # noqa: E402
+from cryoweave.store.schema import Run, SetRow  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 

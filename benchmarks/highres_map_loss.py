@@ -54,8 +54,8 @@ from cryoweave.protocols.highres._state import (
     iteration_dir,
     with_poses,
 )
-from cryoweave.workflow import Project, VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import Project, VolumeSet
+from cryoweave.workflow import run_protocol
 
 CASES = {
     "phantom": {"box_px": 64, "pixel_size_a": 2.0, "symmetry": "c1"},

@@ -24,8 +24,8 @@ from common import Section, rate
 from cryoweave.demo.synthetic import particle_table
 from cryoweave.formats import ParticleTable, write_particles_star
 from cryoweave.plugin import registry
-from cryoweave.workflow import ParticleSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import ParticleSet
+from cryoweave.workflow import run_protocol
 
 
 def make_star(folder: Path, n: int) -> Path:

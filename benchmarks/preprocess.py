@@ -313,7 +313,7 @@ def streaming_throughput(n: int = 8, shape: tuple[int, int] = (4096, 4096)) -> o
 
     from cryoweave.formats import write_mrc
     from cryoweave.plugin import registry
-    from cryoweave.workflow._submit import run_protocol
+    from cryoweave.workflow import run_protocol
 
     example = json.loads((Path(__file__).resolve().parents[1] / "examples" /
                           "facility_workflow.json").read_text())

@@ -28,8 +28,8 @@ from common import Section
 from cryoweave.engine import fsc, lowpass_filter_a
 from cryoweave.formats import read_volume, write_mrc
 from cryoweave.plugin import registry
-from cryoweave.workflow import RecordSet, VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import RecordSet, VolumeSet
+from cryoweave.workflow import run_protocol
 
 BOX, PIXEL = 64, 2.0
 

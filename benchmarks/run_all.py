@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[dict, dict]] = {
     "alignment": ({"n": 3000}, {"n": 300}),
     "refine": ({"n": 3000}, {"n": 500}),
     "gui": ({"runs": 200, "n": 1_000_000}, {"runs": 50, "n": 100_000, "idle_s": 5.0}),
+    "startup": ({"repeat": 7}, {"repeat": 3}),
 }
 MARK = "<!-- benchmark:{} -->"
 

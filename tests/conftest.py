@@ -81,7 +81,7 @@ def toy_plugins(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def tmp_project(tmp_path: Path):
     """A fresh project (SQLite) in a temporary folder."""
-    from cryoweave.workflow import Project
+    from cryoweave.store import Project
 
     project = Project.create(tmp_path / "project")
     yield project

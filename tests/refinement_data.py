@@ -7,8 +7,8 @@ import numpy as np
 from cryoweave.engine import euler_to_matrix, fsc, symmetry_aware_angular_distance
 from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
-from cryoweave.workflow import ParticleSet, VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import ParticleSet, VolumeSet
+from cryoweave.workflow import run_protocol
 
 
 def run(project_dir, name, params, workers=2):

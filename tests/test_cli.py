@@ -79,8 +79,8 @@ def test_a_used_label_is_refused_before_the_implicit_import(run_cli, tmp_path):
 
 def test_runs_and_show_never_print_control_characters_of_older_labels(run_cli, tmp_path):
     from cryoweave.plugin import registry
-    from cryoweave.workflow._schema import Run
-    from cryoweave.workflow._submit import prepare_run
+    from cryoweave.store.schema import Run
+    from cryoweave.workflow import prepare_run
 
     project, run_id = prepare_run(tmp_path / "proj", registry().get("ToySteps"),
                                   {"n_steps": 1}, label="fine")

@@ -10,8 +10,7 @@ import pytest
 
 from cryoweave.errors import InputError
 from cryoweave.formats import write_mrc
-from cryoweave.workflow._param_files import parse_yaml
-from cryoweave.workflow._workflow import load_workflow
+from cryoweave.workflow import load_workflow, parse_yaml
 
 
 def micrographs(folder, good, bad, **params):

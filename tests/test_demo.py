@@ -7,8 +7,8 @@ from rich.console import Console
 
 from cryoweave.demo import run_demo
 from cryoweave.errors import CryoweaveError
-from cryoweave.workflow import Project, set_handle
-from cryoweave.workflow._schema import SetRow
+from cryoweave.store import Project, set_handle
+from cryoweave.store.schema import SetRow
 
 
 def test_quick_demo(tmp_path):

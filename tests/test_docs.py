@@ -30,7 +30,7 @@ def test_every_protocol_gets_a_page_listing_every_parameter(tmp_path):
 
 def test_committed_reference_is_up_to_date_for_every_built_in_protocol():
     registry()  # gives the built-ins their plugin identity
-    expected = reference_pages(sorted(PLUGIN.protocols, key=lambda p: p.__name__))
+    expected = reference_pages(sorted(PLUGIN.protocol_classes(), key=lambda p: p.__name__))
     committed = {p.name for p in (DOCS / "protocols").glob("*.md")}
     assert committed == set(expected), "run `make docs` to (re)generate docs/protocols/"
     for name, text in expected.items():
@@ -63,5 +63,5 @@ def test_site_navigation_lists_existing_pages_and_every_protocol():
     files = list(_nav_files(config["nav"]))
     missing = [f for f in files if not (DOCS / f).is_file()]
     assert not missing
-    for protocol in PLUGIN.protocols:
+    for protocol in PLUGIN.protocol_classes():
         assert f"protocols/{protocol.__name__}.md" in files

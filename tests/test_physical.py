@@ -15,7 +15,7 @@ from cryoweave.physical import CS_MM, PIXEL_SIZE_A, VOLTAGE_KV, PhysicalRange
 from cryoweave.plugin import registry
 from cryoweave.protocols._shared.particle_arrays import uniform_grid_problem
 from cryoweave.protocols.downsample._rewrite import downsampled_table, target_box
-from cryoweave.workflow._runs import validate_run
+from cryoweave.workflow import validate_run
 
 # units (and unit-less names) of physical quantities: each must have a finite range
 PHYSICAL_UNITS = {"Å", "kV", "mm"}

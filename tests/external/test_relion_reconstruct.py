@@ -17,8 +17,8 @@ from cryoweave.formats import read_particles_star, read_volume
 from cryoweave.plugin import registry
 from cryoweave.protocols._shared.particle_arrays import arrays_from_frame
 from cryoweave.protocols._shared.reconstruct import insert_particles
-from cryoweave.workflow import VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import VolumeSet
+from cryoweave.workflow import run_protocol
 
 pytestmark = [
     pytest.mark.external,

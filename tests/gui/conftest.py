@@ -16,7 +16,7 @@ def make_project(root: Path) -> Path:
     """A project with an implicit import (``small:particles``) feeding ``small`` (Downsample)."""
     from cryoweave.demo.synthetic import write_particles
     from cryoweave.plugin import registry
-    from cryoweave.workflow._submit import run_protocol
+    from cryoweave.workflow import run_protocol
 
     data = root / "data"
     data.mkdir(parents=True)
@@ -48,7 +48,7 @@ def client(gui_project: Path):
 
 def wait_for_run(project_dir: Path, run_id: int, timeout_s: float = 60.0) -> str:
     """The final status of a run executed by a runner process."""
-    from cryoweave.workflow import Project
+    from cryoweave.store import Project
 
     deadline = time.monotonic() + timeout_s
     with Project.open(project_dir) as project:

@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from conftest import REPO_ROOT
 from cryoweave.gui import create_app
-from cryoweave.workflow import Project
-from cryoweave.workflow.runner import request_stop
+from cryoweave.store import Project
+from cryoweave.workflow import stop
 from gui.conftest import HEADERS, TOKEN, make_project, wait_for_run
 
 GET_ENDPOINTS = [
@@ -286,7 +286,7 @@ def test_launch_continue_stop_copy_and_delete(tmp_path):
 def test_continue_refuses_a_live_run_and_delete_refuses_it_too(tmp_path):
     project_dir = make_project(tmp_path)
     with Project.open(project_dir) as project, project.transaction() as s:
-        from cryoweave.workflow._schema import Run
+        from cryoweave.store.schema import Run
 
         run = s.get(Run, 2)
         run.status, run.pid = "running", os.getpid()  # this test process: alive
@@ -425,7 +425,7 @@ def test_event_stream_wakes_listeners_on_a_change(tmp_path):
     def change_soon() -> None:
         time.sleep(0.5)
         with Project.open(project_dir) as project:
-            request_stop(project, 2)  # a new event
+            stop(project, 2)  # a new event
 
     with TestClient(app, headers=HEADERS) as client:
         thread = threading.Thread(target=change_soon)

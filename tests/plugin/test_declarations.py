@@ -20,7 +20,7 @@ from cryoweave.plugin import (
     param,
     registry,
 )
-from cryoweave.workflow._runs import validate_run
+from cryoweave.workflow import validate_run
 
 
 class Alignment(enum.StrEnum):

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from cryoweave.engine import cupy_available
 from cryoweave.formats import read_image, read_images, read_volume, write_mrc
 from cryoweave.plugin import ItemBatch, PlanContext, registry
-from cryoweave.workflow import MicrographSet, ParticleSet, VolumeSet
-from cryoweave.workflow._schema import StepRow
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import MicrographSet, ParticleSet, VolumeSet
+from cryoweave.store.schema import StepRow
+from cryoweave.workflow import run_protocol
 from refinement_data import pose_errors
 
 # steps that compute (the rest only do bookkeeping: highres combine, finalize)

@@ -23,8 +23,8 @@ from cryoweave.formats import (
 )
 from cryoweave.plugin import registry
 from cryoweave.protocols.downsample import downsample_file
-from cryoweave.workflow import ParticleSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import ParticleSet
+from cryoweave.workflow import run_protocol
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def test_protocol_keeps_ids_uses_the_cache_and_exports(tmp_path, star):
     _, second = run_protocol(tmp_path / "proj", registry().get("Downsample"),
                              {"particles": {"run": 1, "output": "particles"}, "box_px": 24})
     with project.reader() as s:
-        from cryoweave.workflow._schema import StepRow
+        from cryoweave.store.schema import StepRow
 
         info = s.query(StepRow).filter_by(run_id=second.run_id).one().result
     assert info["cache_hit"] is True

@@ -14,8 +14,8 @@ import numpy as np
 from conftest import REPO_ROOT, cryoweave_command, subprocess_env
 from cryoweave.formats import read_image
 from cryoweave.plugin import registry
-from cryoweave.workflow import MicrographSet, Project
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import MicrographSet, Project
+from cryoweave.workflow import run_protocol
 
 N_MICROGRAPHS = 30
 SHAPE = (384, 416)
@@ -57,7 +57,7 @@ def workflow(folder: Path) -> dict:
 def micrographs_of(project_dir: Path, label: str) -> MicrographSet:
     with Project.open(project_dir) as project:
         run = project.get_run(label)
-        from cryoweave.workflow._schema import SetRow
+        from cryoweave.store.schema import SetRow
 
         with project.reader() as s:
             set_id = s.query(SetRow.id).filter_by(run_id=run.id).scalar()
@@ -66,7 +66,7 @@ def micrographs_of(project_dir: Path, label: str) -> MicrographSet:
 
 def finished_outputs(project: Project, run_id: int) -> dict[Path, int]:
     """Output files of the steps recorded as done, with their modification times."""
-    from cryoweave.workflow._schema import StepRow
+    from cryoweave.store.schema import StepRow
 
     run_dir = project.root / project.get_run(run_id).folder
     with project.reader() as s:

@@ -9,14 +9,13 @@ import numpy as np
 
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
-from cryoweave.workflow import MicrographSet, Project
-from cryoweave.workflow._runs import create_run, validate_run
-from cryoweave.workflow._schema import Event
-from cryoweave.workflow.runner import Runner, request_stop
+from cryoweave.store import MicrographSet, Project
+from cryoweave.store.schema import Event
+from cryoweave.workflow import Runner, create_run, stop, validate_run
 
 
 def test_import_once_reads_headers(tmp_path):
-    from cryoweave.workflow._submit import run_protocol
+    from cryoweave.workflow import run_protocol
 
     for i in range(3):
         write_mrc(tmp_path / f"m{i}.mrc", np.zeros((30, 40), np.float32), 1.3)
@@ -88,14 +87,14 @@ def test_stop_closes_a_streaming_import(tmp_path):
                              {"pattern": str(folder / "*.mrc"), "streaming": True,
                               "timeout_s": 600, "file_settle_s": 0})
     run_id = create_run(project, validated)
-    threading.Timer(1.0, lambda: request_stop(project, run_id)).start()
+    threading.Timer(1.0, lambda: stop(project, run_id)).start()
     summary = Runner(project, run_id).execute()
     assert summary.status == "finished"
     assert MicrographSet(project, 1).is_closed and MicrographSet(project, 1).count() == 1
 
 
 def test_truncated_micrograph_is_recorded_and_the_rest_imported(tmp_path):
-    from cryoweave.workflow._submit import run_protocol
+    from cryoweave.workflow import run_protocol
 
     write_mrc(tmp_path / "good.mrc", np.zeros((16, 16)), 1.0)
     write_mrc(tmp_path / "bad.mrc", np.zeros((16, 16)), 1.0)
@@ -110,7 +109,7 @@ def test_truncated_micrograph_is_recorded_and_the_rest_imported(tmp_path):
 
 
 def test_unexportable_names_and_impossible_header_pixel_sizes_are_failed_items(tmp_path):
-    from cryoweave.workflow._submit import run_protocol
+    from cryoweave.workflow import run_protocol
 
     write_mrc(tmp_path / "good.mrc", np.zeros((16, 16)), 1.0)
     write_mrc(tmp_path / "two\nlines.mrc", np.zeros((16, 16)), 1.0)
@@ -216,7 +215,7 @@ def test_continued_streaming_import_skips_new_names_of_imported_files(tmp_path):
     try:
         wait_for_micrographs(2, continued)
         with Project.open(tmp_path / "proj") as project:
-            request_stop(project, 1)
+            stop(project, 1)
         _, err = continued.communicate(timeout=60)
     finally:
         continued.kill()
@@ -250,7 +249,7 @@ def test_streaming_import_waits_for_a_writer_that_pauses_longer_than_the_settle_
             if MicrographSet(project, 1).count() or failed_messages(project):
                 break
             time.sleep(0.1)
-        request_stop(project, run_id)
+        stop(project, run_id)
 
     writer = threading.Thread(target=write_pausing_then_stop)
     writer.start()
@@ -279,7 +278,7 @@ def test_a_file_still_incomplete_when_the_stream_closes_is_a_failed_item(tmp_pat
 
 
 def test_symlink_loop_is_one_failed_item_and_the_rest_is_imported(tmp_path):
-    from cryoweave.workflow._submit import run_protocol
+    from cryoweave.workflow import run_protocol
 
     for name in ("a", "b"):
         write_mrc(tmp_path / f"{name}.mrc", np.zeros((16, 16)), 1.3)
@@ -302,7 +301,7 @@ def test_symlink_loop_is_one_failed_item_and_the_rest_is_imported(tmp_path):
 
 
 def test_links_out_of_the_folder_are_refused_unless_allowed(tmp_path):
-    from cryoweave.workflow._submit import run_protocol
+    from cryoweave.workflow import run_protocol
 
     folder, outside = tmp_path / "mics", tmp_path / "raw"
     folder.mkdir()

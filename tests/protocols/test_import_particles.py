@@ -14,9 +14,8 @@ from cryoweave.demo.synthetic import write_particles
 from cryoweave.errors import ParamError
 from cryoweave.formats import StackWriter, write_mrc
 from cryoweave.plugin import registry
-from cryoweave.workflow import ParticleSet
-from cryoweave.workflow._export import export_particles
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import ParticleSet
+from cryoweave.workflow import export_particles, run_protocol
 
 
 def import_particles(project_dir, **params):

@@ -7,8 +7,8 @@ import pytest
 
 from cryoweave.errors import ParamError
 from cryoweave.plugin import registry
-from cryoweave.workflow import Project, VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import Project, VolumeSet
+from cryoweave.workflow import run_protocol
 
 
 def import_volume(tmp_path, **params):

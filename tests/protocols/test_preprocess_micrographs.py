@@ -9,9 +9,9 @@ from cryoweave.engine import PreprocessSettings, preprocess_micrographs
 from cryoweave.errors import ParamError
 from cryoweave.formats import read_image, read_info, write_mrc
 from cryoweave.plugin import registry
-from cryoweave.workflow import MicrographSet
-from cryoweave.workflow._schema import Event
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import MicrographSet
+from cryoweave.store.schema import Event
+from cryoweave.workflow import run_protocol
 
 
 @pytest.fixture

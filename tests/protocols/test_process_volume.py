@@ -10,8 +10,8 @@ from cryoweave.errors import ParamError
 from cryoweave.formats import read_info, read_volume, write_mrc
 from cryoweave.plugin import registry
 from cryoweave.protocols.process_volume import ProcessVolume, process_map
-from cryoweave.workflow import VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import VolumeSet
+from cryoweave.workflow import run_protocol
 
 PIXEL = 2.0
 N = 32

@@ -11,8 +11,8 @@ from cryoweave.engine import fsc
 from cryoweave.errors import ParamError
 from cryoweave.formats import read_images, read_volume
 from cryoweave.plugin import registry
-from cryoweave.workflow import ParticleSet, RecordSet, VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import ParticleSet, RecordSet, VolumeSet
+from cryoweave.workflow import run_protocol
 
 
 def simulate(project_dir, **params):
@@ -141,7 +141,7 @@ def test_halves_and_validation(tmp_path):
                                    pixel_size_a=4.0, seed=5)
     _, result = reconstruct(tmp_path / "p", simulation.run_id, halves="random", seed=1)
     with project.reader() as s:
-        from cryoweave.workflow._schema import StepRow
+        from cryoweave.store.schema import StepRow
 
         counts = {r.key: r.result["particles"] for r in
                   s.query(StepRow).filter_by(run_id=result.run_id) if r.key.startswith("ins")}
@@ -165,7 +165,7 @@ def test_halves_and_validation(tmp_path):
 ])
 def test_every_protocol_refuses_bad_symmetry_before_creating_anything(tmp_path, protocol,
                                                                        symmetry, expected):
-    from cryoweave.workflow._runs import validate_run
+    from cryoweave.workflow import validate_run
 
     params = {"phantom": True} if protocol == "SimulateParticles" else {
         "particles": str(tmp_path / "missing.star")}

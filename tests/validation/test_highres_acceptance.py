@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from cryoweave.plugin import registry
-from cryoweave.workflow import RecordSet, VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import RecordSet, VolumeSet
+from cryoweave.workflow import run_protocol
 from refinement_data import lowpassed_start, pose_errors, resolution_vs_truth, run
 
 pytestmark = pytest.mark.slow

@@ -11,6 +11,7 @@ from cryoweave.demo.synthetic import write_micrographs
 from cryoweave.engine import atoms_phantom
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
+from cryoweave.store import MicrographSet, VolumeSet
 from cryoweave.viewers import _sets as sets_module
 from cryoweave.viewers import (
     central_slices,
@@ -26,8 +27,7 @@ from cryoweave.viewers import (
 )
 from cryoweave.viewers._sets import view_set
 from cryoweave.viewers._volumes import nice_length
-from cryoweave.workflow import MicrographSet, VolumeSet
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.workflow import run_protocol
 
 
 def test_stretch_ignores_hot_pixels():

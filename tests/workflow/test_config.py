@@ -11,10 +11,14 @@ import yaml
 
 from cryoweave.errors import ParamError
 from cryoweave.plugin import registry
-from cryoweave.workflow import Project
-from cryoweave.workflow._config import describe_config, load_config, post_script_allowed
-from cryoweave.workflow._submit import run_protocol
-from cryoweave.workflow.runner import Runner
+from cryoweave.store import Project
+from cryoweave.workflow import (
+    Runner,
+    describe_config,
+    load_config,
+    post_script_allowed,
+    run_protocol,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +142,9 @@ def test_projects_made_before_the_queue_column_still_open(tmp_path):
                                     {"n_steps": 1})
     project.close()
     with sqlite3.connect(tmp_path / "p" / "project.sqlite") as conn:
-        conn.execute("ALTER TABLE runs DROP COLUMN queue")  # as an older cryoweave wrote it
+        # as an older cryoweave wrote it: no queue column, and no migrations table either
+        conn.execute("ALTER TABLE runs DROP COLUMN queue")
+        conn.execute("DROP TABLE alembic_version")
     with Project.open(tmp_path / "p") as reopened:
         run = reopened.get_run(summary.run_id)
         assert run.status == "finished" and run.queue is None
@@ -171,7 +177,7 @@ def test_local_gpus_are_shared_out_one_per_concurrent_step(tmp_path):
 
 
 def test_workflow_entries_choose_their_queue(tmp_path):
-    from cryoweave.workflow._workflow import load_workflow, prepare_workflow
+    from cryoweave.workflow import load_workflow, prepare_workflow
 
     project_dir = tmp_path / "project"
     write_yaml(project_dir / "cryoweave.yaml", {"queues": {"gpus": {"kind": "local",

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import cryoweave_command, subprocess_env
-from cryoweave.workflow import Project, RecordSet
-from cryoweave.workflow._schema import StepRow
+from cryoweave.store import Project, RecordSet
+from cryoweave.store.schema import StepRow
 
 PARAMS = {"n_steps": 24, "items_per_step": 3, "sleep_s": 0.04}
 _rng = random.Random(20261121)

@@ -21,9 +21,9 @@ from sqlalchemy import select
 from conftest import cryoweave_command, missing_service, subprocess_env
 from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
-from cryoweave.workflow import Project, RecordSet, VolumeSet
-from cryoweave.workflow._schema import StepRow
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import Project, RecordSet, VolumeSet
+from cryoweave.store.schema import StepRow
+from cryoweave.workflow import run_protocol
 from services import DaskCluster, stop_process, wait_until
 
 RUN_TIMEOUT_S = 120  # only bounds a failing test
@@ -57,7 +57,7 @@ def cli(*args: str, xdg: Path, timeout: float = RUN_TIMEOUT_S) -> subprocess.Com
 def records_of(project: Project, run_ref: str) -> list:
     run = project.get_run(run_ref)
     with project.reader() as s:
-        from cryoweave.workflow._schema import SetRow
+        from cryoweave.store.schema import SetRow
 
         set_id = s.scalar(select(SetRow.id).where(SetRow.run_id == run.id))
     frame = RecordSet(project, set_id).to_frame().sort_values("item_id")
@@ -99,7 +99,7 @@ def test_reconstruction_across_workers_matches_a_local_run(tmp_path, dask_cluste
         run = project.get_run(label)
         assert run.queue == label
         with project.reader() as s:
-            from cryoweave.workflow._schema import SetRow
+            from cryoweave.store.schema import SetRow
 
             set_id = s.scalar(select(SetRow.id).where(SetRow.run_id == run.id,
                                                       SetRow.name == "volume"))
@@ -244,7 +244,7 @@ PREPROCESS = {"do_remove_bad_pixels": True, "bad_pixel_stddev": 5, "do_downsampl
 
 def test_streaming_preprocessing_on_the_cluster_matches_a_local_run(tmp_path, dask_cluster):
     from cryoweave.formats import read_image
-    from cryoweave.workflow import MicrographSet
+    from cryoweave.store import MicrographSet
 
     dask_cluster.start_scheduler()
     dask_cluster.start_worker("w1")
@@ -274,7 +274,7 @@ def test_streaming_preprocessing_on_the_cluster_matches_a_local_run(tmp_path, da
     assert project.get_run("preprocess").queue == "cluster"
     run = project.get_run("preprocess")
     with project.reader() as s:
-        from cryoweave.workflow._schema import SetRow
+        from cryoweave.store.schema import SetRow
 
         set_id = s.scalar(select(SetRow.id).where(SetRow.run_id == run.id))
     ours = MicrographSet(project, set_id).to_frame().sort_values("item_id")

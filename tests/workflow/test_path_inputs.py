@@ -19,9 +19,8 @@ from cryoweave.demo.synthetic import write_particles
 from cryoweave.errors import ParamError
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
-from cryoweave.workflow import Project
-from cryoweave.workflow._submit import prepare_run
-from cryoweave.workflow._workflow import WorkflowEntry, prepare_workflow
+from cryoweave.store import Project
+from cryoweave.workflow import WorkflowEntry, prepare_run, prepare_workflow
 
 
 def empty_project(tmp_path, name="proj"):

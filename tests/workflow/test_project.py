@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from cryoweave.errors import StorageError
-from cryoweave.workflow import Project
-from cryoweave.workflow._schema import Meta
+from cryoweave.store import Project
+from cryoweave.store.schema import Meta
 
 
 def test_create_makes_folders_and_wal_database(tmp_path):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from cryoweave.errors import ParamError
-from cryoweave.workflow import Project, queries
-from cryoweave.workflow._schema import Run
-from cryoweave.workflow.runner import request_stop
+from cryoweave.store import Project, queries
+from cryoweave.store.schema import Run
+from cryoweave.workflow import stop
 from gui.conftest import make_project
 
 
@@ -49,7 +49,7 @@ def test_set_pages_sort_by_typed_columns_only(project):
 
 def test_change_marker_follows_events_and_dead_processes(project):
     before = queries.change_marker(project)
-    request_stop(project, 2)  # adds an event
+    stop(project, 2)  # adds an event
     assert queries.change_marker(project)["event"] == before["event"] + 1
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -110,10 +110,10 @@ def test_a_sorted_page_creates_its_index_once_on_an_existing_project(tmp_path):
 
 def test_the_sort_index_is_made_on_postgresql(tmp_path, postgres_database):
     import pandas as pd
+    from cryoweave.workflow._schema import SetRow
     from sqlalchemy import inspect
 
     from cryoweave.workflow import ParticleSet
-    from cryoweave.workflow._schema import SetRow
 
     with Project.create(tmp_path / "p", postgres_database) as project:
         with project.transaction() as s:

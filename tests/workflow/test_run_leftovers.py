@@ -4,9 +4,8 @@ removed; a run that did not finish keeps its tmp/ for --continue."""
 from __future__ import annotations
 
 from cryoweave.plugin import registry
-from cryoweave.workflow import Project
-from cryoweave.workflow._runs import create_run, validate_run
-from cryoweave.workflow.runner import Runner
+from cryoweave.store import Project
+from cryoweave.workflow import Runner, create_run, validate_run
 
 
 def plant_leftovers(folder):

@@ -9,11 +9,9 @@ import pytest
 
 from cryoweave.errors import ParamError, StorageError
 from cryoweave.plugin import registry
-from cryoweave.workflow import RecordSet
-from cryoweave.workflow._runs import create_run, validate_run
-from cryoweave.workflow._schema import Event, Run, StepRow
-from cryoweave.workflow._submit import run_protocol
-from cryoweave.workflow.runner import Runner, request_stop
+from cryoweave.store import RecordSet
+from cryoweave.store.schema import Event, Run, StepRow
+from cryoweave.workflow import Runner, create_run, run_protocol, stop, validate_run
 
 
 def executions(project, run_id: int) -> list[int]:
@@ -89,7 +87,7 @@ def test_stop_request_aborts_a_non_streaming_run(tmp_path):
         target=lambda: outcome.setdefault("summary", Runner(project, run_id).execute()))
     thread.start()
     time.sleep(0.5)
-    request_stop(project, run_id)
+    stop(project, run_id)
     thread.join(timeout=30)
     assert outcome["summary"].status == "aborted"
     assert 0 < len(executions(project, run_id)) < 50

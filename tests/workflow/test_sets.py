@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryoweave.workflow import MicrographSet, ParticleSet, Project, RecordSet
-from cryoweave.workflow._store import create_set, derive_set
+from cryoweave.store import MicrographSet, ParticleSet, Project, RecordSet
+from cryoweave.store.writers import create_set, derive_set
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -108,7 +108,7 @@ def test_optics_groups_round_trip(project):
 
 
 def test_derive_changes_typed_and_pass_through_columns(project):
-    from cryoweave.workflow._store import derive_items
+    from cryoweave.store.writers import derive_items
 
     rng = np.random.default_rng(3)
     source = new_set(project)

@@ -22,9 +22,9 @@ from sqlalchemy import select
 
 from conftest import TESTS_DIR, cryoweave_command, missing_service, subprocess_env
 from cryoweave.plugin import registry
-from cryoweave.workflow import Project, RecordSet
-from cryoweave.workflow._schema import SetRow, StepRow
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import Project, RecordSet
+from cryoweave.store.schema import SetRow, StepRow
+from cryoweave.workflow import run_protocol
 from services import SLURM_BINARIES, SlurmCluster, stop_process, wait_until
 
 RUN_TIMEOUT_S = 180  # only bounds a failing test

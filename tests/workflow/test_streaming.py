@@ -10,8 +10,8 @@ import time
 from sqlalchemy import select
 
 from conftest import cryoweave_command, subprocess_env
-from cryoweave.workflow import Project, RecordSet
-from cryoweave.workflow._schema import Run, StepRow
+from cryoweave.store import Project, RecordSet
+from cryoweave.store.schema import Run, StepRow
 
 
 def wait_for_run(project_dir, label: str, timeout_s: float = 60) -> None:
@@ -93,7 +93,7 @@ def test_consumer_processes_a_growing_set_concurrently(tmp_path):
 
 def test_a_watcher_naming_a_unit_twice_gives_one_item(tmp_path):
     from cryoweave.plugin import registry
-    from cryoweave.workflow._submit import run_protocol
+    from cryoweave.workflow import run_protocol
 
     project, summary = run_protocol(tmp_path / "p", registry().get("ToyProducer"),
                                     {"n_items": 7, "interval_s": 0, "batch_size": 3,

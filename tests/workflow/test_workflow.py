@@ -8,8 +8,7 @@ import pytest
 
 from cryoweave.errors import ParamError
 from cryoweave.plugin import registry
-from cryoweave.workflow._submit import run_protocol
-from cryoweave.workflow._workflow import WorkflowEntry, load_workflow, prepare_workflow
+from cryoweave.workflow import WorkflowEntry, load_workflow, prepare_workflow, run_protocol
 
 
 def write(path, data):

@@ -81,7 +81,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
 def shown_label(label: str | None) -> str:
     """A run label for output: control characters (refused for new labels, possible in
     older projects) written as escapes, never sent raw to a terminal."""
-    from cryoweave.workflow._runs import label_problem
+    from cryoweave.store import label_problem
 
     if not label:
         return ""
@@ -89,7 +89,7 @@ def shown_label(label: str | None) -> str:
 
 
 def open_project(project_dir: str, db_url: str | None = None) -> Any:
-    from cryoweave.workflow import Project
+    from cryoweave.store import Project
 
     return Project.open(project_dir, db_url)
 
@@ -104,18 +104,15 @@ def resolve_device(device: str) -> str:
 
 
 def output_set(project: Any, target: str) -> Any:
-    from sqlalchemy import select
-
-    from cryoweave.workflow import set_handle
-    from cryoweave.workflow._schema import SetRow
+    from cryoweave.store import queries, set_handle
 
     run_ref, _, output = target.rpartition(".")
     if not run_ref or not output:
         raise ParamError(f"expected RUN.OUTPUT (e.g. 3.particles), got {target!r}")
     run = project.get_run(run_ref)
-    with project.reader() as s:
-        row = s.scalar(select(SetRow).where(SetRow.run_id == run.id, SetRow.name == output))
-        names = list(s.scalars(select(SetRow.name).where(SetRow.run_id == run.id)))
-    if row is None:
-        raise ParamError(f"run {run.id} has no output {output!r}; outputs: {', '.join(names)}")
-    return set_handle(project, row.id, row.kind)
+    outputs = queries.run_outputs(project, run.id)
+    found = next((o for o in outputs if o["name"] == output), None)
+    if found is None:
+        names = ", ".join(o["name"] for o in outputs)
+        raise ParamError(f"run {run.id} has no output {output!r}; outputs: {names}")
+    return set_handle(project, found["set"], found["kind"])

@@ -20,7 +20,7 @@ def config() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the configuration as JSON.")
 def config_show(project_dir: str, as_json: bool) -> None:
     """Print the effective configuration and where each value came from."""
-    from cryoweave.workflow._config import describe_config, load_config
+    from cryoweave.workflow import describe_config, load_config
 
     loaded = load_config(Path(project_dir))
     if as_json:
@@ -38,8 +38,7 @@ def config_show(project_dir: str, as_json: bool) -> None:
               help="Seconds to wait for the test job.")
 def config_check_queue(name: str, project_dir: str, gpu: bool, timeout_s: float) -> None:
     """Submit a trivial job to queue NAME and report where it ran."""
-    from cryoweave.workflow._config import load_config
-    from cryoweave.workflow._executors import check_queue
+    from cryoweave.workflow import check_queue, load_config
 
     root = Path(project_dir).resolve()
     queue_name, queue = load_config(root).config.queue(name)

@@ -8,6 +8,7 @@ handling; the other commands already live beside it (``_tools``, ``_workflow``, 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -53,7 +54,7 @@ def cli(debug: bool) -> None:
 @db_option
 def init(directory: str, db_url: str | None) -> None:
     """Create a project folder (project.sqlite, Runs/, Cache/)."""
-    from cryoweave.workflow import Project
+    from cryoweave.store import Project
 
     with Project.create(directory, db_url) as project:
         out.print(f"project ready at {project.root} ({project.db_url})")
@@ -82,7 +83,7 @@ def find_protocol(name: str) -> Any:
 def protocols(as_json: bool) -> None:
     """List the protocols of every installed plugin (tab-separated when piped)."""
     from cryoweave.plugin import registry
-    from cryoweave.workflow._report import protocol_dict
+    from cryoweave.workflow import protocol_dict
 
     listed = [protocol_dict(cls) for cls in registry().protocols()]
     if as_json:
@@ -105,7 +106,7 @@ def _load_params(path: str) -> Any:
     file = Path(path)
     if not file.is_file():
         raise InputError(f"{file.resolve()}: params file not found")
-    from cryoweave.workflow._param_files import parse_json, read_text_utf8
+    from cryoweave.workflow import parse_json, read_text_utf8
 
     text = read_text_utf8(file, "params file")
     try:
@@ -119,7 +120,7 @@ def _load_params(path: str) -> Any:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from cryoweave.workflow._report import format_summary
+    from cryoweave.workflow import format_summary
 
     if summary:
         out.print(f"summary: {format_summary(summary)}", highlight=False)
@@ -129,13 +130,13 @@ def _execute(project: Any, run_id: int, *, resume: bool, workers: int | None, ex
              threads: int | None, device: str, as_json: bool, quiet: bool,
              queue: str | None = None) -> None:
     from cryoweave.cli._progress import RichRunProgress
-    from cryoweave.workflow.runner import Runner
+    from cryoweave.workflow import Runner
 
     with RichRunProgress(err, enabled=not quiet) as progress:
         runner = Runner(project, run_id, workers=workers, executor=executor, threads=threads,
                         device=device, progress=progress, queue=queue)
         summary = runner.execute(resume=resume)
-    from cryoweave.workflow._report import run_dict
+    from cryoweave.workflow import run_dict
 
     report = run_dict(project, project.get_run(run_id))
     outputs = report["outputs"]
@@ -202,9 +203,7 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
     inside PARAMS_FILE are taken from PARAMS_FILE's folder; paths on the command line from
     the current folder.
     """
-    from cryoweave.workflow._config import load_config
-    from cryoweave.workflow._submit import prepare_run
-    from cryoweave.workflow.runner import Runner
+    from cryoweave.workflow import Runner, load_config, prepare_run
 
     config = load_config(Path(project_dir)).config
     config.queue(queue)  # checked before anything is created
@@ -238,22 +237,24 @@ def run_protocol_cmd(name: str | None, params_file: str | None, project_dir: str
 @json_option("the runs (a list of run objects, with their summaries)")
 def runs(project_dir: str, db_url: str | None, as_json: bool) -> None:
     """List the runs of a project (tab-separated when piped)."""
-    from cryoweave.workflow._report import outputs_dict, run_dict, run_state
+    from cryoweave.store import queries
 
     project = open_project(project_dir, db_url)
     if as_json:
+        from cryoweave.workflow import run_dict
+
         echo_json([run_dict(project, run) for run in project.list_runs()])
         return
     rows = []
-    for run in project.list_runs():
-        outputs = outputs_dict(project, run.id, files=False)
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started_at)) \
-            if run.started_at else ""
-        duration = f"{run.finished_at - run.started_at:.1f} s" \
-            if run.started_at and run.finished_at else ""
-        rows.append((run.id, shown_label(run.label), run.protocol.split(":")[-1], run_state(run),
+    for run in queries.list_runs(project, sizes=True):
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(
+            datetime.datetime.fromisoformat(run["started_at"]).timestamp())) \
+            if run["started_at"] else ""
+        duration = f"{run['duration_s']:.1f} s" if run["duration_s"] is not None else ""
+        rows.append((run["id"], shown_label(run["label"]), run["protocol_name"], run["state"],
                      started, duration,
-                     ", ".join(f"{n}: {o['size']} ({o['state']})" for n, o in outputs.items())))
+                     ", ".join(f"{o['name']}: {o['size']} ({o['state']})"
+                               for o in run["outputs"])))
     print_table(("id", "label", "protocol", "status", "started", "duration", "outputs"), rows,
                 whole=4)
 
@@ -265,10 +266,8 @@ def runs(project_dir: str, db_url: str | None, as_json: bool) -> None:
 @json_option("the run object")
 def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> None:
     """Show a run: parameters, status, steps, outputs, summary and recent problems."""
-    from sqlalchemy import select
-
-    from cryoweave.workflow._report import run_dict
-    from cryoweave.workflow._schema import Event
+    from cryoweave.store import queries
+    from cryoweave.workflow import run_dict
 
     project = open_project(project_dir, db_url)
     run = project.get_run(run_ref)
@@ -282,10 +281,7 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
         out.print(f"[red]error:[/red] {escape(run.error)}")
     out.print(f"folder: {report['folder']}", highlight=False)
     out.print("params: " + json.dumps(run.params, indent=2), highlight=False, markup=False)
-    with project.reader() as s:
-        events = list(s.scalars(select(Event).where(Event.run_id == run.id,
-                                                    Event.level == "error")
-                                .order_by(Event.id.desc()).limit(10)))
+    events = queries.run_events(project, run.id, limit=10, level="error")
     counts = report["steps"]
     out.print("steps: " + (", ".join(f"{n} {k}" for k, n in counts.items()) or "none"))
     for device, keys in sorted(report["devices"].items()):
@@ -298,10 +294,10 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
         out.print(f"output {name}: set {info['set']}, {info['size']} {info['kind']}, "
                   f"{info['state']}")
     _print_summary(report["summary"])
-    for event in reversed(events):
-        item = (event.data or {}).get("item_id")
+    for event in events:  # oldest first
+        item = (event["data"] or {}).get("item_id")
         where = f" (item {item})" if item is not None else ""
-        out.print(f"[red]{event.kind}[/red]{where}: {event.message}")
+        out.print(f"[red]{event['kind']}[/red]{where}: {event['message']}")
 
 
 @cli.command()
@@ -310,7 +306,7 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
 @db_option
 def stop(run_ref: str, project_dir: str, db_url: str | None) -> None:
     """Ask a running run to stop (a streaming import closes its output)."""
-    from cryoweave.workflow.runner import request_stop
+    from cryoweave.workflow import stop as request_stop
 
     run = request_stop(open_project(project_dir, db_url), run_ref)
     out.print(f"stop requested for run {run.id} ({run.status})")
@@ -329,7 +325,7 @@ def export(target: str, path: str, project_dir: str, db_url: str | None,
     """Export an output: particles/micrographs → RELION 3.1 STAR (PATH a .star name, or a
     folder that gets particles.star / micrographs.star), volume → MRC (.mrc/.map), FSC →
     RELION-style fsc.star or .csv. PATH is taken from the current folder."""
-    from cryoweave.workflow._export import export_set
+    from cryoweave.workflow import export_set
 
     project = open_project(project_dir, db_url)
     for written in export_set(output_set(project, target), path, copy_stacks=copy_stacks):

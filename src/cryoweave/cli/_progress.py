@@ -22,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cryoweave.workflow.runner import RunProgress
+from cryoweave.workflow import RunProgress
 
 # info keys a step may report that hold a resolution in Å, most telling first
 RESOLUTION_KEYS = ("resolution_0143_a", "fsc0143_interpolated", "resolution_a")

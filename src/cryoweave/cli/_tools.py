@@ -89,7 +89,7 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
     cache_root = None
     new_project = project_dir is not None and not Path(project_dir).exists()
     if project_dir is not None:
-        from cryoweave.workflow import Project
+        from cryoweave.store import Project
 
         with Project.open(project_dir, create=True) as project:
             cache_root = project.cache_dir / "downsample"
@@ -154,7 +154,7 @@ def simulate(outdir: str, phantom: bool, volume_path: str | None,
         SimulateParticles,
         simulate_to_folder,
     )
-    from cryoweave.workflow._runs import _format_pydantic
+    from cryoweave.workflow import format_validation_error
 
     if phantom == (volume_path is not None):
         raise ParamError("give --phantom or --volume MAP.mrc (exactly one)")
@@ -165,7 +165,7 @@ def simulate(outdir: str, phantom: bool, volume_path: str | None,
         params = SimulateParticles.Params.model_validate(
             {**options, "phantom": phantom, "volume": volume_path})
     except ValidationError as exc:
-        raise ParamError(_format_pydantic(exc, SimulateParticles.Params)) from exc
+        raise ParamError(format_validation_error(exc, SimulateParticles.Params)) from exc
     folder = Path(outdir).resolve()
     device = resolve_device(device)
     with RichRunProgress(err) as progress:
@@ -202,7 +202,7 @@ def view(target: str, project_dir: str, db_url: str | None, outdir: str | None,
         raise ParamError(f"nothing to show for {target} ({handle.kind} set, "
                          f"{handle.count()} items)")
     if as_json:
-        from cryoweave.workflow._report import set_dict
+        from cryoweave.workflow import set_dict
 
         echo_json({"target": target, "run": handle.run_id, "set": set_dict(handle, files=False),
                    "folder": str(Path(outdir).resolve()),

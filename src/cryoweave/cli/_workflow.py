@@ -11,27 +11,18 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from sqlalchemy import func, select
 
-from cryoweave.workflow import Project
-from cryoweave.workflow._schema import Run, SetRow, StepRow
-from cryoweave.workflow._sets import SET_TYPES
+from cryoweave.store import Project, queries
 
 
 def status_table(project: Project, run_ids: list[int]) -> Table:
     table = Table("run", "label", "protocol", "status", "steps", "outputs")
-    with project.reader() as s:
-        for run_id in run_ids:
-            run = s.get(Run, run_id)
-            steps = dict(s.execute(select(StepRow.status, func.count()).where(
-                StepRow.run_id == run_id).group_by(StepRow.status)).all())
-            total = sum(steps.values())
-            outputs = []
-            for row in s.scalars(select(SetRow).where(SetRow.run_id == run_id)):
-                size = SET_TYPES[row.kind](project, row.id).count()
-                outputs.append(f"{row.name}: {size} ({row.state})")
-            table.add_row(str(run.id), run.label or "", run.protocol.split(":")[-1],
-                          run.status, f"{steps.get('done', 0)}/{total}", ", ".join(outputs))
+    for run in queries.list_runs(project, run_ids=run_ids, sizes=True):
+        steps = run["steps"]
+        outputs = [f"{o['name']}: {o['size']} ({o['state']})" for o in run["outputs"]]
+        table.add_row(str(run["id"]), run["label"] or "", run["protocol_name"],
+                      run["status"], f"{steps.get('done', 0)}/{sum(steps.values())}",
+                      ", ".join(outputs))
     return table
 
 
@@ -76,9 +67,7 @@ def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume
     SIGTERM, when the runs were stopped), ``runs`` (label → run id), ``status`` (label →
     run status), ``exit_codes`` (run id → exit code, ``null`` when stopped) and ``details``
     (label → run object, see :mod:`cryoweave.workflow._report`)."""
-    from cryoweave.workflow._report import run_dict
-    from cryoweave.workflow._workflow import load_workflow, prepare_workflow
-    from cryoweave.workflow.runner import failed_items
+    from cryoweave.workflow import failed_items, load_workflow, prepare_workflow, run_dict
 
     entries = load_workflow(path)
     project, run_ids = prepare_workflow(Path(project_dir), entries, resume=resume,

@@ -25,11 +25,9 @@ from cryoweave.demo.synthetic import blob_volume, write_micrographs, write_parti
 from cryoweave.errors import CryoweaveError
 from cryoweave.formats import write_mrc
 from cryoweave.plugin import registry
+from cryoweave.store import Project, set_handle
 from cryoweave.viewers import view_set
-from cryoweave.workflow import Project, set_handle
-from cryoweave.workflow._submit import run_protocol
-from cryoweave.workflow._workflow import WorkflowEntry, prepare_workflow
-from cryoweave.workflow.runner import Runner, RunSummary
+from cryoweave.workflow import Runner, RunSummary, WorkflowEntry, prepare_workflow, run_protocol
 
 MARKER = ".cryoweave-demo"
 
@@ -122,7 +120,7 @@ def run_demo(root: Path, *, console: Console, quick: bool = False, seed: int = 0
 
 def reconstruction_stage(root: Path, *, console: Console, quick: bool) -> list[RunSummary]:
     """Simulate, reconstruct from the true poses, then refine from a low-passed start."""
-    from cryoweave.workflow import RecordSet
+    from cryoweave.store import RecordSet
 
     n = 600 if quick else 2000
     done: list[RunSummary] = []

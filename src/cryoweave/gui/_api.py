@@ -1,6 +1,6 @@
 """The JSON endpoints of the web GUI (``/api/...``).
 
-State is read through :mod:`cryoweave.workflow.queries`, the report functions and the run
+State is read through :mod:`cryoweave.store.queries`, the report functions and the run
 folders; runs are created by the same validation and creation code as ``run-protocol`` and
 executed by ordinary runner processes (:mod:`cryoweave.gui._launch`).
 """
@@ -24,7 +24,7 @@ from cryoweave.gui._events import events
 from cryoweave.gui._files import FileBrowser, PathRefused
 from cryoweave.gui._launch import launch_runner
 from cryoweave.gui._reports import protocol_report, run_report
-from cryoweave.workflow import Project, queries
+from cryoweave.store import Project, queries
 
 LOG_TAIL_BYTES = 64_000
 PICTURE_NAME = re.compile(r"^[A-Za-z0-9._-]+\.png$")
@@ -199,7 +199,7 @@ def validate_new_run(request: Request) -> JSONResponse:
 
 @handle_errors
 def create_new_run(request: Request) -> JSONResponse:
-    from cryoweave.workflow._submit import prepare_run
+    from cryoweave.workflow import prepare_run
 
     st = _state(request)
     project = st.project
@@ -238,7 +238,7 @@ def continue_run(request: Request) -> JSONResponse:
 
 @handle_errors
 def stop_run(request: Request) -> JSONResponse:
-    from cryoweave.workflow.runner import request_stop
+    from cryoweave.workflow import stop as request_stop
 
     run = request_stop(_state(request).project, _run_id(request))
     return JSONResponse({"run": run.id, "stop_requested": True}, status_code=202)
@@ -246,7 +246,7 @@ def stop_run(request: Request) -> JSONResponse:
 
 @handle_errors
 def delete_run(request: Request) -> JSONResponse:
-    from cryoweave.workflow._delete import delete_run as delete
+    from cryoweave.workflow import delete_run as delete
 
     project = _state(request).project
     run = project.get_run(_run_id(request))
@@ -301,8 +301,8 @@ def _picture_folder(project: Project, set_id: int) -> tuple[Path, dict[str, Any]
 def render_set_pictures(project: Project, set_id: int) -> list[str]:
     """The names of a set's pictures, rendered once per set version by the viewers (the
     pictures ``cryoweave view`` writes) into the project's cache."""
+    from cryoweave.store import set_handle
     from cryoweave.viewers import view_set
-    from cryoweave.workflow import set_handle
 
     folder, info = _picture_folder(project, set_id)
     if not (folder / "index.html").is_file() and info["size"]:
@@ -391,7 +391,7 @@ def files(request: Request) -> JSONResponse:
 
 @handle_errors
 def load_workflow_file(request: Request) -> JSONResponse:
-    from cryoweave.workflow._workflow import load_workflow, prepare_workflow
+    from cryoweave.workflow import load_workflow, prepare_workflow
 
     project = _state(request).project
     body = _json_body(request)

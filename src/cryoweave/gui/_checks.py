@@ -10,7 +10,7 @@ from typing import Any
 from cryoweave.errors import ParamError
 from cryoweave.gui._files import FileBrowser, PathRefused
 from cryoweave.gui._launch import DEVICES, EXECUTORS
-from cryoweave.workflow import Project
+from cryoweave.store import Project
 
 FIELD_OF_PROBLEM = re.compile(r"(?:parameter|input) '([A-Za-z_]\w*)")
 
@@ -60,7 +60,7 @@ def launch_options(body: dict[str, Any], project: Project) -> tuple[dict[str, An
 def path_params(cls: Any) -> list[str]:
     """Parameters of ``cls`` that may hold file paths: its inputs, the parameters declared
     with ``path=True`` (schema ``"format": "path"``) and an importer's path parameter."""
-    from cryoweave.workflow import SET_TYPES
+    from cryoweave.store import SET_TYPES
 
     names = list(cls.inputs())
     for name, prop in cls.form_schema().get("properties", {}).items():
@@ -95,7 +95,7 @@ NewRunCheck = tuple[Any, dict[str, Any], str | None, list[dict[str, Any]]]
 def check_new_run(project: Project, body: Any, browser: FileBrowser) -> NewRunCheck:
     """(protocol class, launch options, label, problems) of a new-run request."""
     from cryoweave.plugin import registry
-    from cryoweave.workflow._runs import validate_run
+    from cryoweave.workflow import validate_run
 
     if not isinstance(body, dict) or not isinstance(body.get("protocol"), str):
         raise ParamError('expected {"protocol": NAME, "params": {...}}')

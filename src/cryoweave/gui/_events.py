@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from cryoweave.workflow import Project, queries
+from cryoweave.store import Project, queries
 
 KEEPALIVE_S = 15.0
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryoweave.workflow import Project, protocol_dict, queries, run_dict
+from cryoweave.store import Project, queries
+from cryoweave.workflow import protocol_dict, run_dict
 
 
 def run_report(project: Project, run_id: int) -> dict[str, Any]:

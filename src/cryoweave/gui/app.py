@@ -14,7 +14,7 @@ from cryoweave.gui._api import ROUTES, GuiState
 from cryoweave.gui._events import ChangeWatcher
 from cryoweave.gui._files import FileBrowser
 from cryoweave.gui._security import TOKEN_COOKIE, SecurityMiddleware
-from cryoweave.workflow import Project
+from cryoweave.store import Project
 
 STATIC_DIR = Path(__file__).parent / "static"
 

@@ -25,7 +25,7 @@ from cryoweave.plugin._plan import (
 from cryoweave.plugin._preview import SetPreview
 from cryoweave.plugin._protocol import PlanContext, Protocol, ProtocolOutputs, SummaryContext
 from cryoweave.plugin._registry import Plugin, Registry, registry
-from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, VolumeSet
+from cryoweave.store import MicrographSet, ParticleSet, RecordSet, VolumeSet
 
 __all__ = [
     "ADVANCED",

@@ -15,9 +15,10 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas loads on use: `cryoweave form` imports the plugin API without it
+    import pandas as pd
 
 StepFunction = Callable[..., "StepResult | None"]
 

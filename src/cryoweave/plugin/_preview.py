@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas loads on use: `cryoweave form` imports the plugin API without it
+    import pandas as pd
+
+
+def _empty_frame() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame()
 
 
 @dataclass
@@ -24,8 +31,8 @@ class SetPreview:
 
     kind: str
     properties: dict[str, Any] = field(default_factory=dict)
-    items: pd.DataFrame = field(default_factory=pd.DataFrame)
-    optics_groups: pd.DataFrame = field(default_factory=pd.DataFrame)
+    items: pd.DataFrame = field(default_factory=_empty_frame)
+    optics_groups: pd.DataFrame = field(default_factory=_empty_frame)
     state: str = "closed"
 
     @property

@@ -23,33 +23,76 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Plugin:
-    """A plugin: its name (the identity prefix), version and protocol classes."""
+    """A plugin: its name (the identity prefix), version and protocols.
+
+    A protocol is its class or a reference ``"module:ClassName"``; a reference is imported when
+    the registry is asked for that protocol (or for all of them), which keeps light commands
+    such as ``cryoweave form NAME`` from importing every protocol's dependencies.
+    """
 
     name: str
     version: str
-    protocols: Sequence[type[Protocol]] = field(default_factory=tuple)
+    protocols: Sequence[type[Protocol] | str] = field(default_factory=tuple)
     description: str = ""
+
+    def protocol_classes(self) -> list[type[Protocol]]:
+        """The protocol classes, references imported."""
+        return [_resolve(entry) if isinstance(entry, str) else entry for entry in self.protocols]
+
+
+def _resolve(reference: str) -> type[Protocol]:
+    module, _, attr = reference.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Protocol)):
+        raise TypeError(f"{reference} is not a Protocol class")
+    return cls
 
 
 class Registry:
-    """All protocols of all discovered plugins, by identity, class name and old names."""
+    """All protocols of all discovered plugins, by identity, class name and old names.
+
+    Protocols given by reference are imported on demand: ``get("Downsample")`` imports the
+    references named ``Downsample`` (any case) and, when nothing matches, all the others
+    (old names are only known once a class is imported).
+    """
 
     def __init__(self, plugins: Sequence[Plugin]):
         self.plugins = list(plugins)
         self._by_identity: dict[str, type[Protocol]] = {}
         self._by_name: dict[str, list[type[Protocol]]] = {}
+        self._pending: dict[str, list[tuple[Plugin, str]]] = {}  # class name, lower case
         for plugin in self.plugins:
-            for cls in plugin.protocols:
-                cls.plugin = plugin.name
-                self._add(cls.identity(), cls)
-                for old in cls.renamed_from:
-                    self._add(old if ":" in old else f"{plugin.name}:{old}", cls)
+            for entry in plugin.protocols:
+                if isinstance(entry, str):
+                    key = entry.rpartition(":")[2].lower()
+                    self._pending.setdefault(key, []).append((plugin, entry))
+                else:
+                    self._register(plugin, entry)
+
+    def _register(self, plugin: Plugin, cls: type[Protocol]) -> None:
+        cls.plugin = plugin.name
+        self._add(cls.identity(), cls)
+        for old in cls.renamed_from:
+            self._add(old if ":" in old else f"{plugin.name}:{old}", cls)
+
+    def _load(self, key: str | None = None) -> None:
+        """Import the pending references named ``key`` (lower case), or all of them."""
+        for name in list(self._pending) if key is None else [key]:
+            for plugin, reference in self._pending.pop(name, []):
+                try:
+                    cls = _resolve(reference)
+                except Exception as exc:  # a broken third-party plugin must not break the CLI
+                    log.warning("protocol %s of plugin %s could not be loaded: %s", reference,
+                                plugin.name, exc)
+                    continue
+                self._register(plugin, cls)
 
     def _add(self, identity: str, cls: type[Protocol]) -> None:
         self._by_identity[identity] = cls
         self._by_name.setdefault(identity.split(":", 1)[1].lower(), []).append(cls)
 
     def protocols(self) -> list[type[Protocol]]:
+        self._load()
         seen: dict[str, type[Protocol]] = {}
         for cls in self._by_identity.values():
             seen.setdefault(cls.identity(), cls)
@@ -57,9 +100,13 @@ class Registry:
 
     def get(self, name: str) -> type[Protocol]:
         """Find a protocol by ``plugin:ClassName``, class name (any case) or an old name."""
+        key = name.split(":")[-1].lower().replace("-", "")
+        self._load(key)
+        if name not in self._by_identity and key not in self._by_name:
+            self._load()
         if name in self._by_identity:
             return self._by_identity[name]
-        candidates = self._by_name.get(name.split(":")[-1].lower().replace("-", ""), [])
+        candidates = self._by_name.get(key, [])
         if not candidates:
             candidates = [
                 c for c in self.protocols() if c.__name__.lower() == name.lower().replace("-", "")

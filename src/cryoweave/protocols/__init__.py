@@ -1,8 +1,10 @@
 """Built-in protocols, registered through the ``cryoweave.plugins`` entry point (``PLUGIN``).
 
-The protocol classes and ``PLUGIN`` are imported on first use (PEP 562), so that importing a
-helper module of one protocol (e.g. the stand-alone ``cryoweave downsample``) does not load
-every protocol, the authoring API and the workflow runtime.
+``PLUGIN`` names each protocol by reference (``module:Class``): the registry imports a
+protocol's module when that protocol is asked for, so a light command such as
+``cryoweave form Downsample`` does not import the others (nor numpy, pandas, the engine).
+The protocol classes and ``PLUGIN`` are also importable from here; they load on first use
+(PEP 562), so a helper module of one protocol loads neither the others nor the plugin API.
 """
 
 from __future__ import annotations
@@ -10,52 +12,38 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_CLASSES = {
-    "Downsample": "cryoweave.protocols.downsample",
-    "ImportMicrographs": "cryoweave.protocols.import_micrographs",
+_MODULES = {
     "ImportParticles": "cryoweave.protocols.import_particles",
+    "ImportMicrographs": "cryoweave.protocols.import_micrographs",
     "ImportVolume": "cryoweave.protocols.import_volume",
+    "Downsample": "cryoweave.protocols.downsample.protocol",
     "PreprocessMicrographs": "cryoweave.protocols.preprocess",
-    "ProcessVolume": "cryoweave.protocols.process_volume",
-    "ReconstructFourier": "cryoweave.protocols.reconstruction",
+    "SimulateParticles": "cryoweave.protocols.reconstruction.simulate",
+    "ReconstructFourier": "cryoweave.protocols.reconstruction.reconstruct_fourier",
     "ReconstructHighRes": "cryoweave.protocols.highres",
-    "SimulateParticles": "cryoweave.protocols.reconstruction",
+    "ProcessVolume": "cryoweave.protocols.process_volume",
 }
-# the order in which the plugin lists its protocols
-_PLUGIN_ORDER = ("ImportParticles", "ImportMicrographs", "ImportVolume", "Downsample",
-                 "PreprocessMicrographs", "SimulateParticles", "ReconstructFourier",
-                 "ReconstructHighRes", "ProcessVolume")
+
 
 
 def _plugin() -> Any:
     from cryoweave import __version__
     from cryoweave.plugin import Plugin
 
-    return Plugin(name="cryoweave", version=__version__,
-                  protocols=tuple(__getattr__(name) for name in _PLUGIN_ORDER),
-                  description="cryoweave's built-in protocols")
+    return Plugin(
+        name="cryoweave",
+        version=__version__,
+        protocols=tuple(f"{module}:{name}" for name, module in _MODULES.items()),
+        description="cryoweave's built-in protocols",
+    )
+
+__all__ = ["PLUGIN", *sorted(_MODULES)]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "PLUGIN":
-        value = _plugin()
-    elif name in _CLASSES:
-        value = getattr(importlib.import_module(_CLASSES[name]), name)
-    else:
+    if name == "PLUGIN":  # made on first use: the stand-alone downsample needs no plugin API
+        globals()["PLUGIN"] = _plugin()
+        return globals()["PLUGIN"]
+    if name not in _MODULES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value  # once
-    return value
-
-
-__all__ = [
-    "PLUGIN",
-    "Downsample",
-    "ImportMicrographs",
-    "ImportParticles",
-    "ImportVolume",
-    "PreprocessMicrographs",
-    "ProcessVolume",
-    "ReconstructFourier",
-    "ReconstructHighRes",
-    "SimulateParticles",
-]
+    return getattr(importlib.import_module(_MODULES[name]), name)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cryoweave.formats import read_image, read_images, read_volume
+from cryoweave.store import MicrographSet, ParticleSet, RecordSet, SetHandle, VolumeSet
 from cryoweave.viewers._images import (
     contact_sheet,
     gallery_figure,
@@ -25,7 +26,6 @@ from cryoweave.viewers._images import (
 )
 from cryoweave.viewers._plots import plot_angular_distribution
 from cryoweave.viewers._volumes import plot_volume
-from cryoweave.workflow import MicrographSet, ParticleSet, RecordSet, SetHandle, VolumeSet
 
 Picture = tuple[Path, str]  # (file, caption)
 

@@ -8,9 +8,9 @@ import shutil
 from sqlalchemy import delete
 
 from cryoweave.errors import StorageError
-from cryoweave.workflow._project import Project
-from cryoweave.workflow._schema import ITEM_TABLES, OpticsGroupRow, Run, SetRow
-from cryoweave.workflow.queries import process_gone
+from cryoweave.store import Project
+from cryoweave.store.queries import process_gone
+from cryoweave.store.schema import ITEM_TABLES, OpticsGroupRow, Run, SetRow
 
 
 def delete_run(project: Project, run_ref: int | str) -> int:

@@ -19,7 +19,7 @@ import pandas as pd
 from cryoweave.errors import InputError
 from cryoweave.formats import ParticleTable, atomic_path, write_star_blocks
 from cryoweave.formats.star import particles_to_blocks
-from cryoweave.workflow._sets import MicrographSet, ParticleSet, RecordSet, SetHandle, VolumeSet
+from cryoweave.store import MicrographSet, ParticleSet, RecordSet, SetHandle, VolumeSet
 
 # labels written with a fixed number of decimals (RELION writes angles and shifts "%.6f")
 FIXED_PRECISION_LABELS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst",
@@ -210,16 +210,6 @@ def export_set(handle: SetHandle, path: str | Path, *, copy_stacks: bool = False
 
 def set_files(handle: SetHandle, limit: int = 1000) -> list[str]:
     """The files an output set refers to (stacks, micrographs, maps), at most ``limit``."""
-    table = handle.table
-    if isinstance(handle, ParticleSet):
-        column = "image_path"
-    elif isinstance(handle, MicrographSet | VolumeSet):
-        column = "path"
-    else:
-        return []
-    from sqlalchemy import select
+    from cryoweave.store import queries
 
-    with handle.project.reader() as s:
-        rows = s.execute(select(table.c[column]).distinct().where(table.c.set_id == handle.id)
-                         .limit(limit)).scalars().all()
-    return sorted(r for r in rows if r)
+    return queries.set_files(handle.project, handle.id, limit)

@@ -20,32 +20,14 @@ protocol (:func:`protocol_dict`)
 
 from __future__ import annotations
 
-import datetime
 import logging
 from typing import Any
 
-from sqlalchemy import func, select
-
-from cryoweave.workflow._project import Project, pid_alive
-from cryoweave.workflow._schema import Run, SetRow, StepRow
-from cryoweave.workflow._sets import SetHandle, set_handle
+from cryoweave.store import Project, SetHandle, queries, set_handle
+from cryoweave.store.queries import iso_time, run_state
+from cryoweave.store.schema import Run
 
 log = logging.getLogger(__name__)
-
-
-def iso_time(timestamp: float | None) -> str | None:
-    """A Unix time as ISO 8601 in UTC (``2026-11-27T17:02:55+00:00``); ``None`` stays."""
-    if timestamp is None:
-        return None
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(
-        timespec="seconds")
-
-
-def run_state(run: Run) -> str:
-    """The run's status, saying so when a "running" run's process is gone."""
-    if run.status == "running" and not pid_alive(run.pid):
-        return "running (process gone: continue it)"
-    return run.status
 
 
 def set_dict(handle: SetHandle, *, files: bool = True) -> dict[str, Any]:
@@ -54,17 +36,13 @@ def set_dict(handle: SetHandle, *, files: bool = True) -> dict[str, Any]:
     report = {"set": handle.id, "name": row.name, "kind": row.kind, "state": row.state,
               "size": handle.count()}
     if files:
-        from cryoweave.workflow._export import set_files
-
-        report["files"] = set_files(handle)
+        report["files"] = queries.set_files(handle.project, handle.id)
     return report
 
 
 def output_sets(project: Project, run_id: int) -> dict[str, SetHandle]:
-    with project.reader() as s:
-        rows = list(s.scalars(select(SetRow).where(SetRow.run_id == run_id)
-                              .order_by(SetRow.id)))
-    return {row.name: set_handle(project, row.id, row.kind) for row in rows}
+    return {o["name"]: set_handle(project, o["set"], o["kind"])
+            for o in queries.run_outputs(project, run_id)}
 
 
 def outputs_dict(project: Project, run_id: int, *, files: bool = True) -> dict[str, Any]:
@@ -79,10 +57,7 @@ def run_summary(project: Project, run: Run) -> dict[str, Any]:
 
     try:
         protocol = registry().get(run.protocol)
-        with project.reader() as s:
-            steps = {key: dict(result or {}) for key, result in s.execute(
-                select(StepRow.key, StepRow.result).where(StepRow.run_id == run.id,
-                                                          StepRow.status == "done"))}
+        steps = queries.step_results(project, run.id)
         ctx = SummaryContext(run.id, dict(run.params or {}), output_sets(project, run.id),
                              steps)
         return dict(protocol().summary(ctx) or {})
@@ -94,16 +69,6 @@ def run_summary(project: Project, run: Run) -> dict[str, Any]:
 def run_dict(project: Project, run: Run, *, summary: bool = True,
              files: bool = True) -> dict[str, Any]:
     """Everything about a run a person or a program asks first (keys: module docstring)."""
-    from cryoweave.workflow.runner import failed_items
-    with project.reader() as s:
-        steps = dict(s.execute(select(StepRow.status, func.count()).where(
-            StepRow.run_id == run.id).group_by(StepRow.status)).all())
-        devices: dict[str, list[str]] = {}
-        for key, result in s.execute(select(StepRow.key, StepRow.result).where(
-                StepRow.run_id == run.id).order_by(StepRow.id)).all():
-            device = result.get("device") if isinstance(result, dict) else None
-            if device:
-                devices.setdefault(str(device), []).append(key)
     params = dict(run.params or {})
     duration = (run.finished_at - run.started_at) if run.started_at and run.finished_at \
         else None
@@ -118,9 +83,9 @@ def run_dict(project: Project, run: Run, *, summary: bool = True,
         "inputs": {name: value for name, value in params.items()
                    if isinstance(value, dict) and "set" in value},
         "outputs": outputs_dict(project, run.id, files=files),
-        "steps": {str(k): int(n) for k, n in sorted(steps.items())},
-        "failed_items": failed_items(project, run.id)[0],
-        "devices": devices,
+        "steps": queries.step_counts(project, run.id),
+        "failed_items": queries.failed_items(project, run.id)[0],
+        "devices": queries.step_devices(project, run.id),
         "summary": run_summary(project, run) if summary else {},
     }
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,49 +16,19 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from cryoweave.errors import CryoweaveError, ParamError, StorageError
-from cryoweave.plugin._inputs import InputRef, InputSpec
-from cryoweave.plugin._preview import SetPreview
-from cryoweave.plugin._protocol import Protocol
-from cryoweave.plugin._registry import registry
-from cryoweave.workflow._project import Project, run_folder_name
-from cryoweave.workflow._schema import Run, SetRow
-from cryoweave.workflow._sets import SET_TYPES, SetHandle
-from cryoweave.workflow._store import create_set
+from cryoweave.plugin import InputRef, Protocol, SetPreview, registry
+from cryoweave.plugin._inputs import InputSpec
+from cryoweave.store import SET_TYPES, Project, SetHandle, label_problem, queries, run_folder_name
+from cryoweave.store.schema import Run
+from cryoweave.store.writers import create_set
 
 RUN_SUBFOLDERS = ("extra", "tmp", "logs")
-MAX_LABEL_LENGTH = 200  # the width of runs.label
-# control and format characters (escape sequences, bidirectional overrides) and line breaks
-_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
-
-def label_problem(label: str | None) -> str | None:
-    """Why ``label`` cannot name a run (None when it can): it is printed by `runs` and `show`
-    and typed back by users, so it is printable text of at most MAX_LABEL_LENGTH characters."""
-    if label is None:
-        return None
-    if not isinstance(label, str):
-        return f"run label {label!r}: expected a string"
-    bad = sorted({ch for ch in label if unicodedata.category(ch) in _UNPRINTABLE_CATEGORIES})
-    if bad:
-        shown = ", ".join(f"U+{ord(ch):04X}" for ch in bad)
-        return (f"run label {label!r} contains control or invisible characters ({shown}); "
-                "use printable characters only")
-    if label.isdigit():
-        return (f"run label {label!r} has only digits and would be taken for a run id; "
-                f"add a letter (e.g. 'run{label}')")
-    if len(label) > MAX_LABEL_LENGTH:
-        return (f"run label {label[:40]!r}… has {len(label)} characters; use at most "
-                f"{MAX_LABEL_LENGTH}")
-    return None
-
-
 def check_label(label: str | None, project: Project | None = None) -> None:
     """Raise ParamError when ``label`` cannot name a run (see label_problem) or, given the
     project, is already used there."""
     problem = label_problem(label)
     if problem is None and label and project is not None:
-        with project.reader() as s:
-            used = s.scalar(select(Run.id).where(Run.label == label))
+        used = queries.run_id_for_label(project, label)
         if used is not None:
             problem = (f"run label {label!r} is already used in this project (run {used}); "
                        "choose another label")
@@ -145,17 +114,16 @@ def _resolve_ref(project: Project | None, name: str, ref: InputRef, kind: str
     if run is None:
         return None, (f"input {name!r}: there is no run {ref.run!r} in this project "
                       "(`cryoweave runs` lists runs by id and label)")
-    with project.reader() as s:
-        sets = {row.name: row for row in s.scalars(select(SetRow).where(SetRow.run_id == run.id))}
-    row = sets.get(ref.output or "")
-    if row is None:
+    sets = {o["name"]: o for o in queries.run_outputs(project, run.id)}
+    output = sets.get(ref.output or "")
+    if output is None:
         outs = ", ".join(sorted(sets)) or "none"
         return None, (f"input {name!r}: run {run.id} ({run.protocol}) has no output "
                       f"{ref.output!r}; its outputs are: {outs}")
-    if row.kind != kind:
+    if output["kind"] != kind:
         return None, (f"input {name!r} expects a {kind} set, but run {run.id} output "
-                      f"{ref.output!r} is a {row.kind} set")
-    return row.id, None
+                      f"{ref.output!r} is a {output['kind']} set")
+    return output["set"], None
 
 
 def _unknown_label(project: Project | None, run: Any) -> bool:
@@ -185,7 +153,7 @@ def _check_path(name: str, path: str) -> str | None:
 
 def path_params(model: Any) -> list[str]:
     """Params declared with ``param(path=True)`` (files, folders, glob patterns)."""
-    from cryoweave.plugin._params import field_meta
+    from cryoweave.plugin import field_meta
 
     return [name for name in model.model_fields
             if field_meta(model, name).get("format") == "path"]

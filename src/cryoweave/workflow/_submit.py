@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from cryoweave.errors import CryoweaveError, ParamError, StorageError
-from cryoweave.plugin._protocol import Protocol
-from cryoweave.workflow._project import Project
+from cryoweave.plugin import Protocol
+from cryoweave.store import Project, queries
 from cryoweave.workflow._runs import (
     PendingImport,
     ValidatedRun,
@@ -16,7 +16,6 @@ from cryoweave.workflow._runs import (
     create_run,
     validate_run,
 )
-from cryoweave.workflow._schema import SetRow
 from cryoweave.workflow.runner import Runner, RunSummary
 
 RunnerFactory = Callable[[Project, int], Runner]
@@ -52,9 +51,8 @@ def run_imports(project: Project, validated: ValidatedRun, plans: list[ImportPla
             raise CryoweaveError(f"importing {pending.path} for input {pending.input_name!r} "
                                  f"failed (run {import_id}): {summary.error}")
         output_name = next(iter(importer.outputs()))
-        with project.reader() as s:
-            validated.inputs[pending.input_name] = s.query(SetRow.id).filter(
-                SetRow.run_id == import_id, SetRow.name == output_name).scalar()
+        validated.inputs[pending.input_name] = queries.output_set_id(project, import_id,
+                                                                     output_name)
 
 
 def prepare_run(project_dir: str | Path, protocol: type[Protocol], raw: Any, *,

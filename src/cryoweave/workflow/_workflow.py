@@ -22,11 +22,11 @@ from typing import Any
 import yaml
 
 from cryoweave.errors import CryoweaveError, InputError, ParamError
-from cryoweave.plugin._protocol import Protocol
-from cryoweave.plugin._registry import registry
+from cryoweave.plugin import Protocol, registry
+from cryoweave.store import Project, queries
+from cryoweave.store.schema import Run
 from cryoweave.workflow._config import load_config
 from cryoweave.workflow._param_files import parse_json, parse_yaml, read_text_utf8
-from cryoweave.workflow._project import Project
 from cryoweave.workflow._runs import (
     PlannedOutputs,
     PlannedPreviews,
@@ -35,7 +35,6 @@ from cryoweave.workflow._runs import (
     label_problem,
     validate_run,
 )
-from cryoweave.workflow._schema import Run, SetRow
 from cryoweave.workflow._submit import RunnerFactory, plan_imports, run_imports
 
 
@@ -167,9 +166,8 @@ def prepare_workflow(project_dir: str | Path, entries: list[WorkflowEntry], *,
         run_imports(project, plan.validated, plan.imports, plan.entry.label, runner_factory)
         for input_name, (label, output) in plan.validated.deferred.items():
             producer = project.get_run(label)
-            with project.reader() as s:
-                plan.validated.inputs[input_name] = s.query(SetRow.id).filter(
-                    SetRow.run_id == producer.id, SetRow.name == output).scalar()
+            plan.validated.inputs[input_name] = queries.output_set_id(project, producer.id,
+                                                                      output)
         run_ids.append(create_run(project, plan.validated, label=plan.entry.label,
                                   queue=plan.entry.queue))
     return project, run_ids

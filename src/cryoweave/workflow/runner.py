@@ -22,16 +22,15 @@ from typing import Any
 from sqlalchemy import select, update
 
 from cryoweave.errors import CryoweaveError, StepFailed, StopRequested, StorageError
-from cryoweave.plugin._plan import ForEachBatch, Plan, Step, StepContext, StepResult
-from cryoweave.plugin._protocol import PlanContext
+from cryoweave.plugin import ForEachBatch, Plan, PlanContext, Step, StepContext, StepResult
+from cryoweave.store import SET_TYPES, Project, SetHandle, pid_alive, set_handle
+from cryoweave.store.queries import FAILED_ITEMS_KEY, failed_items
+from cryoweave.store.schema import Event, Run, SetRow, StepRow, StreamCursor, StreamUnit
+from cryoweave.store.writers import append_items, derive_items, put_optics, retract_items
 from cryoweave.workflow._config import QueueConfig, load_config
 from cryoweave.workflow._executors import Executor, _attach_run_log, make_queue_executor
-from cryoweave.workflow._project import Project, pid_alive
 from cryoweave.workflow._runs import load_run_protocol
-from cryoweave.workflow._schema import Event, Run, SetRow, StepRow, StreamCursor, StreamUnit
-from cryoweave.workflow._sets import SET_TYPES, SetHandle, set_handle
-from cryoweave.workflow._store import append_items, derive_items, put_optics, retract_items
-from cryoweave.workflow._streams import BatchStream, WatchStream
+from cryoweave.workflow._streams import BatchStream, StreamBatch, WatchStream
 
 POLL_INTERVAL_S = 0.2
 _PARTIAL_WRITE = re.compile(r"\..+\.[0-9a-f]{8}\.part")  # formats._atomic.temporary_path
@@ -73,21 +72,6 @@ class RunSummary:
     seconds: float = 0.0
     outputs: dict[str, int] = field(default_factory=dict)
     failed_items: int = 0  # input items that steps reported as failed (the run goes on)
-
-
-FAILED_ITEMS_KEY = "failed_item_ids"  # in a step's recorded result
-
-
-def failed_items(project: Project, run_id: int) -> tuple[int, str | None]:
-    """(number of input items the finished steps of a run reported as failed, one message)."""
-    with project.reader() as s:
-        results = s.scalars(select(StepRow.result).where(StepRow.run_id == run_id,
-                                                         StepRow.status == "done"))
-        count = sum(len((r or {}).get(FAILED_ITEMS_KEY) or []) for r in results)
-        message = s.scalar(select(Event.message).where(
-            Event.run_id == run_id, Event.kind == "item_failed").order_by(Event.id.desc())
-            .limit(1)) if count else None
-    return count, message
 
 
 def _json_safe(value: Any) -> Any:
@@ -329,6 +313,11 @@ class Runner:
                                  step_key=step_key))
         self._report_totals()
 
+    def _record_batch(self, batch: StreamBatch | None) -> None:
+        """Register a stream's new steps with its cursor (one transaction)."""
+        if batch is not None:
+            self.register_steps(batch.steps, cursor=batch.cursor, units=batch.units)
+
     def _retract(self, session: Any, row: StepRow) -> None:
         for name, (set_id, seq) in (row.published or {}).items():
             handle = self.outputs.get(name) or set_handle(self.project, set_id)
@@ -413,8 +402,10 @@ class Runner:
 
     def _loop(self, plan: Plan, executor: Executor) -> None:
         streams: list[BatchStream | WatchStream] = [
-            BatchStream(self, spec) if isinstance(spec, ForEachBatch)
-            else WatchStream(self, spec, i) for i, spec in enumerate(plan.streams)]
+            BatchStream(self.project, self.run_id, self.inputs, spec, self.log)
+            if isinstance(spec, ForEachBatch)
+            else WatchStream(self.project, self.run_id, spec, i, self.log)
+            for i, spec in enumerate(plan.streams)]
         running: dict[Any, tuple[_StepState, float, str | None]] = {}
         # GPUs of a local queue, shared out one per concurrent GPU step
         free_gpus = list(self.queue_config.devices)
@@ -431,14 +422,14 @@ class Runner:
                     if streams and all(st.graceful_stop for st in streams):
                         self.log.info("stop requested: closing the streams, finishing work")
                         for st in streams:
-                            st.stop()
+                            self._record_batch(st.stop())
                     else:
                         self.log.info("stop requested: aborting after running steps")
                         aborting = True
             if failure is None and not aborting:
                 for st in streams:
                     if not st.done:
-                        st.poll()
+                        self._record_batch(st.poll())
                 free = capacity - len(running)
                 for state in self._ready()[:max(0, free)]:
                     gpu_id = None

@@ -10,7 +10,7 @@ import pytest
 from cryoweave.errors import CryoweaveError, ParamError
 from cryoweave.plugin import StepContext, registry
 from cryoweave.protocols.highres._outputs import run_post_script
-from cryoweave.workflow._runs import validate_run
+from cryoweave.workflow import validate_run
 from refinement_data import simulated
 
 ENV = "CRYOWEAVE_ALLOW_POST_SCRIPT"

@@ -9,8 +9,8 @@ import pytest
 from cryoweave.errors import ParamError
 from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
-from cryoweave.workflow import ParticleSet, RecordSet, VolumeSet
-from cryoweave.workflow.runner import Runner
+from cryoweave.store import ParticleSet, RecordSet, VolumeSet
+from cryoweave.workflow import Runner
 from refinement_data import lowpassed_start, pose_errors, resolution_vs_truth, run, simulated
 
 
@@ -80,7 +80,7 @@ def test_local_defocus_gray_and_scale_refinement(tmp_path):
     by known factors: the local options recover all three (noiseless data)."""
     from cryoweave.formats import read_images, write_mrc
     from cryoweave.protocols.highres._local_extras import magnify
-    from cryoweave.workflow._submit import run_protocol as submit
+    from cryoweave.workflow import run_protocol as submit
 
     project_dir = tmp_path / "p"
     project, simulation, truth = simulated(project_dir, n=300, box=40, snr=None, pixel=2.0)

@@ -12,9 +12,9 @@ import numpy as np
 from conftest import cryoweave_command, subprocess_env
 from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
-from cryoweave.workflow import ParticleSet, Project, RecordSet, VolumeSet
-from cryoweave.workflow._schema import StepRow
-from cryoweave.workflow._submit import run_protocol
+from cryoweave.store import ParticleSet, Project, RecordSet, VolumeSet
+from cryoweave.store.schema import StepRow
+from cryoweave.workflow import run_protocol
 from refinement_data import lowpassed_start, simulated
 
 

@@ -1,26 +1,28 @@
 """Downsample: RELION-exact Fourier cropping of particle stacks with a project cache.
 
-``Downsample`` (the protocol, which needs the authoring API and the workflow runtime) is
-imported on first use; the stand-alone path (``downsample_file``) does not load it.
+The names below load on first use (PEP 562), so that `cryoweave form Downsample` imports
+neither numpy, pandas nor the engine.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
-from cryoweave.protocols.downsample._files import DownsampleResult, downsample_file
-from cryoweave.protocols.downsample._rewrite import stack_name
-from cryoweave.protocols.downsample._stack import downsample_stack
+_EXPORTS = {
+    "Downsample": "protocol",
+    "DownsampleCache": "_cache",
+    "DownsampleResult": "_files",
+    "cache_key": "_cache",
+    "downsample_file": "_files",
+    "downsample_stack": "_stack",
+    "stack_name": "_rewrite",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Downsample":
-        from cryoweave.protocols.downsample.protocol import Downsample
-
-        return Downsample
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["Downsample", "DownsampleCache", "DownsampleResult", "cache_key", "downsample_file",
-           "downsample_stack", "stack_name"]
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

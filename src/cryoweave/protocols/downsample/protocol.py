@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import pandas as pd
 from pydantic import field_validator, model_validator
 
 from cryoweave.errors import CryoweaveError
-from cryoweave.formats import ParticleTable
 from cryoweave.physical import PIXEL_SIZE_A
 from cryoweave.plugin import (
     ADVANCED,
@@ -30,12 +27,14 @@ from cryoweave.plugin import (
     SummaryContext,
     param,
 )
-from cryoweave.protocols._shared.device import compute_resources, device_info, step_device
 from cryoweave.protocols._shared.params import datadir_param, strip_prefix_param
 from cryoweave.protocols._shared.summary import set_summary
-from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
-from cryoweave.protocols.downsample._rewrite import downsampled_table, stack_name, target_box
-from cryoweave.protocols.downsample._stack import downsample_stack
+
+if TYPE_CHECKING:  # numpy, pandas, formats and the engine load on use: `form` needs none
+    import numpy as np
+    import pandas as pd
+
+    from cryoweave.formats import ParticleTable
 
 IMAGE_LIST = "tmp/downsample_input.npz"
 
@@ -94,6 +93,11 @@ class Downsample(Protocol):
         particles = inputs.get("particles")
         if particles is None:
             return []
+        import pandas as pd
+
+        from cryoweave.formats import ParticleTable
+        from cryoweave.protocols.downsample._rewrite import target_box
+
         try:
             target_box(ParticleTable(pd.DataFrame(), particles.optics()), params.box_px,
                        params.pixel_size_a)
@@ -105,6 +109,11 @@ class Downsample(Protocol):
         return set_summary(ctx.output("particles"), "particles")
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        from cryoweave.formats import ParticleTable
+        from cryoweave.protocols._shared.device import compute_resources
+        from cryoweave.protocols.downsample._cache import cache_key
+        from cryoweave.protocols.downsample._rewrite import stack_name, target_box
+
         particles: ParticleSet = ctx.input("particles")
         frame = particles.to_frame(columns=["image_path", "image_index", "optics_group"],
                                    with_extra=False)
@@ -129,6 +138,9 @@ class Downsample(Protocol):
 
 def write_image_list(path: Path, frame: pd.DataFrame, optics: pd.DataFrame) -> None:
     """What the step needs, without pickles: ids, stack paths (as codes), indices, optics."""
+    import numpy as np
+    import pandas as pd
+
     codes, uniques = pd.factorize(frame["image_path"])
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
@@ -140,6 +152,11 @@ def write_image_list(path: Path, frame: pd.DataFrame, optics: pd.DataFrame) -> N
 
 
 def read_image_list(path: str) -> tuple[np.ndarray, ParticleTable]:
+    import numpy as np
+    import pandas as pd
+
+    from cryoweave.formats import ParticleTable
+
     with np.load(path, allow_pickle=False) as data:
         frame = pd.DataFrame({"image_path": data["paths"][data["path_code"]].astype(object),
                               "image_index": data["image_index"],
@@ -151,6 +168,14 @@ def read_image_list(path: str) -> tuple[np.ndarray, ParticleTable]:
 def downsample_step(ctx: StepContext, image_list: str, key: str, box_px: int,
                     cache_root: str | None, stack: str, batch_size: int,
                     star_layout: dict[str, Any]) -> StepResult:
+    import numpy as np
+    import pandas as pd
+
+    from cryoweave.protocols._shared.device import device_info, step_device
+    from cryoweave.protocols.downsample._cache import DownsampleCache
+    from cryoweave.protocols.downsample._rewrite import downsampled_table, stack_name
+    from cryoweave.protocols.downsample._stack import downsample_stack
+
     device = step_device(ctx)
     item_ids, table = read_image_list(image_list)
     out = downsampled_table(table, box_px, Path(stack))

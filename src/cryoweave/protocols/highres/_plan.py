@@ -55,7 +55,7 @@ from cryoweave.protocols.reconstruction.reconstruct_fourier import (
 from cryoweave.protocols.reconstruction.reconstruct_fourier import (
     insert_step as reconstruct_insert_step,
 )
-from cryoweave.workflow import ParticleSet, VolumeSet
+from cryoweave.store import ParticleSet, VolumeSet
 
 if TYPE_CHECKING:
     from cryoweave.protocols.highres.protocol import ReconstructHighRes
@@ -156,8 +156,8 @@ class Refinement:
     def _previous_output(self, run: Any, name: str) -> Any:
         from sqlalchemy import select
 
-        from cryoweave.workflow._schema import SetRow
-        from cryoweave.workflow._sets import set_handle
+        from cryoweave.store import set_handle
+        from cryoweave.store.schema import SetRow
 
         with self.ctx.project.reader() as s:
             set_id = s.scalar(select(SetRow.id).where(SetRow.run_id == run.id,

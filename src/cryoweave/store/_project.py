@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cryoweave.errors import StorageError
-from cryoweave.workflow._schema import SCHEMA_VERSION, Base, Meta, Run
+from cryoweave.store.schema import Run
 
 DB_FILENAME = "project.sqlite"
 CONFIG_FILENAME = "project.json"
@@ -127,27 +127,17 @@ class Project:
         return create_engine(url, pool_pre_ping=True)
 
     def _ensure_schema(self, *, create: bool) -> None:
-        """Create the tables (once, under the write lock, so concurrent openers agree)."""
+        """Create or migrate the schema (once, under the write lock, so concurrent openers
+        agree); refuse a database with a newer schema than this code."""
+        from cryoweave.store._migrate import ensure_schema
+
         with self.engine.connect() as conn:
             conn.execution_options(cryoweave_write=True)
             with conn.begin():
                 if self.engine.dialect.name == "postgresql":
                     # serialise concurrent creators (SQLite does it with BEGIN IMMEDIATE)
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727272)")
-                if not self.engine.dialect.has_table(conn, "meta"):
-                    Base.metadata.create_all(conn)
-                    conn.execute(Meta.__table__.insert().values(key="schema_version",
-                                                                value=str(SCHEMA_VERSION)))
-                    return
-                version = conn.execute(select(Meta.value).where(
-                    Meta.key == "schema_version")).scalar()
-                if version is None or int(version) > SCHEMA_VERSION:
-                    raise StorageError(
-                        f"project database schema version {version} is newer than this "
-                        f"cryoweave supports ({SCHEMA_VERSION}); upgrade cryoweave")
-                Base.metadata.create_all(conn)  # tables added since (no-op otherwise)
-                _add_columns(conn)
-
+                ensure_schema(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -225,19 +215,3 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
-
-
-# columns added to existing tables since schema version 1 (no migrations yet): table ->
-# column -> SQL type; added on open when missing, so older projects still open
-ADDED_COLUMNS = {"runs": {"queue": "VARCHAR(100)"}}
-
-
-def _add_columns(conn: Any) -> None:
-    from sqlalchemy import inspect
-
-    inspector = inspect(conn)
-    for table, columns in ADDED_COLUMNS.items():
-        present = {c["name"] for c in inspector.get_columns(table)}
-        for name, sql_type in columns.items():
-            if name not in present:
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")

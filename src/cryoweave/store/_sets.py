@@ -11,33 +11,29 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import (
-    ColumnElement,
-    Text,
-    func,
-    select,
-    type_coerce,
-    update,
-)
-from sqlalchemy.orm import Session
-
 from cryoweave.errors import StorageError
-from cryoweave.workflow._items import rows_to_frame, typed_columns
-from cryoweave.workflow._schema import (
-    MicrographRow,
-    OpticsGroupRow,
-    ParticleRow,
-    RecordRow,
-    SetRow,
-    VolumeRow,
-)
-from cryoweave.workflow._store import OPTICS_COLUMNS, append_items, put_optics
+from cryoweave.physical import OPTICS_COLUMNS
 
-if TYPE_CHECKING:  # numpy and pandas are imported on use: `cryoweave runs` needs neither
+if TYPE_CHECKING:  # numpy, pandas and SQLAlchemy load on use: `cryoweave form` needs none
     import numpy as np
     import pandas as pd
+    from sqlalchemy import ColumnElement
+    from sqlalchemy.orm import Session
 
-    from cryoweave.workflow._project import Project
+    from cryoweave.store._project import Project
+    from cryoweave.store.schema import SetRow
+
+
+class _ItemClass:
+    """``SetHandle.fields``: the ORM item class, imported from the schema on first use."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        from cryoweave.store import schema
+
+        return getattr(schema, self.name)
 
 
 
@@ -76,10 +72,14 @@ class SetQuery:
         return stmt
 
     def count(self) -> int:
+        from sqlalchemy import func, select
+
         with self.handle.project.reader() as s:
             return int(s.scalar(self._where(select(func.count()).select_from(self.handle.table))))
 
     def item_ids(self) -> np.ndarray:
+        from sqlalchemy import select
+
         cls = self.handle.fields
         stmt = self._where(select(cls.item_id)).order_by(*(self._order or (cls.item_id,)))
         import numpy as np
@@ -90,6 +90,10 @@ class SetQuery:
     def batches(self, batch_size: int = 10000, *, with_extra: bool = True,
                 columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
         """Items as DataFrames of at most ``batch_size`` rows, from one consistent snapshot."""
+        from sqlalchemy import Text, select, type_coerce
+
+        from cryoweave.store._items import rows_to_frame, typed_columns
+
         table = self.handle.table
         names = list(columns) if columns else typed_columns(table)
         if "item_id" not in names:
@@ -112,6 +116,8 @@ class SetQuery:
               ) -> pd.DataFrame:
         """All matching items in one DataFrame (empty frame with the columns if none)."""
         import pandas as pd
+
+        from cryoweave.store._items import typed_columns
 
         parts = list(self.batches(200000, with_extra=with_extra, columns=columns))
         if not parts:
@@ -140,6 +146,8 @@ class SetHandle:
 
     # -- set-level facts -------------------------------------------------------------------
     def row(self) -> SetRow:
+        from cryoweave.store.schema import SetRow
+
         with self.project.reader() as s:
             row = s.get(SetRow, self.id)
             if row is None:
@@ -193,6 +201,9 @@ class SetHandle:
     def optics(self) -> pd.DataFrame:
         """Optics groups (RELION ``data_optics``): typed columns plus pass-through ones."""
         import pandas as pd
+        from sqlalchemy import select
+
+        from cryoweave.store.schema import OpticsGroupRow
 
         with self.project.reader() as s:
             rows = s.scalars(
@@ -215,19 +226,29 @@ class SetHandle:
 
     def append(self, items: pd.DataFrame, *, session: Session | None = None) -> int:
         """Publish items as one new set version; returns that version (the items' ``seq``)."""
+        from cryoweave.store.writers import append_items
+
         with self._in(session) as s:
             return append_items(s, self, items)
 
     def set_optics(self, optics: pd.DataFrame, *, session: Session | None = None) -> None:
+        from cryoweave.store.writers import put_optics
+
         with self._in(session) as s:
             put_optics(s, self.id, optics)
 
     def update_properties(self, *, session: Session | None = None, **props: Any) -> None:
+        from cryoweave.store.schema import SetRow
+
         with self._in(session) as s:
             row = s.get(SetRow, self.id)
             row.properties = {**(row.properties or {}), **props}
 
     def close(self, *, session: Session | None = None) -> None:
+        from sqlalchemy import update
+
+        from cryoweave.store.schema import SetRow
+
         with self._in(session) as s:
             s.execute(update(SetRow).where(SetRow.id == self.id)
                       .values(state="closed", version=SetRow.version + 1))
@@ -238,7 +259,7 @@ class ParticleSet(SetHandle):
     """Particle images with CTF, poses (shifts in Å), optics groups and half subsets."""
 
     kind = "particles"
-    fields = ParticleRow
+    fields = _ItemClass("ParticleRow")
     importer = ("ImportParticles", "path")
 
 
@@ -246,7 +267,7 @@ class MicrographSet(SetHandle):
     """Micrographs (one MRC each) with acquisition properties and optional CTF."""
 
     kind = "micrographs"
-    fields = MicrographRow
+    fields = _ItemClass("MicrographRow")
     importer = ("ImportMicrographs", "pattern")
 
 
@@ -254,7 +275,7 @@ class VolumeSet(SetHandle):
     """Volumes (maps) with optional half maps."""
 
     kind = "volumes"
-    fields = VolumeRow
+    fields = _ItemClass("VolumeRow")
     importer = ("ImportVolume", "path")
 
 
@@ -262,7 +283,7 @@ class RecordSet(SetHandle):
     """Generic JSON records (FSC curves, per-iteration statistics)."""
 
     kind = "records"
-    fields = RecordRow
+    fields = _ItemClass("RecordRow")
 
 
 SET_TYPES: dict[str, type[SetHandle]] = {
@@ -271,6 +292,8 @@ SET_TYPES: dict[str, type[SetHandle]] = {
 
 
 def set_handle(project: Project, set_id: int, kind: str | None = None) -> SetHandle:
+    from cryoweave.store.schema import SetRow
+
     if kind is None:
         with project.reader() as s:
             row = s.get(SetRow, set_id)

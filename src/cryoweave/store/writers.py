@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import (
     Column,
@@ -28,13 +28,23 @@ from sqlalchemy.orm import Session
 
 from cryoweave.errors import StorageError
 from cryoweave.physical import OPTICS_COLUMNS
-from cryoweave.workflow._items import bulk_insert, frame_to_rows, typed_columns
-from cryoweave.workflow._schema import OpticsGroupRow, SetRow
+from cryoweave.store._items import bulk_insert, frame_to_rows, typed_columns
+from cryoweave.store.schema import OpticsGroupRow, SetRow
 
 if TYPE_CHECKING:  # numpy and pandas are imported on use: `cryoweave runs` needs neither
     import pandas as pd
 
-    from cryoweave.workflow._sets import SetHandle
+
+class SetHandle(Protocol):
+    """What the writers need of a set (:class:`cryoweave.store.SetHandle` has it); a protocol,
+    so that the set types import the writers and not the other way round."""
+
+    id: int
+    kind: str
+    fields: Any  # the ORM item class
+
+    @property
+    def table(self) -> Table: ...
 
 
 def append_items(session: Session, handle: SetHandle, items: pd.DataFrame) -> int:
@@ -170,7 +180,7 @@ def _none_if_nan(value: Any) -> Any:
     return value
 
 
-def create_set(session: Session, run_id: int | None, name: str, set_type: type[SetHandle],
+def create_set(session: Session, run_id: int | None, name: str, set_type: Any,
                properties: dict[str, Any] | None = None) -> int:
     row = SetRow(run_id=run_id, name=name, kind=set_type.kind, state="open", version=0,
                  properties=dict(properties or {}))

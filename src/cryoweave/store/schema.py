@@ -23,7 +23,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# the schema's version: SCHEMA_VERSION is also written to ``meta`` (for cryoweave releases from
+# before migrations, which refuse a newer number); HEAD_REVISION is the newest alembic revision
+# in store/migrations/versions (a test checks that they agree)
 SCHEMA_VERSION = 1
+HEAD_REVISION = "0001"
 
 
 class Base(DeclarativeBase):
@@ -58,7 +62,7 @@ class Run(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     host: Mapped[str | None] = mapped_column(String(200))
     stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    # the queue the run's steps go to (added after schema 1: see Project._add_columns)
+    # the queue the run's steps go to (added after schema 1 by a guarded ALTER; baseline since)
     queue: Mapped[str | None] = mapped_column(String(100))
 
 

@@ -1,9 +1,14 @@
 """Read queries for browsing a project: runs, steps, events, outputs, lineage, set pages.
 
-The web GUI (and anything else that browses a project) reads through these functions and never
-writes SQL of its own. Each function is one or a few queries, whatever the project's size, so a
-project of hundreds of runs and sets of a million items stay fast. Results are plain JSON-ready
-dicts whose keys match :func:`cryoweave.workflow.run_dict` where they overlap.
+The CLI (``runs``, ``show``, ``workflow run``'s status), the web GUI and the run reports read
+through these functions and never write SQL of their own. Each function is one or a few
+queries, whatever the project's size, so a project of hundreds of runs and sets of a million
+items stay fast. Results are plain JSON-ready dicts whose keys match
+:func:`cryoweave.workflow.run_dict` where they overlap. The contract is tested on SQLite and
+PostgreSQL (tests/store/test_queries_contract.py).
+
+One module (a little over 400 lines) on purpose: it is the whole read API, in sections (runs,
+one run, events, sets, streaming), and a reader looks for a query in one place.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ from typing import Any
 from sqlalchemy import func, select
 
 from cryoweave.errors import ParamError, StorageError
-from cryoweave.workflow._items import typed_columns
-from cryoweave.workflow._project import Project, pid_alive
-from cryoweave.workflow._schema import ITEM_TABLES, Event, Run, SetRow, StepRow
+from cryoweave.store._items import typed_columns
+from cryoweave.store._project import Project, pid_alive
+from cryoweave.store.schema import ITEM_TABLES, Event, Run, SetRow, StepRow
 
 PAGE_LIMIT_MAX = 500  # rows of a set page, whatever the request asks
 
 
 def iso_time(timestamp: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC (``2026-11-27T17:02:55+00:00``); ``None`` stays."""
     if timestamp is None:
         return None
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
@@ -38,7 +44,8 @@ def process_gone(run: Any) -> bool:
     return not pid_alive(run.pid)
 
 
-def _state(run: Any) -> str:
+def run_state(run: Any) -> str:
+    """The run's status, saying so when a "running" run's process (on this host) is gone."""
     return "running (process gone: continue it)" if process_gone(run) else run.status
 
 
@@ -47,7 +54,7 @@ def _run_row(run: Any, steps: dict[str, int], outputs: list[dict[str, Any]]) -> 
     return {
         "id": run.id, "label": run.label, "protocol": run.protocol,
         "protocol_name": run.protocol.split(":")[-1], "status": run.status,
-        "state": _state(run), "process_gone": process_gone(run), "error": run.error,
+        "state": run_state(run), "process_gone": process_gone(run), "error": run.error,
         "folder": run.folder, "queue": run.queue, "host": run.host,
         "created_at": iso_time(run.created_at), "started_at": iso_time(run.started_at),
         "finished_at": iso_time(run.finished_at),
@@ -56,32 +63,135 @@ def _run_row(run: Any, steps: dict[str, int], outputs: list[dict[str, Any]]) -> 
     }
 
 
-def list_runs(project: Project, search: str | None = None) -> list[dict[str, Any]]:
+def list_runs(project: Project, search: str | None = None, *, run_ids: list[int] | None = None,
+              sizes: bool = False) -> list[dict[str, Any]]:
     """Every run with its step counts and outputs (name, kind, state, set id): three queries.
 
-    ``search`` keeps runs whose label, protocol or status contains it (any case).
+    ``search`` keeps runs whose label, protocol or status contains it (any case); ``run_ids``
+    keeps those runs, in that order; ``sizes`` adds each output's item count (``size``), one
+    grouped count per item table.
     """
+    stmt = select(Run.id, Run.label, Run.protocol, Run.status, Run.error, Run.folder, Run.queue,
+                  Run.created_at, Run.started_at, Run.finished_at, Run.pid, Run.host)
+    steps_stmt = select(StepRow.run_id, StepRow.status, func.count())
+    sets_stmt = select(SetRow.id, SetRow.run_id, SetRow.name, SetRow.kind, SetRow.state,
+                       SetRow.version)
+    if run_ids is not None:
+        stmt = stmt.where(Run.id.in_(run_ids))
+        steps_stmt = steps_stmt.where(StepRow.run_id.in_(run_ids))
+        sets_stmt = sets_stmt.where(SetRow.run_id.in_(run_ids))
     with project.reader() as s:
-        runs = list(s.execute(select(Run.id, Run.label, Run.protocol, Run.status, Run.error,
-                                     Run.folder, Run.queue, Run.created_at, Run.started_at,
-                                     Run.finished_at, Run.pid, Run.host).order_by(Run.id)))
-        step_rows = s.execute(select(StepRow.run_id, StepRow.status, func.count())
-                              .group_by(StepRow.run_id, StepRow.status)).all()
-        set_rows = s.execute(select(SetRow.id, SetRow.run_id, SetRow.name, SetRow.kind,
-                                    SetRow.state, SetRow.version).order_by(SetRow.id)).all()
+        runs = list(s.execute(stmt.order_by(Run.id)))
+        step_rows = s.execute(steps_stmt.group_by(StepRow.run_id, StepRow.status)).all()
+        set_rows = s.execute(sets_stmt.order_by(SetRow.id)).all()
+        counts = _item_counts(s, [(r[0], r[3]) for r in set_rows]) if sizes else {}
     steps: dict[int, dict[str, int]] = {}
     for run_id, status, count in step_rows:
         steps.setdefault(run_id, {})[status] = int(count)
     outputs: dict[int, list[dict[str, Any]]] = {}
     for set_id, run_id, name, kind, state, version in set_rows:
-        outputs.setdefault(run_id, []).append(
-            {"set": set_id, "name": name, "kind": kind, "state": state, "version": version})
+        output = {"set": set_id, "name": name, "kind": kind, "state": state, "version": version}
+        if sizes:
+            output["size"] = counts.get(set_id, 0)
+        outputs.setdefault(run_id, []).append(output)
     rows = [_run_row(run, steps.get(run.id, {}), outputs.get(run.id, [])) for run in runs]
+    if run_ids is not None:
+        position = {run_id: i for i, run_id in enumerate(run_ids)}
+        rows.sort(key=lambda r: position[r["id"]])
     if search:
         needle = search.strip().lower()
         rows = [r for r in rows if any(needle in str(r[k] or "").lower()
                                        for k in ("label", "protocol", "state", "id"))]
     return rows
+
+
+def _item_counts(session: Any, sets: list[tuple[int, str]]) -> dict[int, int]:
+    """Item count per set id for ``(set id, kind)`` pairs: one grouped query per kind."""
+    by_kind: dict[str, list[int]] = {}
+    for set_id, kind in sets:
+        by_kind.setdefault(kind, []).append(set_id)
+    counts: dict[int, int] = {}
+    for kind, ids in by_kind.items():
+        table = ITEM_TABLES[kind]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            counts.update((int(set_id), int(n)) for set_id, n in session.execute(
+                select(table.set_id, func.count()).where(table.set_id.in_(chunk))
+                .group_by(table.set_id)))
+    return counts
+
+
+# -- one run ----------------------------------------------------------------------------------
+FAILED_ITEMS_KEY = "failed_item_ids"  # in a step's recorded result
+
+
+def run_outputs(project: Project, run_id: int, *, sizes: bool = False) -> list[dict[str, Any]]:
+    """The run's output sets by id: ``set``, ``name``, ``kind``, ``state``, ``version``
+    (and ``size``, the item count, with ``sizes``)."""
+    with project.reader() as s:
+        rows = s.execute(select(SetRow.id, SetRow.name, SetRow.kind, SetRow.state,
+                                SetRow.version).where(SetRow.run_id == run_id)
+                         .order_by(SetRow.id)).all()
+        counts = _item_counts(s, [(r[0], r[2]) for r in rows]) if sizes else {}
+    outputs = []
+    for set_id, name, kind, state, version in rows:
+        output = {"set": set_id, "name": name, "kind": kind, "state": state, "version": version}
+        if sizes:
+            output["size"] = counts.get(set_id, 0)
+        outputs.append(output)
+    return outputs
+
+
+def output_set_id(project: Project, run_id: int, name: str) -> int | None:
+    """The id of the run's output set called ``name`` (None when it has none)."""
+    with project.reader() as s:
+        return s.scalar(select(SetRow.id).where(SetRow.run_id == run_id, SetRow.name == name))
+
+
+def run_id_for_label(project: Project, label: str) -> int | None:
+    """The id of the run labelled ``label`` (None when no run has that label)."""
+    with project.reader() as s:
+        return s.scalar(select(Run.id).where(Run.label == label))
+
+
+def step_counts(project: Project, run_id: int) -> dict[str, int]:
+    """Steps of a run per status (``{"done": 12, "pending": 3}``), statuses sorted."""
+    with project.reader() as s:
+        rows = s.execute(select(StepRow.status, func.count()).where(
+            StepRow.run_id == run_id).group_by(StepRow.status)).all()
+    return {str(status): int(n) for status, n in sorted(rows)}
+
+
+def step_devices(project: Project, run_id: int) -> dict[str, list[str]]:
+    """Device (``cpu``/``gpu``) → keys of the run's steps that recorded it, in step order."""
+    devices: dict[str, list[str]] = {}
+    with project.reader() as s:
+        for key, result in s.execute(select(StepRow.key, StepRow.result).where(
+                StepRow.run_id == run_id).order_by(StepRow.id)).all():
+            device = result.get("device") if isinstance(result, dict) else None
+            if device:
+                devices.setdefault(str(device), []).append(key)
+    return devices
+
+
+def step_results(project: Project, run_id: int) -> dict[str, dict[str, Any]]:
+    """Step key → recorded result of the run's finished steps."""
+    with project.reader() as s:
+        return {key: dict(result or {}) for key, result in s.execute(
+            select(StepRow.key, StepRow.result).where(StepRow.run_id == run_id,
+                                                      StepRow.status == "done"))}
+
+
+def failed_items(project: Project, run_id: int) -> tuple[int, str | None]:
+    """(number of input items the finished steps of a run reported as failed, one message)."""
+    with project.reader() as s:
+        results = s.scalars(select(StepRow.result).where(StepRow.run_id == run_id,
+                                                         StepRow.status == "done"))
+        count = sum(len((r or {}).get(FAILED_ITEMS_KEY) or []) for r in results)
+        message = s.scalar(select(Event.message).where(
+            Event.run_id == run_id, Event.kind == "item_failed").order_by(Event.id.desc())
+            .limit(1)) if count else None
+    return count, message
 
 
 def lineage(project: Project) -> list[dict[str, Any]]:
@@ -118,11 +228,14 @@ def run_steps(project: Project, run_id: int, limit: int = 200) -> list[dict[str,
 
 
 def run_events(project: Project, run_id: int | None = None, after_id: int = 0,
-               limit: int = 200) -> list[dict[str, Any]]:
-    """Events (newest ``limit`` after ``after_id``) of one run, or of all runs."""
+               limit: int = 200, *, level: str | None = None) -> list[dict[str, Any]]:
+    """Events (newest ``limit`` after ``after_id``, oldest first) of one run, or of all runs;
+    ``level`` keeps one level (``"error"``)."""
     stmt = select(Event).where(Event.id > after_id)
     if run_id is not None:
         stmt = stmt.where(Event.run_id == run_id)
+    if level is not None:
+        stmt = stmt.where(Event.level == level)
     with project.reader() as s:
         rows = list(s.scalars(stmt.order_by(Event.id.desc()).limit(limit)))
         return [{"id": e.id, "run": e.run_id, "time": iso_time(e.time), "level": e.level,
@@ -180,12 +293,15 @@ def set_size(project: Project, set_id: int) -> tuple[int, int]:
 
 def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100,
              sort: str = "item_id", descending: bool = False,
-             total: int | None = None) -> dict[str, Any]:
+             total: int | None = None,
+             where: dict[str, Any] | None = None) -> dict[str, Any]:
     """One page of a set's items in typed columns, sorted by one typed column.
 
-    ``limit`` is capped at :data:`PAGE_LIMIT_MAX`; ``sort`` must be a typed column; ``total``
-    (the item count, e.g. remembered per set version) saves counting the set again. A page
-    in the second half is read from the other end (a short offset on the reversed order).
+    ``limit`` is capped at :data:`PAGE_LIMIT_MAX`; ``sort`` must be a typed column; ``where``
+    keeps items whose typed columns equal the given values (``{"half": 1}``); ``total`` (the
+    item count, e.g. remembered per set version; with ``where``, of the matching items) saves
+    counting again. A page in the second half is read from the other end (a short offset on
+    the reversed order).
     """
     with project.reader() as s:
         row = s.get(SetRow, set_id)
@@ -196,7 +312,17 @@ def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100
     columns = typed_columns(table.__table__)
     if sort not in columns:
         raise ParamError(f"cannot sort by {sort!r}; sortable columns: {', '.join(columns)}")
-    if total is None:
+    unknown = sorted(set(where or {}) - set(columns))
+    if unknown:
+        raise ParamError(f"cannot filter by {', '.join(map(repr, unknown))}; "
+                         f"typed columns: {', '.join(columns)}")
+    conditions = [table.set_id == set_id,
+                  *(getattr(table, name) == value for name, value in (where or {}).items())]
+    if total is None and where:
+        with project.reader() as s:
+            total = int(s.scalar(select(func.count()).select_from(table).where(*conditions))
+                        or 0)
+    elif total is None:
         total = set_size(project, set_id)[0]
     limit = max(1, min(int(limit), PAGE_LIMIT_MAX))
     offset = max(0, int(offset))
@@ -208,7 +334,7 @@ def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100
         first, count = offset, limit
     down = descending != reverse
     key = getattr(table, sort)
-    stmt = (select(*[getattr(table, c) for c in columns]).where(table.set_id == set_id)
+    stmt = (select(*[getattr(table, c) for c in columns]).where(*conditions)
             .order_by(key.desc() if down else key.asc(),
                       table.item_id.desc() if down else table.item_id.asc())
             .offset(first).limit(count))
@@ -231,6 +357,22 @@ def set_item(project: Project, set_id: int, item_id: int) -> dict[str, Any]:
         raise StorageError(f"set {set_id} has no item {item_id} (it does not exist)")
     return {"kind": info["kind"], "version": info["version"], **dict(zip(info["columns"], row,
                                                                          strict=True))}
+
+
+FILE_COLUMNS = {"particles": "image_path", "micrographs": "path", "volumes": "path"}
+
+
+def set_files(project: Project, set_id: int, limit: int = 1000) -> list[str]:
+    """The files a set refers to (stacks, micrographs, maps), sorted, at most ``limit``."""
+    with project.reader() as s:
+        kind = s.scalar(select(SetRow.kind).where(SetRow.id == set_id))
+        column = FILE_COLUMNS.get(kind or "")
+        if column is None:
+            return []
+        table = ITEM_TABLES[kind].__table__
+        rows = s.execute(select(table.c[column]).distinct().where(table.c.set_id == set_id)
+                         .limit(limit)).scalars().all()
+    return sorted(r for r in rows if r)
 
 
 def compatible_outputs(project: Project, kind: str) -> list[dict[str, Any]]:
@@ -286,7 +428,7 @@ def streaming_status(project: Project, window_s: float = 60.0) -> dict[str, Any]
                              "per_min": round(float(fresh or 0) * 60.0 / window_s, 1),
                              "last_item_at": iso_time(last_step.get(run_id))})
     run_rows = [{"id": r.id, "label": r.label, "protocol_name": r.protocol.split(":")[-1],
-                 "status": r.status, "state": _state(r),
+                 "status": r.status, "state": run_state(r),
                  "stop_requested": bool(r.stop_requested),
                  "last_item_at": iso_time(last_step.get(r.id)),
                  "failed_items": int(failed.get(r.id, 0))} for r in runs]
