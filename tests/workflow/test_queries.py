@@ -110,9 +110,9 @@ def test_a_sorted_page_creates_its_index_once_on_an_existing_project(tmp_path):
 
 def test_the_sort_index_is_made_on_postgresql(tmp_path, postgres_database):
     import pandas as pd
-    from cryoweave.workflow._schema import SetRow
     from sqlalchemy import inspect
 
+    from cryoweave.store.schema import SetRow
     from cryoweave.workflow import ParticleSet
 
     with Project.create(tmp_path / "p", postgres_database) as project:
