@@ -11,8 +11,8 @@ import pytest
 from cryoweave.engine import ReconstructionAccumulator, reconstruct_maps
 from cryoweave.formats import read_volume
 from cryoweave.plugin import registry
+from cryoweave.store import VolumeSet
 from cryoweave.store.schema import StepRow
-from cryoweave.workflow import VolumeSet
 from cryoweave.workflow._submit import run_protocol
 
 
