@@ -58,4 +58,22 @@ def test_runs_reads_the_database_without_pandas(tmp_path):
     assert code == 0
     assert "sqlalchemy" in modules
     assert modules.isdisjoint(NEVER), modules & set(NEVER)
-    # `show` still imports pandas: the protocol's summary() loads the protocol's module
+    code, modules = imported("show", "1", "--project", str(tmp_path / "proj"))
+    assert code == 0
+    # the summary loads the run's protocol module (numpy, mrcfile for its header reader), but
+    # neither pandas, starfile nor scipy: those load when a step or a reader needs them
+    assert modules.isdisjoint(["pandas", "starfile", "scipy", "cryoweave.engine"]), modules
+
+
+@pytest.mark.parametrize("name", ["ImportParticles", "ImportMicrographs", "ImportVolume",
+                                  "Downsample", "PreprocessMicrographs", "SimulateParticles",
+                                  "ReconstructFourier", "ReconstructHighRes", "ProcessVolume"])
+def test_protocol_modules_load_without_pandas_or_starfile(name):
+    probe = ("import sys, json; from cryoweave.plugin import registry; "
+             f"registry().get({name!r}); "
+             "print(json.dumps(sorted(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    modules = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert modules.isdisjoint(["pandas", "starfile", "scipy"]), modules & {"pandas", "starfile",
+                                                                           "scipy"}

@@ -1,52 +1,46 @@
-"""File formats: MRC (mrcfile), STAR (starfile), cryoSPARC .cs. Pure I/O, no database."""
+"""File formats: MRC (mrcfile), STAR (starfile), cryoSPARC .cs. Pure I/O, no database.
 
-from cryoweave.formats._atomic import atomic_path, temporary_path
-from cryoweave.formats._checks import check_file_name
-from cryoweave.formats._dispatch import PARTICLE_SUFFIXES, read_particles, table_from_stack
-from cryoweave.formats._paths import PathResolver, format_image_names, split_image_names
-from cryoweave.formats._table import ParticleTable
-from cryoweave.formats.cs import read_particles_cs
-from cryoweave.formats.mrc import (
-    MrcInfo,
-    StackReader,
-    StackWriter,
-    open_stack,
-    read_image,
-    read_images,
-    read_info,
-    read_volume,
-    write_mrc,
-)
-from cryoweave.formats.star import (
-    read_particles_star,
-    read_star_blocks,
-    write_particles_star,
-    write_star_blocks,
-)
+The names below load their module on first use (PEP 562): reading an MRC file does not import
+pandas and starfile, and a light command that only names a protocol imports none of them.
+"""
 
-__all__ = [
-    "PARTICLE_SUFFIXES",
-    "MrcInfo",
-    "ParticleTable",
-    "PathResolver",
-    "StackReader",
-    "StackWriter",
-    "atomic_path",
-    "check_file_name",
-    "format_image_names",
-    "open_stack",
-    "read_image",
-    "read_images",
-    "read_info",
-    "read_particles",
-    "read_particles_cs",
-    "read_particles_star",
-    "read_star_blocks",
-    "read_volume",
-    "split_image_names",
-    "table_from_stack",
-    "temporary_path",
-    "write_mrc",
-    "write_particles_star",
-    "write_star_blocks",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "atomic_path": "_atomic",
+    "temporary_path": "_atomic",
+    "check_file_name": "_checks",
+    "PARTICLE_SUFFIXES": "_dispatch",
+    "read_particles": "_dispatch",
+    "table_from_stack": "_dispatch",
+    "PathResolver": "_paths",
+    "format_image_names": "_paths",
+    "split_image_names": "_paths",
+    "ParticleTable": "_table",
+    "read_particles_cs": "cs",
+    "MrcInfo": "mrc",
+    "StackReader": "mrc",
+    "StackWriter": "mrc",
+    "open_stack": "mrc",
+    "read_image": "mrc",
+    "read_images": "mrc",
+    "read_info": "mrc",
+    "read_volume": "mrc",
+    "write_mrc": "mrc",
+    "read_particles_star": "star",
+    "read_star_blocks": "star",
+    "write_particles_star": "star",
+    "write_star_blocks": "star",
+}
+
+__all__ = sorted(_EXPORTS)
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

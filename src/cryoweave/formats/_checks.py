@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from cryoweave.errors import InputError
 from cryoweave.physical import (
@@ -18,6 +18,9 @@ from cryoweave.physical import (
     PARTICLE_COLUMN_RANGES,
     PhysicalRange,
 )
+
+if TYPE_CHECKING:  # pandas loads on first use: light commands do not need it
+    import pandas as pd
 
 # box sizes (rlnImageSize, blob/shape) a real detector and a real particle can have
 MIN_BOX_PX, MAX_BOX_PX = 2, 65_536
@@ -71,6 +74,8 @@ def check_complete_rows(frame: pd.DataFrame, path: Path | str, block: str) -> No
 def numeric_column(frame: pd.DataFrame, label: str, path: Path | str, block: str, *,
                    integer: bool = False) -> pd.Series:
     """``frame[label]`` as float64 (or int64); InputError at the first non-numeric value."""
+    import pandas as pd
+
     raw = frame[label]
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna()  # text, or a literal nan: a missing value is a missing column
@@ -112,6 +117,8 @@ def check_box(values: pd.Series, path: Path | str, block: str | None, label: str
 
 def check_names(values: pd.Series, path: Path | str, block: str | None, label: str) -> None:
     """No control characters (newline, tab, …): they cannot be written in a STAR file."""
+    import pandas as pd
+
     text = values.astype(str)
     unique = pd.Series(pd.unique(text))
     if not unique.str.contains(r"[\x00-\x1f\x7f]", regex=True).any():
@@ -127,6 +134,8 @@ def check_names(values: pd.Series, path: Path | str, block: str | None, label: s
 
 def check_file_name(path: Path | str) -> None:
     """InputError when a file's own name has a control character (it could not be exported)."""
+    import pandas as pd
+
     check_names(pd.Series([str(path)]), path, None, "file name")
 
 

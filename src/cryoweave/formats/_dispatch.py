@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from cryoweave.errors import InputError, ParamError
 from cryoweave.formats import mrc
@@ -20,6 +19,8 @@ PARTICLE_SUFFIXES = (".star", ".cs", ".mrcs", ".mrc")
 
 def table_from_stack(path: str | Path, pixel_size_a: float | None = None) -> ParticleTable:
     """A minimal particle table for every image of an MRC stack."""
+    import pandas as pd
+
     path = Path(path).resolve()
     check_file_name(path)
     info = mrc.read_info(path)

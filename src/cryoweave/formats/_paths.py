@@ -7,11 +7,14 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from cryoweave.errors import InputError
+
+if TYPE_CHECKING:  # loads on first use: light commands do not need it
+    import pandas as pd
 
 
 def split_image_names(names: pd.Series, source: Path | str) -> tuple[np.ndarray, pd.Series, int]:
@@ -20,6 +23,8 @@ def split_image_names(names: pd.Series, source: Path | str) -> tuple[np.ndarray,
     A name without ``@`` is a single-image file (index 0). Returns the padding width if every
     index string has the same length and at least one starts with ``0``, else 0.
     """
+    import pandas as pd
+
     text = names.astype(str)
     if not len(text):
         return np.zeros(0, np.int64), pd.Series([], dtype=object), 0
@@ -104,6 +109,8 @@ class PathResolver:
         return result
 
     def resolve_series(self, paths: pd.Series) -> pd.Series:
+        import pandas as pd
+
         unique = {p: self.resolve(p) for p in pd.unique(paths)}
         return paths.map(unique)
 
@@ -114,6 +121,8 @@ def relative_to(path: str, folder: Path) -> str:
 
 
 def missing_files(paths: pd.Series) -> list[str]:
+    import pandas as pd
+
     return sorted(p for p in pd.unique(paths) if not os.path.exists(p))
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from cryoweave.physical import OPTICS_COLUMNS
+
+if TYPE_CHECKING:  # loads on first use: light commands do not need it
+    import pandas as pd
 
 # RELION particle label -> typed column (rlnImageName and 3.0 pixel origins are special-cased).
 PARTICLE_LABELS = {
@@ -78,6 +80,8 @@ class ParticleTable:
 
     def pixel_sizes(self) -> dict[int, float | None]:
         """Pixel size (Å) of each optics group."""
+        import pandas as pd
+
         return {int(g): (None if pd.isna(p) else float(p))
                 for g, p in zip(self.optics["group_id"], self.optics["pixel_size_a"],
                                 strict=True)}

@@ -11,9 +11,9 @@ axis-angle vector whose rotation matrix is the transpose of RELION's A, so RELIO
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from cryoweave.errors import InputError
 from cryoweave.formats._checks import (
@@ -26,6 +26,9 @@ from cryoweave.formats._checks import (
 from cryoweave.formats._paths import PathResolver
 from cryoweave.formats._table import ParticleTable
 from cryoweave.physical import OPTICS_VALUE_COLUMNS, PIXEL_SIZE_A
+
+if TYPE_CHECKING:  # loads on first use: light commands do not need it
+    import pandas as pd
 
 _REQUIRED = ("blob/path", "blob/idx")
 # fields read together: one without the other is an incomplete file
@@ -127,6 +130,8 @@ def poses_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
 def read_particles_cs(path: str | Path, *, datadir: str | Path | None = None,
                       strip_prefix: str | None = None) -> ParticleTable:
     """Read a cryoSPARC particle ``.cs`` file (CTF, poses, shifts, pixel size, halves)."""
+    import pandas as pd
+
     path = Path(path).resolve()
     cs = read_cs_array(path)
     names = set(cs.dtype.names)

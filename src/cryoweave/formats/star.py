@@ -10,10 +10,9 @@ import csv
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import starfile
 
 from cryoweave import __version__
 from cryoweave.errors import InputError
@@ -44,6 +43,9 @@ from cryoweave.formats._table import (
     ParticleTable,
 )
 from cryoweave.physical import OPTICS_COLUMNS, OPTICS_VALUE_COLUMNS, RELION30_COLUMN_RANGES
+
+if TYPE_CHECKING:  # loads on first use: light commands do not need it
+    import pandas as pd
 
 # labels whose values must be numbers (integers for the second set), wherever they appear
 NUMERIC_LABELS = frozenset(
@@ -83,6 +85,8 @@ def _loop_text(name: str, block: pd.DataFrame) -> str:
     :func:`format_float_column`), strings quoted only when they contain a space or are empty.
     (starfile's own writer calls Python per cell: ~26 s per million particles.)
     """
+    import pandas as pd
+
     columns = {}
     for label in block.columns:
         series = block[label]
@@ -106,6 +110,9 @@ _PARTICLE_BLOCKS = ("particles", "images", "", "data", "movies")
 
 def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame]:
     """All data blocks of a STAR file (InputError for a missing or unreadable file)."""
+    import pandas as pd
+    import starfile
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: STAR file not found")
@@ -162,6 +169,8 @@ def _optics_from_relion30(frame: pd.DataFrame
 
     Returns the groups, each particle's group id and each group's first particle row.
     """
+    import pandas as pd
+
     present = [c for c in RELION30_OPTICS_LABELS if c in frame.columns]
     if not present or not len(frame):
         return (pd.DataFrame({"group_id": [1], "name": ["opticsGroup1"]}),
@@ -337,6 +346,8 @@ def _optics_block(table: ParticleTable) -> pd.DataFrame:
 def particles_to_blocks(table: ParticleTable, star_dir: Path, *, version: str = "3.1"
                         ) -> dict[str, pd.DataFrame]:
     """STAR data blocks for ``table`` written into ``star_dir`` (image paths made relative)."""
+    import pandas as pd
+
     p = table.particles
     optics_by_group = table.optics.set_index("group_id")
     rel = {path: relative_to(path, star_dir) for path in pd.unique(p["image_path"])}

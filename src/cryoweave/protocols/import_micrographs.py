@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from pydantic import model_validator
 
 from cryoweave.errors import CryoweaveError, InputError
@@ -126,6 +125,8 @@ class ImportMicrographs(Protocol):
         return {**summary, "failed": ctx.total("failed")}
 
     def preview(self, params: Any) -> dict[str, SetPreview]:
+        import pandas as pd
+
         acquisition = {"voltage_kv": params.voltage_kv, "cs_mm": params.cs_mm,
                        "amplitude_contrast": params.amplitude_contrast}
         if params.streaming:  # the files arrive later; each is checked when it settles
@@ -270,6 +271,8 @@ def import_micrographs_step(ctx: StepContext, paths: list[str], first_item_id: i
     ``unfinished`` maps paths to why a stream closed before they were ready (added to the
     message when the file cannot be read).
     """
+    import pandas as pd
+
     rows, failures = [], {}
     refused, unfinished = refused or {}, unfinished or {}
     for offset, path in enumerate(paths):

@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from cryoweave.errors import InputError
 from cryoweave.formats import read_info
 from cryoweave.physical import PIXEL_SIZE_A
@@ -60,6 +58,8 @@ class ImportVolume(Protocol):
         return set_summary(ctx.output("volume"), "volumes")
 
     def preview(self, params: Any) -> dict[str, SetPreview]:
+        import pandas as pd
+
         halves = [p for p in (params.half1_path, params.half2_path) if p]
         row = volume_row(params.path, params.pixel_size_a, halves)
         return {"volume": SetPreview("volumes", {"pixel_size_a": row["pixel_size_a"],
@@ -98,6 +98,8 @@ def volume_row(path: str, pixel_size_a: float | None, half_paths: list[str]) -> 
 
 def import_volume_step(ctx: StepContext, path: str, pixel_size_a: float | None,
                        half_paths: list[str]) -> StepResult:
+    import pandas as pd
+
     row = volume_row(path, pixel_size_a, half_paths)
     pixel, box = row["pixel_size_a"], row["box_px"]
     return StepResult(publish={"volume": pd.DataFrame([row])},

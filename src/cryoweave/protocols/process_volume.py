@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import field_validator, model_validator
 
 from cryoweave.engine import (
@@ -239,6 +238,8 @@ def process_map(volume: np.ndarray, pixel_size_a: float,
 
 def process_volume_step(ctx: StepContext, path: str, pixel_size_a: float,
                         settings: dict[str, Any]) -> StepResult:
+    import pandas as pd
+
     problem = nyquist_problem(settings, pixel_size_a)
     if problem:
         raise InputError(problem)

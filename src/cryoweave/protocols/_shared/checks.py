@@ -6,11 +6,13 @@ present. (Downsample's own ``require_pixel_sizes`` also checks the range, with i
 from __future__ import annotations
 
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from cryoweave.errors import InputError
 from cryoweave.formats import ParticleTable, read_info
+
+if TYPE_CHECKING:  # loads on first use: light commands do not need it
+    pass
 
 
 def require_pixel_sizes(table: ParticleTable, source: str | Path, fix: str) -> None:
@@ -25,6 +27,8 @@ def require_pixel_sizes(table: ParticleTable, source: str | Path, fix: str) -> N
 
 def verify_stacks(table: ParticleTable, source: str | Path) -> None:
     """Every stack exists, is complete, square, of one box per optics group, with the images."""
+    import pandas as pd
+
     parts = table.particles
     missing = sorted(p for p in pd.unique(parts["image_path"]) if not Path(p).is_file())
     if missing:

@@ -12,14 +12,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from cryoweave.engine import ctf_2d, euler_to_matrix
 from cryoweave.errors import InputError
 from cryoweave.physical import OPTICS_VALUE_COLUMNS, PIXEL_SIZE_A
+
+if TYPE_CHECKING:  # pandas loads on first use: light commands do not need it
+    import pandas as pd
 
 ARRAY_COLUMNS = ("item_id", "image_index", "rot_deg", "tilt_deg", "psi_deg", "shift_x_a",
                  "shift_y_a", "defocus_u_a", "defocus_v_a", "defocus_angle_deg",
@@ -92,6 +94,8 @@ class ParticleArrays:
 def arrays_from_frame(frame: pd.DataFrame, optics: pd.DataFrame, *, phase_flipped: bool = False,
                       require: tuple[str, ...] = ()) -> ParticleArrays:
     """ParticleArrays from a particle-set frame; ``require`` names columns that must be set."""
+    import pandas as pd
+
     missing = [c for c in require if c not in frame or frame[c].isna().any()]
     if missing:
         raise InputError(f"the particles lack {', '.join(missing)} (some or all); this "
@@ -127,6 +131,8 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 def encode_paths(paths: Any) -> dict[str, np.ndarray]:
     """Stack paths `(n,)` as ``path_code`` `(n,)` int64 into ``paths`` (the unique ones)."""
+    import pandas as pd
+
     codes, uniques = pd.factorize(pd.Series(paths))
     return {"path_code": codes.astype(np.int64), "paths": np.asarray(uniques, dtype=str)}
 
@@ -141,6 +147,8 @@ def encode_optics(optics: pd.DataFrame) -> np.ndarray:
 
 
 def decode_optics(data: Any) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(json.loads(str(data["optics"])))
 
 
@@ -158,6 +166,8 @@ def read_arrays(path: str | Path) -> ParticleArrays:
 
 def uniform_grid_problem(optics: pd.DataFrame) -> str | None:
     """A message when the particles do not share one pixel size and box, else None."""
+    import pandas as pd
+
     pixel = pd.to_numeric(optics["pixel_size_a"], errors="coerce").astype(np.float64)
     if not len(pixel) or not all(PIXEL_SIZE_A.contains(v) for v in pixel):
         return (f"the particles' pixel sizes {pixel.tolist()} are missing or out of range; "

@@ -28,12 +28,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from cryoweave import __version__
 from cryoweave.formats import ParticleTable
+
+if TYPE_CHECKING:  # loads on first use: light commands do not need it
+    pass
 
 CODE_VERSION = f"downsample-1/{__version__}"
 MANIFEST = "manifest.json"
@@ -50,6 +53,8 @@ class CacheEntry:
 def cache_key(table: ParticleTable, box_px: int, datadir: str | None = None,
               strip_prefix: str | None = None) -> str:
     """The cache key of downsampling ``table``'s images to ``box_px``."""
+    import pandas as pd
+
     parts = table.particles
     digest = hashlib.sha256()
     digest.update(json.dumps({"version": CODE_VERSION, "box_px": box_px, "datadir": datadir,

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from cryoweave.errors import InputError, ParamError
 from cryoweave.formats import ParticleTable
 from cryoweave.physical import PIXEL_SIZE_A
+
+if TYPE_CHECKING:  # loads on first use: light commands do not need it
+    pass
 
 # how to supply a missing pixel size to a protocol run (run-protocol / workflow params)
 IMPORT_FIX = ("import the particles again with the params key 'pixel_size_a' (the pixel size "
@@ -69,6 +72,8 @@ def require_pixel_sizes(table: ParticleTable, fix: str = IMPORT_FIX) -> None:
 
     ``fix`` says how to supply it where the request came from (a CLI option, a params key).
     """
+    import pandas as pd
+
     pixel = pd.to_numeric(table.optics["pixel_size_a"], errors="coerce").astype(np.float64)
     bad = [int(g) for g, p in zip(table.optics["group_id"], pixel, strict=True)
            if not PIXEL_SIZE_A.contains(p)]

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from cryoweave.engine import lowpass_filter_a
 from cryoweave.errors import CryoweaveError
@@ -49,6 +48,8 @@ from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allo
 
 def finalize_step(ctx: StepContext, iterations: int, arrays: str,
                   settings: dict[str, Any]) -> StepResult:
+    import pandas as pd
+
     started = time.perf_counter()
     the_settings = from_json(RefinementSettings, settings)
     particles = read_arrays(arrays)

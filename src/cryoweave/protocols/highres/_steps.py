@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from cryoweave.engine import euler_to_matrix, soft_sphere_mask
 from cryoweave.formats import ParticleTable, StackReader, read_volume, write_mrc
@@ -63,6 +62,9 @@ from cryoweave.protocols.highres._state import (
 )
 from cryoweave.protocols.highres._weights import angular_changes_deg, compute_weights
 
+if TYPE_CHECKING:  # loads on first use: light commands do not need it
+    pass
+
 
 # -- helpers -----------------------------------------------------------------------------------
 def previous_poses(extra: Path, iteration: int, arrays: ParticleArrays) -> dict[str, np.ndarray]:
@@ -91,6 +93,8 @@ def particle_mask(box_px: int, radius_px: float) -> np.ndarray:
 def prepare_step(ctx: StepContext, iteration: int, schedule: dict[str, Any], arrays: str,
                  cache_root: str, references: dict[str, Any],
                  settings: dict[str, Any]) -> StepResult:
+    import pandas as pd
+
     started = time.perf_counter()
     the_schedule = IterationSchedule.from_json(schedule)
     the_settings = from_json(RefinementSettings, settings)
@@ -310,6 +314,8 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
 # -- evaluate: maps, FSC, resolution, the iteration's record -----------------------------------
 def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
                   settings: dict[str, Any]) -> StepResult:
+    import pandas as pd
+
     from cryoweave.protocols._shared.reconstruct import half_maps
 
     started = time.perf_counter()

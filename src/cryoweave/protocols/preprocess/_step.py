@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from cryoweave.engine import PreprocessSettings, preprocess_micrographs
 from cryoweave.errors import CryoweaveError
@@ -26,6 +25,8 @@ def output_name(item: dict[str, Any]) -> str:
 
 def preprocess_step(ctx: StepContext, items: list[dict[str, Any]], settings: dict[str, Any],
                     acquisition: dict[str, Any]) -> StepResult:
+    import pandas as pd
+
     device = step_device(ctx)
     chosen = PreprocessSettings(**settings)
     published: list[dict[str, Any]] = []

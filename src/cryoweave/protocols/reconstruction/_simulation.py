@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from cryoweave.engine import (
     Projector,
@@ -23,6 +23,9 @@ from cryoweave.engine import (
 from cryoweave.formats import ParticleTable, StackWriter, write_mrc, write_particles_star
 from cryoweave.protocols._shared.device import namespace, to_device, to_host
 from cryoweave.protocols._shared.particle_arrays import arrays_from_frame
+
+if TYPE_CHECKING:  # loads on first use: light commands do not need it
+    import pandas as pd
 
 SNR_SAMPLE = 1000  # particles whose clean images set the noise level
 
@@ -67,6 +70,8 @@ def resample_to(volume: np.ndarray, pixel_size_a: float, target_pixel_a: float |
 def draw_parameters(settings: SimulationSettings,
                     poses: pd.DataFrame | None = None) -> pd.DataFrame:
     """Uniform random orientations (or ``poses``), shifts in a disc, defocus, halves."""
+    import pandas as pd
+
     rng = np.random.default_rng(settings.seed)
     n = settings.n_particles if poses is None else len(poses)
     rot = rng.uniform(-180.0, 180.0, n)
@@ -91,6 +96,8 @@ def draw_parameters(settings: SimulationSettings,
 
 
 def optics_frame(settings: SimulationSettings) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame({"group_id": [1], "name": ["opticsGroup1"],
                          "pixel_size_a": [settings.pixel_size_a], "box_px": [settings.box_px],
                          "voltage_kv": [settings.voltage_kv], "cs_mm": [settings.cs_mm],

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import field_validator
 
 from cryoweave.formats import read_volume
@@ -186,6 +185,8 @@ def insert_step(ctx: StepContext, arrays: str, half: int, symmetry: str,
 def finalize_step(ctx: StepContext, arrays: str, symmetry: str, max_resolution_a: float | None,
                   batch_size: int, content: dict[str, Any], regularization: float,
                   mask_path: str | None, gridding_iterations: int = 10) -> StepResult:
+    import pandas as pd
+
     device = step_device(ctx)
     particles = read_arrays(arrays)
     template = empty_accumulator(particles, half=None, padding=2.0,

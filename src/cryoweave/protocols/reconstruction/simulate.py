@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pydantic import field_validator, model_validator
 
 from cryoweave.errors import CryoweaveError, InputError
@@ -201,6 +200,8 @@ def simulate_to_folder(params: dict[str, Any], volume_path: str | None,
 
 def simulate_step(ctx: StepContext, params: dict[str, Any], volume_path: str | None,
                   volume_pixel_size_a: float | None) -> StepResult:
+    import pandas as pd
+
     device = step_device(ctx)
     table, settings, sigma = simulate_to_folder(
         params, volume_path, volume_pixel_size_a, ctx.extra_dir,
