@@ -25,13 +25,7 @@ FORBIDDEN = {
 }
 
 # (importing file, imported private module) pairs still to remove; the list may only shrink
-KNOWN_PRIVATE = {
-    ("cli/_gui.py", "cryoweave.gui._security"),
-    ("protocols/import_micrographs.py", "cryoweave.formats._paths"),
-    ("protocols/highres/_outputs.py", "cryoweave.viewers._images"),
-    ("workflow/_runs.py", "cryoweave.plugin._inputs"),
-    ("workflow/_executors.py", "cryoweave.plugin._plan"),
-}
+KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 
 def _imports(path: Path) -> list[str]:

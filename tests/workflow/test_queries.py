@@ -112,8 +112,8 @@ def test_the_sort_index_is_made_on_postgresql(tmp_path, postgres_database):
     import pandas as pd
     from sqlalchemy import inspect
 
+    from cryoweave.store import ParticleSet
     from cryoweave.store.schema import SetRow
-    from cryoweave.workflow import ParticleSet
 
     with Project.create(tmp_path / "p", postgres_database) as project:
         with project.transaction() as s:

@@ -35,8 +35,7 @@ def gui(project_dir: str, db_url: str | None, host: str, port: int, no_browser: 
 
     import uvicorn
 
-    from cryoweave.gui import create_app
-    from cryoweave.gui._security import is_loopback, new_token
+    from cryoweave.gui import create_app, is_loopback, new_token
 
     if token is not None and len(token) < 16:
         raise ParamError("--token: use at least 16 characters")

@@ -79,7 +79,7 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
                batch_size: int, project_dir: str | None, device: str,
                threads: int | None) -> None:
     """Fourier-crop the particles of INPUT (.star, .cs or .mrcs) to a smaller box."""
-    from cryoweave.protocols.downsample._files import downsample_file
+    from cryoweave.protocols.downsample import downsample_file
 
     if box_px is None and pixel_size_a is None:
         raise ParamError("give the target box with -D (e.g. -D 128) or --pixel-size")

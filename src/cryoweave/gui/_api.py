@@ -3,6 +3,9 @@
 State is read through :mod:`cryoweave.store.queries`, the report functions and the run
 folders; runs are created by the same validation and creation code as ``run-protocol`` and
 executed by ordinary runner processes (:mod:`cryoweave.gui._launch`).
+
+A little over 400 lines on purpose: the route table at the end lists every endpoint, and the
+handlers stay next to it so that the token and path rules can be checked in one module.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The authoring API a plugin writer imports: protocols, params, inputs, steps and plans."""
 
-from cryoweave.plugin._inputs import Input, InputRef
+from cryoweave.plugin._inputs import Input, InputRef, InputSpec
 from cryoweave.plugin._params import (
     ADVANCED,
     EXPERT,
@@ -21,6 +21,7 @@ from cryoweave.plugin._plan import (
     StepResult,
     Watch,
     WorkUnit,
+    resolve_function,
 )
 from cryoweave.plugin._preview import SetPreview
 from cryoweave.plugin._protocol import PlanContext, Protocol, ProtocolOutputs, SummaryContext
@@ -35,6 +36,7 @@ __all__ = [
     "ForEachBatch",
     "Input",
     "InputRef",
+    "InputSpec",
     "ItemBatch",
     "MicrographSet",
     "ParticleSet",
@@ -59,4 +61,5 @@ __all__ = [
     "field_title",
     "param",
     "registry",
+    "resolve_function",
 ]

@@ -12,8 +12,7 @@ from typing import Any
 from pydantic import model_validator
 
 from cryoweave.errors import CryoweaveError, InputError
-from cryoweave.formats import check_file_name, read_info
-from cryoweave.formats._paths import MatchedFile, match_files, pattern_folder
+from cryoweave.formats import MatchedFile, check_file_name, match_files, pattern_folder, read_info
 from cryoweave.formats.mrc import HEADER_BYTES, header_implied_size
 from cryoweave.physical import AMPLITUDE_CONTRAST, CS_MM, PIXEL_SIZE_A, VOLTAGE_KV
 from cryoweave.plugin import (

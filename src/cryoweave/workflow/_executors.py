@@ -2,6 +2,9 @@
 
 Workers only compute and read/write files; only the runner writes the database. A worker
 receives the step function's import path, its JSON arguments and a :class:`StepContext`.
+
+Just over 400 lines: the three executors share the worker entry point and the device
+assignment of GPU steps; split it when a fourth executor arrives.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cryoweave.errors import CryoweaveError
-from cryoweave.plugin._plan import StepContext, StepResult, resolve_function
+from cryoweave.plugin import StepContext, StepResult, resolve_function
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,9 @@
 Only the runner writes the database. A finished step's status, its published items, set
 properties and events are recorded in one transaction, which is what makes a run killed at
 any moment and continued end with exactly the outputs of an uninterrupted run.
+
+Over 400 lines on purpose: the run loop, step recording and resume share that one-transaction
+rule, and keeping them in one module keeps the exactly-once invariant readable in one place.
 """
 
 from __future__ import annotations

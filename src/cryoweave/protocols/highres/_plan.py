@@ -154,15 +154,9 @@ class Refinement:
         return steps + self.iteration_steps(1)
 
     def _previous_output(self, run: Any, name: str) -> Any:
-        from sqlalchemy import select
+        from cryoweave.store import queries, set_handle
 
-        from cryoweave.store import set_handle
-        from cryoweave.store.schema import SetRow
-
-        with self.ctx.project.reader() as s:
-            set_id = s.scalar(select(SetRow.id).where(SetRow.run_id == run.id,
-                                                      SetRow.name == name))
-        return set_handle(self.ctx.project, set_id)
+        return set_handle(self.ctx.project, queries.output_set_id(self.ctx.project, run.id, name))
 
     def _from_previous_run(self, run: Any) -> dict[str, Any]:
         folder = self.ctx.project.root / run.folder / "extra"
