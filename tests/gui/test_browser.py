@@ -185,6 +185,9 @@ def test_downsample_form_launched_and_watched_to_the_end(page, serve, tmp_path, 
     expect(page.locator("#run-steps")).to_contain_text("done")
     expect(page.locator("#run-log")).to_contain_text("finished")
     expect(page.locator("#run-summary")).to_contain_text("box_px")
+    # parameters under their human titles and units, the name as a tooltip
+    expect(page.locator("#run-params")).to_contain_text("Box size (px)")
+    expect(page.locator('#run-params th[title="box_px"]')).to_have_count(1)
     # results: the output's pictures from the viewers (simulated particles have poses)
     expect(page.locator("#run-results img")).to_have_count(2)
     expect(page.locator('#run-results img[alt="live_particles_angular_distribution.png"]')) \

@@ -425,9 +425,23 @@ async function formPage(name, copyFrom) {
 }
 
 // -- run page --------------------------------------------------------------------------------
-function kvTable(obj, id) {
-  return h("table", {id}, Object.entries(obj || {}).map(([k, v]) =>
-    h("tr", {}, h("th", {}, k), h("td", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v)))));
+function kvTable(obj, id, properties) {
+  // properties: the protocol's schema properties, for human titles and units (name as tooltip)
+  return h("table", {id}, Object.entries(obj || {}).map(([k, v]) => {
+    const prop = properties && properties[k];
+    const head = prop ? fieldTitle(k, prop) + (prop.unit ? ` (${prop.unit})` : "") : k;
+    return h("tr", {}, h("th", {title: k}, head),
+      h("td", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v)));
+  }));
+}
+
+const schemaCache = {};
+async function protocolProperties(name) {
+  if (!(name in schemaCache)) {
+    const res = await api("/api/protocols/" + encodeURIComponent(name), {allowError: true});
+    schemaCache[name] = res.ok ? res.data.schema.properties : null;
+  }
+  return schemaCache[name];
 }
 
 function runPage(id) {
@@ -454,6 +468,7 @@ function runPage(id) {
     if (!res.ok) { root.replaceChildren(h("p", {class: "problems"}, res.data.error)); return; }
     const run = res.data;
     const log = (await api(`/api/runs/${id}/log?lines=200`)).data;
+    const properties = await protocolProperties(run.protocol_name);
     const running = run.status === "running" && !run.process_gone;
     const notes = root.querySelector("#run-notes");
     const notesText = notes && notesDirty ? notes.value : run.notes;
@@ -490,7 +505,7 @@ function runPage(id) {
             h("a", {href: "#/set/" + o.set, "data-set": o.set}, `${o.name}`), ` (${o.kind}, ${o.state})`))),
           h("h2", {}, "Used by"),
           h("div", {}, run.dependents.length ? run.dependents.map(d => h("a", {href: "#/run/" + d, style: "margin-right:.5em"}, "#" + d)) : "—")),
-        h("div", {class: "panel"}, h("h2", {}, "Parameters"), kvTable(run.params, "run-params"))),
+        h("div", {class: "panel"}, h("h2", {}, "Parameters"), kvTable(run.params, "run-params", properties))),
       h("h2", {}, "Results"),
       h("div", {class: "pictures", id: "run-results"}, ...(results || [h("span", {class: "muted"}, running ? "pictures when the run stops" : "rendering pictures…")])),
       h("h2", {}, "Log"), h("pre", {class: "log", id: "run-log"}, log.lines.join("\n") || "(no log yet)"),
