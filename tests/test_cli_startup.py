@@ -49,20 +49,54 @@ def test_help_and_form_import_neither_data_libraries_nor_sqlalchemy(args):
         assert "cryoweave.protocols.highres" not in modules
 
 
-def test_runs_reads_the_database_without_pandas(tmp_path):
+# what `runs` and `show` read through: SQLAlchemy Core, not the ORM, the plugin layer (pydantic)
+# or a protocol module (the summary of a finished run is stored in the database)
+NOT_FOR_READING = [*NEVER, "sqlalchemy.orm", "pydantic", "cryoweave.plugin", "alembic"]
+
+
+def test_runs_and_show_read_the_database_with_core_only(tmp_path):
     write_mrc(tmp_path / "map.mrc", np.zeros((16, 16, 16), np.float32), 2.0)
     project, _ = run_protocol(tmp_path / "proj", registry().get("ImportVolume"),
                               {"path": str(tmp_path / "map.mrc")}, label="start")
     project.close()
-    code, modules = imported("runs", "--project", str(tmp_path / "proj"))
-    assert code == 0
-    assert "sqlalchemy" in modules
-    assert modules.isdisjoint(NEVER), modules & set(NEVER)
-    code, modules = imported("show", "1", "--project", str(tmp_path / "proj"))
-    assert code == 0
-    # the summary loads the run's protocol module (numpy, mrcfile for its header reader), but
-    # neither pandas, starfile nor scipy: those load when a step or a reader needs them
-    assert modules.isdisjoint(["pandas", "starfile", "scipy", "cryoweave.engine"]), modules
+    for args in (["runs"], ["runs", "--json"], ["show", "1"], ["show", "start", "--json"]):
+        code, modules = imported(*args, "--project", str(tmp_path / "proj"))
+        assert code == 0, args
+        assert "sqlalchemy" in modules
+        assert modules.isdisjoint(NOT_FOR_READING), (args, modules & set(NOT_FOR_READING))
+
+
+def test_show_reads_the_stored_summary_and_computes_one_when_none_is_stored(tmp_path):
+    """A finished run's summary is stored when it finishes; a run from before (summary
+    NULL) still shows one, computed from its outputs (importing the protocol)."""
+    from sqlalchemy import update
+
+    from cryoweave.store import Project, tables
+
+    write_mrc(tmp_path / "map.mrc", np.zeros((16, 16, 16), np.float32), 2.0)
+    project, _ = run_protocol(tmp_path / "proj", registry().get("ImportVolume"),
+                              {"path": str(tmp_path / "map.mrc")})
+    project.close()
+    expected = {"volumes": 1, "pixel_size_a": 2.0, "box_px": 16}
+
+    def shown() -> tuple[dict, set[str]]:
+        result = subprocess.run([sys.executable, "-c", PROBE, "show", "1", "--json",
+                                 "--project", str(tmp_path / "proj")], capture_output=True,
+                                text=True, check=True)
+        report = json.loads(result.stderr.strip().splitlines()[-1])
+        return json.loads(result.stdout)["summary"], set(report["modules"])
+
+    with Project.open(tmp_path / "proj") as project, project.snapshot() as conn:
+        stored = conn.execute(tables.runs.select()).one().summary
+    assert stored == expected
+    summary_now, modules = shown()
+    assert summary_now == expected
+    assert "cryoweave.plugin" not in modules  # read, not computed
+    with Project.open(tmp_path / "proj") as project, project.engine.begin() as conn:
+        conn.execute(update(tables.runs).values(summary=None))
+    summary_now, modules = shown()
+    assert summary_now == expected
+    assert "cryoweave.plugin" in modules  # computed by the protocol
 
 
 @pytest.mark.parametrize("name", ["ImportParticles", "ImportMicrographs", "ImportVolume",

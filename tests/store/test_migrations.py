@@ -20,11 +20,13 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 def _pre_migration_database(url: str) -> None:
     """A project database as cryoweave made it before migrations: the tables, the version
-    row, one run, no ``alembic_version`` and no ``runs.queue`` column (added later by ALTER)."""
+    row, one run, no ``alembic_version``, no ``runs.queue`` column (added later by ALTER) and
+    no ``runs.summary`` (revision 0002)."""
     engine = create_engine(url)
     with engine.begin() as conn:
         Base.metadata.create_all(conn)
         conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN queue")
+        conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN summary")
         conn.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', '1')"))
         conn.execute(text(
             "INSERT INTO runs (label, protocol, schema_version, params, status, folder, "
@@ -41,7 +43,7 @@ def _columns(project: Project, table: str) -> set[str]:
 def _check_upgraded_and_usable(project: Project) -> None:
     with project.engine.connect() as conn:
         assert current_revision(conn) == HEAD_REVISION
-    assert "queue" in _columns(project, "runs")
+    assert {"queue", "summary"} <= _columns(project, "runs")
     with project.transaction() as s:
         s.add(Run(label="new", protocol="cryoweave:Downsample", queue="gpu", folder="Runs/x"))
     runs = queries.list_runs(project)
@@ -97,7 +99,7 @@ def test_a_newer_revision_is_refused(tmp_path):
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     engine.dispose()
     with pytest.raises(StorageError, match=r"schema version 9999 is newer than this cryoweave "
-                                           r"supports \(0001\); upgrade cryoweave"):
+                                           rf"supports \({HEAD_REVISION}\); upgrade cryoweave"):
         Project.open(tmp_path / "p")
 
 

@@ -95,6 +95,17 @@ def test_one_run_steps_devices_results_outputs_and_files(project):
     assert queries.run_outputs(project, 99) == [] and queries.step_counts(project, 99) == {}
 
 
+def test_one_run_by_id_or_label_with_its_stored_summary(project):
+    by_id, by_label = queries.get_run(project, 2), queries.get_run(project, "small")
+    assert by_id == by_label and queries.get_run(project, "2") == by_id
+    assert (by_id.id, by_id.label, by_id.status) == (2, "small", "finished")
+    assert by_id.params["box_px"] and by_id.summary["particles"] == N_PARTICLES
+    assert [r.id for r in queries.run_records(project)] == [1, 2]
+    assert queries.find_run(project, "no such run") is None
+    with pytest.raises(StorageError, match=r"no run 'nope' in project .*`cryoweave runs`"):
+        queries.get_run(project, "nope")
+
+
 def test_events_are_oldest_first_and_filtered_by_level(project):
     before = queries.run_events(project, 2)
     stop(project, 2)  # one new info event

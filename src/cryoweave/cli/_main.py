@@ -243,7 +243,7 @@ def runs(project_dir: str, db_url: str | None, as_json: bool) -> None:
     if as_json:
         from cryoweave.workflow import run_dict
 
-        echo_json([run_dict(project, run) for run in project.list_runs()])
+        echo_json([run_dict(project, run) for run in queries.run_records(project)])
         return
     rows = []
     for run in queries.list_runs(project, sizes=True):
@@ -270,7 +270,7 @@ def show(run_ref: str, project_dir: str, db_url: str | None, as_json: bool) -> N
     from cryoweave.workflow import run_dict
 
     project = open_project(project_dir, db_url)
-    run = project.get_run(run_ref)
+    run = queries.get_run(project, run_ref)  # read without the ORM (start-up: issue 14)
     report = run_dict(project, run)
     if as_json:
         echo_json(report)

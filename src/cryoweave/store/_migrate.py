@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, select, text
 
 from cryoweave.errors import StorageError
-from cryoweave.store.schema import HEAD_REVISION, SCHEMA_VERSION, Meta
+from cryoweave.store.tables import HEAD_REVISION, SCHEMA_VERSION, meta
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def ensure_schema(conn: Connection) -> None:
     """Create, upgrade or accept the schema on ``conn`` (in a write transaction, locked)."""
     revision = current_revision(conn)
     if conn.dialect.has_table(conn, "meta"):
-        version = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+        version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
         # before migrations, the version row was written with the tables: none is unknown
         if (version is None and revision is None) or int(version or 0) > SCHEMA_VERSION:
             raise _newer(version, SCHEMA_VERSION)
@@ -65,8 +65,8 @@ def ensure_schema(conn: Connection) -> None:
         raise _newer(revision, HEAD_REVISION)
     upgrade(conn)
     log.debug("project database schema: %s -> %s", revision or "(none)", HEAD_REVISION)
-    conn.execute(Meta.__table__.delete().where(Meta.key == "schema_version"))
-    conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+    conn.execute(meta.delete().where(meta.c.key == "schema_version"))
+    conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
 
 
 def upgrade(conn: Connection, target: str = "head") -> None:

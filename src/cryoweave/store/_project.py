@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from cryoweave.errors import StorageError
-from cryoweave.store.schema import Run
+
+if TYPE_CHECKING:  # the ORM is imported by the code that writes; readers need only Core
+    from sqlalchemy.orm import Session
+
+    from cryoweave.store.schema import Run
 
 DB_FILENAME = "project.sqlite"
 CONFIG_FILENAME = "project.json"
@@ -152,6 +154,8 @@ class Project:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction (SQLite: ``BEGIN IMMEDIATE``); commits on success."""
+        from sqlalchemy.orm import Session
+
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(cryoweave_write=True)
@@ -163,9 +167,18 @@ class Project:
 
     @contextmanager
     def reader(self) -> Iterator[Session]:
-        """A read transaction: one consistent snapshot of the database."""
+        """A read transaction (ORM session): one consistent snapshot of the database."""
+        from sqlalchemy.orm import Session
+
         with self.engine.connect() as conn, conn.begin(), Session(bind=conn) as session:
             yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction on a Core connection, without the ORM (what
+        :mod:`cryoweave.store.queries` reads through)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
 
     # -- runs and folders -----------------------------------------------------------------
     @property
@@ -181,8 +194,10 @@ class Project:
 
     def find_run(self, ref: int | str) -> Run | None:
         """A run by id (int or digit string) or by label."""
+        from cryoweave.store.schema import Run
+
         with self.reader() as s:
-            if isinstance(ref, int) or (isinstance(ref, str) and re.fullmatch(r"\d+", ref)):
+            if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
                 run = s.get(Run, int(ref))
                 if run is not None:
                     return run
@@ -191,14 +206,18 @@ class Project:
     def get_run(self, ref: int | str) -> Run:
         run = self.find_run(ref)
         if run is None:
-            raise StorageError(
-                f"no run {ref!r} in project {self.root}; `cryoweave runs` lists the runs"
-            )
+            raise StorageError(no_run_message(self, ref))
         return run
 
     def list_runs(self) -> list[Run]:
+        from cryoweave.store.schema import Run
+
         with self.reader() as s:
             return list(s.scalars(select(Run).order_by(Run.id)))
+
+
+def no_run_message(project: Project, ref: int | str) -> str:
+    return f"no run {ref!r} in project {project.root}; `cryoweave runs` lists the runs"
 
 
 def run_folder_name(run_id: int, protocol_name: str) -> str:

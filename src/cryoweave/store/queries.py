@@ -21,9 +21,13 @@ from typing import Any
 from sqlalchemy import func, select
 
 from cryoweave.errors import ParamError, StorageError
+from cryoweave.store import tables
 from cryoweave.store._items import typed_columns
-from cryoweave.store._project import Project, pid_alive
-from cryoweave.store.schema import ITEM_TABLES, Event, Run, SetRow, StepRow
+from cryoweave.store._project import Project, no_run_message, pid_alive
+from cryoweave.store.tables import ITEMS
+
+# the columns of each table (Core only: reading never imports the ORM)
+_run, _step, _set, _event = tables.runs.c, tables.steps.c, tables.sets.c, tables.events.c
 
 PAGE_LIMIT_MAX = 500  # rows of a set page, whatever the request asks
 
@@ -71,19 +75,20 @@ def list_runs(project: Project, search: str | None = None, *, run_ids: list[int]
     keeps those runs, in that order; ``sizes`` adds each output's item count (``size``), one
     grouped count per item table.
     """
-    stmt = select(Run.id, Run.label, Run.protocol, Run.status, Run.error, Run.folder, Run.queue,
-                  Run.created_at, Run.started_at, Run.finished_at, Run.pid, Run.host)
-    steps_stmt = select(StepRow.run_id, StepRow.status, func.count())
-    sets_stmt = select(SetRow.id, SetRow.run_id, SetRow.name, SetRow.kind, SetRow.state,
-                       SetRow.version)
+    stmt = select(_run.id, _run.label, _run.protocol, _run.status, _run.error, _run.folder,
+                  _run.queue, _run.created_at, _run.started_at, _run.finished_at, _run.pid,
+                  _run.host)
+    steps_stmt = select(_step.run_id, _step.status, func.count())
+    sets_stmt = select(_set.id, _set.run_id, _set.name, _set.kind, _set.state,
+                       _set.version)
     if run_ids is not None:
-        stmt = stmt.where(Run.id.in_(run_ids))
-        steps_stmt = steps_stmt.where(StepRow.run_id.in_(run_ids))
-        sets_stmt = sets_stmt.where(SetRow.run_id.in_(run_ids))
-    with project.reader() as s:
-        runs = list(s.execute(stmt.order_by(Run.id)))
-        step_rows = s.execute(steps_stmt.group_by(StepRow.run_id, StepRow.status)).all()
-        set_rows = s.execute(sets_stmt.order_by(SetRow.id)).all()
+        stmt = stmt.where(_run.id.in_(run_ids))
+        steps_stmt = steps_stmt.where(_step.run_id.in_(run_ids))
+        sets_stmt = sets_stmt.where(_set.run_id.in_(run_ids))
+    with project.snapshot() as s:
+        runs = list(s.execute(stmt.order_by(_run.id)))
+        step_rows = s.execute(steps_stmt.group_by(_step.run_id, _step.status)).all()
+        set_rows = s.execute(sets_stmt.order_by(_set.id)).all()
         counts = _item_counts(s, [(r[0], r[3]) for r in set_rows]) if sizes else {}
     steps: dict[int, dict[str, int]] = {}
     for run_id, status, count in step_rows:
@@ -112,12 +117,12 @@ def _item_counts(session: Any, sets: list[tuple[int, str]]) -> dict[int, int]:
         by_kind.setdefault(kind, []).append(set_id)
     counts: dict[int, int] = {}
     for kind, ids in by_kind.items():
-        table = ITEM_TABLES[kind]
+        table = ITEMS[kind]
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             counts.update((int(set_id), int(n)) for set_id, n in session.execute(
-                select(table.set_id, func.count()).where(table.set_id.in_(chunk))
-                .group_by(table.set_id)))
+                select(table.c.set_id, func.count()).where(table.c.set_id.in_(chunk))
+                .group_by(table.c.set_id)))
     return counts
 
 
@@ -128,10 +133,10 @@ FAILED_ITEMS_KEY = "failed_item_ids"  # in a step's recorded result
 def run_outputs(project: Project, run_id: int, *, sizes: bool = False) -> list[dict[str, Any]]:
     """The run's output sets by id: ``set``, ``name``, ``kind``, ``state``, ``version``
     (and ``size``, the item count, with ``sizes``)."""
-    with project.reader() as s:
-        rows = s.execute(select(SetRow.id, SetRow.name, SetRow.kind, SetRow.state,
-                                SetRow.version).where(SetRow.run_id == run_id)
-                         .order_by(SetRow.id)).all()
+    with project.snapshot() as s:
+        rows = s.execute(select(_set.id, _set.name, _set.kind, _set.state,
+                                _set.version).where(_set.run_id == run_id)
+                         .order_by(_set.id)).all()
         counts = _item_counts(s, [(r[0], r[2]) for r in rows]) if sizes else {}
     outputs = []
     for set_id, name, kind, state, version in rows:
@@ -144,30 +149,56 @@ def run_outputs(project: Project, run_id: int, *, sizes: bool = False) -> list[d
 
 def output_set_id(project: Project, run_id: int, name: str) -> int | None:
     """The id of the run's output set called ``name`` (None when it has none)."""
-    with project.reader() as s:
-        return s.scalar(select(SetRow.id).where(SetRow.run_id == run_id, SetRow.name == name))
+    with project.snapshot() as s:
+        return s.scalar(select(_set.id).where(_set.run_id == run_id, _set.name == name))
+
+
+def find_run(project: Project, ref: int | str) -> Any:
+    """A run's row by id (int or digit string) or by label, None when there is none: a
+    read-only record with the runs table's columns as attributes (``run.params``,
+    ``run.summary``…), read without the ORM."""
+    with project.snapshot() as s:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+            row = s.execute(select(tables.runs).where(_run.id == int(ref))).first()
+            if row is not None:
+                return row
+        return s.execute(select(tables.runs).where(_run.label == str(ref))).first()
+
+
+def get_run(project: Project, ref: int | str) -> Any:
+    """:func:`find_run`, refusing a reference to no run (the error says how to list them)."""
+    run = find_run(project, ref)
+    if run is None:
+        raise StorageError(no_run_message(project, ref))
+    return run
+
+
+def run_records(project: Project) -> list[Any]:
+    """Every run's row (as :func:`find_run` returns them), by id."""
+    with project.snapshot() as s:
+        return list(s.execute(select(tables.runs).order_by(_run.id)))
 
 
 def run_id_for_label(project: Project, label: str) -> int | None:
     """The id of the run labelled ``label`` (None when no run has that label)."""
-    with project.reader() as s:
-        return s.scalar(select(Run.id).where(Run.label == label))
+    with project.snapshot() as s:
+        return s.scalar(select(_run.id).where(_run.label == label))
 
 
 def step_counts(project: Project, run_id: int) -> dict[str, int]:
     """Steps of a run per status (``{"done": 12, "pending": 3}``), statuses sorted."""
-    with project.reader() as s:
-        rows = s.execute(select(StepRow.status, func.count()).where(
-            StepRow.run_id == run_id).group_by(StepRow.status)).all()
+    with project.snapshot() as s:
+        rows = s.execute(select(_step.status, func.count()).where(
+            _step.run_id == run_id).group_by(_step.status)).all()
     return {str(status): int(n) for status, n in sorted(rows)}
 
 
 def step_devices(project: Project, run_id: int) -> dict[str, list[str]]:
     """Device (``cpu``/``gpu``) → keys of the run's steps that recorded it, in step order."""
     devices: dict[str, list[str]] = {}
-    with project.reader() as s:
-        for key, result in s.execute(select(StepRow.key, StepRow.result).where(
-                StepRow.run_id == run_id).order_by(StepRow.id)).all():
+    with project.snapshot() as s:
+        for key, result in s.execute(select(_step.key, _step.result).where(
+                _step.run_id == run_id).order_by(_step.id)).all():
             device = result.get("device") if isinstance(result, dict) else None
             if device:
                 devices.setdefault(str(device), []).append(key)
@@ -176,30 +207,30 @@ def step_devices(project: Project, run_id: int) -> dict[str, list[str]]:
 
 def step_results(project: Project, run_id: int) -> dict[str, dict[str, Any]]:
     """Step key → recorded result of the run's finished steps."""
-    with project.reader() as s:
+    with project.snapshot() as s:
         return {key: dict(result or {}) for key, result in s.execute(
-            select(StepRow.key, StepRow.result).where(StepRow.run_id == run_id,
-                                                      StepRow.status == "done"))}
+            select(_step.key, _step.result).where(_step.run_id == run_id,
+                                                      _step.status == "done"))}
 
 
 def failed_items(project: Project, run_id: int) -> tuple[int, str | None]:
     """(number of input items the finished steps of a run reported as failed, one message)."""
-    with project.reader() as s:
-        results = s.scalars(select(StepRow.result).where(StepRow.run_id == run_id,
-                                                         StepRow.status == "done"))
+    with project.snapshot() as s:
+        results = s.scalars(select(_step.result).where(_step.run_id == run_id,
+                                                         _step.status == "done"))
         count = sum(len((r or {}).get(FAILED_ITEMS_KEY) or []) for r in results)
-        message = s.scalar(select(Event.message).where(
-            Event.run_id == run_id, Event.kind == "item_failed").order_by(Event.id.desc())
+        message = s.scalar(select(_event.message).where(
+            _event.run_id == run_id, _event.kind == "item_failed").order_by(_event.id.desc())
             .limit(1)) if count else None
     return count, message
 
 
 def lineage(project: Project) -> list[dict[str, Any]]:
     """Data edges: which run's output set feeds which run's input (from the stored params)."""
-    with project.reader() as s:
+    with project.snapshot() as s:
         producers = {set_id: (run_id, name) for set_id, run_id, name in s.execute(
-            select(SetRow.id, SetRow.run_id, SetRow.name))}
-        params = s.execute(select(Run.id, Run.params)).all()
+            select(_set.id, _set.run_id, _set.name))}
+        params = s.execute(select(_run.id, _run.params)).all()
     edges = []
     for run_id, stored in params:
         for input_name, value in (stored or {}).items():
@@ -218,10 +249,10 @@ def dependents(project: Project, run_id: int) -> list[int]:
 
 def run_steps(project: Project, run_id: int, limit: int = 200) -> list[dict[str, Any]]:
     """The run's most recent steps (by id), newest last."""
-    with project.reader() as s:
-        rows = s.execute(select(StepRow.key, StepRow.status, StepRow.error, StepRow.started_at,
-                                StepRow.finished_at).where(StepRow.run_id == run_id)
-                         .order_by(StepRow.id.desc()).limit(limit)).all()
+    with project.snapshot() as s:
+        rows = s.execute(select(_step.key, _step.status, _step.error, _step.started_at,
+                                _step.finished_at).where(_step.run_id == run_id)
+                         .order_by(_step.id.desc()).limit(limit)).all()
     return [{"key": k, "status": st, "error": err, "started_at": iso_time(a),
              "seconds": round(b - a, 3) if a and b else None}
             for k, st, err, a, b in reversed(rows)]
@@ -231,13 +262,13 @@ def run_events(project: Project, run_id: int | None = None, after_id: int = 0,
                limit: int = 200, *, level: str | None = None) -> list[dict[str, Any]]:
     """Events (newest ``limit`` after ``after_id``, oldest first) of one run, or of all runs;
     ``level`` keeps one level (``"error"``)."""
-    stmt = select(Event).where(Event.id > after_id)
+    stmt = select(tables.events).where(_event.id > after_id)
     if run_id is not None:
-        stmt = stmt.where(Event.run_id == run_id)
+        stmt = stmt.where(_event.run_id == run_id)
     if level is not None:
-        stmt = stmt.where(Event.level == level)
-    with project.reader() as s:
-        rows = list(s.scalars(stmt.order_by(Event.id.desc()).limit(limit)))
+        stmt = stmt.where(_event.level == level)
+    with project.snapshot() as s:
+        rows = list(s.execute(stmt.order_by(_event.id.desc()).limit(limit)))
         return [{"id": e.id, "run": e.run_id, "time": iso_time(e.time), "level": e.level,
                  "kind": e.kind, "message": e.message, "data": e.data} for e in reversed(rows)]
 
@@ -245,15 +276,15 @@ def run_events(project: Project, run_id: int | None = None, after_id: int = 0,
 def change_marker(project: Project) -> dict[str, Any]:
     """A small fingerprint of the project that changes whenever something a page shows does:
     the last event, set versions, step counts, and runs whose process has gone."""
-    with project.reader() as s:
-        last_event = s.scalar(select(func.max(Event.id))) or 0
-        versions = s.execute(select(func.count(SetRow.id), func.coalesce(
-            func.sum(SetRow.version), 0))).one()
-        steps = s.execute(select(func.count(StepRow.id)).where(
-            StepRow.status.in_(("done", "failed")))).scalar() or 0
-        running = s.execute(select(Run.id, Run.status, Run.pid, Run.host).where(
-            Run.status == "running")).all()
-        runs = s.scalar(select(func.count(Run.id))) or 0
+    with project.snapshot() as s:
+        last_event = s.scalar(select(func.max(_event.id))) or 0
+        versions = s.execute(select(func.count(_set.id), func.coalesce(
+            func.sum(_set.version), 0))).one()
+        steps = s.execute(select(func.count(_step.id)).where(
+            _step.status.in_(("done", "failed")))).scalar() or 0
+        running = s.execute(select(_run.id, _run.status, _run.pid, _run.host).where(
+            _run.status == "running")).all()
+        runs = s.scalar(select(func.count(_run.id))) or 0
     gone = sorted(r.id for r in running if process_gone(r))
     return {"event": last_event, "sets": int(versions[0]), "version": int(versions[1]),
             "steps": int(steps), "runs": int(runs), "gone": gone}
@@ -261,33 +292,33 @@ def change_marker(project: Project) -> dict[str, Any]:
 
 # -- sets ---------------------------------------------------------------------------------------
 def set_info(project: Project, set_id: int) -> dict[str, Any]:
-    with project.reader() as s:
-        row = s.get(SetRow, set_id)
+    with project.snapshot() as s:
+        row = s.execute(select(tables.sets).where(_set.id == set_id)).first()
         if row is None:
             raise StorageError(f"set {set_id} does not exist")
-        table = ITEM_TABLES[row.kind]
+        table = ITEMS[row.kind]
         size = s.scalar(select(func.count()).select_from(table).where(
-            table.set_id == set_id)) or 0
+            table.c.set_id == set_id)) or 0
         return {"set": row.id, "run": row.run_id, "name": row.name, "kind": row.kind,
                 "state": row.state, "version": row.version, "size": int(size),
                 "properties": row.properties or {},
-                "columns": typed_columns(table.__table__)}
+                "columns": typed_columns(table)}
 
 
 def set_version(project: Project, set_id: int) -> int | None:
     """The set's version (it grows with every publication); None for a missing set."""
-    with project.reader() as s:
-        return s.scalar(select(SetRow.version).where(SetRow.id == set_id))
+    with project.snapshot() as s:
+        return s.scalar(select(_set.version).where(_set.id == set_id))
 
 
 def set_size(project: Project, set_id: int) -> tuple[int, int]:
     """(item count, set version) of a set; the count is the same for the same version."""
-    with project.reader() as s:
-        row = s.execute(select(SetRow.kind, SetRow.version).where(SetRow.id == set_id)).first()
+    with project.snapshot() as s:
+        row = s.execute(select(_set.kind, _set.version).where(_set.id == set_id)).first()
         if row is None:
             raise StorageError(f"set {set_id} does not exist")
-        table = ITEM_TABLES[row.kind]
-        size = s.scalar(select(func.count()).select_from(table).where(table.set_id == set_id))
+        table = ITEMS[row.kind]
+        size = s.scalar(select(func.count()).select_from(table).where(table.c.set_id == set_id))
     return int(size or 0), int(row.version)
 
 
@@ -303,23 +334,23 @@ def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100
     counting again. A page in the second half is read from the other end (a short offset on
     the reversed order).
     """
-    with project.reader() as s:
-        row = s.get(SetRow, set_id)
+    with project.snapshot() as s:
+        row = s.execute(select(tables.sets).where(_set.id == set_id)).first()
         if row is None:
             raise StorageError(f"set {set_id} does not exist")
         kind = row.kind
-    table = ITEM_TABLES[kind]
-    columns = typed_columns(table.__table__)
+    table = ITEMS[kind]
+    columns = typed_columns(table)
     if sort not in columns:
         raise ParamError(f"cannot sort by {sort!r}; sortable columns: {', '.join(columns)}")
     unknown = sorted(set(where or {}) - set(columns))
     if unknown:
         raise ParamError(f"cannot filter by {', '.join(map(repr, unknown))}; "
                          f"typed columns: {', '.join(columns)}")
-    conditions = [table.set_id == set_id,
-                  *(getattr(table, name) == value for name, value in (where or {}).items())]
+    conditions = [table.c.set_id == set_id,
+                  *(getattr(table.c, name) == value for name, value in (where or {}).items())]
     if total is None and where:
-        with project.reader() as s:
+        with project.snapshot() as s:
             total = int(s.scalar(select(func.count()).select_from(table).where(*conditions))
                         or 0)
     elif total is None:
@@ -333,12 +364,12 @@ def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100
     else:
         first, count = offset, limit
     down = descending != reverse
-    key = getattr(table, sort)
-    stmt = (select(*[getattr(table, c) for c in columns]).where(*conditions)
+    key = getattr(table.c, sort)
+    stmt = (select(*[getattr(table.c, c) for c in columns]).where(*conditions)
             .order_by(key.desc() if down else key.asc(),
-                      table.item_id.desc() if down else table.item_id.asc())
+                      table.c.item_id.desc() if down else table.c.item_id.asc())
             .offset(first).limit(count))
-    with project.reader() as s:
+    with project.snapshot() as s:
         rows = [list(r) for r in s.execute(stmt)] if count else []
     if reverse:
         rows.reverse()
@@ -349,10 +380,10 @@ def set_page(project: Project, set_id: int, *, offset: int = 0, limit: int = 100
 def set_item(project: Project, set_id: int, item_id: int) -> dict[str, Any]:
     """One item's typed columns (``kind`` added)."""
     info = set_info(project, set_id)
-    table = ITEM_TABLES[info["kind"]]
-    with project.reader() as s:
-        row = s.execute(select(*[getattr(table, c) for c in info["columns"]]).where(
-            table.set_id == set_id, table.item_id == item_id)).first()
+    table = ITEMS[info["kind"]]
+    with project.snapshot() as s:
+        row = s.execute(select(*[getattr(table.c, c) for c in info["columns"]]).where(
+            table.c.set_id == set_id, table.c.item_id == item_id)).first()
     if row is None:
         raise StorageError(f"set {set_id} has no item {item_id} (it does not exist)")
     return {"kind": info["kind"], "version": info["version"], **dict(zip(info["columns"], row,
@@ -364,12 +395,12 @@ FILE_COLUMNS = {"particles": "image_path", "micrographs": "path", "volumes": "pa
 
 def set_files(project: Project, set_id: int, limit: int = 1000) -> list[str]:
     """The files a set refers to (stacks, micrographs, maps), sorted, at most ``limit``."""
-    with project.reader() as s:
-        kind = s.scalar(select(SetRow.kind).where(SetRow.id == set_id))
+    with project.snapshot() as s:
+        kind = s.scalar(select(_set.kind).where(_set.id == set_id))
         column = FILE_COLUMNS.get(kind or "")
         if column is None:
             return []
-        table = ITEM_TABLES[kind].__table__
+        table = ITEMS[kind]
         rows = s.execute(select(table.c[column]).distinct().where(table.c.set_id == set_id)
                          .limit(limit)).scalars().all()
     return sorted(r for r in rows if r)
@@ -377,16 +408,17 @@ def set_files(project: Project, set_id: int, limit: int = 1000) -> list[str]:
 
 def compatible_outputs(project: Project, kind: str) -> list[dict[str, Any]]:
     """Output sets of kind ``kind`` (for an input picker): run, output, state, item count."""
-    table = ITEM_TABLES.get(kind)
+    table = ITEMS.get(kind)
     if table is None:
         return []
-    with project.reader() as s:
-        rows = s.execute(select(SetRow.id, SetRow.run_id, SetRow.name, SetRow.state,
-                                Run.label, Run.protocol, Run.status)
-                         .join(Run, Run.id == SetRow.run_id)
-                         .where(SetRow.kind == kind).order_by(SetRow.id)).all()
-        counts = dict(s.execute(select(table.set_id, func.count()).where(
-            table.set_id.in_([r[0] for r in rows])).group_by(table.set_id)).all()) if rows else {}
+    with project.snapshot() as s:
+        rows = s.execute(select(_set.id, _set.run_id, _set.name, _set.state,
+                                _run.label, _run.protocol, _run.status)
+                         .join(tables.runs, _run.id == _set.run_id)
+                         .where(_set.kind == kind).order_by(_set.id)).all()
+        counts = dict(s.execute(select(table.c.set_id, func.count()).where(
+            table.c.set_id.in_([r[0] for r in rows])).group_by(table.c.set_id)).all()) \
+            if rows else {}
     return [{"set": sid, "run": rid, "output": name, "state": state, "label": label,
              "protocol_name": protocol.split(":")[-1], "status": status,
              "size": int(counts.get(sid, 0))}
@@ -398,31 +430,31 @@ def streaming_status(project: Project, window_s: float = 60.0) -> dict[str, Any]
     per minute over the last ``window_s`` (from the steps that published them), the time of
     the last published item, and failed items (``item_failed`` events) per run."""
     now = time.time()
-    with project.reader() as s:
-        runs = s.execute(select(Run.id, Run.label, Run.protocol, Run.status, Run.pid, Run.host,
-                                Run.stop_requested).where(
-            Run.status.in_(("running", "saved")))).all()
-        sets = s.execute(select(SetRow.id, SetRow.run_id, SetRow.name, SetRow.kind,
-                                SetRow.state).where(SetRow.state == "open")).all()
-        recent = s.execute(select(StepRow.published).where(
-            StepRow.status == "done", StepRow.finished_at > now - window_s)).all()
-        last_step = dict(s.execute(select(StepRow.run_id, func.max(StepRow.finished_at))
-                                   .where(StepRow.status == "done")
-                                   .group_by(StepRow.run_id)).all())
-        failed = dict(s.execute(select(Event.run_id, func.count()).where(
-            Event.kind == "item_failed").group_by(Event.run_id)).all())  # one per item
+    with project.snapshot() as s:
+        runs = s.execute(select(_run.id, _run.label, _run.protocol, _run.status, _run.pid,
+                                _run.host, _run.stop_requested).where(
+            _run.status.in_(("running", "saved")))).all()
+        sets = s.execute(select(_set.id, _set.run_id, _set.name, _set.kind,
+                                _set.state).where(_set.state == "open")).all()
+        recent = s.execute(select(_step.published).where(
+            _step.status == "done", _step.finished_at > now - window_s)).all()
+        last_step = dict(s.execute(select(_step.run_id, func.max(_step.finished_at))
+                                   .where(_step.status == "done")
+                                   .group_by(_step.run_id)).all())
+        failed = dict(s.execute(select(_event.run_id, func.count()).where(
+            _event.kind == "item_failed").group_by(_event.run_id)).all())  # one per item
         recent_seqs: dict[int, set[int]] = {}
         for (published,) in recent:
             for set_id, seq in (published or {}).values():
                 recent_seqs.setdefault(set_id, set()).add(seq)
         out_sets = []
         for set_id, run_id, name, kind, state in sets:
-            table = ITEM_TABLES[kind]
+            table = ITEMS[kind]
             size = s.scalar(select(func.count()).select_from(table).where(
-                table.set_id == set_id)) or 0
+                table.c.set_id == set_id)) or 0
             seqs = recent_seqs.get(set_id)
             fresh = s.scalar(select(func.count()).select_from(table).where(
-                table.set_id == set_id, table.seq.in_(seqs))) if seqs else 0
+                table.c.set_id == set_id, table.c.seq.in_(seqs))) if seqs else 0
             out_sets.append({"set": set_id, "run": run_id, "name": name, "kind": kind,
                              "state": state, "size": int(size),
                              "per_min": round(float(fresh or 0) * 60.0 / window_s, 1),
@@ -452,19 +484,19 @@ def ensure_sort_index(project: Project, set_id: int, column: str) -> str | None:
 
     if column == "item_id":
         return None
-    with project.reader() as s:
-        row = s.get(SetRow, set_id)
+    with project.snapshot() as s:
+        row = s.execute(select(tables.sets).where(_set.id == set_id)).first()
         kind = row.kind if row is not None else None
-    table = ITEM_TABLES.get(kind) if kind else None
-    if table is None or column not in typed_columns(table.__table__):
+    table = ITEMS.get(kind) if kind else None
+    if table is None or column not in typed_columns(table):
         return None
-    name = f"ix_{table.__tablename__}_sort_{column}"
-    key = (project.db_url, table.__tablename__, column)
+    name = f"ix_{table.name}_sort_{column}"
+    key = (project.db_url, table.name, column)
     if key in _SORT_INDEXES:
         return name
     quote = project.engine.dialect.identifier_preparer.quote
     statement = (f"CREATE INDEX IF NOT EXISTS {quote(name)} ON "
-                 f"{quote(table.__tablename__)} (set_id, {quote(column)}, item_id)")
+                 f"{quote(table.name)} (set_id, {quote(column)}, item_id)")
     try:
         with project.engine.begin() as conn:
             conn.execute(text(statement))

@@ -20,12 +20,15 @@ protocol (:func:`protocol_dict`)
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryoweave.store import Project, SetHandle, queries, set_handle
 from cryoweave.store.queries import iso_time, run_state
-from cryoweave.store.schema import Run
+
+if TYPE_CHECKING:
+    from cryoweave.store.schema import Run
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +49,37 @@ def output_sets(project: Project, run_id: int) -> dict[str, SetHandle]:
 
 
 def outputs_dict(project: Project, run_id: int, *, files: bool = True) -> dict[str, Any]:
-    return {name: set_dict(handle, files=files)
-            for name, handle in output_sets(project, run_id).items()}
+    """The run's outputs as :func:`set_dict` gives them, read in a few queries."""
+    report = {}
+    for output in queries.run_outputs(project, run_id, sizes=True):
+        item = {key: output[key] for key in ("set", "name", "kind", "state", "size")}
+        if files:
+            item["files"] = queries.set_files(project, output["set"])
+        report[output["name"]] = item
+    return report
 
 
 def run_summary(project: Project, run: Run) -> dict[str, Any]:
-    """The protocol's :meth:`~cryoweave.plugin.Protocol.summary` of ``run`` (``{}`` when the
-    protocol is not installed or its summary fails: that is logged, not raised)."""
+    """The protocol's :meth:`~cryoweave.plugin.Protocol.summary` of ``run``: the one stored
+    when it finished (``runs.summary``), else computed now (:func:`compute_summary`)."""
+    stored = getattr(run, "summary", None)
+    if run.status == "finished" and isinstance(stored, dict):
+        return dict(stored)
+    return compute_summary(project, run)
+
+
+def storable_summary(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """``summary`` as it can be stored in the database (JSON), or None when it cannot."""
+    try:
+        return json.loads(json.dumps(summary, allow_nan=False))
+    except (TypeError, ValueError):
+        return None
+
+
+def compute_summary(project: Project, run: Run, *, strict: bool = False) -> dict[str, Any]:
+    """The protocol's summary of ``run``, computed from its outputs and steps (``{}`` when
+    the protocol is not installed or its summary fails: that is logged, not raised, unless
+    ``strict``)."""
     from cryoweave.plugin import SummaryContext, registry
 
     try:
@@ -62,6 +89,8 @@ def run_summary(project: Project, run: Run) -> dict[str, Any]:
                              steps)
         return dict(protocol().summary(ctx) or {})
     except Exception as exc:  # a summary must never break `show` or `runs`
+        if strict:
+            raise
         log.warning("summary of run %s failed: %s", run.id, exc)
         return {}
 

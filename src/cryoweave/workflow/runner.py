@@ -197,6 +197,7 @@ class Runner:
             run.host = socket.gethostname()
             run.started_at = time.time()
             run.finished_at = None
+            run.summary = None  # stored again when the run finishes
             run.stop_requested = False
             run.queue = self.queue
             s.add(Event(run_id=run.id, kind="run_started" if not resume else "run_continued",
@@ -242,11 +243,30 @@ class Runner:
                         level="error" if status == "failed" else "info", message=error or ""))
         self.summary.status = status
         self.summary.error = error
+        if status == "finished":
+            self._store_summary()
         if error:
             self.log.log(logging.ERROR if status == "failed" else logging.WARNING,
                          "run %d %s: %s", self.run_id, status, error)
         else:
             self.log.info("run %d %s", self.run_id, status)
+
+    def _store_summary(self) -> None:
+        """Store the protocol's summary of the finished run (``runs.summary``), which `show`,
+        `runs --json` and the GUI then read without importing the protocol. A summary that
+        fails or is not JSON is not stored (it is computed when asked, and says why)."""
+        from cryoweave.workflow._report import compute_summary, storable_summary
+
+        try:
+            summary = compute_summary(self.project, self.project.get_run(self.run_id),
+                                      strict=True)
+        except Exception as exc:  # a summary never fails a finished run
+            self.log.warning("summary of run %d not stored: %s", self.run_id, exc)
+            return
+        stored = storable_summary(summary)
+        if stored is not None:
+            with self.project.transaction() as s:
+                s.execute(update(Run).where(Run.id == self.run_id).values(summary=stored))
 
     # -- steps ------------------------------------------------------------------------------
     def _load_existing_steps(self) -> None:

@@ -7,10 +7,10 @@ and a failed migration leaves the database as it was.
 
 from alembic import context
 
-from cryoweave.store.schema import Base
+from cryoweave.store.tables import metadata
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=Base.metadata,
+context.configure(connection=connection, target_metadata=metadata,
                   render_as_batch=True, compare_type=True)
 with context.begin_transaction():
     context.run_migrations()
