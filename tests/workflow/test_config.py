@@ -142,7 +142,8 @@ def test_projects_made_before_the_queue_column_still_open(tmp_path):
                                     {"n_steps": 1})
     project.close()
     with sqlite3.connect(tmp_path / "p" / "project.sqlite") as conn:
-        # as an older cryoweave wrote it: no queue column, and no migrations table either
+        # as an older cryoweave wrote it: no queue column, and no migrations table either (the
+        # summary column, newer, stays: revision 0002 adds it only when absent)
         conn.execute("ALTER TABLE runs DROP COLUMN queue")
         conn.execute("DROP TABLE alembic_version")
     with Project.open(tmp_path / "p") as reopened:
