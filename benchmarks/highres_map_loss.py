@@ -29,6 +29,13 @@ grid but before the odd-box centre fix (ribosome); (a), (d), (e) with the final 
 
 The CC-percentile weights cost 1.2–1.6 %; the odd box's half-pixel centre offset cost the
 ribosome 6.7 % (median shift error 0.96 → 0.23 px); what is left (2.2–2.7 %) is pose noise.
+
+A posterior-weighted ("soft", RELION-like) final insertion around the refined poses,
+re-reconstructed from these projects' saved poses (benchmarks/highres_soft_insertion.py,
+33 orientations ±2° × 5 origins ±0.5 px, Gaussian log-likelihood with the residual σ² per
+shell, T = 1), does not close it: phantom 7.82 → 7.81 (goal ≤ 7.73), ribosome
+17.66 → 17.58 (goal ≤ 17.44); FSC 0.143 improves more (phantom 6.55 → 6.45, ribosome
+11.37 → 10.76). Its table has the grid, temperature and control runs.
 """
 
 from __future__ import annotations
