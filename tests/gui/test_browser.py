@@ -99,14 +99,16 @@ def _page(browser, *, bypass_csp: bool) -> Iterator:
     assert not errors, f"errors in the page: {errors}"
 
 
+# The tabs take `serve` so that pytest closes them before the servers they show: a tab whose
+# server has already gone keeps polling it, and what it meets then is not the test's subject.
 @pytest.fixture
-def page(browser):
+def page(browser, serve):
     """A tab whose test may evaluate its own expressions (wait_for_function needs that)."""
     yield from _page(browser, bypass_csp=True)
 
 
 @pytest.fixture
-def strict_page(browser):
+def strict_page(browser, serve):
     """A tab under the server's Content-Security-Policy, as a user's browser has it."""
     yield from _page(browser, bypass_csp=False)
 
@@ -329,3 +331,21 @@ def test_streaming_workflow_monitored_then_stopped(page, serve, tmp_path, screen
     assert "preprocess_micrographs_power_spectra.png" in names, names
     expect(page.locator("#items img.thumb")).to_have_count(6)
     _shot(page, screenshots, "gui-micrographs.png")
+
+
+# -- an answer that is not the API's own (a crash, a proxy) ---------------------------------------
+def test_an_answer_that_is_not_json_is_shown_not_thrown(page, serve, tmp_path):
+    """A plain-text 500 (or no answer) used to throw "Cannot read properties of null" in the
+    page; it is shown where the result would be, and the page keeps working."""
+    from playwright.sync_api import expect
+
+    served = serve(make_project(tmp_path))
+    page.route("**/api/runs/2/pictures*", lambda route: route.fulfill(
+        status=500, body="Internal Server Error", content_type="text/plain"))
+    page.goto(served.url + "#/run/2")
+    expect(page.locator("#run-results")).to_contain_text("500 Internal Server Error")
+    page.route("**/api/runs/2", lambda route: route.abort())  # the server stopped answering
+    page.goto(served.url + "#/run/1")
+    page.goto(served.url + "#/run/2")
+    expect(page.locator("#run-page")).to_contain_text("the server did not answer")
+    # the `page` fixture fails the test on any error thrown in the page

@@ -24,12 +24,19 @@ async function api(path, options = {}) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(options.body);
   }
-  const response = await fetch(path, init);
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {  // no answer at all: the server stopped or restarts
+    if (!options.allowError) throw e;
+    return {status: 0, ok: false, data: {error: "the server did not answer (is `cryoweave gui` still running?)"}};
+  }
   let data = null;
   try { data = await response.json(); } catch (e) { data = null; }
-  if (!response.ok && !options.allowError) {
-    throw new Error((data && data.error) || response.statusText);
+  if (!response.ok && !(data && data.error)) {  // an answer that is not ours (a proxy, a crash)
+    data = {error: `${response.status} ${response.statusText || "error"}`};
   }
+  if (!response.ok && !options.allowError) throw new Error(data.error);
   return {status: response.status, ok: response.ok, data};
 }
 
@@ -523,7 +530,7 @@ function runPage(id) {
     const key = JSON.stringify((run.output_sets || []).map(o => [o.set, o.version]));
     if (!running && run.status !== "saved" && (run.output_sets || []).length && key !== resultsKey) {
       resultsKey = key;  // new versions (a continued run): pictures again
-      loadResults();
+      loadResults().catch(e => console.warn("results:", e));
     }
     clearInterval(pageTimer);
     if (running) pageTimer = setInterval(refreshLog, 3000);  // log lines between DB changes
