@@ -144,3 +144,54 @@ def test_header_implied_size_tells_how_long_a_file_must_be(tmp_path):
     assert header_implied_size(tmp_path / "short.mrc") is None
     (tmp_path / "text.mrc").write_bytes(b"not an MRC file " * 100)
     assert header_implied_size(tmp_path / "text.mrc") is None
+
+
+def test_stack_writer_header_is_mrcfiles_and_threads_may_write_at_once(tmp_path):
+    """Positional writes from 4 threads in any order give the stack, and the header is the
+    one mrcfile writes for the same data (the label's timestamp aside)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = np.random.default_rng(3).normal(size=(40, 10, 10)).astype(np.float32)
+    path = tmp_path / "s.mrcs"
+    with StackWriter(path, 40, 10, 1.25) as writer, ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda start: writer.write(start, data[start:start + 3]),
+                      reversed(range(0, 40, 3))))
+    np.testing.assert_array_equal(read_images(path), data)
+    assert mrcfile.validate(str(path), print_file=open(tmp_path / "validate.txt", "w"))
+    with mrcfile.new(tmp_path / "ref.mrcs") as mrc:
+        mrc.set_data(data)
+        mrc.set_image_stack()
+        mrc.voxel_size = 1.25
+    with mrcfile.open(path) as ours, mrcfile.open(tmp_path / "ref.mrcs") as ref:
+        for field in ref.header.dtype.names:
+            if field in ("label", "dmin", "dmax", "dmean", "rms"):
+                continue
+            np.testing.assert_array_equal(ours.header[field], ref.header[field], err_msg=field)
+        assert (ours.header.dmin, ours.header.dmax) == (data.min(), data.max())
+        assert ours.header.dmean == pytest.approx(data.mean(), abs=1e-6)
+        assert ours.header.rms == pytest.approx(data.std(), rel=1e-5)
+
+
+def test_stack_writer_refuses_images_outside_the_stack(tmp_path):
+    with pytest.raises(ValueError, match="do not fit"), \
+            StackWriter(tmp_path / "s.mrcs", 3, 8, 1.0) as w:
+        w.write(2, np.zeros((2, 8, 8)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stack_reader_reads_into_a_given_buffer(tmp_path):
+    from cryoweave.formats import StackReader
+
+    data = np.random.default_rng(4).normal(size=(6, 8, 8)).astype(np.float32)
+    write_mrc(tmp_path / "s.mrcs", data, 1.0, volume=False)
+    reader = StackReader()
+    buffer = np.empty((4, 8, 8), np.float32)
+    paths = np.array([str(tmp_path / "s.mrcs")] * 4, dtype=object)
+    got = reader.read(paths, np.array([1, 2, 3, 4]), 8, out=buffer)
+    assert got is buffer
+    np.testing.assert_array_equal(buffer, data[1:5])
+    reader.read(paths[:2], np.array([5, 0]), 8, out=buffer[:2])  # scattered: memory map
+    np.testing.assert_array_equal(buffer[:2], data[[5, 0]])
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        reader.read(paths, np.array([1, 2, 3, 4]), 8, out=buffer[:3])
+    reader.close()

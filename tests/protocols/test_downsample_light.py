@@ -53,3 +53,14 @@ def test_many_pipeline_jobs_give_the_one_job_stack(tmp_path, monkeypatch):
     monkeypatch.setattr(_stack, "JOB_IMAGES", 7)  # 22 jobs, the last one short
     jobs = read_images(downsample_file(star, tmp_path / "many", box_px=20).stack_path)
     np.testing.assert_array_equal(jobs, whole)
+
+
+def test_the_stack_does_not_depend_on_the_threads(tmp_path, monkeypatch):
+    """1 or 3 CPU threads taking 5-image jobs in any order: the same stack, byte for byte."""
+    (tmp_path / "data").mkdir()
+    star = write_particles(tmp_path / "data", 53, 36, 1.0, np.random.default_rng(5))
+    monkeypatch.setattr(_stack, "JOB_IMAGES", 5)
+    one = downsample_file(star, tmp_path / "one", box_px=18, threads=1).stack_path
+    three = downsample_file(star, tmp_path / "three", box_px=18, threads=3).stack_path
+    np.testing.assert_array_equal(read_images(three), read_images(one))
+    assert one.read_bytes()[1024:] == three.read_bytes()[1024:]

@@ -6,6 +6,7 @@ Arrays are ``(n, y, x)`` for stacks and ``(z, y, x)`` for volumes, float32 unles
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -173,9 +174,11 @@ def write_mrc(path: str | Path, data: np.ndarray, voxel_size_a: float, *,
 class StackWriter:
     """Write an ``(n, box, box)`` float32 stack in batches, atomically.
 
-    The data goes to a temporary file memory-mapped with int64 offsets (stacks over 4 GiB
-    work); the header statistics are accumulated while writing; on a clean exit the file is
-    renamed into place, on an error it is removed.
+    The data goes to a temporary file with positional writes at int64 offsets (stacks over
+    4 GiB work; no memory map, so closing does not wait for the disk); the header statistics
+    are accumulated while writing and the header is written last; on a clean exit the file is
+    renamed into place, on an error it is removed. ``write`` is thread-safe: threads may write
+    their own ranges at the same time.
     """
 
     def __init__(self, path: str | Path, n_images: int, box_px: int, voxel_size_a: float,
@@ -189,52 +192,91 @@ class StackWriter:
         self._sum = 0.0
         self._sumsq = 0.0
         self._written = 0
-        self._mrc: mrcfile.mrcfile.MrcFile | None = None
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._header = _stack_header(self.shape, voxel_size_a)
+        self._image_bytes = self.shape[1] * self.shape[2] * 4
 
     def __enter__(self) -> StackWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._mrc = mrcfile.new_mmap(self._tmp, shape=self.shape, mrc_mode=2, overwrite=True)
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            os.ftruncate(self._fd, HEADER_BYTES + self.shape[0] * self._image_bytes)
+        except BaseException:
+            self._discard()
+            raise
         return self
 
     def write(self, start: int, images: np.ndarray) -> None:
         """Write images ``[start, start + len(images))``."""
-        assert self._mrc is not None
-        images = np.asarray(images, dtype=np.float32)
-        self._mrc.data[start:start + len(images)] = images
-        if images.size:
-            self._min = min(self._min, float(images.min()))
-            self._max = max(self._max, float(images.max()))
-            # per-image sums in float32 (no float64 copy of the batch), totals in float64
-            self._sum += float(images.sum(axis=(-2, -1), dtype=np.float64).sum())
-            squares = np.einsum("...ij,...ij->...", images, images)
-            self._sumsq += float(squares.sum(dtype=np.float64))
-        self._written += len(images)
+        assert self._fd is not None
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if start < 0 or start + len(images) > self.shape[0] or images.shape[1:] != self.shape[1:]:
+            raise ValueError(f"{self.path}: images {start}–{start + len(images)} of shape "
+                             f"{images.shape[1:]} do not fit a stack of {self.shape}")
+        _pwrite_all(self._fd, memoryview(images).cast("B"),
+                    HEADER_BYTES + start * self._image_bytes)
+        if not images.size:
+            return
+        low, high = float(images.min()), float(images.max())
+        # per-image sums in float32 (no float64 copy of the batch), totals in float64
+        total = float(images.sum(axis=(-2, -1), dtype=np.float64).sum())
+        squares = float(np.einsum("...ij,...ij->...", images, images).sum(dtype=np.float64))
+        with self._lock:
+            self._min, self._max = min(self._min, low), max(self._max, high)
+            self._sum += total
+            self._sumsq += squares
+            self._written += len(images)
+
+    def _discard(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._tmp.unlink(missing_ok=True)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        mrc, self._mrc = self._mrc, None
-        if exc_type is not None or mrc is None:
-            if mrc is not None:
-                mrc.close()
-            self._tmp.unlink(missing_ok=True)
+        if exc_type is not None or self._fd is None:
+            self._discard()
             return
         try:
             if self._written != self.shape[0]:
                 raise RuntimeError(
                     f"{self.path}: {self._written} of {self.shape[0]} images were written")
-            _set_header(mrc, self.voxel_size_a, volume=False)
             count = float(np.prod(self.shape))
             mean = self._sum / count if count else 0.0
-            header = mrc.header
+            header = self._header
             header.dmin, header.dmax, header.dmean = self._min, self._max, mean
             header.rms = float(np.sqrt(max(self._sumsq / count - mean * mean, 0.0)))
-            mrc.flush()
-            mrc.close()
+            _pwrite_all(self._fd, memoryview(header.tobytes()), 0)
+            os.close(self._fd)
+            self._fd = None
             os.replace(self._tmp, self.path)
         except BaseException:
-            mrc.close()
-            self._tmp.unlink(missing_ok=True)
+            self._discard()
             raise
+
+
+def _stack_header(shape: tuple[int, int, int], voxel_size_a: float) -> np.recarray:
+    """The MRC header mrcfile writes for a float32 image stack of ``shape`` (statistics
+    unset), without an array of that size."""
+    from mrcfile.mrcinterpreter import MrcInterpreter
+
+    mrc = MrcInterpreter()
+    mrc._create_default_attributes()
+    mrc.set_data(np.zeros((1, *shape[1:]), dtype=np.float32))
+    mrc.set_image_stack()
+    mrc.voxel_size = float(voxel_size_a)
+    header = mrc.header.copy()
+    header.nz = shape[0]
+    return header
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """``os.pwrite`` until every byte is written (one call may write less)."""
+    while len(data):
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 class StackReader:
@@ -242,6 +284,7 @@ class StackReader:
 
     Runs of consecutive indices in one stack are read with a single ``readinto`` (about twice
     as fast as fancy indexing through a memory map); scattered indices use the memory map.
+    One reader per thread: the open files' positions are shared state.
     """
 
     def __init__(self) -> None:
@@ -260,8 +303,16 @@ class StackReader:
         self._maps[path] = (stack, info, open(info.path, "rb"))  # noqa: SIM115 (kept open)
         return self._maps[path]
 
-    def read(self, paths: np.ndarray, indices: np.ndarray, box_px: int) -> np.ndarray:
-        out = np.empty((len(paths), box_px, box_px), dtype=np.float32)
+    def read(self, paths: np.ndarray, indices: np.ndarray, box_px: int,
+             out: np.ndarray | None = None) -> np.ndarray:
+        """Images ``(len(paths), box_px, box_px)`` float32; into ``out`` (C-contiguous float32
+        of that shape) when given, so a caller can reuse one buffer."""
+        shape = (len(paths), box_px, box_px)
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous float32 {shape}; got {out.dtype} "
+                             f"{out.shape}")
         breaks = np.flatnonzero(paths[1:] != paths[:-1]) + 1
         for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(paths)], strict=True):
             stack, info, handle = self._open(str(paths[lo]))

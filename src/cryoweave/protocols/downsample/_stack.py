@@ -1,13 +1,19 @@
 """Disk-to-disk Fourier cropping of the images a particle table refers to.
 
-Bounded memory (a few batches in flight), reading/computing/writing overlapped, one output
-stack written atomically with int64 offsets, progress in images.
+On the CPU, one thread per core takes small jobs (``JOB_IMAGES``) and reads, crops and writes
+each one itself: into its own reused read buffer, with single-threaded FFTs, and with a
+positional write into the output stack. Threads read while others compute, no stage waits for
+another, and memory is a few jobs per thread. On the GPU, reading, computing and writing are
+three overlapped stages (`run_pipeline`). One output stack written atomically with int64
+offsets, progress in images.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +21,7 @@ import numpy as np
 
 from cryoweave.engine import (
     batch_size_for,
+    fft_workers,
     fourier_crop,
     fourier_crop_working_bytes,
     free_device_memory_bytes,
@@ -25,9 +32,10 @@ from cryoweave.engine import (
 from cryoweave.formats import ParticleTable, StackReader, StackWriter
 from cryoweave.protocols._shared.pipeline import run_pipeline
 
-# images per pipeline job: small enough that reading and writing overlap from the start,
-# large enough that the FFTs stay efficient (``batch_size`` is an upper bound)
-JOB_IMAGES = 64
+# images per job: small enough that the FFTs' working set stays in cache and reading and
+# writing overlap from the start, large enough to keep per-call overheads small
+# (``batch_size`` is an upper bound)
+JOB_IMAGES = 32
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,10 @@ def plan_batches(input_boxes: np.ndarray, batch_size: int) -> Iterator[Batch]:
 def downsample_stack(table: ParticleTable, box_px: int, out_path: Path, voxel_size_a: float, *,
                      batch_size: int = 1000, device: str = "cpu", threads: int | None = None,
                      progress: Callable[[int, int], None] | None = None) -> DownsampleStats:
-    """Fourier-crop every image of ``table`` (in row order) into one stack at ``out_path``."""
+    """Fourier-crop every image of ``table`` (in row order) into one stack at ``out_path``.
+
+    threads: CPU threads (default `fft_workers()`, i.e. the cores); ignored on the GPU.
+    """
     parts = table.particles
     n = len(parts)
     paths = parts["image_path"].to_numpy(dtype=object)
@@ -67,17 +78,63 @@ def downsample_stack(table: ParticleTable, box_px: int, out_path: Path, voxel_si
     box_of_group = dict(zip(table.optics["group_id"].astype(int),
                             table.optics["box_px"].astype(int), strict=True))
     input_boxes = parts["optics_group"].astype(int).map(box_of_group).to_numpy()
-    reader = StackReader()
-    done = 0
+    job_images = min(batch_size, JOB_IMAGES)
+    batches = plan_batches(input_boxes, job_images)
     started = time.perf_counter()
+    with StackWriter(out_path, n, box_px, voxel_size_a) as writer:
+        if device == "cpu":
+            _crop_on_cpu(batches, job_images, paths, indices, box_px, writer,
+                         threads or fft_workers(), progress)
+        else:
+            _crop_on_gpu(batches, paths, indices, box_px, writer, device, progress)
+    return DownsampleStats(n, time.perf_counter() - started)
+
+
+def _crop_on_cpu(batches: Iterator[Batch], job_images: int, paths: np.ndarray,
+                 indices: np.ndarray, box_px: int, writer: StackWriter, threads: int,
+                 progress: Callable[[int, int], None] | None) -> None:
+    local = threading.local()  # per thread: a reader (open files) and read buffers
+    readers: list[StackReader] = []
+
+    def job(batch: Batch) -> int:
+        if not hasattr(local, "reader"):
+            local.reader, local.buffers = StackReader(), {}
+            readers.append(local.reader)
+        count = batch.stop - batch.start
+        buffer = local.buffers.get(batch.box_px)
+        if buffer is None or len(buffer) < count:  # jobs are at most job_images long
+            buffer = np.empty((max(count, job_images), batch.box_px, batch.box_px), np.float32)
+            local.buffers[batch.box_px] = buffer
+        images = local.reader.read(paths[batch.start:batch.stop],
+                                   indices[batch.start:batch.stop], batch.box_px,
+                                   out=buffer[:count])
+        writer.write(batch.start, fourier_crop(images, box_px, workers=1))
+        return count
+
+    done, n = 0, len(paths)
+    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="downsample")
+    try:
+        for count in pool.map(job, batches):
+            done += count
+            if progress is not None:
+                progress(done, n)
+    finally:  # on an error (or Ctrl-C) the jobs not yet started are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
+        for reader in readers:
+            reader.close()
+
+
+def _crop_on_gpu(batches: Iterator[Batch], paths: np.ndarray, indices: np.ndarray, box_px: int,
+                 writer: StackWriter, device: str,
+                 progress: Callable[[int, int], None] | None) -> None:
+    reader = StackReader()
+    done, n = 0, len(paths)
 
     def read(batch: Batch) -> np.ndarray:
         return reader.read(paths[batch.start:batch.stop], indices[batch.start:batch.stop],
                            batch.box_px)
 
     def compute(batch: Batch, images: np.ndarray) -> np.ndarray:
-        if device == "cpu":
-            return fourier_crop(images, box_px, workers=threads)
         out = np.empty((len(images), box_px, box_px), np.float32)
         budget = free_device_memory_bytes(device) // 2
         fit = batch_size_for(fourier_crop_working_bytes(batch.box_px, box_px), budget,
@@ -88,14 +145,11 @@ def downsample_stack(table: ParticleTable, box_px: int, out_path: Path, voxel_si
             out[lo:hi] = cropped
         return out
 
-    with StackWriter(out_path, n, box_px, voxel_size_a) as writer:
-        def write(batch: Batch, cropped: np.ndarray) -> None:
-            nonlocal done
-            writer.write(batch.start, cropped)
-            done += len(cropped)
-            if progress is not None:
-                progress(done, n)
+    def write(batch: Batch, cropped: np.ndarray) -> None:
+        nonlocal done
+        writer.write(batch.start, cropped)
+        done += len(cropped)
+        if progress is not None:
+            progress(done, n)
 
-        run_pipeline(plan_batches(input_boxes, min(batch_size, JOB_IMAGES)), read, compute,
-                     write)
-    return DownsampleStats(n, time.perf_counter() - started)
+    run_pipeline(batches, read, compute, write)
