@@ -53,7 +53,13 @@ def test_halves_overlap_by_default_and_match_the_serial_run(tmp_path):
         np.testing.assert_array_equal(ours, serial)
 
 
-def test_gridding_solves_in_threads_equal_the_serial_solves():
+@pytest.mark.parametrize("free_bytes", [0, 1 << 40], ids=["rounds of two", "all three at once"])
+def test_gridding_solves_in_threads_equal_the_serial_solves(monkeypatch, free_bytes):
+    """Three solves on two threads: all at once when memory allows, else two then one (with
+    both FFT threads); with three threads always at once. Every way gives the serial maps."""
+    from cryoweave.engine import _reconstruction
+
+    monkeypatch.setattr(_reconstruction, "free_device_memory_bytes", lambda device: free_bytes)
     rng = np.random.default_rng(5)
     box = 24
     images = rng.standard_normal((120, box, box)).astype(np.float32)
@@ -67,11 +73,14 @@ def test_gridding_solves_in_threads_equal_the_serial_solves():
         accumulators.append(acc)
     accumulators.append(accumulators[0] + accumulators[1])
     serial = [a.reconstruct(gridding_iterations=4) for a in accumulators]
-    threaded = reconstruct_maps(accumulators, threads=3, gridding_iterations=4)
-    for ours, reference in zip(threaded, serial, strict=True):
-        scale = float(np.abs(reference).max())
-        assert scale > 0
-        assert float(np.abs(ours - reference).max()) <= 1e-6 * scale
+    assert _reconstruction._maps_at_once(accumulators, 2) == (3 if free_bytes else 2)
+    assert _reconstruction._maps_at_once(accumulators, 3) == 3
+    for threads in (2, 3):
+        threaded = reconstruct_maps(accumulators, threads=threads, gridding_iterations=4)
+        for ours, reference in zip(threaded, serial, strict=True):
+            scale = float(np.abs(reference).max())
+            assert scale > 0
+            assert float(np.abs(ours - reference).max()) <= 1e-6 * scale
 
 
 def _rotation(a: float, b: float, c: float) -> np.ndarray:

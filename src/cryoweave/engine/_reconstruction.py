@@ -21,7 +21,7 @@ from typing import Any
 import numpy
 
 from . import _gridding
-from ._backend import array_namespace, fft_workers
+from ._backend import array_namespace, fft_workers, free_device_memory_bytes
 from ._fft import irfftn, rfft2
 from ._slicing import (
     SliceGeometry,
@@ -204,18 +204,43 @@ class ReconstructionAccumulator:
 
 def reconstruct_maps(accumulators: Sequence[ReconstructionAccumulator], *, threads: int = 1,
                      **options: Any) -> list[Any]:
-    """`acc.reconstruct(**options)` of each accumulator (e.g. half 1, half 2 and both), with
-    up to `threads` of them side by side (NumPy: SciPy FFTs and array arithmetic release the
-    GIL; each FFT then gets `fft_workers() // threads` threads). The maps are the same as one
-    after the other. CuPy sums are reconstructed one after the other.
+    """`acc.reconstruct(**options)` of each accumulator (e.g. half 1, half 2 and both), several
+    side by side when `threads` > 1 (NumPy: SciPy FFTs and array arithmetic release the GIL).
+
+    All of them at once when their working arrays fit in half the free memory (three maps on
+    two cores: no core idles while a last map runs alone), else rounds of `threads`; the FFTs
+    of a round of k maps get `fft_workers() // k` threads each (at least 1). The maps are the
+    same as one after the other. CuPy sums are reconstructed one after the other.
     """
     accumulators = list(accumulators)
     threads = max(1, min(int(threads), len(accumulators)))
     if threads == 1 or any(array_namespace(a.sums) is not numpy for a in accumulators):
         return [a.reconstruct(**options) for a in accumulators]
-    options.setdefault("fft_workers", max(1, fft_workers() // threads))
-    with ThreadPoolExecutor(threads, thread_name_prefix="reconstruct") as pool:
-        return list(pool.map(lambda a: a.reconstruct(**options), accumulators))
+    workers = options.pop("fft_workers", None) or fft_workers()
+    at_once = _maps_at_once(accumulators, threads)
+    maps: list[Any] = []
+    with ThreadPoolExecutor(at_once, thread_name_prefix="reconstruct") as pool:
+        for start in range(0, len(accumulators), at_once):
+            batch = accumulators[start:start + at_once]
+            share = max(1, workers // len(batch))
+            maps += pool.map(lambda a, share=share: a.reconstruct(**options, fft_workers=share),
+                             batch)
+    return maps
+
+
+def reconstruct_working_bytes(padded_px: int) -> int:
+    """Peak working memory of one `reconstruct` on the CPU (gridding loop and final transform):
+    about 14 float32 half grids `(P, P, P//2+1)`."""
+    return 14 * padded_px * padded_px * (padded_px // 2 + 1) * 4
+
+
+def _maps_at_once(accumulators: list[ReconstructionAccumulator], threads: int) -> int:
+    if len(accumulators) <= threads:
+        return len(accumulators)
+    per_map = reconstruct_working_bytes(accumulators[0].geometry.padded_px)
+    fits = free_device_memory_bytes("cpu") // 2 // per_map
+    return max(threads, min(len(accumulators), int(fits)))
+
 
 @functools.lru_cache(maxsize=16)
 def _pair_multiplicity(geometry: SliceGeometry, xp: ModuleType) -> Any:
