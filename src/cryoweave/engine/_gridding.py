@@ -7,8 +7,9 @@ with 10 pre-weighting iterations, a Kaiser–Bessel blob of order 0, radius 3.8 
 corners beyond radius N/2 to their mean with a 3-pixel raised-cosine edge). Where we differ:
 images keep their DC term (RELION zeroes it in the data, not the weights), the gridding correction
 is the separable trilinear sinc² (RELION: radial), the mask comes after it, and the convolution
-runs in float32 on the P³ grid (RELION: double, on 2·(P/2 + 1) + 1 voxels). All arrays here are
-half transforms `(P, P, P // 2 + 1)` in FFT layout unless said otherwise.
+runs in float32 on the P³ grid, using its point symmetry to transform only half of it (RELION:
+double, on 2·(P/2 + 1) + 1 voxels). All arrays here are half transforms `(P, P, P // 2 + 1)` in
+FFT layout unless said otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy
 
 from ._backend import array_namespace
-from ._fft import fft_wave_numbers, irfftn, rfftn
+from ._fft import fft_wave_numbers, irfft, irfft2, rfft, rfft2
 
 BLOB_RADIUS_VOXELS = 3.8  # RELION: --blob_r 1.9 times 2 (fixed, whatever the padding)
 BLOB_ALPHA = 15.0
@@ -72,9 +73,9 @@ def blob_fourier_transform(w: Any, radius: float = BLOB_RADIUS_VOXELS,
     return xp.where(w < 0.5, value / at_zero, 0.0)
 
 
-def blob_multiplier(padded_px: int, xp: ModuleType) -> Any:
+def blob_multiplier(padded_px: int, xp: ModuleType, z_slices: int | None = None) -> Any:
     """Real-space multiplier of the blob convolution on the P³ grid (FFT layout): `(P, P, P)`
-    float32, the blob transform at |x| / P."""
+    float32, the blob transform at |x| / P; only the first `z_slices` slices when given."""
     half = padded_px // 2
     # radial and even in each axis: tabulate per integer |x|², fill one octant, mirror it
     table = xp.sqrt(xp.arange(3 * half**2 + 1, dtype=xp.float64)) / padded_px
@@ -83,7 +84,8 @@ def blob_multiplier(padded_px: int, xp: ModuleType) -> Any:
     octant = xp.take(table, k[:, None, None] + k[None, :, None] + k[None, None, :])
     folded = xp.minimum(xp.arange(padded_px), padded_px - xp.arange(padded_px))
     # one axis at a time: the same values as one 3-D fancy index, several times faster
-    return xp.take(xp.take(xp.take(octant, folded, axis=0), folded, axis=1), folded, axis=2)
+    return xp.take(xp.take(xp.take(octant, folded[:z_slices], axis=0), folded, axis=1), folded,
+                   axis=2)
 
 
 def gridding_weights(weight: Any, inside: Any, iterations: int, *,
@@ -96,6 +98,10 @@ def gridding_weights(weight: Any, inside: Any, iterations: int, *,
     `(P, P, P//2+1)` real, normalised to mean 1 over sampled voxels; inside: same shape, bool.
     fft_workers: threads of each SciPy FFT (None: `fft_workers()`; 1 when several solves run
     side by side in threads). CuPy ignores it.
+
+    weight·w is the half spectrum of a real, point-symmetric array (real weights, F(−k) =
+    F(k)), so the convolution runs on half of it (`_symmetric_inverse`/`_symmetric_forward`):
+    the same result as full 3-D transforms up to float32 rounding, in about half the time.
     """
     xp = array_namespace(weight)
     p = weight.shape[0]
@@ -103,19 +109,42 @@ def gridding_weights(weight: Any, inside: Any, iterations: int, *,
     # and the result needs ~1e-6 precision, not 1e-15
     factor = (inside & (weight > 0)).astype(xp.float32)
     weight = weight.astype(xp.float32)
-    product = xp.zeros(weight.shape, dtype=xp.complex64)
-    magnitude = xp.empty(weight.shape, dtype=xp.float32)  # reused: no page faults per pass
-    multiplier = blob_multiplier(p, xp)
+    product = xp.empty(weight.shape, dtype=xp.float32)  # reused: no page faults per pass
+    multiplier = blob_multiplier(p, xp, z_slices=p // 2 + 1)
     for _ in range(iterations):
-        xp.multiply(factor, weight, out=product.real)
-        real = irfftn(product, (p, p, p), workers=fft_workers)
+        xp.multiply(factor, weight, out=product)
+        real = _symmetric_inverse(product, p, fft_workers)
         real *= multiplier
-        spectrum = rfftn(real, workers=fft_workers)
+        magnitude = xp.abs(_symmetric_forward(real, p, fft_workers))
         del real
-        xp.abs(spectrum, out=magnitude)
-        del spectrum
         factor /= xp.maximum(magnitude, xp.float32(_MIN_CONVOLVED), out=magnitude)
     return factor
+
+
+def _symmetric_inverse(spectrum: Any, padded_px: int, fft_workers: int | None) -> Any:
+    """`irfftn` of the real half spectrum `(P, P, P//2+1)` of a real array f with
+    f(−x) = f(x), on the slices z = 0 … P//2 only (the others mirror them): `(P//2+1, P, P)`.
+
+    Along z the spectrum is real, so a real FFT gives the z ≤ P//2 half; each of those slices
+    is then the half spectrum of a real image (`irfft2`).
+    """
+    xp = array_namespace(spectrum)
+    lines = rfft(spectrum, axis=0, norm="forward", workers=fft_workers)  # 1/P of the inverse
+    xp.conjugate(lines, out=lines)  # e^{+2πi kz z/P}: the inverse's sign (spectrum is real)
+    return irfft2(lines, (padded_px, padded_px), workers=fft_workers)
+
+
+def _symmetric_forward(half: Any, padded_px: int, fft_workers: int | None) -> Any:
+    """`rfftn` of the real array f with f(−x) = f(x) whose slices z = 0 … P//2 are `half`
+    `(P//2+1, P, P)`: the real part `(P, P, P//2+1)` (the imaginary part is zero).
+
+    The 2-D spectra g(z) of the slices satisfy g(−z) = conj g(z), so the transform along z is a
+    half-complex-to-real one of the z ≤ P//2 half.
+    """
+    xp = array_namespace(half)
+    planes = rfft2(half, workers=fft_workers)
+    xp.conjugate(planes, out=planes)  # Σ_z g(z) e^{−iθz} = Σ_z conj g(z) e^{+iθz} (it is real)
+    return irfft(planes, padded_px, axis=0, norm="forward", workers=fft_workers)
 
 
 def mask_corners(volume: Any, edge_px: float = MASK_EDGE_PX) -> Any:
