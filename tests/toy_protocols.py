@@ -125,6 +125,7 @@ class ToyConsumer(Protocol):
     """Double every input record's value, batch by batch, as the input grows."""
 
     label = "toy consumer"
+    streams_inputs = True
 
     class Params(ProtocolParams):
         records: Input[RecordSet] = param(description="input records")
@@ -151,6 +152,29 @@ def toy_double(ctx: StepContext, ids: list[int], values: list[int]) -> StepResul
     frame = pd.DataFrame({"item_id": ids,
                           "data": [{"value": 2 * v, "time": time.time()} for v in values]})
     return StepResult(publish={"doubled": frame})
+
+
+class ToyRecordSum(Protocol):
+    """Count and sum the values of every input record, planned once (not a streaming
+    consumer: it needs the whole input)."""
+
+    label = "toy record sum"
+
+    class Params(ProtocolParams):
+        records: Input[RecordSet] = param(description="input records")
+
+    class Outputs(ProtocolOutputs):
+        total: RecordSet
+
+    def plan(self, params: Any, ctx: PlanContext) -> Plan:
+        values = [d["value"] for d in ctx.input("records").to_frame()["data"]]
+        return Plan(steps=[Step("sum", toy_sum, {"count": len(values),
+                                                 "total": float(sum(values))})])
+
+
+def toy_sum(ctx: StepContext, count: int, total: float) -> StepResult:
+    return StepResult(publish={"total": pd.DataFrame({"data": [{"count": count,
+                                                                "total": total}]})})
 
 
 class ToyCountParticles(Protocol):
@@ -276,5 +300,6 @@ def toy_placed(ctx: StepContext, index: int, hold_s: float, gate: str | None) ->
     return StepResult(publish={"records": frame}, info={"pid": os.getpid()})
 
 
-PLUGIN = Plugin("toy", "0.1", (ToySteps, ToyProducer, ToyConsumer, ToyCountParticles,
+PLUGIN = Plugin("toy", "0.1", (ToySteps, ToyProducer, ToyConsumer, ToyRecordSum,
+                                ToyCountParticles,
                                 ToyIterations, ToyPlaced))

@@ -492,3 +492,24 @@ def test_explicit_parameter_titles_reach_the_form_schema(client):
     assert properties["pixel_size_a"]["title"] == "Pixel size"
     assert properties["timeout_s"]["title"] == "Close after no new file for"
     assert properties["amplitude_contrast"]["title"] == "Amplitude contrast"  # derived
+
+
+def test_launch_workers_default_to_the_protocols_choice(gui_project):
+    """An empty (or absent) workers field leaves --workers off the runner's command line, so
+    the protocol decides (ReconstructFourier: both halves at once); a number is passed on."""
+    from cryoweave.gui._checks import launch_options
+    from cryoweave.gui._launch import runner_command
+    from cryoweave.store import Project
+
+    with Project.open(gui_project) as project:
+        for body in ({}, {"workers": None}, {"workers": ""}, {"workers": " "}):
+            options, problems = launch_options(body, project)
+            assert problems == [] and "workers" not in options, body
+            assert "--workers" not in runner_command(gui_project, 3, **options)
+        options, problems = launch_options({"workers": "3"}, project)
+        assert problems == [] and options["workers"] == 3
+        command = runner_command(gui_project, 3, **options)
+        assert command[command.index("--workers") + 1] == "3"
+        for bad in (0, 257, "two"):
+            _, problems = launch_options({"workers": bad}, project)
+            assert [p["field"] for p in problems] == ["_workers"]

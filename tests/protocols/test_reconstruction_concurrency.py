@@ -89,3 +89,29 @@ def _rotation(a: float, b: float, c: float) -> np.ndarray:
     ry = np.array([[cb, 0, sb], [0, 1, 0], [-sb, 0, cb]])
     rz2 = np.array([[cc, -sc, 0], [sc, cc, 0], [0, 0, 1]])
     return rz1 @ ry @ rz2
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to run steps side by side")
+def test_a_workflow_without_workers_lets_the_protocol_run_its_halves_side_by_side(run_cli,
+                                                                                  tmp_path):
+    """`workflow run` (and the GUI, same runner command) without --workers: the protocol's
+    choice, as run-protocol makes it, not one step at a time."""
+    import json
+
+    (tmp_path / "wf.json").write_text(json.dumps({"protocols": [
+        {"label": "sim", "protocol": "SimulateParticles",
+         "params": {"phantom": True, "n_particles": 600, "box_px": 32, "pixel_size_a": 3.0,
+                    "snr": 1.0, "seed": 3}},
+        {"label": "rec", "protocol": "ReconstructFourier",
+         "params": {"particles": {"run": "sim", "output": "particles"},
+                    "gridding_iterations": 3}}]}))
+    result = run_cli("workflow", "run", "wf.json", "--project", "proj", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    from cryoweave.store import Project
+
+    with Project.open(tmp_path / "proj") as project, project.reader() as s:
+        run_id = json.loads(result.stdout)["runs"]["rec"]
+        steps = {row.key: (row.started_at, row.finished_at)
+                 for row in s.query(StepRow).filter(StepRow.run_id == run_id)}
+    (start1, end1), (start2, end2) = steps["insert/half1"], steps["insert/half2"]
+    assert start1 < end2 and start2 < end1, f"the halves did not overlap: {steps}"

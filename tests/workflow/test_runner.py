@@ -145,3 +145,65 @@ def test_plans_that_grow_iteration_by_iteration_and_resume(tmp_path):
     third = Runner(project, summary.run_id).execute(resume=True)  # as if killed in iteration 4
     assert third.steps_run == 2
     assert executions(project, summary.run_id) == [1, 2, 3, 4, 5, 4, 5]
+
+
+def _steps(project, run_id: int) -> list[str]:
+    with project.reader() as s:
+        return [row.key for row in s.query(StepRow).filter(StepRow.run_id == run_id)]
+
+
+def _producer_and_sum(project_dir, n_items=30):
+    """A ToyProducer run (created, not started: its output is open and empty) and a ToyRecordSum
+    run on that output."""
+    project, _ = run_protocol(project_dir, registry().get("ToySteps"), {"n_steps": 1})
+    producer = create_run(project, validate_run(project, registry().get("ToyProducer"),
+                                                {"n_items": n_items, "interval_s": 0.01}),
+                          label="producer")
+    consumer = create_run(project, validate_run(project, registry().get("ToyRecordSum"),
+                                                {"records": {"run": "producer",
+                                                             "output": "records"}}))
+    return project, producer, consumer
+
+
+def test_a_run_that_needs_its_whole_input_waits_until_it_is_closed(tmp_path):
+    """Not a streaming consumer: it plans once its input is closed, from all of it (before,
+    a workflow planned it from the part published so far)."""
+    project, producer, consumer = _producer_and_sum(tmp_path)
+    outcome = {}
+    thread = threading.Thread(
+        target=lambda: outcome.setdefault("summary", Runner(project, consumer).execute()))
+    thread.start()
+    time.sleep(0.6)
+    assert thread.is_alive() and _steps(project, consumer) == []  # waiting, nothing planned
+    assert Runner(project, producer).execute().status == "finished"
+    thread.join(timeout=60)
+    summary = outcome["summary"]
+    assert summary.status == "finished", summary.error
+    result = RecordSet(project, summary.outputs["total"]).to_frame()["data"].iloc[0]
+    assert result == {"count": 30, "total": float(sum(range(30)))}
+    log = (project.root / project.get_run(consumer).folder / "logs" / "run.log").read_text()
+    assert "waiting for input 'records' (set" in log and "producer), saved) to close" in log
+
+
+def test_an_input_its_failed_producer_left_open_fails_the_run_saying_so(tmp_path):
+    project, producer, consumer = _producer_and_sum(tmp_path)
+    with project.transaction() as s:
+        s.get(Run, producer).status = "failed"
+    summary = Runner(project, consumer).execute()
+    assert summary.status == "failed"
+    assert f"of run {producer} (producer), which is failed and left it open" in summary.error
+    assert f"run-protocol --continue {producer}" in summary.error
+    assert _steps(project, consumer) == []
+
+
+def test_a_run_waiting_for_its_input_stops_on_request(tmp_path):
+    project, _producer, consumer = _producer_and_sum(tmp_path)
+    outcome = {}
+    thread = threading.Thread(
+        target=lambda: outcome.setdefault("summary", Runner(project, consumer).execute()))
+    thread.start()
+    time.sleep(0.4)
+    stop(project, consumer)
+    thread.join(timeout=30)
+    assert outcome["summary"].status == "aborted"
+    assert "while waiting for its inputs" in outcome["summary"].error

@@ -343,14 +343,15 @@ def workflow() -> None:
 @db_option
 @click.option("--continue", "resume", is_flag=True,
               help="Resume: runs whose label exists are continued, the others created.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Steps at the same time, per run.")
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Steps at the same time, per run. Default: what each protocol suggests "
+                   "for its independent steps (1 for most), at most the cores.")
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "gpu"]))
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON summary at the end (also after Ctrl-C: state interrupted).")
 def workflow_run(workflow_file: str, project_dir: str, db_url: str | None, resume: bool,
-                 workers: int, device: str, as_json: bool) -> None:
+                 workers: int | None, device: str, as_json: bool) -> None:
     """Create the runs of WORKFLOW_FILE (JSON or YAML) and run them at the same time.
 
     Relative paths inside WORKFLOW_FILE are taken from its folder.

@@ -26,7 +26,7 @@ def status_table(project: Project, run_ids: list[int]) -> Table:
     return table
 
 
-def launch(project: Project, run_ids: list[int], *, workers: int, device: str,
+def launch(project: Project, run_ids: list[int], *, workers: int | None, device: str,
            console: Console, refresh_s: float = 0.5) -> dict[int, int]:
     """Run each run in its own process (``run-protocol --continue ID``); returns exit codes."""
     processes: dict[int, subprocess.Popen] = {}
@@ -38,8 +38,9 @@ def launch(project: Project, run_ids: list[int], *, workers: int, device: str,
         log = open(log_path, "a")  # noqa: SIM115 - closed below, after the process ends
         logs.append(log)
         command = [sys.executable, "-m", "cryoweave.cli", "run-protocol", "--continue",
-                   str(run_id), "--project", str(project.root), "--quiet", "--workers",
-                   str(workers), "--device", device]
+                   str(run_id), "--project", str(project.root), "--quiet", "--device", device]
+        if workers is not None:  # else the protocol's choice, as run-protocol makes it
+            command += ["--workers", str(workers)]
         processes[run_id] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         with Live(status_table(project, run_ids), console=console, auto_refresh=False) as live:
@@ -61,7 +62,7 @@ def launch(project: Project, run_ids: list[int], *, workers: int, device: str,
 
 
 def run_workflow_file(path: str, project_dir: str, *, db_url: str | None, resume: bool,
-                      workers: int, device: str, console: Console) -> dict[str, Any]:
+                      workers: int | None, device: str, console: Console) -> dict[str, Any]:
     """Create and launch the runs of a workflow file; relative paths in it are taken from
     the file's folder. Returns ``state`` (finished, failed or interrupted — after Ctrl-C or
     SIGTERM, when the runs were stopped), ``runs`` (label → run id), ``status`` (label →

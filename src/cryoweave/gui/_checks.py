@@ -30,10 +30,12 @@ def launch_options(body: dict[str, Any], project: Project) -> tuple[dict[str, An
     problems = []
     options: dict[str, Any] = {}
     try:
-        workers = int(body.get("workers", 1))
-        if not 1 <= workers <= 256:
-            raise ValueError
-        options["workers"] = workers
+        workers = body.get("workers")
+        if workers is not None and str(workers).strip() != "":  # empty: the protocol's choice
+            workers = int(workers)
+            if not 1 <= workers <= 256:
+                raise ValueError
+            options["workers"] = workers
     except (TypeError, ValueError):
         problems.append({"field": "_workers", "message":
                          f"workers must be an integer from 1 to 256, got {body.get('workers')!r}"})

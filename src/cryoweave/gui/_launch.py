@@ -18,12 +18,16 @@ EXECUTORS = ("threads", "processes", "dask")
 DEVICES = ("auto", "cpu", "gpu")
 
 
-def runner_command(project_root: Path, run_id: int, *, workers: int = 1,
+def runner_command(project_root: Path, run_id: int, *, workers: int | None = None,
                    executor: str = "threads", device: str | None = None,
                    queue: str | None = None) -> list[str]:
+    """The runner's command line; ``workers=None`` lets the protocol choose how many steps run
+    at once (e.g. ReconstructFourier's two halves side by side), as ``run-protocol`` does."""
     command = [sys.executable, "-m", "cryoweave.cli", "run-protocol", "--continue",
                str(int(run_id)), "--project", str(project_root), "--quiet",
-               "--workers", str(int(workers)), "--executor", executor]
+               "--executor", executor]
+    if workers is not None:
+        command += ["--workers", str(int(workers))]
     if device:
         command += ["--device", device]
     if queue:

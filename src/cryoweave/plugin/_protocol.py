@@ -69,6 +69,10 @@ class Protocol:
     renamed_from: ClassVar[tuple[str, ...]] = ()
     # params forwarded to the implicit import of an input given as a path, per input
     import_options: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # True when plan() consumes its inputs while they are still open (`ForEachBatch` streams);
+    # otherwise the runner waits until every input set is closed before planning, so that a
+    # run in a workflow never plans from part of its producer's output
+    streams_inputs: ClassVar[bool] = False
     Params: ClassVar[type[ProtocolParams]] = ProtocolParams
     Outputs: ClassVar[type[ProtocolOutputs]] = ProtocolOutputs
 

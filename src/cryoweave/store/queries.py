@@ -305,6 +305,15 @@ def set_info(project: Project, set_id: int) -> dict[str, Any]:
                 "columns": typed_columns(table)}
 
 
+def open_sets(project: Project, set_ids: list[int]) -> list[tuple[Any, Any]]:
+    """(set row, its run's row or None) for each of ``set_ids`` that is still open."""
+    with project.snapshot() as s:
+        rows = s.execute(select(tables.sets).where(_set.id.in_(list(set_ids)),
+                                                   _set.state != "closed")).all()
+        return [(row, s.execute(select(tables.runs).where(_run.id == row.run_id)).first())
+                for row in rows]
+
+
 def set_version(project: Project, set_id: int) -> int | None:
     """The set's version (it grows with every publication); None for a missing set."""
     with project.snapshot() as s:

@@ -27,6 +27,7 @@ from sqlalchemy import select, update
 from cryoweave.errors import CryoweaveError, StepFailed, StopRequested, StorageError
 from cryoweave.plugin import ForEachBatch, Plan, PlanContext, Step, StepContext, StepResult
 from cryoweave.store import SET_TYPES, Project, SetHandle, pid_alive, set_handle
+from cryoweave.store import queries
 from cryoweave.store.queries import FAILED_ITEMS_KEY, failed_items
 from cryoweave.store.schema import Event, Run, SetRow, StepRow, StreamCursor, StreamUnit
 from cryoweave.store.writers import append_items, derive_items, put_optics, retract_items
@@ -130,6 +131,8 @@ class Runner:
         self.progress.run_started(self.run_id, f"{self.run_id} {protocol_cls.__name__}")
         executor: Executor | None = None
         try:
+            if not protocol_cls.streams_inputs:
+                self._wait_for_closed_inputs()
             protocol = protocol_cls()
             ctx = PlanContext(self.run_id, self.run_dir, self.inputs, self.device, self.threads,
                               self.project)
@@ -417,6 +420,32 @@ class Runner:
             s.add(Event(run_id=self.run_id, kind="step_failed", level="error",
                         message=message, data={"step": state.key}))
         state.status = "failed"
+
+    def _wait_for_closed_inputs(self) -> None:
+        """Until every input set is closed (a protocol that does not stream its inputs plans
+        from all of them): a producer still running or not yet started is waited for; one that
+        failed, was stopped, finished, or whose process is gone fails this run, saying which."""
+        names = {h.id: n for n, h in self.inputs.items() if h is not None}
+        waiting: set[int] = set()
+        while still_open := queries.open_sets(self.project, list(names)):
+            for row, producer in still_open:
+                who = (f"run {producer.id} ({producer.label or producer.protocol})"
+                       if producer is not None else f"run {row.run_id}")
+                if producer is None or producer.status in ("failed", "aborted", "finished") \
+                        or queries.process_gone(producer):
+                    state = "gone" if producer is None else queries.run_state(producer)
+                    raise StorageError(
+                        f"input {names[row.id]!r} is set {row.id} ({row.name}) of {who}, which "
+                        f"is {state} and left it open: continue that run (`cryoweave "
+                        f"run-protocol --continue {row.run_id}`) or choose another input")
+                if row.id not in waiting:
+                    waiting.add(row.id)
+                    self.log.info("waiting for input %r (set %d of %s, %s) to close",
+                                  names[row.id], row.id, who, producer.status)
+            if self._stop_requested():
+                raise StopRequested(f"run {self.run_id} was stopped on request while waiting "
+                                    "for its inputs")
+            time.sleep(max(self.poll_interval_s, 0.2))
 
     # -- the loop ---------------------------------------------------------------------------
     def _stop_requested(self) -> bool:

@@ -354,7 +354,8 @@ async function formPage(name, copyFrom) {
   }
   const launch = {
     label: h("input", {type: "text", name: "_label", value: copyRun && copyRun.label ? copyRun.label + "-copy" : ""}),
-    workers: h("input", {type: "number", name: "_workers", value: "1", min: "1", step: "1"}),
+    workers: h("input", {type: "number", name: "_workers", value: "", min: "1", step: "1", placeholder: "auto",
+      title: "Steps at the same time; empty: what the protocol suggests (e.g. both halves of a reconstruction), at most the cores"}),
     executor: h("select", {name: "_executor"}, ["threads", "processes", "dask"].map(v => h("option", {value: v}, v))),
     device: h("select", {name: "_device"}, ["", "auto", "cpu", "gpu"].map(v => h("option", {value: v}, v || "(configured)"))),
     queue: h("select", {name: "_queue"}, h("option", {value: ""}, "(configured default)"),
@@ -392,7 +393,7 @@ async function formPage(name, copyFrom) {
     for (const t of tabs.children) t.classList.toggle("active", t.dataset.tab === active);
   }
   const request = () => ({protocol: name, params: values(), label: launch.label.value.trim() || null,
-    workers: launch.workers.value, executor: launch.executor.value, device: launch.device.value || null,
+    workers: launch.workers.value.trim() || null, executor: launch.executor.value, device: launch.device.value || null,
     queue: launch.queue.value || null});
   function showProblems(problems) {
     for (const el of body.querySelectorAll(".field")) { el.classList.remove("has-error"); el.querySelector(".error").textContent = ""; }

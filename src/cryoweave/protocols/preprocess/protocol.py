@@ -147,6 +147,8 @@ class PreprocessMicrographs(Protocol):
         summary = set_summary(ctx.output("micrographs"), "micrographs")
         return {**summary, "failed": ctx.total("failed")}
 
+    streams_inputs = True  # micrographs are preprocessed as they arrive
+
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         chosen = settings_dict(params)
 
