@@ -46,12 +46,18 @@ class ToySteps(Protocol):
         sleep_s: float = param(0.0, ge=0, description="seconds each step sleeps")
         fail_step: int | None = param(None, description="index of a step that raises")
         chain: bool = param(False, description="each step depends on the previous one")
+        concurrent: int = param(1, gt=0, description="the plan's concurrent_steps")
+        join: bool = param(False, description="a last step after all the others")
 
     class Outputs(ProtocolOutputs):
         records: RecordSet
 
     def plan(self, params: Any, ctx: PlanContext) -> Plan:
         steps = []
+        if params.join:
+            steps.append(Step("join", toy_work, {"index": 1000, "items": 1,
+                                                 "sleep_s": 0.0, "fail": False},
+                              after=[f"work/{i:03d}" for i in range(params.n_steps)]))
         for i in range(params.n_steps):
             steps.append(Step(
                 f"work/{i:03d}", toy_work,
@@ -59,7 +65,7 @@ class ToySteps(Protocol):
                  "fail": params.fail_step == i},
                 outputs=[f"extra/out_{i:03d}.txt"],
                 after=[f"work/{i - 1:03d}"] if params.chain and i else []))
-        return Plan(steps=steps)
+        return Plan(steps=steps, concurrent_steps=params.concurrent)
 
 
 def toy_work(ctx: StepContext, index: int, items: int, sleep_s: float, fail: bool
@@ -76,7 +82,10 @@ def toy_work(ctx: StepContext, index: int, items: int, sleep_s: float, fail: boo
     ids = [index * items + k + 1 for k in range(items)]
     frame = pd.DataFrame({"item_id": ids, "data": [{"step": index, "k": k, "value": i}
                                                    for k, i in enumerate(ids)]})
-    return StepResult(publish={"records": frame}, info={"index": index})
+    from cryoweave.engine import fft_workers
+
+    return StepResult(publish={"records": frame},
+                      info={"index": index, "threads": ctx.threads, "fft_workers": fft_workers()})
 
 
 class ToyProducer(Protocol):

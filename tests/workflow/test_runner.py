@@ -207,3 +207,43 @@ def test_a_run_waiting_for_its_input_stops_on_request(tmp_path):
     thread.join(timeout=30)
     assert outcome["summary"].status == "aborted"
     assert "while waiting for its inputs" in outcome["summary"].error
+
+
+def test_steps_that_start_together_share_the_cores_and_a_step_alone_gets_them_all(tmp_path):
+    """The engine's threads (`fft_workers()` inside a step) are the step's share of the cores:
+    two steps side by side get cores // 2 each (they oversubscribed before: every step took
+    all cores), the step that runs after them alone gets all cores; --threads fixes them."""
+    import os
+
+    from cryoweave.store import queries
+
+    cores = os.cpu_count() or 1
+    params = {"n_steps": 2, "sleep_s": 0.3, "concurrent": 2, "join": True}
+    project, summary = run_protocol(tmp_path, registry().get("ToySteps"), params)
+    assert summary.status == "finished", summary.error
+    info = queries.step_results(project, summary.run_id)
+    for key in ("work/000", "work/001"):
+        assert info[key]["threads"] == info[key]["fft_workers"] == max(1, cores // 2), info
+    assert info["join"]["threads"] == info["join"]["fft_workers"] == cores, info
+    _, fixed = run_protocol(tmp_path, registry().get("ToySteps"), params, threads=3)
+    info = queries.step_results(project, fixed.run_id)
+    assert {v["fft_workers"] for v in info.values()} == {3}, info
+
+
+def test_thread_budget_is_per_thread_and_restored(monkeypatch):
+    import threading
+
+    from cryoweave.engine import fft_workers, thread_budget
+
+    monkeypatch.setenv("CRYOWEAVE_FFT_WORKERS", "5")
+    seen = {}
+    with thread_budget(2):
+        assert fft_workers() == 2
+        other = threading.Thread(target=lambda: seen.setdefault("other", fft_workers()))
+        other.start()
+        other.join()
+        with thread_budget(None):
+            assert fft_workers() == 2
+    assert seen["other"] == 5 and fft_workers() == 5
+    with pytest.raises(ValueError, match="at least 1"), thread_budget(0):
+        pass

@@ -19,6 +19,7 @@ from ._backend import (
     is_out_of_memory,
     map_batches_with_oom_retry,
     resolve_device,
+    thread_budget,
     to_device,
     to_host,
 )
@@ -195,6 +196,7 @@ __all__ = [
     "symmetry_expand",
     "symmetry_matrices",
     "symmetry_order",
+    "thread_budget",
     "threshold_mask",
     "to_device",
     "to_host",

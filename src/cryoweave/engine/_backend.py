@@ -10,6 +10,8 @@ CuPy is imported lazily, the first time a GPU is asked for or a CuPy array is se
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 import sys
@@ -219,8 +221,33 @@ def map_batches_with_oom_retry(
         start = stop
 
 
+_THREAD_BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "cryoweave_thread_budget", default=None)
+
+
+@contextlib.contextmanager
+def thread_budget(threads: int | None) -> Iterator[None]:
+    """Within the block (in this thread), `fft_workers()` is `threads`: the runtime gives each
+    step its share of the cores (two steps side by side on two cores: one thread each), so the
+    engine's FFTs and scatter threads do not oversubscribe them. None leaves it unchanged."""
+    if threads is None:
+        yield
+        return
+    if int(threads) < 1:
+        raise ValueError(f"threads={threads} must be at least 1")
+    token = _THREAD_BUDGET.set(int(threads))
+    try:
+        yield
+    finally:
+        _THREAD_BUDGET.reset(token)
+
+
 def fft_workers() -> int:
-    """Number of CPU threads for SciPy FFTs: `CRYOWEAVE_FFT_WORKERS`, else `os.cpu_count()`."""
+    """Number of CPU threads for SciPy FFTs and the engine's own threads: the step's share of
+    the cores inside `thread_budget`, else `CRYOWEAVE_FFT_WORKERS`, else `os.cpu_count()`."""
+    budget = _THREAD_BUDGET.get()
+    if budget is not None:
+        return budget
     value = os.environ.get(FFT_WORKERS_ENV_VAR, "").strip()
     if not value:
         return os.cpu_count() or 1

@@ -33,7 +33,9 @@ def execute_step(func_path: str, args: dict[str, Any], ctx: StepContext,
     _attach_run_log(ctx)
     start = time.perf_counter()
     func = resolve_function(func_path)
-    with _gpu_scope(ctx):
+    from cryoweave.engine import thread_budget
+
+    with _gpu_scope(ctx), thread_budget(ctx.threads):  # the engine's threads: the step's share
         result = func(ctx, **args)
     if result is None:
         result = StepResult()

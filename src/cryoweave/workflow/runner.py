@@ -96,7 +96,10 @@ class Runner:
         self.workers = max(1, workers or 1)
         self.executor_kind = executor
         self._threads_given = threads
+        # threads per step: given (--threads, engine_threads, CRYOWEAVE_FFT_WORKERS), else the
+        # cores shared among the steps that start together (`_step_threads`)
         self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
+        self._threads_configured = False
         self.device = device
         self.progress = progress or RunProgress()
         self.dask_address = dask_address
@@ -175,7 +178,8 @@ class Runner:
     def _resolve_queue(self) -> tuple[str, QueueConfig]:
         """The queue given, else the one recorded on the run, else the configured default."""
         config = load_config(self.project.root).config
-        if self._threads_given is None and config.engine_threads:
+        self._threads_configured = self._threads_given is None and bool(config.engine_threads)
+        if self._threads_configured:
             self.threads = config.engine_threads
         name = self.queue
         if name is None:
@@ -447,6 +451,14 @@ class Runner:
                                     "for its inputs")
             time.sleep(max(self.poll_interval_s, 0.2))
 
+    def _step_threads(self, concurrent: int) -> int:
+        """Engine threads of a step that starts while ``concurrent`` steps (itself included)
+        run: the threads given or configured, else the cores shared among them (two halves
+        side by side on two cores: one each; the finalize after them alone: both)."""
+        if self._threads_given is not None or self._threads_configured:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // max(1, concurrent))
+
     # -- the loop ---------------------------------------------------------------------------
     def _stop_requested(self) -> bool:
         with self.project.reader() as s:
@@ -483,7 +495,8 @@ class Runner:
                     if not st.done:
                         self._record_batch(st.poll())
                 free = capacity - len(running)
-                for state in self._ready()[:max(0, free)]:
+                starting = self._ready()[:max(0, free)]
+                for state in starting:
                     gpu_id = None
                     if state.resources.get("gpu") and self.queue_config.devices:
                         if not free_gpus:
@@ -492,7 +505,8 @@ class Runner:
                     state.status = "running"
                     state.started_at = time.time()
                     ctx = StepContext(self.run_id, state.key, self.run_dir,
-                                      executor.step_threads(state.resources, self.threads),
+                                      executor.step_threads(state.resources, self._step_threads(
+                                          len(running) + len(starting))),
                                       self.device, self.progress.step_progress, gpu_id)
                     self.progress.step_started(state.key, state.label)
                     handle = executor.submit(state.func, state.args, ctx, state.outputs,
