@@ -176,8 +176,8 @@ def _run_protocol_options(func: Any) -> Any:
         click.option("--executor", default="threads", show_default=True,
                      type=click.Choice(["threads", "processes", "dask"])),
         click.option("--threads", default=None, type=click.IntRange(1),
-                     help="Engine threads per step (FFT workers); default cores/workers "
-                          "(all cores when --workers is not given)."),
+                     help="Engine threads per step (FFT workers); default: the cores shared "
+                          "among the steps that start together."),
         click.option("--device", default=None, type=click.Choice(["auto", "cpu", "gpu"]),
                      help="Default: the configured device (`cryoweave config show`), auto."),
         click.option("--queue", default=None, metavar="NAME",
