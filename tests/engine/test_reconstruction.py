@@ -87,14 +87,21 @@ def _smoothed(product):
                         * gridding.blob_multiplier(p, np)))
 
 
-def test_gridding_weights_flatten_the_blob_smoothed_density():
-    """(weight·w) ∗ blob → 1 inside the sampled ball (Pipe & Menon's fixed point)."""
-    accumulator = _accumulated(20, 150, seed=3)
+def _normalised_weight(accumulator):
+    """The accumulated weight as the gridding sees it (Friedel mates summed, mean 1 where
+    sampled) and the sampled ball."""
     data, weight = accumulator.data_and_weight()
     gridding.add_friedel_mates(data, weight)
     weight /= weight[weight > 0].mean()
     p = accumulator.geometry.padded_px
-    inside = gridding.inside_radius(p, p // 2, np)
+    return weight, gridding.inside_radius(p, p // 2, np)
+
+
+def test_gridding_weights_flatten_the_blob_smoothed_density():
+    """(weight·w) ∗ blob → 1 inside the sampled ball (Pipe & Menon's fixed point)."""
+    accumulator = _accumulated(20, 150, seed=3)
+    weight, inside = _normalised_weight(accumulator)
+    p = accumulator.geometry.padded_px
     core = gridding.inside_radius(p, 0.8 * p // 2, np)  # away from the edge of the ball
     errors = []
     for iterations in (0, 1, 3, 10):
@@ -132,11 +139,7 @@ def test_gridding_weights_equal_the_full_transform_iteration():
     """Ten iterations on half the grid give the weights of full 3-D transforms (the previous
     formulation, kept here as the reference) to float32 rounding."""
     accumulator = _accumulated(20, 150, seed=4)
-    data, weight = accumulator.data_and_weight()
-    gridding.add_friedel_mates(data, weight)
-    weight /= weight[weight > 0].mean()
-    p = accumulator.geometry.padded_px
-    inside = gridding.inside_radius(p, p // 2, np)
+    weight, inside = _normalised_weight(accumulator)
     reference = (inside & (weight > 0)).astype(np.float32)
     for _ in range(10):
         reference /= np.maximum(_smoothed(reference * weight.astype(np.float32)), 1e-6)

@@ -19,6 +19,15 @@ def executions(project, run_id: int) -> list[int]:
     return [int(x) for x in log.read_text().split()] if log.exists() else []
 
 
+def execute_in_thread(project, run_id: int) -> tuple[threading.Thread, dict]:
+    """Start ``Runner(project, run_id).execute()`` in a thread; its summary lands in the dict."""
+    outcome: dict = {}
+    thread = threading.Thread(
+        target=lambda: outcome.setdefault("summary", Runner(project, run_id).execute()))
+    thread.start()
+    return thread, outcome
+
+
 def records(project, run_id: int):
     return RecordSet(project, run_id).to_frame().sort_values("item_id")
 
@@ -82,10 +91,7 @@ def test_stop_request_aborts_a_non_streaming_run(tmp_path):
     validated = validate_run(project, registry().get("ToySteps"),
                              {"n_steps": 50, "sleep_s": 0.05, "chain": True})
     run_id = create_run(project, validated)
-    outcome = {}
-    thread = threading.Thread(
-        target=lambda: outcome.setdefault("summary", Runner(project, run_id).execute()))
-    thread.start()
+    thread, outcome = execute_in_thread(project, run_id)
     time.sleep(0.5)
     stop(project, run_id)
     thread.join(timeout=30)
@@ -169,10 +175,7 @@ def test_a_run_that_needs_its_whole_input_waits_until_it_is_closed(tmp_path):
     """Not a streaming consumer: it plans once its input is closed, from all of it (before,
     a workflow planned it from the part published so far)."""
     project, producer, consumer = _producer_and_sum(tmp_path)
-    outcome = {}
-    thread = threading.Thread(
-        target=lambda: outcome.setdefault("summary", Runner(project, consumer).execute()))
-    thread.start()
+    thread, outcome = execute_in_thread(project, consumer)
     time.sleep(0.6)
     assert thread.is_alive() and _steps(project, consumer) == []  # waiting, nothing planned
     assert Runner(project, producer).execute().status == "finished"
@@ -198,10 +201,7 @@ def test_an_input_its_failed_producer_left_open_fails_the_run_saying_so(tmp_path
 
 def test_a_run_waiting_for_its_input_stops_on_request(tmp_path):
     project, _producer, consumer = _producer_and_sum(tmp_path)
-    outcome = {}
-    thread = threading.Thread(
-        target=lambda: outcome.setdefault("summary", Runner(project, consumer).execute()))
-    thread.start()
+    thread, outcome = execute_in_thread(project, consumer)
     time.sleep(0.4)
     stop(project, consumer)
     thread.join(timeout=30)

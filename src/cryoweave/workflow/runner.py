@@ -26,8 +26,7 @@ from sqlalchemy import select, update
 
 from cryoweave.errors import CryoweaveError, StepFailed, StopRequested, StorageError
 from cryoweave.plugin import ForEachBatch, Plan, PlanContext, Step, StepContext, StepResult
-from cryoweave.store import SET_TYPES, Project, SetHandle, pid_alive, set_handle
-from cryoweave.store import queries
+from cryoweave.store import SET_TYPES, Project, SetHandle, pid_alive, queries, set_handle
 from cryoweave.store.queries import FAILED_ITEMS_KEY, failed_items
 from cryoweave.store.schema import Event, Run, SetRow, StepRow, StreamCursor, StreamUnit
 from cryoweave.store.writers import append_items, derive_items, put_optics, retract_items
