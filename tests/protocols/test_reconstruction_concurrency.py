@@ -56,7 +56,8 @@ def test_halves_overlap_by_default_and_match_the_serial_run(tmp_path):
 @pytest.mark.parametrize("free_bytes", [0, 1 << 40], ids=["rounds of two", "all three at once"])
 def test_gridding_solves_in_threads_equal_the_serial_solves(monkeypatch, free_bytes):
     """Three solves on two threads: all at once when memory allows, else two then one (with
-    both FFT threads); with three threads always at once. Every way gives the serial maps."""
+    both FFT threads); with three threads always at once. Every way gives the serial maps,
+    the map of both halves given as the pair (summed while folding) or as `acc1 + acc2`."""
     from cryoweave.engine import _reconstruction
 
     monkeypatch.setattr(_reconstruction, "free_device_memory_bytes", lambda device: free_bytes)
@@ -73,10 +74,13 @@ def test_gridding_solves_in_threads_equal_the_serial_solves(monkeypatch, free_by
         accumulators.append(acc)
     accumulators.append(accumulators[0] + accumulators[1])
     serial = [a.reconstruct(gridding_iterations=4) for a in accumulators]
-    assert _reconstruction._maps_at_once(accumulators, 2) == (3 if free_bytes else 2)
-    assert _reconstruction._maps_at_once(accumulators, 3) == 3
-    for threads in (2, 3):
-        threaded = reconstruct_maps(accumulators, threads=threads, gridding_iterations=4)
+    items = [[a] for a in accumulators]
+    assert _reconstruction._maps_at_once(items, 2) == (3 if free_bytes else 2)
+    assert _reconstruction._maps_at_once(items, 3) == 3
+    pair = (accumulators[0], accumulators[1])
+    for threads, third in ((1, pair), (2, pair), (3, pair), (2, accumulators[2])):
+        threaded = reconstruct_maps([*accumulators[:2], third], threads=threads,
+                                    gridding_iterations=4)
         for ours, reference in zip(threaded, serial, strict=True):
             scale = float(np.abs(reference).max())
             assert scale > 0

@@ -22,6 +22,7 @@ from cryoweave.cli._common import (
     project_option,
     resolve_device,
 )
+from cryoweave.cli._memory import retain_freed_memory
 from cryoweave.errors import InputError, ParamError
 
 
@@ -79,6 +80,7 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
                batch_size: int, project_dir: str | None, device: str,
                threads: int | None) -> None:
     """Fourier-crop the particles of INPUT (.star, .cs or .mrcs) to a smaller box."""
+    retain_freed_memory()
     from cryoweave.protocols.downsample import downsample_file
 
     if box_px is None and pixel_size_a is None:
@@ -147,6 +149,7 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
 def simulate(outdir: str, phantom: bool, volume_path: str | None,
              volume_pixel_size: float | None, device: str, **options: Any) -> None:
     """Simulate particles with known poses, shifts, CTF and noise (no project needed)."""
+    retain_freed_memory()
     from pydantic import ValidationError
 
     from cryoweave.cli._progress import RichRunProgress
@@ -218,6 +221,7 @@ def view(target: str, project_dir: str, db_url: str | None, outdir: str | None,
 def demo(project_dir: str, quick: bool) -> None:
     """Run the built-in protocols on synthetic data (streaming preprocessing, downsampling,
     simulation, reconstruction, refinement) in demo_project/ and print what they found."""
+    retain_freed_memory()
     from cryoweave.demo import run_demo
 
     target = Path(project_dir)

@@ -14,6 +14,7 @@ FFT layout unless said otherwise.
 
 from __future__ import annotations
 
+import functools
 from types import ModuleType
 from typing import Any
 
@@ -108,17 +109,29 @@ def gridding_weights(weight: Any, inside: Any, iterations: int, *,
     # float32 throughout: products are O(1), w ~ 1/density stays far inside float32's range
     # and the result needs ~1e-6 precision, not 1e-15
     factor = (inside & (weight > 0)).astype(xp.float32)
-    weight = weight.astype(xp.float32)
+    weight = weight.astype(xp.float32, copy=False)
     product = xp.empty(weight.shape, dtype=xp.float32)  # reused: no page faults per pass
-    multiplier = blob_multiplier(p, xp, z_slices=p // 2 + 1)
+    multiplier = _half_blob_multiplier(p, xp)
     for _ in range(iterations):
         xp.multiply(factor, weight, out=product)
         real = _symmetric_inverse(product, p, fft_workers)
         real *= multiplier
-        magnitude = xp.abs(_symmetric_forward(real, p, fft_workers))
+        magnitude = _symmetric_forward(real, p, fft_workers)
         del real
+        xp.abs(magnitude, out=magnitude)
         factor /= xp.maximum(magnitude, xp.float32(_MIN_CONVOLVED), out=magnitude)
+        del magnitude
     return factor
+
+
+@functools.lru_cache(maxsize=2)
+def _half_blob_multiplier(padded_px: int, xp: ModuleType) -> Any:
+    """`blob_multiplier` of the z ≤ P//2 slices, made once per grid size: the maps of a run
+    (halves and average, every iteration) share it. Read-only."""
+    multiplier = blob_multiplier(padded_px, xp, z_slices=padded_px // 2 + 1)
+    if xp is numpy:
+        multiplier.flags.writeable = False
+    return multiplier
 
 
 def _symmetric_inverse(spectrum: Any, padded_px: int, fft_workers: int | None) -> Any:

@@ -164,82 +164,115 @@ class ReconstructionAccumulator:
         FFT (None: `fft_workers()`); give 1 when several maps are reconstructed side by side in
         threads (`reconstruct_maps`).
         """
-        if not regularization >= 0:
-            raise ValueError(f"regularization={regularization} must be ≥ 0 (e.g. 1e-3)")
-        if int(gridding_iterations) != gridding_iterations or gridding_iterations < 0:
-            raise ValueError(f"gridding_iterations={gridding_iterations} must be an integer "
-                             "≥ 0 (10 as relion_reconstruct; 0 divides by the weights)")
-        xp = array_namespace(self.sums)
-        data, weight = self.data_and_weight()
-        _gridding.add_friedel_mates(data, weight)
-        sampled = weight > 0
-        if not bool(xp.any(sampled)):
-            raise ValueError("the accumulator is empty; insert images before reconstructing")
-        mean_weight = float(xp.mean(weight[sampled]))
-        weight /= mean_weight  # the gridding floor (1e-6) is relative to a mean weight of 1
-        weight += regularization * sampled
-        n, p = self.geometry.box_px, self.geometry.padded_px
-        if gridding_iterations:
-            inside = _gridding.inside_radius(p, self.geometry.r_max_px * self.geometry.scale, xp)
-            data *= _gridding.gridding_weights(weight, inside, int(gridding_iterations),
-                                               fft_workers=fft_workers)
-            data /= mean_weight
-        else:
-            weight[~sampled] = xp.inf  # unsampled voxels stay 0
-            data /= weight * mean_weight
-        del weight, sampled
-        # the map is float32 anyway
-        padded = irfftn(data.astype(xp.complex64), (p, p, p), workers=fft_workers)
-        del data
-        window = (xp.arange(n) - n // 2) % p  # centre N // 2 <- padded index 0
-        volume = padded[window][:, window][:, :, window].astype(xp.float64)
-        del padded
-        if gridding_correction:
-            volume = volume / trilinear_gridding_correction(n, p, xp)
-        if mask_corners:
-            volume = _gridding.mask_corners(volume)
-        return volume.astype(xp.float32)
+        return _solve([self], gridding_iterations=gridding_iterations,
+                      regularization=regularization, mask_corners=mask_corners,
+                      gridding_correction=gridding_correction, fft_workers=fft_workers)
 
 
+Summed = Sequence[ReconstructionAccumulator]
 
-def reconstruct_maps(accumulators: Sequence[ReconstructionAccumulator], *, threads: int = 1,
-                     **options: Any) -> list[Any]:
+
+def _solve(parts: Summed, *, gridding_iterations: int, regularization: float,
+           mask_corners: bool, gridding_correction: bool, fft_workers: int | None) -> Any:
+    """`reconstruct` of the accumulator whose sums are those of `parts` added (one part: itself).
+
+    Lean on memory: each part's sums are folded straight into a complex64 data grid and a
+    float32 weight grid (no float64 copy of the grid, no summed accumulator); the map is float32
+    and the gridding runs in float32, so nothing needs more.
+    """
+    if not regularization >= 0:
+        raise ValueError(f"regularization={regularization} must be ≥ 0 (e.g. 1e-3)")
+    if int(gridding_iterations) != gridding_iterations or gridding_iterations < 0:
+        raise ValueError(f"gridding_iterations={gridding_iterations} must be an integer "
+                         "≥ 0 (10 as relion_reconstruct; 0 divides by the weights)")
+    geometry = parts[0].geometry
+    if any(part.geometry != geometry for part in parts):
+        raise ValueError("cannot sum accumulators of different grids; use the same box_px, "
+                         "padding and r_max_px")
+    xp = array_namespace(*(part.sums for part in parts))
+    n, p = geometry.box_px, geometry.padded_px
+    data = xp.empty((p, p, p // 2 + 1), dtype=xp.complex64)
+    weight = xp.empty(data.shape, dtype=xp.float32)
+    for k, part in enumerate(parts):
+        sums = part.sums.reshape(*geometry.extended_shape, 3)
+        for column, out in enumerate((data.real, data.imag, weight)):
+            fold_grid(sums[..., column], out, add=k > 0)
+    _gridding.add_friedel_mates(data, weight)
+    sampled = weight > 0
+    if not bool(xp.any(sampled)):
+        raise ValueError("the accumulator is empty; insert images before reconstructing")
+    mean_weight = float(xp.mean(weight[sampled], dtype=xp.float64))
+    weight *= xp.float32(1.0 / mean_weight)  # the gridding floor (1e-6) is relative to mean 1
+    xp.add(weight, xp.float32(regularization), out=weight, where=sampled)
+    if gridding_iterations:
+        inside = _gridding.inside_radius(p, geometry.r_max_px * geometry.scale, xp)
+        data *= _gridding.gridding_weights(weight, inside, int(gridding_iterations),
+                                           fft_workers=fft_workers)
+        data *= xp.float32(1.0 / mean_weight)
+    else:
+        weight[~sampled] = xp.inf  # unsampled voxels stay 0
+        weight *= xp.float32(mean_weight)
+        data /= weight
+    del weight, sampled
+    padded = irfftn(data, (p, p, p), workers=fft_workers)
+    del data
+    window = (xp.arange(n) - n // 2) % p  # centre N // 2 <- padded index 0
+    volume = padded[window][:, window][:, :, window].astype(xp.float64)
+    del padded
+    if gridding_correction:
+        volume = volume / trilinear_gridding_correction(n, p, xp)
+    if mask_corners:
+        volume = _gridding.mask_corners(volume)
+    return volume.astype(xp.float32)
+
+
+def reconstruct_maps(accumulators: Sequence[ReconstructionAccumulator | Summed], *,
+                     threads: int = 1, **options: Any) -> list[Any]:
     """`acc.reconstruct(**options)` of each accumulator (e.g. half 1, half 2 and both), several
     side by side when `threads` > 1 (NumPy: SciPy FFTs and array arithmetic release the GIL).
 
-    All of them at once when their working arrays fit in half the free memory (three maps on
-    two cores: no core idles while a last map runs alone), else rounds of `threads`; the FFTs
-    of a round of k maps get `fft_workers() // k` threads each (at least 1). The maps are the
-    same as one after the other. CuPy sums are reconstructed one after the other.
+    An item may be a sequence of accumulators: the map of their summed sums (`(acc1, acc2)`
+    gives the map of both halves without forming `acc1 + acc2`). All maps at once when their
+    working arrays fit in half the free memory (three maps on two cores: no core idles while
+    a last map runs alone), else rounds of `threads`; the FFTs of a round of k maps get
+    `fft_workers() // k` threads each (at least 1). The maps are the same as one after the
+    other. CuPy sums are reconstructed one after the other.
     """
-    accumulators = list(accumulators)
-    threads = max(1, min(int(threads), len(accumulators)))
-    if threads == 1 or any(array_namespace(a.sums) is not numpy for a in accumulators):
-        return [a.reconstruct(**options) for a in accumulators]
-    workers = options.pop("fft_workers", None) or fft_workers()
-    at_once = _maps_at_once(accumulators, threads)
+    items = [[a] if isinstance(a, ReconstructionAccumulator) else list(a) for a in accumulators]
+    defaults = {"gridding_iterations": GRIDDING_ITERATIONS, "regularization": 1e-3,
+                "mask_corners": True, "gridding_correction": True, "fft_workers": None}
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown reconstruct options: {', '.join(sorted(unknown))}")
+    options = {**defaults, **options}
+    threads = max(1, min(int(threads), len(items)))
+    if threads == 1 or any(array_namespace(a.sums) is not numpy for it in items for a in it):
+        return [_solve(parts, **options) for parts in items]
+    workers = options.pop("fft_workers") or fft_workers()
+    at_once = _maps_at_once(items, threads)
     maps: list[Any] = []
     with ThreadPoolExecutor(at_once, thread_name_prefix="reconstruct") as pool:
-        for start in range(0, len(accumulators), at_once):
-            batch = accumulators[start:start + at_once]
+        for start in range(0, len(items), at_once):
+            batch = items[start:start + at_once]
             share = max(1, workers // len(batch))
-            maps += pool.map(lambda a, share=share: a.reconstruct(**options, fft_workers=share),
-                             batch)
+            maps += pool.map(lambda parts, share=share: _solve(parts, **options,
+                                                               fft_workers=share), batch)
     return maps
 
 
 def reconstruct_working_bytes(padded_px: int) -> int:
     """Peak working memory of one `reconstruct` on the CPU (gridding loop and final transform):
-    about 14 float32 half grids `(P, P, P//2+1)`."""
-    return 14 * padded_px * padded_px * (padded_px // 2 + 1) * 4
+    about 9 float32 half grids `(P, P, P//2+1)` (data, weight, gridding factor and product,
+    the FFTs' outputs and temporaries; the final transform's P³ output and temporary)."""
+    return 9 * padded_px * padded_px * (padded_px // 2 + 1) * 4
 
 
-def _maps_at_once(accumulators: list[ReconstructionAccumulator], threads: int) -> int:
-    if len(accumulators) <= threads:
-        return len(accumulators)
-    per_map = reconstruct_working_bytes(accumulators[0].geometry.padded_px)
+def _maps_at_once(items: list[list[ReconstructionAccumulator]], threads: int) -> int:
+    if len(items) <= threads:
+        return len(items)
+    per_map = reconstruct_working_bytes(items[0][0].geometry.padded_px)
     fits = free_device_memory_bytes("cpu") // 2 // per_map
-    return max(threads, min(len(accumulators), int(fits)))
+    return max(threads, min(len(items), int(fits)))
 
 
 @functools.lru_cache(maxsize=16)

@@ -299,15 +299,36 @@ def extend_grid(half: Any) -> Any:
     return out
 
 
-def fold_grid(extended: Any) -> Any:
-    """Adjoint of `extend_grid`: sums the wrapped copies back; `(P, P, P//2+1, ...)`."""
+def fold_grid(extended: Any, out: Any = None, *, add: bool = False) -> Any:
+    """Adjoint of `extend_grid`: sums the wrapped copies back; `(P, P, P//2+1, ...)`.
+
+    out: an array of that shape to write into (any dtype, e.g. the `.real` view of a complex
+    grid; values are cast), or to add into with `add` (summing several accumulators' grids
+    without forming their sum). Works block by block: no temporary of the grid's size.
+    """
     xp = array_namespace(extended)
     p = extended.shape[0] - 2
-    grid = extended[:, :, : p // 2 + 1].copy()
-    grid[:, :2] += grid[:, p:]
-    grid = grid[:, :p]
-    grid[:2] += grid[p:]
-    return xp.roll(grid[:p], (-(p // 2), -(p // 2)), axis=(0, 1))
+    h, hx = p // 2, p // 2 + 1
+    if out is None:
+        out = xp.empty((p, p, hx, *extended.shape[3:]), dtype=extended.dtype)
+        add = False
+    # FFT index i holds the centred slot (i + P//2) mod P; slots P and P + 1 are copies of 0, 1
+    blocks = ((slice(0, p - h), slice(h, p)), (slice(p - h, p), slice(0, h)))
+    for out_z, slot_z in blocks:
+        for out_y, slot_y in blocks:
+            source = extended[slot_z, slot_y, :hx]
+            if add:
+                out[out_z, out_y] += source
+            else:
+                out[out_z, out_y] = source
+    wrapped = [(i - h) % p for i in (0, 1)]  # FFT indices of slots 0 and 1
+    rolled = numpy.r_[h:p, 0:h]  # FFT order of the slots along the other axis
+    for k, index in enumerate(wrapped):
+        out[index] += extended[p + k, rolled, :hx]
+        out[:, index] += extended[rolled, p + k, :hx]
+        for j, other in enumerate(wrapped):
+            out[index, other] += extended[p + k, p + j, :hx]
+    return out
 
 
 # ---------------------------------------------------------------- per-image factors

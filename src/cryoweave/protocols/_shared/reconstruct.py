@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from cryoweave.engine import (
 )
 from cryoweave.formats import StackReader, write_mrc
 from cryoweave.protocols._shared.device import namespace, to_device, to_host
-from cryoweave.protocols._shared.particle_arrays import ParticleArrays, write_npz
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays
 from cryoweave.viewers import plot_fsc, plot_volume
 
 
@@ -61,16 +62,36 @@ def insert_particles(accumulator: ReconstructionAccumulator, arrays: ParticleArr
 
 
 def save_accumulator(path: Path, accumulator: ReconstructionAccumulator) -> None:
-    write_npz(path, sums=to_host(accumulator.sums), n_images=accumulator.n_images,
-              half=accumulator.half or 0)
+    """The sums as the ``.npy`` ``path`` (memory-mapped by `load_accumulator`: no copy, no
+    zip checksums), their count and half in ``path`` + ``.json``; the ``.npy`` appears last,
+    complete, so its presence means both are there."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = path.with_name(path.name + ".json")
+    meta.write_text(json.dumps({"n_images": accumulator.n_images,
+                                "half": accumulator.half or 0}))
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as handle:
+        np.save(handle, to_host(accumulator.sums), allow_pickle=False)
+    os.replace(tmp, path)
 
 
 def load_accumulator(path: Path, template: ReconstructionAccumulator, device: str = "cpu"
                      ) -> ReconstructionAccumulator:
-    with np.load(path) as data:
-        return dataclasses.replace(template, sums=to_device(data["sums"], device),
-                                   n_images=int(data["n_images"]),
-                                   half=int(data["half"]) or None)
+    """The accumulator `save_accumulator` wrote (on the CPU its sums are a read-only memory
+    map of the file). A ``.npz`` of the same name (written by earlier versions) is read when the
+    ``.npy`` is absent, so runs interrupted then continue."""
+    path = Path(path)
+    legacy = path.with_suffix(".npz")
+    if not path.exists() and legacy.exists():
+        with np.load(legacy) as data:
+            return dataclasses.replace(template, sums=to_device(data["sums"], device),
+                                       n_images=int(data["n_images"]),
+                                       half=int(data["half"]) or None)
+    meta = json.loads(path.with_name(path.name + ".json").read_text())
+    sums = np.load(path, mmap_mode="r" if device == "cpu" else None, allow_pickle=False)
+    return dataclasses.replace(template, sums=to_device(sums, device),
+                               n_images=int(meta["n_images"]), half=int(meta["half"]) or None)
 
 
 def resolutions(curve: FscCurve) -> dict[str, float]:
@@ -145,7 +166,7 @@ def half_maps(acc1: ReconstructionAccumulator, acc2: ReconstructionAccumulator, 
     """Both half maps and the map of all particles: three independent gridding solves, all
     written, up to ``threads`` of them side by side (`reconstruct_maps`; same maps)."""
     half1, half2, average = reconstruct_maps(
-        [acc1, acc2, acc1 + acc2], threads=threads, regularization=regularization,
+        [acc1, acc2, (acc1, acc2)], threads=threads, regularization=regularization,
         gridding_iterations=gridding_iterations)
     return half1, half2, average
 

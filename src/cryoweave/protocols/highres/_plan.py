@@ -48,6 +48,7 @@ from cryoweave.protocols.highres._steps import (
 )
 from cryoweave.protocols.reconstruction.reconstruct_fourier import (
     assign_halves,
+    sums_file,
 )
 from cryoweave.protocols.reconstruction.reconstruct_fourier import (
     finalize_step as reconstruct_finalize_step,
@@ -175,7 +176,7 @@ class Refinement:
         relative = folder.relative_to(self.ctx.run_dir)
         steps = [Step(f"iter00/insert/h{h}", initial_insert_step,
                       {**common, "half": h, "folder": str(folder)},
-                      outputs=[f"{relative}/half{h}_sums.npz"],
+                      outputs=[f"{relative}/{sums_file(h)}"],
                       resources=compute_resources(self.ctx)) for h in (1, 2)]
         steps.append(Step("iter00/reconstruct", initial_maps_step,
                           {**common, "regularization": self.params.regularization,
@@ -257,7 +258,7 @@ class Refinement:
             steps.append(Step(f"{key}/insert/h{half}", insert_step,
                               {"iteration": index, "half": half, "arrays": self.arrays_path,
                                "settings": settings},
-                              outputs=[f"extra/iter_{index:02d}/sums_h{half}.npz"],
+                              outputs=[f"extra/iter_{index:02d}/sums_h{half}.npy"],
                               after=[f"{key}/combine"], resources=compute_resources(self.ctx)))
         steps.append(Step(f"{key}/evaluate", evaluate_step,
                           {"iteration": index, "arrays": self.arrays_path,

@@ -2,7 +2,7 @@
 
 Per iteration: ``schedule.json`` (the grid and search settings), ``ref_h1.mrc``/``ref_h2.mrc``,
 ``align_h{h}_c{k}.npz`` (assignment of a chunk), ``poses.npz`` (poses, scores, weights of every
-particle after the iteration), ``sums_h{h}.npz``, ``half1.mrc``/``half2.mrc``/``map.mrc`` and
+particle after the iteration), ``sums_h{h}.npy``, ``half1.mrc``/``half2.mrc``/``map.mrc`` and
 ``result.json`` (resolution, FSC, statistics). ``result.json`` is written last: an iteration is
 complete when it exists.
 """

@@ -303,7 +303,7 @@ def insert_step(ctx: StepContext, iteration: int, half: int, arrays: str,
     abnormal = insert_normal_images(accumulator, particles, rows, poses, the_settings.symmetry,
                                     weights=poses["weight"], device=device,
                                     progress=lambda done, total: ctx.progress(done, total))
-    save_accumulator(folder / f"sums_h{half}.npz", accumulator)
+    save_accumulator(folder / f"sums_h{half}.npy", accumulator)
     write_json(folder / f"insert_h{half}.json", {"inserted": accumulator.n_images,
                                                  "abnormal": abnormal,
                                                  "seconds": time.perf_counter() - started})
@@ -326,8 +326,8 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
     particles = working_particles(read_arrays(arrays), schedule)
     box, pixel = schedule.box_px, schedule.pixel_size_a
     template = empty_accumulator(particles, half=None, padding=2.0, max_resolution_a=None)
-    acc1 = load_accumulator(folder / "sums_h1.npz", template, device)
-    acc2 = load_accumulator(folder / "sums_h2.npz", template, device)
+    acc1 = load_accumulator(folder / "sums_h1.npy", template, device)
+    acc2 = load_accumulator(folder / "sums_h2.npy", template, device)
     half1, half2, average = half_maps(acc1, acc2, regularization=the_settings.regularization)
     if the_settings.alignment_now == "stochastic" and iteration > 1:
         alpha = the_settings.stochastic_alpha

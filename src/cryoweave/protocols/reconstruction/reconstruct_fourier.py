@@ -51,6 +51,11 @@ from cryoweave.protocols._shared.summary import reconstruction_summary
 from cryoweave.protocols._shared.symmetry import SYMMETRY_NAMES, check_symmetry
 
 ARRAYS = "tmp/particles.npz"
+
+
+def sums_file(half: int) -> str:
+    """A half's back-projection sums in the extra folder (`save_accumulator`)."""
+    return f"half{half}_sums.npy"
 POSE_COLUMNS = ("rot_deg", "tilt_deg", "psi_deg", "defocus_u_a", "defocus_v_a")
 
 
@@ -142,7 +147,7 @@ class ReconstructFourier(Protocol):
                               "particles_version": particles.version,
                               "halves": params.halves, "seed": params.seed}}
         steps = [Step(f"insert/half{h}", insert_step, {**common, "half": h},
-                      outputs=[f"extra/half{h}_sums.npz"], resources=compute_resources(ctx),
+                      outputs=[f"extra/{sums_file(h)}"], resources=compute_resources(ctx),
                       label=f"back-project half {h}") for h in (1, 2)]
         mask_path = None
         if params.mask is not None:
@@ -178,7 +183,7 @@ def insert_step(ctx: StepContext, arrays: str, half: int, symmetry: str,
                                     max_resolution_a=max_resolution_a, device=device)
     insert_particles(accumulator, particles, rows, symmetry=symmetry, batch_size=batch_size,
                      progress=lambda done, total: ctx.progress(done, total), device=device)
-    save_accumulator(ctx.extra_dir / f"half{half}_sums.npz", accumulator)
+    save_accumulator(ctx.extra_dir / sums_file(half), accumulator)
     return StepResult(info=device_info(device, half=half, particles=len(rows)))
 
 
@@ -191,7 +196,7 @@ def finalize_step(ctx: StepContext, arrays: str, symmetry: str, max_resolution_a
     particles = read_arrays(arrays)
     template = empty_accumulator(particles, half=None, padding=2.0,
                                  max_resolution_a=max_resolution_a)
-    paths = [ctx.extra_dir / f"half{h}_sums.npz" for h in (1, 2)]
+    paths = [ctx.extra_dir / sums_file(h) for h in (1, 2)]
     with ThreadPoolExecutor(2) as pool:  # file reads release the GIL
         acc1, acc2 = pool.map(lambda path: load_accumulator(path, template, device), paths)
     half1, half2, average = half_maps(acc1, acc2, regularization=regularization,
