@@ -134,3 +134,37 @@ def test_a_postgres_project_from_before_migrations_is_upgraded(tmp_path, postgre
     engine.dispose()
     with pytest.raises(StorageError, match="newer than this cryoweave supports"):
         Project.open(tmp_path / "pg", postgres_database)
+
+
+def test_a_new_project_is_made_at_head_exactly_as_the_migrations_make_it(tmp_path):
+    """A new database gets the models' tables and alembic's version row directly (alembic is
+    not imported); the result equals a database the migrations built, and alembic sees it at
+    head (an upgrade changes nothing)."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(SRC)!r})
+        from cryoweave.store import Project
+        Project.create({str(tmp_path / 'new')!r}, None).close()
+        print("alembic" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == ["False"]
+    migrated = create_engine(f"sqlite:///{tmp_path / 'migrated.sqlite'}")
+    with migrated.begin() as conn:
+        upgrade(conn)
+    new = create_engine(f"sqlite:///{tmp_path / 'new' / 'project.sqlite'}")
+
+    def schema(engine):
+        inspector = inspect(engine)
+        return {table: (inspector.get_columns(table), inspector.get_pk_constraint(table),
+                        inspector.get_indexes(table), inspector.get_unique_constraints(table),
+                        inspector.get_foreign_keys(table))
+                for table in inspector.get_table_names()}
+
+    assert "alembic_version" in schema(new)
+    assert repr(schema(new)) == repr(schema(migrated))
+    with new.begin() as conn:
+        assert current_revision(conn) == HEAD_REVISION
+        upgrade(conn)  # at head: nothing to do
+        assert current_revision(conn) == HEAD_REVISION
