@@ -39,6 +39,7 @@ from ._slicing import (
 )
 
 GRIDDING_ITERATIONS = 10  # relion_reconstruct --iter default
+REGULARIZATION = 1e-3  # Wiener constant relative to the mean weight
 
 
 @dataclasses.dataclass
@@ -149,7 +150,7 @@ class ReconstructionAccumulator:
         return data, fold_grid(sums[..., 2])
 
     def reconstruct(self, *, gridding_iterations: int = GRIDDING_ITERATIONS,
-                    regularization: float = 1e-3, mask_corners: bool = True,
+                    regularization: float = REGULARIZATION, mask_corners: bool = True,
                     gridding_correction: bool = True, fft_workers: int | None = None) -> Any:
         """The map `(N, N, N)` float32 (centre N // 2) from the sums.
 
@@ -172,8 +173,9 @@ class ReconstructionAccumulator:
 Summed = Sequence[ReconstructionAccumulator]
 
 
-def _solve(parts: Summed, *, gridding_iterations: int, regularization: float,
-           mask_corners: bool, gridding_correction: bool, fft_workers: int | None) -> Any:
+def _solve(parts: Summed, *, gridding_iterations: int = GRIDDING_ITERATIONS,
+           regularization: float = REGULARIZATION, mask_corners: bool = True,
+           gridding_correction: bool = True, fft_workers: int | None = None) -> Any:
     """`reconstruct` of the accumulator whose sums are those of `parts` added (one part: itself).
 
     Lean on memory: each part's sums are folded straight into a complex64 data grid and a
@@ -185,6 +187,8 @@ def _solve(parts: Summed, *, gridding_iterations: int, regularization: float,
     if int(gridding_iterations) != gridding_iterations or gridding_iterations < 0:
         raise ValueError(f"gridding_iterations={gridding_iterations} must be an integer "
                          "≥ 0 (10 as relion_reconstruct; 0 divides by the weights)")
+    if not parts:
+        raise ValueError("no accumulator to reconstruct from")
     geometry = parts[0].geometry
     if any(part.geometry != geometry for part in parts):
         raise ValueError("cannot sum accumulators of different grids; use the same box_px, "
@@ -203,7 +207,7 @@ def _solve(parts: Summed, *, gridding_iterations: int, regularization: float,
         raise ValueError("the accumulator is empty; insert images before reconstructing")
     mean_weight = float(xp.mean(weight[sampled], dtype=xp.float64))
     weight *= xp.float32(1.0 / mean_weight)  # the gridding floor (1e-6) is relative to mean 1
-    xp.add(weight, xp.float32(regularization), out=weight, where=sampled)
+    weight[sampled] += xp.float32(regularization)  # (CuPy ufuncs take no where=)
     if gridding_iterations:
         inside = _gridding.inside_radius(p, geometry.r_max_px * geometry.scale, xp)
         data *= _gridding.gridding_weights(weight, inside, int(gridding_iterations),
@@ -239,16 +243,10 @@ def reconstruct_maps(accumulators: Sequence[ReconstructionAccumulator | Summed],
     other. CuPy sums are reconstructed one after the other.
     """
     items = [[a] if isinstance(a, ReconstructionAccumulator) else list(a) for a in accumulators]
-    defaults = {"gridding_iterations": GRIDDING_ITERATIONS, "regularization": 1e-3,
-                "mask_corners": True, "gridding_correction": True, "fft_workers": None}
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise TypeError(f"unknown reconstruct options: {', '.join(sorted(unknown))}")
-    options = {**defaults, **options}
     threads = max(1, min(int(threads), len(items)))
     if threads == 1 or any(array_namespace(a.sums) is not numpy for it in items for a in it):
         return [_solve(parts, **options) for parts in items]
-    workers = options.pop("fft_workers") or fft_workers()
+    workers = options.pop("fft_workers", None) or fft_workers()
     at_once = _maps_at_once(items, threads)
     maps: list[Any] = []
     with ThreadPoolExecutor(at_once, thread_name_prefix="reconstruct") as pool:
@@ -293,7 +291,7 @@ def reconstruct(
     origin_xy_px: Any | None = None,
     symmetry: str = "c1",
     padding: float = 2.0,
-    regularization: float = 1e-3,
+    regularization: float = REGULARIZATION,
     gridding_iterations: int = GRIDDING_ITERATIONS,
     mask_corners: bool = True,
     batch_size: int | None = None,

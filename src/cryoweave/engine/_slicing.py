@@ -322,10 +322,9 @@ def fold_grid(extended: Any, out: Any = None, *, add: bool = False) -> Any:
             else:
                 out[out_z, out_y] = source
     wrapped = [(i - h) % p for i in (0, 1)]  # FFT indices of slots 0 and 1
-    rolled = numpy.r_[h:p, 0:h]  # FFT order of the slots along the other axis
-    for k, index in enumerate(wrapped):
-        out[index] += extended[p + k, rolled, :hx]
-        out[:, index] += extended[rolled, p + k, :hx]
+    for k, index in enumerate(wrapped):  # the wrapped planes, put in FFT order along the other
+        out[index] += xp.roll(extended[p + k, :p, :hx], -h, axis=0)
+        out[:, index] += xp.roll(extended[:p, p + k, :hx], -h, axis=0)
         for j, other in enumerate(wrapped):
             out[index, other] += extended[p + k, p + j, :hx]
     return out
