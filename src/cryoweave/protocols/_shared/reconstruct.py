@@ -71,9 +71,12 @@ def save_accumulator(path: Path, accumulator: ReconstructionAccumulator) -> None
     meta.write_text(json.dumps({"n_images": accumulator.n_images,
                                 "half": accumulator.half or 0}))
     tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as handle:
-        np.save(handle, to_host(accumulator.sums), allow_pickle=False)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, to_host(accumulator.sums), allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves no partial file
 
 
 def load_accumulator(path: Path, template: ReconstructionAccumulator, device: str = "cpu"
