@@ -3,13 +3,13 @@
 NumPy and SciPy allocate each large temporary (an FFT output, a batch of samples) afresh.
 glibc's malloc serves blocks above 32 MiB with mmap and gives them back with munmap when they
 are freed, and the kernel has to zero every page again when the next block is touched: on the
-2-core benchmark VM, 1.5–3 s per GiB once the memory has gone back to the host
-(`benchmarks/process_costs.py` measures it). A reconstruction frees and re-allocates several
-GiB of such temporaries, so the compute commands (run-protocol, workflow run, downsample,
-simulate, demo) ask malloc to keep freed blocks for reuse instead: no mmap for large blocks,
-no trimming of the heap, one arena for all threads (a thread's arena would mmap the large
-blocks anyway). The process's memory then stays at its peak until it exits; these commands
-exit when their work is done. ``CRYOWEAVE_RETAIN_MEMORY=0`` turns this off.
+2-core benchmark VM, 1.3–1.4 s per GiB once the memory has gone back to the host, 0.05 s when
+it is reused (`benchmarks/process_costs.py` measures both). A reconstruction frees and
+re-allocates several GiB of such temporaries, so the compute commands (run-protocol, workflow
+run, downsample, simulate, demo) ask malloc to keep freed blocks for reuse instead: no mmap
+for large blocks, no trimming of the heap, one arena for all threads (a thread's arena would
+mmap the large blocks anyway). The process's memory then stays at its peak until it exits;
+these commands exit when their work is done. ``CRYOWEAVE_RETAIN_MEMORY=0`` turns this off.
 """
 
 from __future__ import annotations
