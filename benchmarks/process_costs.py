@@ -1,4 +1,4 @@
-"""Two costs of a command's process that are not the numerics, measured on this machine.
+"""Three costs of a command's process that are not the numerics, measured on this machine.
 
 1. **Touching memory.** Each round allocates and fills 1 GiB in 64 MiB blocks (NumPy
    temporaries of that size), frees it, waits, and does it again; with glibc's defaults the
@@ -8,6 +8,10 @@
 2. **Exiting.** Time from the last statement to the process's end after importing what a
    reconstruction imports (pandas, SciPy, matplotlib, SQLAlchemy, the runtime and the
    protocol), with and without `gc.freeze()` at exit (what `cryoweave.cli.main` registers).
+3. **Writing a new file.** 328 MiB (the stack `cryoweave downsample` writes for 5,000 images
+   of 128²) written with `pwrite` in 2 MiB blocks into a new file in the system's temporary
+   folder: into fresh page-cache pages, and right after deleting a file of the same size (the
+   kernel reuses the pages it just freed). Every tool that writes that stack pays the first.
 
     python benchmarks/process_costs.py [--rounds 3] [--pause 3]
 """
@@ -19,7 +23,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 TOUCH = """
 import sys, time
@@ -64,6 +70,30 @@ def exit_seconds(src: str, freeze: bool) -> float:
     return time.time() - float(out.stdout.split()[-1])
 
 
+def write_seconds(path: Path, mib: int = 328) -> float:
+    block = os.urandom(2 << 20)
+    started = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for i in range(mib // 2):
+            os.pwrite(fd, block, i * len(block))
+    finally:
+        os.close(fd)
+    return time.perf_counter() - started
+
+
+def write_times(rounds: int) -> tuple[list[float], list[float]]:
+    fresh, reused = [], []
+    with tempfile.TemporaryDirectory(prefix="cw-write-") as tmp:
+        folder = Path(tmp)
+        for k in range(rounds):
+            fresh.append(write_seconds(folder / f"fresh{k}"))  # kept: its pages stay in use
+        for k in range(rounds):
+            (folder / f"fresh{k}").unlink()
+            reused.append(write_seconds(folder / f"reused{k}"))
+    return fresh, reused
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -83,6 +113,10 @@ def main() -> None:
     for freeze in (False, True):
         median = statistics.median(exit_seconds(src, freeze) for _ in range(args.exits))
         print(f"  {'gc.freeze() at exit' if freeze else 'plain exit':32s} {median:.2f} s")
+    fresh, reused = write_times(args.rounds)
+    print(f"328 MiB written to a new file ({args.rounds} files, seconds each):")
+    print(f"  {'into fresh page-cache pages':32s} " + "  ".join(f"{t:.2f}" for t in fresh))
+    print(f"  {'just after deleting a file':32s} " + "  ".join(f"{t:.2f}" for t in reused))
 
 
 if __name__ == "__main__":
