@@ -33,11 +33,13 @@ BENCHMARKS: dict[str, tuple[dict, dict]] = {
     "startup": ({"repeat": 7}, {"repeat": 3}),
 }
 MARK = "<!-- benchmark:{} -->"
+# sections another script writes (benchmarks/gpu.py on a lent GPU machine): kept as they are
+KEPT = ("gpu",)
 
 
 def _sections(text: str) -> dict[str, str]:
     found = {}
-    for name in BENCHMARKS:
+    for name in (*BENCHMARKS, *KEPT):
         match = re.search(re.escape(MARK.format(name)) + r"\n(.*?)(?=<!-- benchmark:|\Z)", text,
                           re.S)
         if match:
@@ -69,7 +71,8 @@ def main() -> None:
               "with `make bench` (all) or `python benchmarks/run_all.py --only NAME`.", "",
               f"- machine: {machine()}",
               f"- peers: {relion_version() or 'RELION not installed'}", ""]
-    body = [MARK.format(name) + "\n" + results[name] for name in BENCHMARKS if name in results]
+    body = [MARK.format(name) + "\n" + results[name] for name in (*BENCHMARKS, *KEPT)
+            if name in results]
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     OUTPUT.write_text("\n".join(header) + "\n" + "\n".join(body))
     print(f"wrote {OUTPUT}")
