@@ -36,8 +36,8 @@ from cryoweave.protocols._shared.pipeline import run_pipeline
 # writing overlap from the start, large enough to keep per-call overheads small
 # (``batch_size`` is an upper bound)
 JOB_IMAGES = 32
-# input bytes per FFT call: a chunk and its spectra stay in one core's L2 cache (2 MiB on the
-# benchmark machine), about 10 % faster than transforming the whole job at once
+# input bytes per FFT call: a chunk and its spectra stay near one core's L2 cache (1 MiB per
+# core on the benchmark machine), about 10 % faster than transforming the whole job at once
 FFT_CHUNK_BYTES = 1 << 20
 
 
