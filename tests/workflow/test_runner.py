@@ -138,6 +138,26 @@ def test_dask_executor_runs_steps_on_a_local_cluster(tmp_path):
     assert sorted(executions(project, summary.run_id)) == [0, 1, 2, 3]
 
 
+def test_a_local_dask_cluster_needs_no_fixed_port(tmp_path):
+    """Two workflows on one machine: the second's scheduler must not fight over port 8787."""
+    import contextlib
+    import socket
+    import warnings
+
+    pytest.importorskip("distributed")
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):  # already in use by something else: the same
+            taken.bind(("", 8787))
+        taken.listen()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*already in use.*")
+            _, summary = run_protocol(tmp_path, registry().get("ToySteps"),
+                                      {"n_steps": 2, "items_per_step": 1}, workers=1,
+                                      executor="dask")
+    assert summary.status == "finished", summary.error
+
+
 def test_plans_that_grow_iteration_by_iteration_and_resume(tmp_path):
     project, summary = run_protocol(tmp_path, registry().get("ToyIterations"), {"target": 20})
     assert summary.status == "finished", summary.error

@@ -50,6 +50,11 @@ def execute_step(func_path: str, args: dict[str, Any], ctx: StepContext,
     return result, time.perf_counter() - start
 
 
+# No dashboard; the scheduler's own HTTP routes (health, metrics) on a free port: with the
+# default (8787) a second workflow on the machine warned "Port 8787 is already in use"
+_NO_DASHBOARD: dict[str, Any] = {"dashboard": False, "dashboard_address": ":0"}
+
+
 class ProjectNotVisible(CryoweaveError):
     """A worker cannot see the project folder (it is not on a shared filesystem)."""
 
@@ -184,7 +189,8 @@ class DaskExecutor(Executor):
                                     f"{address} ({exc}); is it running?") from exc
         else:
             self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                         processes=True, dashboard_address=None)
+                                         processes=True, dashboard_address=None,
+                                         scheduler_kwargs=_NO_DASHBOARD)
             self.client = Client(self._cluster)
 
     def _where(self) -> str:
@@ -334,7 +340,7 @@ def jobqueue_options(queue: Any, log_dir: Path) -> dict[str, Any]:
         "worker_extra_args": ["--resources", resources],
         "python": queue.python or sys.executable, "log_directory": str(log_dir),
         "job_name": f"cryoweave-{queue.kind}",
-        "scheduler_options": {"dashboard_address": None,
+        "scheduler_options": {**_NO_DASHBOARD,
                               **({"host": queue.scheduler_host} if queue.scheduler_host
                                  else {})},
     }
