@@ -75,6 +75,10 @@ def test_the_form_shows_the_range(capsys):
      "max_resolution_a"),
     ("ReconstructHighRes", '{"particles": "p.star", "max_target_resolution_a": "15 inf"}',
      "max_target_resolution_a"),
+    ("ImportMicrographs", '{"pattern": "m/*.mrc", "streaming": true, "file_settle_s": 1e308}',
+     "file_settle_s"),
+    ("ImportMicrographs", '{"pattern": "m/*.mrc", "streaming": true, "timeout_s": 1e308}',
+     "timeout_s"),
 ])
 def test_infinite_and_impossible_values_are_refused_before_a_run(tmp_path, protocol, raw, key):
     (tmp_path / "p.star").write_text("")

@@ -71,11 +71,12 @@ class ImportMicrographs(Protocol):
         streaming: bool = param(False, section="Streaming",
                                 description="Watch the folder for new files during acquisition")
         timeout_s: float = param(
-            300.0, gt=0, unit="s", section="Streaming", visible_if={"streaming": True},
+            300.0, gt=0, le=7 * 86400, unit="s", section="Streaming",
+            visible_if={"streaming": True},
             title="Close after no new file for",
             description="Close the output after this long without a new file")
         file_settle_s: float = param(
-            5.0, ge=0, unit="s", section="Streaming", visible_if={"streaming": True},
+            5.0, ge=0, le=3600, unit="s", section="Streaming", visible_if={"streaming": True},
             expert=ADVANCED, description="A file is imported once its size has not changed "
                                          "for this long and it is as long as its MRC header "
                                          "says", title="File settle time")
