@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -136,3 +138,13 @@ def machine() -> str:
 
 def rate(count: float, seconds: float) -> str:
     return f"{count / seconds:,.0f}" if seconds > 0 else "∞"
+
+
+def step_times(project: str | os.PathLike, protocol: str) -> list[tuple[str, float]]:
+    """(step key, seconds) of each step the last ``protocol`` run of ``project`` finished, in
+    the order its run log says they finished."""
+    logs = sorted(Path(project).glob(f"Runs/*_{protocol}/logs/run.log"))
+    if not logs:
+        return []
+    return [(key, float(seconds)) for key, seconds in
+            re.findall(r"step (\S+) done in ([0-9.]+) s", logs[-1].read_text())]

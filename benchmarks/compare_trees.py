@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import step_times
 
 COMMAND = "import sys; from cryoweave.cli import main; sys.argv[0] = 'cryoweave'; main()"
 
@@ -67,11 +69,8 @@ def _timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> 
 
 
 def _step_times(project: Path) -> str:
-    logs = sorted(project.glob("Runs/*_ReconstructFourier/logs/run.log"))
-    if not logs:
-        return ""
-    found = re.findall(r"step (\S+) done in ([0-9.]+) s", logs[0].read_text())
-    return ", ".join(f"{key} {seconds} s" for key, seconds in found)
+    return ", ".join(f"{key} {seconds:.2f} s"
+                     for key, seconds in step_times(project, "ReconstructFourier"))
 
 
 def main() -> None:

@@ -89,7 +89,7 @@ def run(n: int = 5000, box_in: int = 256, box_out: int = 128, repeats: int = 3) 
                              "one run)", f"{fill:.2f}", rate(n, fill), "", same["cached"]])
         section.rows.append(["extra: the same again, project cache hit (one run)", f"{hit:.2f}",
                              rate(n, hit), "", same["again"]])
-        io_s = _io_floor(folder, n, box_in, box_out)
+        io_s = io_floor(folder, n, box_in, box_out)
         section.rows.append(["extra: I/O floor in one process: read every input image, write "
                              "the output stack (no compute, no start-up)", f"{io_s:.2f}",
                              rate(n, io_s), "", ""])
@@ -108,7 +108,9 @@ def run(n: int = 5000, box_in: int = 256, box_out: int = 128, repeats: int = 3) 
     return section
 
 
-def _io_floor(folder: Path, n: int, box_in: int, box_out: int) -> float:
+def io_floor(folder: Path, n: int, box_in: int, box_out: int) -> float:
+    """Seconds to read every image of folder/particles.mrcs and write an output stack of the
+    first box_out² pixels (no compute, no start-up): what disk to disk cannot go below."""
     started = time.perf_counter()
     reader = StackReader()
     with StackWriter(folder / "io_only.mrcs", n, box_out, 2.0) as writer:

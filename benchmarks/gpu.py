@@ -37,7 +37,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import Section, cryoweave_command, machine  # noqa: E402
+from common import Section, cryoweave_command, machine, step_times  # noqa: E402
+from downsample import io_floor  # noqa: E402
 
 DOCS = HERE.parent / "docs" / "benchmarks.md"
 MARK = "<!-- benchmark:gpu -->"
@@ -143,6 +144,18 @@ def _phantom(xp: Any, box: int, pixel_a: float) -> Any:
     return atoms_phantom(box, pixel_a, seed=0, xp=xp)
 
 
+def _noisy_projections(projector: Any, matrices: Any, origins: Any, ctf: Any,
+                       rng: np.random.Generator) -> Any:
+    """Projections with CTF and shifts plus white noise at `SNR`, made on the device."""
+    from cryoweave.engine import array_namespace
+
+    images = projector.project(matrices, origin_xy_px=origins, ctf=ctf)
+    xp = array_namespace(images)
+    images += xp.asarray(rng.standard_normal(images.shape, dtype=np.float32)) * float(
+        xp.sqrt(images.var() / SNR))
+    return images
+
+
 def projection(device: Device, sizes: Sizes, repeats: int) -> list[str]:
     from cryoweave.engine import Projector
 
@@ -167,10 +180,8 @@ def reconstruction_small(device: Device, sizes: Sizes, repeats: int) -> list[str
     rng = np.random.default_rng(1)
     matrices, origins = _poses(xp, n, box, rng)
     ctf = _ctfs(xp, n, box, 2.5, rng)
-    images = Projector.from_volume(_phantom(xp, box, 2.5)).project(
-        matrices, origin_xy_px=origins, ctf=ctf)
-    images += xp.asarray(rng.standard_normal(images.shape, dtype=np.float32)) * float(
-        xp.sqrt(images.var() / SNR))
+    images = _noisy_projections(Projector.from_volume(_phantom(xp, box, 2.5)), matrices,
+                                origins, ctf, rng)
     seconds = device.time(lambda: reconstruct(images, matrices, ctf=ctf, origin_xy_px=origins),
                           repeats)
     return [f"reconstruction, {n:,} × {box}² (insert with CTF + 10 gridding iterations)",
@@ -212,7 +223,12 @@ def reconstruction_large(device: Device, sizes: Sizes, repeats: int) -> list[str
 
 
 def global_search_rate(device: Device, sizes: Sizes, repeats: int) -> list[str]:
-    from cryoweave.engine import Projector, global_search, symmetry_aware_angular_distance
+    from cryoweave.engine import (
+        Projector,
+        global_search,
+        symmetry_aware_angular_distance,
+        to_host,
+    )
 
     xp = device.xp
     n, box, step = sizes.search
@@ -221,9 +237,7 @@ def global_search_rate(device: Device, sizes: Sizes, repeats: int) -> list[str]:
     volume = _phantom(xp, box, pixel_a)
     matrices, origins = _poses(xp, n, box, rng)
     ctf = _ctfs(xp, n, box, pixel_a, rng)
-    images = Projector.from_volume(volume).project(matrices, origin_xy_px=origins, ctf=ctf)
-    images += xp.asarray(rng.standard_normal(images.shape, dtype=np.float32)) * float(
-        xp.sqrt(images.var() / SNR))
+    images = _noisy_projections(Projector.from_volume(volume), matrices, origins, ctf, rng)
     found: list[Any] = []
 
     def search() -> None:
@@ -232,7 +246,7 @@ def global_search_rate(device: Device, sizes: Sizes, repeats: int) -> list[str]:
 
     seconds = device.time(search, repeats)
     result = found[0]
-    error = symmetry_aware_angular_distance(result.matrices(), _host(matrices), "c1")
+    error = symmetry_aware_angular_distance(result.matrices(), to_host(matrices), "c1")
     split = ", ".join(f"{k} {result.timings[k]:.2f}" for k in SEARCH_STAGES
                       if k in result.timings)
     return [f"global search, {box}², {step:g}° ({n:,} particles, SNR {SNR})",
@@ -257,14 +271,10 @@ def _command(args: list[str], cwd: Path, limit_s: float, device: Device) -> floa
 
 
 def _step_split(project: Path, protocol: str) -> str:
-    logs = sorted(project.glob(f"Runs/*_{protocol}/logs/*.log"))
-    if not logs:
-        return ""
-    found = re.findall(r"step (\S+) done in ([0-9.]+) s", logs[-1].read_text())
     totals: dict[str, float] = {}
-    for key, seconds in found:  # iteration steps summed by kind: "iter02/align/c000" -> "align"
+    for key, seconds in step_times(project, protocol):  # "iter02/align/c000" -> "align"
         kind = key.split("/")[1] if re.match(r"iter\d+/", key) else key
-        totals[kind] = totals.get(kind, 0.0) + float(seconds)
+        totals[kind] = totals.get(kind, 0.0) + seconds
     return ", ".join(f"{k} {v:.1f}" for k, v in sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
@@ -293,22 +303,13 @@ def simulate_command(device: Device, sizes: Sizes, folder: Path) -> list[str]:
 
 def downsample_command(device: Device, sizes: Sizes, folder: Path) -> list[str]:
     from cryoweave.demo.synthetic import write_particles
-    from cryoweave.formats import StackReader, StackWriter
 
     n, big, small = sizes.downsample
     star = write_particles(folder / "ds", n, big, 1.0, np.random.default_rng(4))
     command = ["downsample", str(star), "-D", str(small), "--device", device.name, "-o"]
     _command([*command, "ds/warm"], folder, sizes.command_limit_s, device)  # a user's 2nd run:
     seconds = _command([*command, "ds/out"], folder, sizes.command_limit_s, device)  # warm cache
-    started = time.perf_counter()
-    reader = StackReader()
-    with StackWriter(folder / "ds" / "io_floor.mrcs", n, small, 2.0) as writer:
-        for start in range(0, n, 256):
-            stop = min(n, start + 256)
-            chunk = reader.read(np.full(stop - start, str(folder / "ds" / "particles.mrcs"),
-                                        dtype=object), np.arange(start, stop), big)
-            writer.write(start, chunk[:, :small, :small])
-    floor_s = time.perf_counter() - started
+    floor_s = io_floor(folder / "ds", n, big, small)
     return [f"`cryoweave downsample -D {small}` ({n:,} × {big}², disk to disk)",
             "at the I/O floor", f"{seconds:.2f} s", f"{n / seconds:,.0f} images/s",
             f"I/O floor (read all, write the output, one process, no start-up) {floor_s:.2f} s",
@@ -373,12 +374,6 @@ COMMANDS = {"simulate": simulate_command, "downsample": downsample_command,
 # quick and central first, the longest last: a spent budget costs the fewest rows
 ORDER = ("projection", "reconstruction", "search", "simulate", "downsample", "highres_validate",
          "reconstruction_large", "highres_large")
-
-
-def _host(x: Any) -> np.ndarray:
-    from cryoweave.engine import to_host
-
-    return to_host(x)
 
 
 def _verdict(met: bool) -> str:
