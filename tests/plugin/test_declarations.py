@@ -84,6 +84,16 @@ def test_every_problem_listed_at_once(tmp_path):
     assert len(info.value.problems) == 5
 
 
+def test_unknown_key_in_an_input_reference_is_named(tmp_path):
+    # a reference copied from a stored run carries its resolved "set": it is the key that is
+    # unknown, not the parameter (the message used to say "unknown parameter 'particles'")
+    with pytest.raises(ParamError) as info:
+        validate_run(None, Example, {"particles": {"run": 1, "output": "particles", "set": 1}})
+    assert info.value.problems == [
+        "input 'particles': unknown key 'set'; expected {\"run\": <id or label>, "
+        "\"output\": <name>} or a file path string"]
+
+
 def test_cross_field_validator_names_value_and_fix(tmp_path):
     (tmp_path / "p.star").write_text("")
     with pytest.raises(ParamError, match="box_px=63 must be even; use 64"):

@@ -77,10 +77,15 @@ def _format_pydantic(error: ValidationError, model: Any,
     problems = []
     for item in error.errors():
         parts = [str(p) for p in item["loc"]]
+        kind = item["type"]
         if parts and parts[0] in input_names:
+            if kind == "extra_forbidden" and len(parts) > 1:
+                problems.append(f"input {parts[0]!r}: unknown key {parts[-1]!r}; expected "
+                                '{"run": <id or label>, "output": <name>} or a file path '
+                                "string")
+                continue
             parts = parts[:1]  # an input reference: report the parameter, not its sub-fields
         loc = ".".join(parts)
-        kind = item["type"]
         if kind == "extra_forbidden":
             problems.append(f"unknown parameter {loc!r}; known parameters: {known}")
         elif kind == "missing":
