@@ -1,0 +1,97 @@
+"""How much does ReconstructHighRes's map owe to its references? (issue 9)
+
+On a finished `highres_map_loss.py` project, one more local iteration of ReconstructHighRes
+(`alignment: local`, `iterations: 1`, its defaults otherwise) starts from the refined poses
+against four pairs of half maps, imported as the initial volumes:
+
+- refined, own: the refinement's final half maps, each half against its own (what another
+  iteration of the refinement does);
+- refined, swapped: half 1 against the refinement's half 2 and the reverse (no particle sees
+  its own noise in its reference; not a gold-standard refinement, a diagnostic);
+- true poses, swapped: the true-pose reconstruction's halves, crossed (a reference as good as
+  the data allow, independent of the particle's own noise);
+- true poses, own: the same uncrossed (the reference holds each particle's noise at its true
+  pose: it pulls the poses towards the truth; an upper bound, not a fair reference).
+
+Each row: the map's FSC 0.5 against the truth (Å, interpolated), and the median angular and
+origin errors against the true poses, next to the true-pose map's.
+
+    python benchmarks/highres_reference_test.py --project /tmp/cw-map-loss-phantom/p
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from highres_map_loss import CASES, run
+
+from cryoweave.store import Project, VolumeSet
+from cryoweave.store.queries import output_set_id
+from refinement_data import pose_errors, resolution_vs_truth
+
+VARIANTS = {  # name: (run whose half maps are used, crossed)
+    "refined, own": ("refined_run", False),
+    "refined, swapped": ("refined_run", True),
+    "true poses, swapped": ("true_poses_run", True),
+    "true poses, own": ("true_poses_run", False),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--project", type=Path, required=True,
+                        help="a project made by benchmarks/highres_map_loss.py")
+    parser.add_argument("--only", choices=list(VARIANTS), action="append")
+    args = parser.parse_args()
+    project_dir = args.project
+    facts = json.loads((project_dir / "map_loss.json").read_text())
+    symmetry = CASES[facts["case"]]["symmetry"]
+    project = Project.open(project_dir)
+    simulation = next(r for r in project.list_runs() if r.protocol.endswith("SimulateParticles"))
+    truth_poses = SimpleNamespace(outputs={
+        "particles": output_set_id(project, simulation.id, "particles")})
+
+    def volume_row(run_id: int):
+        return VolumeSet(project, output_set_id(project, run_id, "volume")).to_frame().iloc[0]
+
+    def errors(run_id: int) -> tuple[float, float]:
+        refined = SimpleNamespace(outputs={
+            "particles": output_set_id(project, run_id, "particles")})
+        angles, shifts = pose_errors(project, refined, truth_poses, symmetry)
+        return float(np.median(angles)), float(np.median(shifts))
+
+    truth = facts["truth"]
+    print(f"| {facts['case']}: one local iteration against | FSC 0.5 vs truth (Å) | "
+          "median angular error | median origin error (px) |")
+    print("|---|---|---|---|")
+    for name, run_id in (("(the true-pose map)", facts["true_poses_run"]),
+                         ("(the refinement as it finished)", facts["refined_run"])):
+        angle, shift = errors(run_id) if run_id == facts["refined_run"] else (0.0, 0.0)
+        print(f"| {name} | {resolution_vs_truth(volume_row(run_id)['path'], truth):.3f} | "
+              f"{angle:.2f}° | {shift:.2f} |", flush=True)
+    for name in args.only or list(VARIANTS):
+        source, crossed = VARIANTS[name]
+        row = volume_row(facts[source])
+        first, second = ("half2_path", "half1_path") if crossed else ("half1_path",
+                                                                       "half2_path")
+        _, imported = run(project_dir, "ImportVolume", {
+            "path": row["path"], "half1_path": row[first], "half2_path": row[second]})
+        _, refined = run(project_dir, "ReconstructHighRes", {
+            "particles": {"run": facts["refined_run"], "output": "particles"},
+            "initial_volumes": {"run": imported.run_id, "output": "volume"},
+            "alignment": "local", "iterations": 1, "symmetry": symmetry})
+        angle, shift = errors(refined.run_id)
+        ours = resolution_vs_truth(volume_row(refined.run_id)["path"], truth)
+        print(f"| {name} | {ours:.3f} | {angle:.2f}° | {shift:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
