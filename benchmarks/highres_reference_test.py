@@ -39,9 +39,9 @@ refinement's own halves, crossed or not (7.778–7.787). Crossing removes each p
 noise from its reference and gains nothing (7.787 → 7.778), so that self-bias is not the
 loss; the references' quality is: against the truth the refined halves reach 8.28–8.29 Å at
 FSC 0.5, the true-pose halves 8.11–8.12 Å, a 2 % difference made by the pose errors the halves
-were built from. The median angular error does not show it (2.13° in both rows): the errors
-are spread the same, but those fitted to the refined halves are consistent with those
-halves' own errors.
+were built from. The median angular error does not show it (2.13° in both rows); presumably
+the poses fitted to the refined halves share those halves' own errors, which a map built from
+them keeps.
 """
 
 from __future__ import annotations
