@@ -65,6 +65,13 @@ particles, 64 px, matching to 6.5 Å) settles at a median angular error of 1.91�
 scores 7.54 Å, better than the true poses' 7.65, because poses fitted to the truth bias the
 noise towards it (the true-pose map is no hard ceiling for maps from fitted poses). None of
 the schedule settings above closes the gap; ours is at 2.13–2.2° against that 1.9° floor.
+Where it is then (2026-11-28, benchmarks/highres_reference_test.py on a fresh phantom
+project): one more local iteration from the refined poses lands at 7.704 Å, within 1 % of the
+true-pose map, against the true-pose half maps (crossed, so that no particle sees its own
+noise), and at 7.778–7.787 Å against the refinement's own halves, crossed or not. The loss
+lives in the references: the refined halves score 8.28 Å against the truth, the true-pose
+halves 8.11–8.12 Å. benchmarks/relion_autorefine.py runs RELION's auto-refine on the same
+project for comparison.
 (A finished run's tmp/ is emptied by the runner; `run_arrays` then rebuilds the particle
 arrays from the run's input set as its plan did.)
 """
