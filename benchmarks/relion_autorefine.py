@@ -12,9 +12,12 @@ both cores work) on the project's simulated particles
   true-pose reconstruction (ReconstructFourier);
 - the median angular error (°) and origin error (px) of both refinements against the truth.
 
-It takes about an hour on 2 cores (RELION uses both).
+It takes well over an hour on 2 cores (RELION uses both). `--latest` compares what a run in
+progress (or stopped) has so far instead: its last finished iteration's two half maps,
+averaged (RELION writes the map of both halves only when it has converged), and that
+iteration's poses; the row says which iteration.
 
-    python benchmarks/relion_autorefine.py --project /tmp/cw-map-loss-phantom/p
+    python benchmarks/relion_autorefine.py --project /tmp/cw-map-loss-phantom/p [--latest]
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--project", type=Path, required=True,
                         help="a project made by benchmarks/highres_map_loss.py")
+    parser.add_argument("--latest", action="store_true",
+                        help="compare the last finished iteration of a run not converged yet")
     args = parser.parse_args()
-    if not (shutil.which("relion_refine_mpi") and shutil.which("mpirun")):
+    if not args.latest and not (shutil.which("relion_refine_mpi") and shutil.which("mpirun")):
         raise SystemExit("relion_refine_mpi or mpirun not found: apt-get install -y relion")
     facts = json.loads((args.project / "map_loss.json").read_text())
     case = CASES[facts["case"]]
@@ -88,7 +93,16 @@ def main() -> None:
     star, start = folder / "particles.star", args.project.parent / "start_30A.mrc"
     truth, pixel = read_volume(facts["truth"])
     out = args.project.parent / "relion_autorefine"
-    if not (out / "run_class001.mrc").exists():
+    if args.latest:
+        iterations = sorted(out.glob("run_it[0-9][0-9][0-9]_data.star"))
+        if not iterations:
+            raise SystemExit(f"{out}: no finished RELION iteration yet")
+        data = iterations[-1]
+        stem = data.name.removesuffix("_data.star")
+        label = f"RELION 3.1 auto-refine, unfinished: iteration {int(stem[-3:])}, halves averaged"
+        average = sum(read_volume(out / f"{stem}_half{h}_class001.mrc")[0] for h in (1, 2)) / 2
+        final_map: Path | np.ndarray = average
+    elif not (out / "run_class001.mrc").exists():
         out.mkdir(exist_ok=True)
         command = relion_command(star, start, out, case["box_px"], pixel, case["symmetry"])
         started = time.perf_counter()
@@ -97,18 +111,20 @@ def main() -> None:
                        stderr=subprocess.STDOUT, cwd=folder)
         print(f"relion_refine --auto_refine: {time.perf_counter() - started:.0f} s")
         print("command: " + " ".join(command))
-    maps = {"RELION 3.1 auto-refine": out / "run_class001.mrc"}
+    if not args.latest:
+        data, label, final_map = out / "run_data.star", "RELION 3.1 auto-refine", out / \
+            "run_class001.mrc"
+    maps: dict[str, Path | np.ndarray] = {label: final_map}
     for name, run_id in (("ReconstructHighRes", facts["refined_run"]),
                          ("true poses (ReconstructFourier)", facts["true_poses_run"])):
         volumes = VolumeSet(project, output_set_id(project, run_id, "volume")).to_frame()
         maps[name] = Path(volumes.iloc[0]["path"])
     true_poses = star_poses(star)
     order = {name: i for i, name in enumerate(true_poses["name"])}
-    relion = star_poses(out / "run_data.star")
+    relion = star_poses(data)
     rows = np.array([order[name] for name in relion["name"]])
     truth_rows = {k: v[rows] for k, v in true_poses.items()}
-    errors = {"RELION 3.1 auto-refine": pose_errors(relion, truth_rows, pixel,
-                                                     case["symmetry"])}
+    errors = {label: pose_errors(relion, truth_rows, pixel, case["symmetry"])}
     ours = ParticleSet(project, output_set_id(project, facts["refined_run"], "particles"))
     frame = ours.to_frame().sort_values("item_id")
     mine = {"rot": frame["rot_deg"].to_numpy(), "tilt": frame["tilt_deg"].to_numpy(),
@@ -122,7 +138,8 @@ def main() -> None:
           "median angular error | median origin error (px) |")
     print("|---|---|---|---|---|")
     for name, path in maps.items():
-        at_05, at_0143 = vs_truth(read_volume(path)[0], truth, pixel)
+        volume = path if isinstance(path, np.ndarray) else read_volume(path)[0]
+        at_05, at_0143 = vs_truth(volume, truth, pixel)
         angle, shift = errors.get(name, (0.0, 0.0))
         print(f"| {name} | {at_05:.2f} | {at_0143:.2f} | {angle:.2f}° | {shift:.2f} |")
 
