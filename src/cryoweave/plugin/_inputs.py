@@ -17,6 +17,8 @@ class InputRef(BaseModel):
     """A resolved or unresolved reference to a set: either ``run``+``output`` or ``path``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    EXPECTED: ClassVar[str] = ('expected {"run": <id or label>, "output": <name>} or a file '
+                               "path string")  # what error messages say a reference is
 
     run: int | str | None = None
     output: str | None = None
@@ -27,9 +29,7 @@ class InputRef(BaseModel):
         if self.path is not None and (self.run is not None or self.output is not None):
             raise ValueError("give either a path or {run, output}, not both")
         if self.path is None and (self.run is None or not self.output):
-            raise ValueError(
-                'expected {"run": <id or label>, "output": <name>} or a file path string'
-            )
+            raise ValueError(self.EXPECTED)
         return self
 
     @property

@@ -80,9 +80,8 @@ def _format_pydantic(error: ValidationError, model: Any,
         kind = item["type"]
         if parts and parts[0] in input_names:
             if kind == "extra_forbidden" and len(parts) > 1:
-                problems.append(f"input {parts[0]!r}: unknown key {parts[-1]!r}; expected "
-                                '{"run": <id or label>, "output": <name>} or a file path '
-                                "string")
+                problems.append(f"input {parts[0]!r}: unknown key {parts[-1]!r}; "
+                                f"{InputRef.EXPECTED}")
                 continue
             parts = parts[:1]  # an input reference: report the parameter, not its sub-fields
         loc = ".".join(parts)
