@@ -116,18 +116,18 @@ def main() -> None:
         label = f"RELION 3.1 auto-refine, unfinished: iteration {int(stem[-3:])}, halves averaged"
         average = sum(read_volume(out / f"{stem}_half{h}_class001.mrc")[0] for h in (1, 2)) / 2
         final_map: Path | np.ndarray = average
-    elif not (out / "run_class001.mrc").exists():
-        out.mkdir(exist_ok=True)
-        command = relion_command(star, start, out, case["box_px"], pixel, case["symmetry"])
-        started = time.perf_counter()
-        # RELION resolves image paths from its working folder
-        subprocess.run(command, check=True, stdout=(out / "stdout.txt").open("w"),
-                       stderr=subprocess.STDOUT, cwd=folder)
-        print(f"relion_refine --auto_refine: {time.perf_counter() - started:.0f} s")
-        print("command: " + " ".join(command))
-    if not args.latest:
-        data, label, final_map = out / "run_data.star", "RELION 3.1 auto-refine", out / \
-            "run_class001.mrc"
+    else:
+        if not (out / "run_class001.mrc").exists():
+            out.mkdir(exist_ok=True)
+            command = relion_command(star, start, out, case["box_px"], pixel, case["symmetry"])
+            started = time.perf_counter()
+            # RELION resolves image paths from its working folder
+            subprocess.run(command, check=True, stdout=(out / "stdout.txt").open("w"),
+                           stderr=subprocess.STDOUT, cwd=folder)
+            print(f"relion_refine --auto_refine: {time.perf_counter() - started:.0f} s")
+            print("command: " + " ".join(command))
+        data, label = out / "run_data.star", "RELION 3.1 auto-refine"
+        final_map = out / "run_class001.mrc"
     maps: dict[str, Path | np.ndarray] = {label: final_map}
     for name, run_id in (("ReconstructHighRes", facts["refined_run"]),
                          ("true poses (ReconstructFourier)", facts["true_poses_run"])):
