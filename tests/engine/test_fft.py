@@ -258,3 +258,75 @@ def test_hermitian_c2r_input_crops_and_pads_the_leading_axes_like_numpy(xp):
     assert fixed.shape == (2, 8, 9, 5)
     want = _reference_c2r(spectrum, (8, 9, 8))
     assert _relative_error(_c2r_reading_imaginary_parts(fixed, (8, 9, 8)), want) <= 1e-12
+
+
+# ------------------------------------------- NumPy: SciPy's compiled pocketfft, called directly
+
+
+def _ours_and_scipys(x: np.ndarray, norm: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    import scipy.fft as s
+
+    c = x + 1j * x[::-1]  # complex, same precision
+    return {
+        "rfft": (rfft(x, axis=1, norm=norm, workers=2), s.rfft(x, axis=1, norm=norm, workers=2)),
+        "irfft crop": (irfft(c, 6, axis=0, norm=norm), s.irfft(c, 6, axis=0, norm=norm)),
+        "irfft pad": (irfft(c, 23, norm=norm), s.irfft(c, 23, norm=norm)),
+        "irfft real input": (irfft(x, 12, norm=norm), s.irfft(x, 12, norm=norm)),
+        "fft": (fft(x, axis=-2, norm=norm), s.fft(x, axis=-2, norm=norm)),
+        "ifft": (ifft(c, norm=norm), s.ifft(c, norm=norm)),
+        "rfftn": (rfftn(x, ndim=3, norm=norm), s.rfftn(x, axes=(-3, -2, -1), norm=norm)),
+        "irfftn": (irfftn(c, (5, 8), norm=norm), s.irfftn(c, s=(5, 8), axes=(-2, -1),
+                                                          norm=norm)),
+        "fftn": (fftn(x, ndim=2, norm=norm), s.fftn(x, axes=(-2, -1), norm=norm)),
+        "ifftn": (ifftn(c, ndim=3, norm=norm), s.ifftn(c, axes=(-3, -2, -1), norm=norm)),
+        "strided": (rfft(x[:, ::2, 1:], norm=norm), s.rfft(x[:, ::2, 1:], norm=norm)),
+    }
+
+
+@pytest.mark.parametrize("wrapper", ["rfft", "irfft crop", "irfft pad", "irfft real input",
+                                     "fft", "ifft", "rfftn", "irfftn", "fftn", "ifftn",
+                                     "strided"])
+@pytest.mark.parametrize("norm", ["backward", "ortho", "forward"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_transforms_are_scipy_fft_bit_for_bit(wrapper, norm, dtype):
+    """The engine calls SciPy's compiled pocketfft itself, as scipy.fft would: white noise with
+    odd and even axes gives identical values, dtypes and shapes."""
+    x = np.random.default_rng(17).standard_normal((7, 9, 12)).astype(dtype)
+    ours, scipys = _ours_and_scipys(x, norm)[wrapper]
+    assert ours.dtype == scipys.dtype
+    np.testing.assert_array_equal(ours, scipys)
+
+
+def test_numpy_inputs_off_the_direct_path_go_to_scipy_fft():
+    import scipy.fft
+
+    whole = np.arange(12).reshape(3, 4)
+    np.testing.assert_array_equal(rfft(whole), scipy.fft.rfft(whole))  # integers: float64
+    half = np.ones(8, np.float16)
+    assert rfft(half).dtype == scipy.fft.rfft(half).dtype == np.complex64
+    swapped = np.arange(8, dtype=">f4")
+    np.testing.assert_array_equal(rfft(swapped), scipy.fft.rfft(swapped))
+    with pytest.raises(ValueError, match="norm"):
+        fft(np.ones(4, np.complex64), norm="sideways")
+    with pytest.raises(ValueError, match="workers"):
+        fft(np.ones(4, np.complex64), workers=0)
+    with pytest.raises(ValueError, match="axes"):
+        rfftn(np.ones((2, 4), np.float32), ndim=3)
+    with pytest.raises(TypeError, match="real"):
+        rfft(np.ones(4, np.complex64))
+
+
+def test_fourier_crop_loads_the_compiled_pocketfft_without_scipy_fft():
+    """The reason for the direct calls: `import scipy.fft` costs every command ~0.2 s of
+    start-up. A later `import scipy.fft` uses the same compiled module."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from cryoweave.engine import fourier_crop; "
+            "fourier_crop(np.ones((2, 16, 16), np.float32), 8); "
+            "print('scipy.fft' in sys.modules); "
+            "module = sys.modules['scipy.fft._pocketfft.pypocketfft']; "
+            "import scipy.fft, scipy.fft._pocketfft.basic as basic; print(basic.pfft is module)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True"]

@@ -1,10 +1,16 @@
 """FFT wrappers that follow the input's backend, plus centring and frequency grids.
 
-NumPy input goes to `scipy.fft` (single precision stays single, multi-threaded with `workers`,
-default `fft_workers()`); CuPy input goes to `cupy.fft` (cuFFT). Transforms act on the trailing
-axes: the last 2 for images `(..., y, x)`, the last `ndim` (default 3) for volumes
-`(..., z, y, x)`. `norm` has NumPy's meaning ("backward": 1/N on the inverse, "forward": 1/N on
-the forward, "ortho").
+NumPy input goes to SciPy's pocketfft (single precision stays single, multi-threaded with
+`workers`, default `fft_workers()`); CuPy input goes to `cupy.fft` (cuFFT). The engine calls
+SciPy's compiled pocketfft module directly (`_compiled_pocketfft`), with the arguments
+`scipy.fft` would pass it, so the results are scipy.fft's bit for bit: `import scipy.fft` takes
+~0.2 s of every command's start on the benchmark machine (it imports most of NumPy's submodules),
+the compiled module alone a few ms (`benchmarks/startup.py`). Inputs outside that path (integer
+or float16 arrays, empty axes, other `norm` or `workers` values) go to `scipy.fft` itself.
+
+Transforms act on the trailing axes: the last 2 for images `(..., y, x)`, the last `ndim`
+(default 3) for volumes `(..., z, y, x)`. `norm` has NumPy's meaning ("backward": 1/N on the
+inverse, "forward": 1/N on the forward, "ortho").
 
 Complex-to-real inverses (`irfft`, `irfft2`, `irfftn`) have FFTW's meaning on every backend: the
 inverse runs over the leading axes first, then the c2r along the last axis uses only the real
@@ -22,7 +28,12 @@ for even N the Nyquist index N/2 is +0.5.
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.util
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -34,13 +45,128 @@ Axes = Sequence[int]
 
 
 def _backend_fft(x: Any, workers: int | None) -> tuple[Any, dict[str, int]]:
-    """The FFT module for `x` and the extra keyword arguments it takes."""
+    """The FFT module for `x` and the extra keyword arguments it takes (`scipy.fft` for NumPy
+    input that `_direct` does not take)."""
     xp = array_namespace(x)
     if xp is numpy:
-        import scipy.fft  # here, not at module level: keeps `import cryoweave` fast (~0.1 s)
+        import scipy.fft  # here, not at module level: keeps `import cryoweave` fast (~0.2 s)
 
         return scipy.fft, {"workers": fft_workers() if workers is None else workers}
     return xp.fft, {}
+
+
+_POCKETFFT = "scipy.fft._pocketfft.pypocketfft"
+_FORWARD_INORM = {"backward": 0, "ortho": 1, "forward": 2}  # scipy.fft's map; inverse: 2 − it
+_DIRECT_DTYPES = frozenset(numpy.dtype(t) for t in ("<f4", "<f8", "<c8", "<c16"))
+
+
+@functools.cache
+def _compiled_pocketfft() -> ModuleType | None:
+    """SciPy's compiled pocketfft, the module `scipy.fft` calls, loaded without importing the
+    `scipy.fft` package; None when it is not where SciPy has kept it (scipy/fft/_pocketfft/,
+    since 1.4) or does not answer as expected, and `scipy.fft` then does every transform. It is
+    registered under its own name, so a later `import scipy.fft` uses this same module."""
+    if _POCKETFFT in sys.modules:
+        return sys.modules[_POCKETFFT]
+    try:
+        import scipy
+
+        folder = Path(scipy.__file__).parent / "fft" / "_pocketfft"
+        path = next((folder / f"pypocketfft{suffix}"
+                     for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                     if (folder / f"pypocketfft{suffix}").is_file()), None)
+        spec = importlib.util.spec_from_file_location(_POCKETFFT, path) if path else None
+        if spec is None or spec.loader is None:
+            return None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        # the calling convention scipy.fft uses: (a, axes, forward, inorm, out, nthreads)
+        probe = module.r2c(numpy.ones(4, numpy.float32), (0,), True, 0, None, 1)
+        if not numpy.array_equal(probe, numpy.array([4, 0, 0], numpy.complex64)):
+            return None
+    except Exception:  # any surprise: scipy.fft serves, as before
+        return None
+    sys.modules.setdefault(_POCKETFFT, module)
+    return sys.modules[_POCKETFFT]
+
+
+def _direct(x: Any, axes: Sequence[int], norm: str, workers: int | None, *, real: bool
+            ) -> tuple[Any, tuple[int, ...], int, int] | None:
+    """(compiled pocketfft, axes made non-negative, forward inorm, threads) when `x` can go to
+    it straight, as `scipy.fft` would send it: an aligned little-endian float32/float64 NumPy
+    array (or complex64/complex128 unless `real`), no empty axis, distinct valid axes, a known
+    `norm`, `workers` ≥ 1. None otherwise (`scipy.fft` then converts or raises)."""
+    if not isinstance(x, numpy.ndarray) or x.dtype not in _DIRECT_DTYPES \
+            or not x.flags.aligned or (real and x.dtype.kind != "f") or 0 in x.shape:
+        return None
+    if norm not in _FORWARD_INORM:
+        return None
+    threads = fft_workers() if workers is None else workers
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        return None
+    if not all(isinstance(a, int) and -x.ndim <= a < x.ndim for a in axes):
+        return None
+    normal = tuple(a % x.ndim for a in axes)
+    if len(set(normal)) != len(normal):
+        return None
+    module = _compiled_pocketfft()
+    return None if module is None else (module, normal, _FORWARD_INORM[norm], threads)
+
+
+def _fit_axes(x: Any, axes: Sequence[int], sizes: Sequence[int]) -> Any:
+    """`x` cropped or zero-padded to `sizes` along `axes` (NumPy's and SciPy's rule for `n`/`s`)."""
+    xp = array_namespace(x)
+    for axis, size in zip(axes, sizes, strict=True):
+        axis %= x.ndim
+        have = x.shape[axis]
+        if have > size:
+            x = x[(slice(None),) * axis + (slice(0, size),)]
+        elif have < size:
+            pad = [(0, 0)] * x.ndim
+            pad[axis] = (0, size - have)
+            x = xp.pad(x, pad)
+    return x
+
+
+def _c2c(x: Any, axes: tuple[int, ...], norm: str, workers: int | None, *,
+         inverse: bool) -> Any:
+    direct = _direct(x, axes, norm, workers, real=False)
+    if direct is not None:
+        module, normal, inorm, threads = direct
+        return module.c2c(x, normal, not inverse, 2 - inorm if inverse else inorm, None, threads)
+    backend, kw = _backend_fft(x, workers)
+    if len(axes) == 1:
+        return (backend.ifft if inverse else backend.fft)(x, axis=axes[0], norm=norm, **kw)
+    return (backend.ifftn if inverse else backend.fftn)(x, axes=axes, norm=norm, **kw)
+
+
+def _r2c(x: Any, axes: tuple[int, ...], norm: str, workers: int | None) -> Any:
+    direct = _direct(x, axes, norm, workers, real=True)
+    if direct is not None:
+        module, normal, inorm, threads = direct
+        return module.r2c(x, normal, True, inorm, None, threads)
+    backend, kw = _backend_fft(x, workers)
+    if len(axes) == 1:
+        return backend.rfft(x, axis=axes[0], norm=norm, **kw)
+    return backend.rfftn(x, axes=axes, norm=norm, **kw)
+
+
+def _c2r(x: Any, axes: tuple[int, ...], shape: tuple[int, ...], norm: str,
+         workers: int | None) -> Any:
+    """Inverse real FFT over `axes` to output lengths `shape` (the last axis half-complex)."""
+    direct = _direct(x, axes, norm, workers, real=False)
+    if direct is not None and all(n >= 1 for n in shape):
+        module, normal, inorm, threads = direct
+        fitted = _fit_axes(x, normal, (*shape[:-1], shape[-1] // 2 + 1))
+        if fitted.dtype.kind == "f":  # scipy.fft's rule: a real input stands for x + 0j
+            fitted = fitted + 0j
+        return module.c2r(fitted, normal, shape[-1], False, 2 - inorm, None, threads)
+    backend, kw = _backend_fft(x, workers)
+    if array_namespace(x) is not numpy:  # cuFFT's C2R needs Hermitian input (module notes)
+        x = _hermitian_c2r_input(x, shape[-1], axes, shape[:-1])
+    if len(axes) == 1:
+        return backend.irfft(x, n=shape[0], axis=axes[0], norm=norm, **kw)
+    return backend.irfftn(x, s=shape, axes=axes, norm=norm, **kw)
 
 
 def _hermitian_c2r_input(x: Any, n: int, axes: tuple[int, ...], shape: tuple[int, ...]) -> Any:
@@ -54,15 +180,7 @@ def _hermitian_c2r_input(x: Any, n: int, axes: tuple[int, ...], shape: tuple[int
     """
     xp = array_namespace(x)
     lead = axes[:-1]
-    for axis, size in zip(lead, shape, strict=True):
-        have = x.shape[axis]
-        if have > size:
-            x = x[(slice(None),) * (axis % x.ndim) + (slice(0, size),)]
-        elif have < size:
-            pad = [(0, 0)] * x.ndim
-            pad[axis % x.ndim] = (0, size - have)
-            x = xp.pad(x, pad)
-    x = x.copy()
+    x = _fit_axes(x, lead, shape).copy()
     last = axes[-1] % x.ndim
     columns = [0] + ([n // 2] if n % 2 == 0 and 0 < n // 2 < x.shape[last] else [])
     for column in columns:
@@ -87,8 +205,7 @@ def _last_axes(ndim: int) -> tuple[int, ...]:
 
 def rfft(x: Any, *, axis: int = -1, norm: str = "backward", workers: int | None = None) -> Any:
     """1-D real-to-half-complex FFT along `axis`: N reals -> N // 2 + 1 complex values."""
-    fft, kw = _backend_fft(x, workers)
-    return fft.rfft(x, axis=axis, norm=norm, **kw)
+    return _r2c(x, (axis,), norm, workers)
 
 
 def irfft(
@@ -99,22 +216,17 @@ def irfft(
     The input is cropped or zero-padded to n // 2 + 1 values first; the imaginary parts of the
     DC and (even n) Nyquist values are ignored, as in FFTW's c2r.
     """
-    fft, kw = _backend_fft(x, workers)
-    if array_namespace(x) is not numpy:  # cuFFT's C2R needs Hermitian input (module notes)
-        x = _hermitian_c2r_input(x, int(n), (axis,), ())
-    return fft.irfft(x, n=n, axis=axis, norm=norm, **kw)
+    return _c2r(x, (axis,), (int(n),), norm, workers)
 
 
 def fft(x: Any, *, axis: int = -1, norm: str = "backward", workers: int | None = None) -> Any:
     """1-D complex FFT along `axis`."""
-    backend, kw = _backend_fft(x, workers)
-    return backend.fft(x, axis=axis, norm=norm, **kw)
+    return _c2c(x, (axis,), norm, workers, inverse=False)
 
 
 def ifft(x: Any, *, axis: int = -1, norm: str = "backward", workers: int | None = None) -> Any:
     """1-D complex inverse FFT along `axis`."""
-    backend, kw = _backend_fft(x, workers)
-    return backend.ifft(x, axis=axis, norm=norm, **kw)
+    return _c2c(x, (axis,), norm, workers, inverse=True)
 
 
 def rfft2(x: Any, *, norm: str = "backward", workers: int | None = None) -> Any:
@@ -134,31 +246,25 @@ def irfft2(
 
 def rfftn(x: Any, *, ndim: int = 3, norm: str = "backward", workers: int | None = None) -> Any:
     """Real FFT over the last `ndim` axes; the last axis becomes half-complex (N // 2 + 1)."""
-    fft_module, kw = _backend_fft(x, workers)
-    return fft_module.rfftn(x, axes=_last_axes(ndim), norm=norm, **kw)
+    return _r2c(x, _last_axes(ndim), norm, workers)
 
 
 def irfftn(
     x: Any, shape: Sequence[int], *, norm: str = "backward", workers: int | None = None
 ) -> Any:
     """Inverse of `rfftn` over the last `len(shape)` axes, to real arrays of trailing `shape`."""
-    fft_module, kw = _backend_fft(x, workers)
     shape = tuple(int(n) for n in shape)
-    if array_namespace(x) is not numpy:  # cuFFT's C2R needs Hermitian input (module notes)
-        x = _hermitian_c2r_input(x, shape[-1], _last_axes(len(shape)), shape[:-1])
-    return fft_module.irfftn(x, s=shape, axes=_last_axes(len(shape)), norm=norm, **kw)
+    return _c2r(x, _last_axes(len(shape)), shape, norm, workers)
 
 
 def fftn(x: Any, *, ndim: int = 3, norm: str = "backward", workers: int | None = None) -> Any:
     """Complex FFT over the last `ndim` axes."""
-    fft_module, kw = _backend_fft(x, workers)
-    return fft_module.fftn(x, axes=_last_axes(ndim), norm=norm, **kw)
+    return _c2c(x, _last_axes(ndim), norm, workers, inverse=False)
 
 
 def ifftn(x: Any, *, ndim: int = 3, norm: str = "backward", workers: int | None = None) -> Any:
     """Complex inverse FFT over the last `ndim` axes."""
-    fft_module, kw = _backend_fft(x, workers)
-    return fft_module.ifftn(x, axes=_last_axes(ndim), norm=norm, **kw)
+    return _c2c(x, _last_axes(ndim), norm, workers, inverse=True)
 
 
 def fftshift(x: Any, axes: Axes = (-2, -1)) -> Any:
