@@ -5,7 +5,7 @@ NumPy input goes to SciPy's pocketfft (single precision stays single, multi-thre
 SciPy's compiled pocketfft module directly (`_compiled_pocketfft`), with the arguments
 `scipy.fft` would pass it, so the results are scipy.fft's bit for bit: `import scipy.fft` takes
 ~0.2 s of every command's start on the benchmark machine (it imports most of NumPy's submodules),
-the compiled module alone a few ms (`benchmarks/startup.py`). Inputs outside that path (integer
+the compiled module alone a few ms (`benchmarks/fft_import.py`). Inputs outside that path (integer
 or float16 arrays, empty axes, other `norm` or `workers` values) go to `scipy.fft` itself.
 
 Transforms act on the trailing axes: the last 2 for images `(..., y, x)`, the last `ndim`
