@@ -330,3 +330,32 @@ def test_fourier_crop_loads_the_compiled_pocketfft_without_scipy_fft():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_threads_that_need_the_compiled_pocketfft_first_at_once_load_it_once():
+    import subprocess
+    import sys
+
+    code = """
+import threading, numpy as np
+from cryoweave.engine import fourier_crop
+from cryoweave.engine import _fft
+loads = []
+real_load = _fft._load_compiled_pocketfft
+def counted():
+    if _fft._POCKETFFT not in __import__("sys").modules:
+        loads.append(1)
+    return real_load()
+_fft._load_compiled_pocketfft = counted
+images = np.random.default_rng(0).standard_normal((8, 32, 32)).astype(np.float32)
+barrier, results = threading.Barrier(8), [None] * 8
+def work(i):
+    barrier.wait()
+    results[i] = fourier_crop(images, 16, workers=1)
+threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(len(loads), all(np.array_equal(r, results[0]) for r in results))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["1", "True"]

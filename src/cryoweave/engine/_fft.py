@@ -32,6 +32,7 @@ import functools
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -65,7 +66,17 @@ def _compiled_pocketfft() -> ModuleType | None:
     """SciPy's compiled pocketfft, the module `scipy.fft` calls, loaded without importing the
     `scipy.fft` package; None when it is not where SciPy has kept it (scipy/fft/_pocketfft/,
     since 1.4) or does not answer as expected, and `scipy.fft` then does every transform. It is
-    registered under its own name, so a later `import scipy.fft` uses this same module."""
+    registered under its own name, so a later `import scipy.fft` uses this same module. Threads
+    that need it first at the same moment (a downsample's workers) load it once: the import
+    system's lock does not cover a module loaded by hand."""
+    with _LOAD_LOCK:
+        return _load_compiled_pocketfft()
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def _load_compiled_pocketfft() -> ModuleType | None:
     if _POCKETFFT in sys.modules:
         return sys.modules[_POCKETFFT]
     try:
