@@ -278,3 +278,33 @@ def test_every_built_in_protocol_has_a_summary():
     built_in = [cls for cls in registry().protocols() if cls.plugin == "cryoweave"]
     assert len(built_in) >= 9
     assert [cls.__name__ for cls in built_in if cls.summary is Protocol.summary] == []
+
+
+def test_downsample_progress_bar_only_on_a_terminal(monkeypatch):
+    """On a terminal the images bar is drawn; in a pipe or a log nothing is (and rich.progress,
+    not needed, is not imported)."""
+    import io
+
+    from rich.console import Console
+
+    from cryoweave.cli import _tools
+
+    screen = io.StringIO()
+    monkeypatch.setattr(_tools, "err", Console(file=screen, force_terminal=True, width=80))
+    with _tools._image_progress() as progress:
+        progress(5, 10)
+    assert "images" in screen.getvalue() and "5/10" in screen.getvalue()
+    log = io.StringIO()
+    monkeypatch.setattr(_tools, "err", Console(file=log, force_terminal=False))
+    with _tools._image_progress() as progress:
+        progress(5, 10)
+    assert log.getvalue() == ""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cryoweave.cli import _tools\n"
+            "with _tools._image_progress() as progress:\n    progress(1, 2)\n"
+            "print('rich.progress' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"  # stderr is a pipe here

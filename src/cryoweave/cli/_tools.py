@@ -38,8 +38,13 @@ def docs(folder: str) -> None:
 
 @contextmanager
 def _image_progress() -> Iterator[Callable[[int, int], None]]:
-    """A progress bar of images on stderr when it is a terminal (nothing otherwise); light: the
-    run progress of `cryoweave.cli._progress` would load the workflow runtime."""
+    """A progress bar of images on stderr when it is a terminal (otherwise nothing, without
+    importing rich.progress); light: the run progress of `cryoweave.cli._progress` would load
+    the workflow runtime."""
+    console = getattr(err, "console", err)
+    if not console.is_terminal:
+        yield lambda done, total: None
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -48,10 +53,8 @@ def _image_progress() -> Iterator[Callable[[int, int], None]]:
         TimeRemainingColumn,
     )
 
-    console = getattr(err, "console", err)
     with Progress(TextColumn("[bold]images"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console,
-                  disable=not console.is_terminal) as bar:
+                  TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("images", total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
