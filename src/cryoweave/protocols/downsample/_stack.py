@@ -39,8 +39,9 @@ from cryoweave.protocols._shared.pipeline import run_pipeline
 JOB_IMAGES = 32
 # input bytes per read and FFT call: a chunk and its spectra stay near one core's L2 cache
 # (1 MiB per core on the benchmark machine). Transforming chunks is about 10 % faster than the
-# whole job at once; reading each chunk just before its FFTs (not the whole job first) saves
-# another ~20 % of the CPU time with two threads (memory traffic)
+# whole job at once, and reading each chunk just before its FFTs (not the whole job first)
+# saves the memory traffic of a job-sized buffer (`benchmarks/compare_trees.py --command
+# downsample` measures such changes side by side)
 FFT_CHUNK_BYTES = 1 << 20
 
 
