@@ -82,10 +82,14 @@ def toy_work(ctx: StepContext, index: int, items: int, sleep_s: float, fail: boo
     ids = [index * items + k + 1 for k in range(items)]
     frame = pd.DataFrame({"item_id": ids, "data": [{"step": index, "k": k, "value": i}
                                                    for k, i in enumerate(ids)]})
+    from threadpoolctl import threadpool_info
+
     from cryoweave.engine import fft_workers
 
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     return StepResult(publish={"records": frame},
-                      info={"index": index, "threads": ctx.threads, "fft_workers": fft_workers()})
+                      info={"index": index, "threads": ctx.threads, "fft_workers": fft_workers(),
+                            "blas_threads": blas})
 
 
 class ToyProducer(Protocol):

@@ -235,16 +235,26 @@ def test_steps_that_start_together_share_the_cores_and_a_step_alone_gets_them_al
     all cores), the step that runs after them alone gets all cores; --threads fixes them."""
     import os
 
+    from threadpoolctl import threadpool_info
+
     from cryoweave.store import queries
 
     cores = os.cpu_count() or 1
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert blas, "NumPy's BLAS library is not visible to threadpoolctl"
     params = {"n_steps": 2, "sleep_s": 0.3, "concurrent": 2, "join": True}
     project, summary = run_protocol(tmp_path, registry().get("ToySteps"), params)
     assert summary.status == "finished", summary.error
     info = queries.step_results(project, summary.run_id)
     for key in ("work/000", "work/001"):
         assert info[key]["threads"] == info[key]["fft_workers"] == max(1, cores // 2), info
+        # BLAS products in a step stay within its share too, whatever the library's own count
+        assert max(info[key]["blas_threads"]) <= max(1, cores // 2), info
     assert info["join"]["threads"] == info["join"]["fft_workers"] == cores, info
+    assert info["join"]["blas_threads"][:len(blas)] == [min(n, cores) for n in blas], info
+    # and the libraries have their own counts back after the run
+    after = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert after[:len(blas)] == blas
     _, fixed = run_protocol(tmp_path, registry().get("ToySteps"), params, threads=3)
     info = queries.step_results(project, fixed.run_id)
     assert {v["fft_workers"] for v in info.values()} == {3}, info

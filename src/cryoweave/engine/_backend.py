@@ -229,15 +229,19 @@ _THREAD_BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 def thread_budget(threads: int | None) -> Iterator[None]:
     """Within the block (in this thread), `fft_workers()` is `threads`: the runtime gives each
     step its share of the cores (two steps side by side on two cores: one thread each), so the
-    engine's FFTs and scatter threads do not oversubscribe them. None leaves it unchanged."""
+    engine's FFTs and scatter threads do not oversubscribe them. BLAS products (in any thread)
+    use at most the smallest budget in force (`_blas`). None leaves both unchanged."""
     if threads is None:
         yield
         return
     if int(threads) < 1:
         raise ValueError(f"threads={threads} must be at least 1")
+    from ._blas import blas_threads_at_most
+
     token = _THREAD_BUDGET.set(int(threads))
     try:
-        yield
+        with blas_threads_at_most(int(threads)):
+            yield
     finally:
         _THREAD_BUDGET.reset(token)
 

@@ -1,0 +1,110 @@
+"""BLAS threads stay within the engine's thread budget (`thread_budget`, `_blas`)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from cryoweave.engine import thread_budget
+from cryoweave.engine._blas import blas_threads_at_most
+
+
+def _blas_threads() -> set[int]:
+    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+@pytest.fixture
+def blas_count():
+    """NumPy's BLAS with at least 2 threads (its own count where it has more), the count it
+    had back afterwards."""
+    counts = _blas_threads()
+    assert counts, "NumPy's BLAS library is not visible to threadpoolctl"
+    n = max(2, *counts)
+    with threadpool_limits(limits=n, user_api="blas"):
+        assert _blas_threads() == {n}
+        yield n
+    assert _blas_threads() == counts
+
+
+def _product_is_right() -> bool:
+    a = np.arange(600.0).reshape(20, 30)
+    product = a @ np.ones((30, 400))  # large enough for OpenBLAS to split it when it may
+    return np.array_equal(product, np.repeat(a.sum(axis=1)[:, None], 400, axis=1))
+
+
+def test_a_budget_limits_blas_and_gives_the_count_back(blas_count):
+    with thread_budget(1):
+        assert _blas_threads() == {1}
+        assert _product_is_right()
+    assert _blas_threads() == {blas_count}
+    assert _product_is_right()
+
+
+def test_the_smallest_budget_in_force_wins_and_larger_ones_change_nothing(blas_count):
+    n = blas_count
+    with thread_budget(n + 4):
+        assert _blas_threads() == {n}  # never more than the library's own count
+        with thread_budget(1):
+            assert _blas_threads() == {1}
+            with thread_budget(2):
+                assert _blas_threads() == {1}
+            assert _blas_threads() == {1}
+        assert _blas_threads() == {n}
+    assert _blas_threads() == {n}
+
+
+def test_budgets_of_steps_in_other_threads_hold_until_the_last_ends(blas_count):
+    """Two steps side by side in worker threads (as the runtime runs them): the smaller
+    budget holds while its step runs, the other step's while it still runs, none after."""
+    n = blas_count
+    both_in, first_out = threading.Barrier(3), threading.Event()
+    seen: dict[str, set[int]] = {}
+    failures: list[BaseException] = []
+
+    def step(name: str, threads: int, wait_for: threading.Event | None) -> None:
+        try:
+            with thread_budget(threads):
+                both_in.wait(timeout=10)
+                seen[name] = _blas_threads()
+                if wait_for is not None:
+                    wait_for.wait(timeout=10)
+                    seen[name + " alone"] = _blas_threads()
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
+
+    first = threading.Thread(target=step, args=("first", 1, None))
+    second = threading.Thread(target=step, args=("second", n, first_out))
+    first.start()
+    second.start()
+    both_in.wait(timeout=10)
+    first.join(timeout=10)
+    first_out.set()
+    second.join(timeout=10)
+    assert not failures, failures
+    assert seen == {"first": {1}, "second": {1}, "second alone": {n}}
+    assert _blas_threads() == {n}
+
+
+def test_a_failing_step_gives_the_count_back(blas_count):
+    with pytest.raises(RuntimeError, match="step failed"), thread_budget(1):
+        raise RuntimeError("step failed")
+    assert _blas_threads() == {blas_count}
+
+
+def test_a_count_set_between_budgets_is_the_next_one_restored(blas_count):
+    with threadpool_limits(limits=blas_count + 1, user_api="blas"):
+        with thread_budget(1):
+            assert _blas_threads() == {1}
+        assert _blas_threads() == {blas_count + 1}
+    assert _blas_threads() == {blas_count}
+
+
+def test_bad_budgets_are_refused_before_anything_changes(blas_count):
+    with pytest.raises(ValueError, match="at least 1"), blas_threads_at_most(0):
+        pass
+    with pytest.raises(ValueError, match="at least 1"), thread_budget(0):
+        pass
+    assert _blas_threads() == {blas_count}
