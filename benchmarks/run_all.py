@@ -24,9 +24,9 @@ OUTPUT = HERE.parent / "docs" / "benchmarks.md"
 # module name -> (full kwargs, quick kwargs)
 BENCHMARKS: dict[str, tuple[dict, dict]] = {
     "particles_db": ({"n": 1_000_000}, {"n": 100_000}),
-    "downsample": ({"n": 5000}, {"n": 1000}),
+    "downsample": ({"n": 5000, "repeats": 5}, {"n": 1000}),
     "preprocess": ({"repeat": 3}, {"repeat": 1, "tv_iterations": 1, "relion": False}),
-    "reconstruct": ({"n": 10000}, {"n": 1000, "box_px": 64}),
+    "reconstruct": ({"n": 10000, "repeats": 5}, {"n": 1000, "box_px": 64}),
     "alignment": ({"n": 3000}, {"n": 300}),
     "refine": ({"n": 3000}, {"n": 500}),
     "gui": ({"runs": 200, "n": 1_000_000}, {"runs": 50, "n": 100_000, "idle_s": 5.0}),

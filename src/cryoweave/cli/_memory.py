@@ -15,7 +15,6 @@ these commands exit when their work is done. ``CRYOWEAVE_RETAIN_MEMORY=0`` turns
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -36,7 +35,9 @@ def retain_freed_memory() -> bool:
     if os.environ.get(ENV_VAR, "").strip() == "0" or not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # glibc's soname on every Linux platform (ctypes.util.find_library would run ldconfig
+        # in a subprocess: ~10 ms of every command's start-up with its import)
+        libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # noqa: B018 - glibc only: musl has no such symbol
     except (OSError, AttributeError):
