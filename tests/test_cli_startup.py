@@ -111,3 +111,35 @@ def test_protocol_modules_load_without_pandas_or_starfile(name):
     modules = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert modules.isdisjoint(["pandas", "starfile", "scipy"]), modules & {"pandas", "starfile",
                                                                            "scipy"}
+
+
+def test_downsample_loads_pandas_without_pyarrow_and_writes_the_same_files(tmp_path):
+    """cryoweave never uses pyarrow: `cryoweave downsample` keeps pandas from loading it
+    (0.17 s of 1.35 s, `benchmarks/compare_trees.py`). Same pixels and STAR as the engine
+    and the STAR writer give in a process where pandas has pyarrow (this one)."""
+    from cryoweave.demo.synthetic import write_particles
+    from cryoweave.engine import fourier_crop
+    from cryoweave.formats import read_images, read_particles
+
+    star = write_particles(tmp_path, 12, 32, 1.0, np.random.default_rng(5))
+    out = tmp_path / "out"
+    code, modules = imported("downsample", str(star), "-D", "16", "-o", str(out))
+    assert code == 0
+    assert "pandas" in modules and "starfile" in modules
+    assert not any(m.startswith("pyarrow.") for m in modules), \
+        sorted(m for m in modules if m.startswith("pyarrow"))
+    expected = fourier_crop(read_images(tmp_path / "particles.mrcs"), 16)
+    assert np.array_equal(read_images(out / "particles.16.mrcs"), expected)
+    written = read_particles(out / "particles.16.star")
+    assert written.particles["image_index"].tolist() == list(range(12))
+    assert set(written.particles["image_path"]) == {str((out / "particles.16.mrcs").resolve())}
+
+
+def test_keeping_pyarrow_out_changes_nothing_once_pandas_is_loaded():
+    import pandas  # noqa: F401 - loaded, as in the GUI or a test process
+
+    from cryoweave.cli._tools import _keep_pyarrow_out
+
+    before = sys.modules.get("pyarrow", "absent")
+    _keep_pyarrow_out()
+    assert sys.modules.get("pyarrow", "absent") is before

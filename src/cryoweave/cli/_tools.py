@@ -36,6 +36,22 @@ def docs(folder: str) -> None:
         out.print(f"wrote {path}")
 
 
+def _keep_pyarrow_out() -> None:
+    """Make pandas load without pyarrow in this process (when pandas is not loaded yet).
+
+    cryoweave never uses pyarrow; starfile requires it, and pandas ≥ 3 imports it whenever
+    it is installed, then backs every string column (the image paths) with Arrow arrays. In
+    `cryoweave downsample`, which loads no plugins, that cost 0.17 s of 1.35 s (median of 10
+    alternating runs, `benchmarks/compare_trees.py --command downsample`): the import, and
+    Arrow conversions in the STAR writer.
+    A None entry in sys.modules makes Python report the module absent. Called in a process
+    where pandas is already loaded (tests, the GUI), it changes nothing."""
+    import sys
+
+    if "pandas" not in sys.modules:
+        sys.modules.setdefault("pyarrow", None)
+
+
 @contextmanager
 def _image_progress() -> Iterator[Callable[[int, int], None]]:
     """A progress bar of images on stderr when it is a terminal (otherwise nothing, without
@@ -84,6 +100,7 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
                threads: int | None) -> None:
     """Fourier-crop the particles of INPUT (.star, .cs or .mrcs) to a smaller box."""
     retain_freed_memory()
+    _keep_pyarrow_out()
     from cryoweave.protocols.downsample import downsample_file
 
     if box_px is None and pixel_size_a is None:
