@@ -108,3 +108,18 @@ def test_bad_budgets_are_refused_before_anything_changes(blas_count):
     with pytest.raises(ValueError, match="at least 1"), thread_budget(0):
         pass
     assert _blas_threads() == {blas_count}
+
+
+def test_a_failure_to_set_the_count_leaves_no_budget_behind(blas_count, monkeypatch):
+    from cryoweave.engine import _blas
+
+    def broken(library, threads):
+        raise OSError("no such symbol")
+
+    monkeypatch.setattr(_blas, "_set_threads", broken)
+    with pytest.raises(OSError, match="no such symbol"), thread_budget(1):
+        pass
+    monkeypatch.undo()
+    assert _blas._ACTIVE == [] and _blas_threads() == {blas_count}
+    with thread_budget(1):
+        assert _blas_threads() == {1}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 _LOCK = threading.Lock()
 _ACTIVE: list[int] = []  # the budgets in force, any thread
@@ -31,7 +32,11 @@ def blas_threads_at_most(threads: int) -> Iterator[None]:
         raise ValueError(f"threads={threads} must be at least 1")
     with _LOCK:
         _ACTIVE.append(threads)
-        _apply()
+        try:
+            _apply()
+        except BaseException:
+            _ACTIVE.remove(threads)
+            raise
     try:
         yield
     finally:
@@ -56,7 +61,7 @@ def _apply() -> None:
         _ORIGINAL.clear()
 
 
-def _set_threads(library, threads: int) -> None:
+def _set_threads(library: Any, threads: int) -> None:
     """threadpoolctl (≥ 3.6) lets only one thread, the first to set it, change OpenBLAS's
     process-wide count, and ignores the others silently. The budgets of steps in several threads
     are all coordinated here, under _LOCK, so this thread takes control for the call and
