@@ -58,31 +58,39 @@ def test_the_smallest_budget_in_force_wins_and_larger_ones_change_nothing(blas_c
 
 def test_budgets_of_steps_in_other_threads_hold_until_the_last_ends(blas_count):
     """Two steps side by side in worker threads (as the runtime runs them): the smaller
-    budget holds while its step runs, the other step's while it still runs, none after."""
+    budget holds while both run, the other step's once the first has ended, none after."""
     n = blas_count
-    both_in, first_out = threading.Barrier(3), threading.Event()
+    both_in = threading.Barrier(2)
+    second_looked, first_out = threading.Event(), threading.Event()
     seen: dict[str, set[int]] = {}
     failures: list[BaseException] = []
 
-    def step(name: str, threads: int, wait_for: threading.Event | None) -> None:
+    def first_step() -> None:
         try:
-            with thread_budget(threads):
+            with thread_budget(1):
                 both_in.wait(timeout=10)
-                seen[name] = _blas_threads()
-                if wait_for is not None:
-                    wait_for.wait(timeout=10)
-                    seen[name + " alone"] = _blas_threads()
+                seen["first"] = _blas_threads()
+                assert second_looked.wait(timeout=10)  # leave only once both have looked
         except BaseException as exc:  # reported by the test thread
             failures.append(exc)
 
-    first = threading.Thread(target=step, args=("first", 1, None))
-    second = threading.Thread(target=step, args=("second", n, first_out))
+    def second_step() -> None:
+        try:
+            with thread_budget(n):
+                both_in.wait(timeout=10)
+                seen["second"] = _blas_threads()
+                second_looked.set()
+                assert first_out.wait(timeout=10)
+                seen["second alone"] = _blas_threads()
+        except BaseException as exc:
+            failures.append(exc)
+
+    first, second = threading.Thread(target=first_step), threading.Thread(target=second_step)
     first.start()
     second.start()
-    both_in.wait(timeout=10)
-    first.join(timeout=10)
+    first.join(timeout=20)
     first_out.set()
-    second.join(timeout=10)
+    second.join(timeout=20)
     assert not failures, failures
     assert seen == {"first": {1}, "second": {1}, "second alone": {n}}
     assert _blas_threads() == {n}
