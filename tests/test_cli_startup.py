@@ -115,8 +115,8 @@ def test_protocol_modules_load_without_pandas_or_starfile(name):
 
 def test_downsample_loads_pandas_without_pyarrow_and_writes_the_same_files(tmp_path):
     """cryoweave never uses pyarrow: `cryoweave downsample` keeps pandas from loading it
-    (0.17 s of 1.35 s, `benchmarks/compare_trees.py`). Same pixels and STAR as the engine
-    and the STAR writer give in a process where pandas has pyarrow (this one)."""
+    (0.17 s of 1.35 s, `benchmarks/compare_trees.py`). The pixels equal the engine's in this
+    process, where pandas has pyarrow, and the STAR rows point at them in order."""
     from cryoweave.demo.synthetic import write_particles
     from cryoweave.engine import fourier_crop
     from cryoweave.formats import read_images, read_particles
