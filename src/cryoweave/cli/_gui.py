@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import webbrowser
 
 import click
 
@@ -54,6 +53,8 @@ def gui(project_dir: str, db_url: str | None, host: str, port: int, no_browser: 
                   "is not encrypted (put it behind HTTPS or an SSH tunnel on other networks)",
                   soft_wrap=True)
     if not no_browser:
+        import webbrowser  # here: only the GUI command opens a browser
+
         webbrowser.open(url)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM, after the shutdown
