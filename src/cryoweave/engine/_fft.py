@@ -7,6 +7,10 @@ SciPy's compiled pocketfft module directly (`_compiled_pocketfft`), with the arg
 ~0.2 s of every command's start on the benchmark machine (it imports most of NumPy's submodules),
 the compiled module alone a few ms (`benchmarks/fft_import.py`). Inputs outside that path (integer
 or float16 arrays, empty axes, other `norm` or `workers` values) go to `scipy.fft` itself.
+pocketfft's results do not depend on the thread count or on how many transforms one call holds, and
+must not: a step's FFT threads follow the runtime's budget, which changes with what else runs
+(`test_numpy_transforms_do_not_depend_on_threads_or_batch`). ducc0, pocketfft's successor and
+faster on some shapes, fails that test at float rounding, so it is not used.
 
 Transforms act on the trailing axes: the last 2 for images `(..., y, x)`, the last `ndim`
 (default 3) for volumes `(..., z, y, x)`. `norm` has NumPy's meaning ("backward": 1/N on the
