@@ -79,6 +79,12 @@ def test_the_form_shows_the_range(capsys):
      "file_settle_s"),
     ("ImportMicrographs", '{"pattern": "m/*.mrc", "streaming": true, "timeout_s": 1e308}',
      "timeout_s"),
+    ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_lowpass": true, '
+     '"lowpass_width": 1e308}', "lowpass_width"),
+    ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_highpass": true, '
+     '"highpass_width": 0.6}', "highpass_width"),
+    ("ReconstructHighRes", '{"particles": "p.star", "local_gray": true, '
+     '"local_max_gray_offset_sigma": 1e308}', "local_max_gray_offset_sigma"),
 ])
 def test_infinite_and_impossible_values_are_refused_before_a_run(tmp_path, protocol, raw, key):
     (tmp_path / "p.star").write_text("")

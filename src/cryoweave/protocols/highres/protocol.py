@@ -126,7 +126,7 @@ class ReconstructHighRes(Protocol):
             visible_if={"local_gray": True}, description="Maximum contrast change (|a − 1|)",
             title="Local maximum gray scale change")
         local_max_gray_offset_sigma: float = param(
-            3.0, gt=0, section="Local refinement", expert=ADVANCED,
+            3.0, gt=0, le=100, section="Local refinement", expert=ADVANCED,
             visible_if={"local_gray": True},
             description="Maximum offset b, in standard deviations of the residual",
             title="Local maximum gray offset (standard deviations)")

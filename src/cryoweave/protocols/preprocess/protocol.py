@@ -97,7 +97,7 @@ class PreprocessMicrographs(Protocol):
             unit="1/px", description="Digital frequency where the roll-off ends (0–0.5)",
             title="High-pass cutoff")
         highpass_width: float = param(
-            0.001, gt=0, section="Filters", visible_if={"do_highpass": True},
+            0.001, gt=0, le=0.5, section="Filters", visible_if={"do_highpass": True},
             expert=ADVANCED, unit="1/px", description="Width of the transition band",
             title="High-pass width")
         do_lowpass: bool = param(False, section="Filters", description="Raised-cosine low-pass",
@@ -107,7 +107,7 @@ class PreprocessMicrographs(Protocol):
             unit="1/px", description="Digital frequency where the roll-off starts (0–0.5)",
             title="Low-pass cutoff")
         lowpass_width: float = param(
-            0.001, gt=0, section="Filters", visible_if={"do_lowpass": True},
+            0.001, gt=0, le=0.5, section="Filters", visible_if={"do_lowpass": True},
             expert=ADVANCED, unit="1/px", description="Width of the transition band",
             title="Low-pass width")
         do_normalize: bool = param(False, section="Normalize",
