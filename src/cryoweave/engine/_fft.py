@@ -86,10 +86,10 @@ def _load_compiled_pocketfft() -> ModuleType | None:
     try:
         # where SciPy is installed, without running its __init__ (`import scipy` alone took
         # 54 ms of `cryoweave downsample`'s start, `python -X importtime`)
-        scipy = importlib.util.find_spec("scipy")
-        if scipy is None or not scipy.submodule_search_locations:
+        scipy_spec = importlib.util.find_spec("scipy")
+        if scipy_spec is None or not scipy_spec.submodule_search_locations:
             return None
-        folder = Path(next(iter(scipy.submodule_search_locations))) / "fft" / "_pocketfft"
+        folder = Path(next(iter(scipy_spec.submodule_search_locations))) / "fft" / "_pocketfft"
         path = next((folder / f"pypocketfft{suffix}"
                      for suffix in importlib.machinery.EXTENSION_SUFFIXES
                      if (folder / f"pypocketfft{suffix}").is_file()), None)
