@@ -85,6 +85,26 @@ def test_the_form_shows_the_range(capsys):
      '"highpass_width": 0.6}', "highpass_width"),
     ("ReconstructHighRes", '{"particles": "p.star", "local_gray": true, '
      '"local_max_gray_offset_sigma": 1e308}', "local_max_gray_offset_sigma"),
+    # values the malformed-input campaign (2**70, 1e308) saw accepted
+    ("ReconstructHighRes", '{"particles": "p.star", "particle_radius_px": 1180591620717411303424}',
+     "particle_radius_px"),
+    ("ReconstructHighRes", '{"particles": "p.star", "iterations": 1180591620717411303424}',
+     "iterations"),
+    ("ReconstructFourier", '{"particles": "p.star", "batch_size": 1180591620717411303424}',
+     "batch_size"),
+    ("Downsample", '{"particles": "p.star", "box_px": 32, "batch_size": 1e6}', "batch_size"),
+    ("ImportMicrographs", '{"pattern": "m/*.mrc", "batch_size": 1180591620717411303424}',
+     "batch_size"),
+    ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_gaussian": true, '
+     '"gaussian_sigma_px": 1e308}', "gaussian_sigma_px"),
+    ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_log": true, '
+     '"log_a": 1180591620717411303424}', "log_a"),
+    ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_log": true, "log_b": -1e308}',
+     "log_b"),
+    ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_log": true, "log_c": 1e308}',
+     "log_c"),
+    ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_invert": true, '
+     '"batch_size": 1180591620717411303424}', "batch_size"),
 ])
 def test_infinite_and_impossible_values_are_refused_before_a_run(tmp_path, protocol, raw, key):
     (tmp_path / "p.star").write_text("")

@@ -96,6 +96,10 @@ REGULARIZATION = PhysicalRange("regularization", "", 0.0, 1000.0)
 SNR = PhysicalRange("signal-to-noise ratio", "", 0.0, 1_000_000.0, low_open=True)
 DEFOCUS_CHANGE_A = PhysicalRange("defocus difference", "Å", 0.0, 100_000.0)
 
+# not physical, but bounded the same way: images per batch of a step (far above what memory
+# allows, low enough to refuse a typing error such as 2**70)
+MAX_BATCH_IMAGES = 100_000
+
 # typed particle / optics columns (see formats._table) → their range
 PARTICLE_COLUMN_RANGES: dict[str, PhysicalRange] = {
     "coord_x_px": COORDINATE_PX,

@@ -134,6 +134,13 @@ def test_bad_box_writes_nothing(tmp_path, star, box, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("batch_size", [0, 100_001, 2**70])
+def test_batch_size_out_of_range_writes_nothing(tmp_path, star, batch_size):
+    with pytest.raises(ParamError, match=f"--batch-size={batch_size} must be from 1 to 100,000"):
+        downsample_file(star, tmp_path / "out", box_px=24, batch_size=batch_size)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_stacks_and_missing_pixel_size_write_nothing(tmp_path):
     write_mrc(tmp_path / "a.mrcs", np.zeros((2, 16, 16)), 1.0, volume=False)
     write_mrc(tmp_path / "b.mrcs", np.zeros((2, 8, 8)), 1.0, volume=False)

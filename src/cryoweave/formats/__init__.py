@@ -13,6 +13,7 @@ _EXPORTS = {
     "atomic_path": "_atomic",
     "temporary_path": "_atomic",
     "check_file_name": "_checks",
+    "MAX_BOX_PX": "_checks",
     "PARTICLE_SUFFIXES": "_dispatch",
     "read_particles": "_dispatch",
     "table_from_stack": "_dispatch",

@@ -80,7 +80,7 @@ class ImportMicrographs(Protocol):
             expert=ADVANCED, description="A file is imported once its size has not changed "
                                          "for this long and it is as long as its MRC header "
                                          "says", title="File settle time")
-        batch_size: int = param(10, gt=0, section="Streaming", expert=ADVANCED,
+        batch_size: int = param(10, gt=0, le=10_000, section="Streaming", expert=ADVANCED,
                                 description="Micrographs published per step")
         follow_external_links: bool = param(
             False, section="Input", expert=ADVANCED,

@@ -19,7 +19,7 @@ from cryoweave.formats import (
     write_star_blocks,
 )
 from cryoweave.formats.star import particles_to_blocks
-from cryoweave.physical import PIXEL_SIZE_A
+from cryoweave.physical import MAX_BATCH_IMAGES, PIXEL_SIZE_A
 from cryoweave.protocols._shared.checks import require_pixel_sizes, verify_stacks
 from cryoweave.protocols.downsample._cache import DownsampleCache, cache_key
 from cryoweave.protocols.downsample._rewrite import (
@@ -85,8 +85,9 @@ def downsample_file(path: str | Path, outdir: str | Path, *, box_px: int | None 
     """Write ``outdir/particles.<d>.mrcs`` and ``outdir/particles.<d>.star`` for ``path``."""
     path = Path(path)
     outdir = Path(outdir)
-    if batch_size < 1:
-        raise ParamError(f"--batch-size={batch_size} must be ≥ 1")
+    if not 1 <= batch_size <= MAX_BATCH_IMAGES:
+        raise ParamError(f"--batch-size={batch_size} must be from 1 to {MAX_BATCH_IMAGES:,} "
+                         "images (the default is 1000)")
     for option, value in (("--pixel-size", pixel_size_a),
                           ("--input-pixel-size", input_pixel_size_a)):
         if value is not None and not PIXEL_SIZE_A.contains(value):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import field_validator, model_validator
 
 from cryoweave.errors import CryoweaveError
-from cryoweave.physical import PIXEL_SIZE_A
+from cryoweave.physical import MAX_BATCH_IMAGES, PIXEL_SIZE_A
 from cryoweave.plugin import (
     ADVANCED,
     Derived,
@@ -65,7 +65,8 @@ class Downsample(Protocol):
                         title="Pixel size")
         datadir: str | None = datadir_param()
         strip_prefix: str | None = strip_prefix_param()
-        batch_size: int = param(1000, gt=0, section="Performance", expert=ADVANCED,
+        batch_size: int = param(1000, gt=0, le=MAX_BATCH_IMAGES, section="Performance",
+                                expert=ADVANCED,
                                 description="Images per batch (bounds memory)")
         use_cache: bool = param(True, section="Performance", expert=ADVANCED,
                                 description="Reuse and fill the project cache")

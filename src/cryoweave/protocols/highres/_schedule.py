@@ -24,6 +24,7 @@ from cryoweave.protocols.highres._settings import OMIT_IF_NONE, from_json, to_js
 GLOBAL_TYPES = ("global", "stochastic")
 MIN_BOX_PX = 40
 MIN_STEP_DEG = 3.0
+MAX_ITERATIONS = 100  # RELION's auto-refine converges in 10–30
 MAX_REPEAT = 1000  # 'NxV': more iterations than any run has
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
+from cryoweave.formats import MAX_BOX_PX
 from cryoweave.physical import DEFOCUS_CHANGE_A, REGULARIZATION, RESOLUTION_OFFSET_A
 from cryoweave.plugin import (
     ADVANCED,
@@ -26,7 +27,7 @@ from cryoweave.plugin import (
 from cryoweave.protocols._shared.summary import reconstruction_summary
 from cryoweave.protocols._shared.symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.highres._plan import plan_refinement
-from cryoweave.protocols.highres._schedule import parse_floors
+from cryoweave.protocols.highres._schedule import MAX_ITERATIONS, parse_floors
 from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed
 
 Alignment = Literal["global", "local", "automatic", "stochastic", "none"]
@@ -64,7 +65,7 @@ class ReconstructHighRes(Protocol):
             None, section="Input", description="A previous ReconstructHighRes run (id or "
                                                "label): start from its last iteration")
         particle_radius_px: float = param(
-            -1, unit="px", section="Input",
+            -1, le=MAX_BOX_PX / 2, unit="px", section="Input",
             description="Particle radius at the particles' pixel size; ≤ 0: half the box")
         symmetry: str = param("c1", section="Input",
                               description=f"Symmetry ({SYMMETRY_NAMES})")
@@ -72,7 +73,8 @@ class ReconstructHighRes(Protocol):
         alignment: Alignment = param(
             "global", section="Angular assignment",
             description="global, local, automatic (global 1–3 then local), stochastic, none")
-        iterations: int | None = param(None, ge=1, section="Angular assignment",
+        iterations: int | None = param(None, ge=1, le=MAX_ITERATIONS,
+                                       section="Angular assignment",
                                        description="Iterations (default 3; automatic 5; none 1)")
         multiresolution: bool = param(True, section="Angular assignment",
                                       description="Adapt the pixel size to the resolution")

@@ -29,6 +29,9 @@ from cryoweave.protocols.preprocess._step import OUTPUT_DIR, output_name, prepro
 
 OPERATIONS = ("do_crop", "do_log", "do_remove_bad_pixels", "do_invert", "do_downsample",
               "do_denoise", "do_gaussian", "do_highpass", "do_lowpass", "do_normalize")
+LOG_COEFFICIENT_MAX = 1000.0  # |a|, |b| of the logarithm; larger drowns float32's precision
+LOG_OFFSET_MAX = 1e6  # |c|, in the input's units (counts)
+MAX_SIGMA_PX = 10_000.0  # a Gaussian wider than any micrograph keeps only its mean
 
 
 class PreprocessMicrographs(Protocol):
@@ -57,11 +60,15 @@ class PreprocessMicrographs(Protocol):
         do_log: bool = param(False, section="Logarithm",
                              description="Take the logarithm y = a − b·ln(x + c)",
                              title="Log transform")
-        log_a: float = param(4.431, section="Logarithm", visible_if={"do_log": True},
+        # bounded so that a float32 micrograph keeps its contrast (Xmipp: a 4.431, b 0.402)
+        log_a: float = param(4.431, ge=-LOG_COEFFICIENT_MAX, le=LOG_COEFFICIENT_MAX,
+                             section="Logarithm", visible_if={"do_log": True},
                              description="a in y = a − b·ln(x + c)", title="Log coefficient a")
-        log_b: float = param(0.402, section="Logarithm", visible_if={"do_log": True},
+        log_b: float = param(0.402, ge=-LOG_COEFFICIENT_MAX, le=LOG_COEFFICIENT_MAX,
+                             section="Logarithm", visible_if={"do_log": True},
                              description="b in y = a − b·ln(x + c)", title="Log coefficient b")
-        log_c: float = param(336.6, section="Logarithm", visible_if={"do_log": True},
+        log_c: float = param(336.6, ge=-LOG_OFFSET_MAX, le=LOG_OFFSET_MAX, section="Logarithm",
+                             visible_if={"do_log": True},
                              description="c in y = a − b·ln(x + c)", title="Log coefficient c")
         do_remove_bad_pixels: bool = param(
             False, section="Bad pixels",
@@ -87,7 +94,8 @@ class PreprocessMicrographs(Protocol):
         do_gaussian: bool = param(False, section="Filters", description="Gaussian smoothing",
                                   title="Gaussian filter")
         gaussian_sigma_px: float = param(
-            2.0, gt=0, unit="px", section="Filters", visible_if={"do_gaussian": True},
+            2.0, gt=0, le=MAX_SIGMA_PX, unit="px", section="Filters",
+            visible_if={"do_gaussian": True},
             description="σ of Xmipp's real_gaussian: multiplier exp(−π²σ²|w|²), real-space "
                         "standard deviation σ/√2")
         do_highpass: bool = param(False, section="Filters",
@@ -112,7 +120,7 @@ class PreprocessMicrographs(Protocol):
             title="Low-pass width")
         do_normalize: bool = param(False, section="Normalize",
                                    description="Zero mean, unit standard deviation")
-        batch_size: int = param(2, gt=0, section="Performance", expert=ADVANCED,
+        batch_size: int = param(2, gt=0, le=1000, section="Performance", expert=ADVANCED,
                                 description="Micrographs per step (bounds memory)")
 
         @model_validator(mode="after")

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import field_validator
 
 from cryoweave.formats import read_volume
-from cryoweave.physical import REGULARIZATION, RESOLUTION_A
+from cryoweave.physical import MAX_BATCH_IMAGES, REGULARIZATION, RESOLUTION_A
 from cryoweave.plugin import (
     ADVANCED,
     EXPERT,
@@ -93,7 +93,8 @@ class ReconstructFourier(Protocol):
         gridding_iterations: int = param(
             10, ge=0, section="Advanced", expert=EXPERT,
             description="Iterations of the gridding weights (0: divide data by weights)")
-        batch_size: int = param(500, gt=0, section="Advanced", expert=ADVANCED,
+        batch_size: int = param(500, gt=0, le=MAX_BATCH_IMAGES, section="Advanced",
+                                expert=ADVANCED,
                                 description="Images per insertion batch")
 
         @field_validator("symmetry")
