@@ -105,6 +105,10 @@ def test_the_form_shows_the_range(capsys):
      "log_c"),
     ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_invert": true, '
      '"batch_size": 1180591620717411303424}', "batch_size"),
+    ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_downsample": true, '
+     '"downsample_factor": 1180591620717411303424}', "downsample_factor"),
+    ("ReconstructHighRes", '{"particles": "p.star", "alignment": "stochastic", '
+     '"stochastic_images_per_half": 1180591620717411303424}', "stochastic_images_per_half"),
 ])
 def test_infinite_and_impossible_values_are_refused_before_a_run(tmp_path, protocol, raw, key):
     (tmp_path / "p.star").write_text("")

@@ -8,7 +8,12 @@ from typing import Any, Literal
 from pydantic import field_validator, model_validator
 
 from cryoweave.formats import MAX_BOX_PX
-from cryoweave.physical import DEFOCUS_CHANGE_A, REGULARIZATION, RESOLUTION_OFFSET_A
+from cryoweave.physical import (
+    DEFOCUS_CHANGE_A,
+    MAX_BATCH_IMAGES,
+    REGULARIZATION,
+    RESOLUTION_OFFSET_A,
+)
 from cryoweave.plugin import (
     ADVANCED,
     EXPERT,
@@ -178,7 +183,8 @@ class ReconstructHighRes(Protocol):
                                     title="Dropout on the next reference")
         # -- stochastic
         stochastic_images_per_half: int = param(
-            250, gt=0, section="Stochastic", visible_if={"alignment": "stochastic"},
+            250, gt=0, le=MAX_BATCH_IMAGES, section="Stochastic",
+            visible_if={"alignment": "stochastic"},
             description="Particles per half and iteration")
         stochastic_alpha: float = param(0.1, gt=0, le=1, section="Stochastic",
                                         visible_if={"alignment": "stochastic"},

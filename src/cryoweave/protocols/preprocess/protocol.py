@@ -32,6 +32,7 @@ OPERATIONS = ("do_crop", "do_log", "do_remove_bad_pixels", "do_invert", "do_down
 LOG_COEFFICIENT_MAX = 1000.0  # |a|, |b| of the logarithm; larger drowns float32's precision
 LOG_OFFSET_MAX = 1e6  # |c|, in the input's units (counts)
 MAX_SIGMA_PX = 10_000.0  # a Gaussian wider than any micrograph keeps only its mean
+MAX_DOWNSAMPLE_FACTOR = 100.0  # a 24k-px super-resolution micrograph to 240 px
 
 
 class PreprocessMicrographs(Protocol):
@@ -82,7 +83,8 @@ class PreprocessMicrographs(Protocol):
         do_downsample: bool = param(False, section="Downsample",
                                     description="Fourier downsample")
         downsample_factor: float = param(
-            2.0, gt=1, section="Downsample", visible_if={"do_downsample": True},
+            2.0, gt=1, le=MAX_DOWNSAMPLE_FACTOR, section="Downsample",
+            visible_if={"do_downsample": True},
             description="Downsampling factor (non-integer allowed); the true output pixel "
                         "size is recorded")
         do_denoise: bool = param(False, section="Denoise",
