@@ -193,27 +193,6 @@ def test_accumulators_add_across_batches_and_halves(xp):
         _ = both + ReconstructionAccumulator.empty(box, padding=3, xp=xp)
 
 
-def test_scatter_paths_agree(monkeypatch):
-    """SciPy's sparse kernel (default) and the numpy.add.at fallback give the same sums, with
-    one or several threads."""
-    import cryoweave.engine._slicing as slicing
-
-    rng = np.random.default_rng(8)
-    images = rng.standard_normal((30, 20, 20)).astype(np.float32)
-    a = _random_poses(30, 9)
-    results = []
-    for kernel, threads in [(slicing._csc_matvecs, "1"), (slicing._csc_matvecs, "3"),
-                            (lambda: None, "2")]:
-        monkeypatch.setattr(slicing, "_csc_matvecs", kernel)
-        monkeypatch.setattr(slicing, "_CHUNK", 1000)  # many chunks, so threads split slabs
-        monkeypatch.setenv("CRYOWEAVE_FFT_WORKERS", threads)
-        accumulator = ReconstructionAccumulator.empty(20)
-        accumulator.insert(images, a)
-        results.append(accumulator.sums)
-    np.testing.assert_allclose(results[1], results[0], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(results[2], results[0], rtol=1e-12, atol=1e-12)
-
-
 def test_input_errors():
     acc = ReconstructionAccumulator.empty(8)
     with pytest.raises(ValueError, match="accumulator is empty"):

@@ -8,10 +8,10 @@ orientation A, wave number k = (kx, ky) sits at q = (P/N) · Aᵀ (kx, ky, 0) on
 Grid layout: the half transform `(P, P, P // 2 + 1)` with z and y centred (slot = wave number +
 P // 2), two wrapped copies appended on z and y and a zero column on x: `(P + 2, P + 2,
 P // 2 + 2)`, so every trilinear corner exists without index wrapping; `fold_grid` sums the
-copies back. On the CPU the scatter-add is SciPy's compiled sparse kernel, fed in slab order (a
-linear-time radix sort of 16-bit keys) so it walks the large grid nearly sequentially, with
-disjoint slab ranges on parallel threads (`fft_workers()` of them); on the GPU,
-`cupyx.scatter_add`.
+copies back. On the CPU the scatter-add is compiled (`_scatter_cpu`, Numba): samples in slab order
+(a counting sort of (z, coarse y) keys) so that it walks the large grid nearly sequentially,
+the grid's z ranges on parallel threads (`fft_workers()` of them), the same sums for any
+thread count; on the GPU, `cupyx.scatter_add`.
 
 Backends: images, volumes, CTF images and accumulators must share one backend (a mix raises
 TypeError); the small per-image tables (rotation matrices, origins) are taken with
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy
 
-from ._backend import array_namespace, fft_workers, to_host
+from ._backend import array_namespace, fft_workers
 from ._fft import fft_wave_numbers
 
 _CORNERS = [(dz, dy, dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]
@@ -119,7 +119,7 @@ def _run_parallel(tasks: list, n_threads: int) -> None:
 
 
 def _slab_key_shift(geometry: SliceGeometry) -> int:
-    """Bits dropped from y so that the (z, y) slab key fits in 16 bits."""
+    """Bits dropped from y so that there are at most 2¹⁶ (z, coarse y) slab keys."""
     e, shift = geometry.extended_shape[1], 0
     while (e - 1) * ((e >> shift) + 1) + (e >> shift) >= 1 << 16:
         shift += 1
@@ -128,35 +128,33 @@ def _slab_key_shift(geometry: SliceGeometry) -> int:
 
 def _positions(
     geometry: SliceGeometry, matrices: Any, dtype: Any, values: Any = None, extra: Any = None
-) -> tuple[Any, Any]:
+) -> Any:
     """Sample records of the kept pixels (image-major, m = b·p) of orientations `(b, 3, 3)`.
 
     q = (P/N)·Aᵀ(kx, ky, 0) is mirrored to −q where qx < 0 (such samples take the conjugate).
-    Returns (records `(m, 8)` of real `dtype`: lower corner index into the extended grid (int
+    Returns records `(m, 8)` of real `dtype`: lower corner index into the extended grid (int
     bits in column 0), fractions x, y, z, Re value, Im value (conjugated where mirrored),
-    `extra`, ±1 (−1 = mirrored); slab keys (m,) uint16: z slab, then coarse y). One record per
-    sample lets the slab-order pass fetch it with a single gather.
+    `extra`, ±1 (−1 = mirrored). (`_scatter_cpu` computes the same positions on the CPU.)
     """
     xp = array_namespace(matrices)
     n_pixels = len(geometry._pixels[0])
     records = xp.zeros((matrices.shape[0] * n_pixels, 8), dtype=dtype)
-    keys = xp.empty(records.shape[0], dtype=xp.uint16)
     # positions in the records' precision: float32 q is exact to ~1e-5 voxel for P ≤ 1024
     a = (matrices[:, :2, :] * geometry.scale).astype(dtype)
     step = max(1, _CHUNK // n_pixels)
     starts = range(0, matrices.shape[0], step)
-    tasks = [functools.partial(_fill_records, geometry, records, keys, a, i, i + step, values,
-                               extra) for i in starts]
+    tasks = [functools.partial(_fill_records, geometry, records, a, i, i + step, values, extra)
+             for i in starts]
     _run_parallel(tasks, _threads(xp))
-    return records, keys
+    return records
 
 
-def _fill_records(geometry, records, keys, a, start, stop, values, extra) -> None:
+def _fill_records(geometry, records, a, start, stop, values, extra) -> None:
     xp = array_namespace(records)
     _, kx, ky, _, _ = geometry.pixels(xp)
     kx, ky = kx.astype(records.dtype), ky.astype(records.dtype)
     p2, e, hx = geometry.padded_px // 2, geometry.extended_shape[1], geometry.extended_shape[2]
-    shift, r = _slab_key_shift(geometry), a[start:stop]
+    r = a[start:stop]
     rows = slice(start * kx.shape[0], (start + r.shape[0]) * kx.shape[0])
     q = [xp.reshape(r[:, 0, j, None] * kx + r[:, 1, j, None] * ky, (-1,)) for j in range(3)]
     sign = xp.where(q[0] < 0, -1.0, 1.0).astype(records.dtype)
@@ -168,7 +166,6 @@ def _fill_records(geometry, records, keys, a, start, stop, values, extra) -> Non
         records[rows, 1 + j] = qj - floor
     index_view = records[rows, 0].view(xp.int32 if records.itemsize == 4 else xp.int64)
     index_view[:] = (lower[2] * e + lower[1]) * hx + lower[0]
-    keys[rows] = lower[2] * ((e >> shift) + 1) + (lower[1] >> shift)
     if values is not None:
         records[rows, 4] = values[rows].real
         records[rows, 5] = values[rows].imag * sign
@@ -209,42 +206,22 @@ def _gather(grid_view: Any, corners: Any, weights: Any) -> Any:
     return xp.einsum("mc,mck->mk", weights.astype(grid_view.dtype), grid_view[corners])
 
 
-@functools.cache
-def _csc_matvecs() -> Any:
-    # SciPy's compiled Y += Aᵀ·X kernel, in place and without the GIL (the public `A.T @ X`
-    # allocates Y on every call, which costs more than the scatter); absent -> numpy.add.at.
-    try:
-        from scipy.sparse import _sparsetools
+def _scatter_gpu(accumulator: Any, corners: Any, weights: Any, values: Any) -> None:
+    """accumulator[corner_c] += w_c · values, in place, on the GPU: accumulator `(G, k)`
+    float64 (the CPU's scatter is `_scatter_cpu`'s compiled one)."""
+    import cupyx
 
-        return _sparsetools.csc_matvecs
-    except (ImportError, AttributeError):
-        return None
-
-
-def _scatter(accumulator: Any, corners: Any, weights: Any, values: Any) -> None:
-    """accumulator[corner_c] += w_c · values, in place: accumulator `(G, k)` float64."""
-    xp = array_namespace(accumulator)
-    m, k = values.shape
-    if xp is numpy and _csc_matvecs() is not None:
-        pointers = numpy.arange(0, 8 * m + 1, 8, dtype=corners.dtype)
-        _csc_matvecs()(accumulator.shape[0], m, k, pointers, corners.ravel(), weights.ravel(),
-                       numpy.ascontiguousarray(values).ravel(), accumulator.reshape(-1))
-        return
+    k = values.shape[1]
     for column in range(k):
         contribution = (weights * values[:, column, None]).ravel()
-        if xp is numpy:
-            numpy.add.at(accumulator[:, column], corners.ravel(), contribution)
-        else:
-            import cupyx
-
-            cupyx.scatter_add(accumulator.reshape(-1), corners.ravel() * k + column, contribution)
+        cupyx.scatter_add(accumulator.reshape(-1), corners.ravel() * k + column, contribution)
 
 
 def _interpolate(geometry: SliceGeometry, grid_view: Any, matrices: Any) -> Any:
     """Trilinear samples `(b·p, 2)` (Re, Im; conjugated where mirrored) of the extended grid
     (as `(G, 2)` real) at the kept pixels of orientations `(b, 3, 3)`, image-major."""
     xp = array_namespace(grid_view)
-    records, _ = _positions(geometry, matrices, grid_view.dtype)
+    records = _positions(geometry, matrices, grid_view.dtype)
     out = xp.empty((records.shape[0], 2), dtype=grid_view.dtype)
     for s in range(0, records.shape[0], _CHUNK):
         chunk = slice(s, s + _CHUNK)
@@ -258,34 +235,46 @@ def _splat(geometry: SliceGeometry, accumulator: Any, matrices: Any, values: Any
     """Adjoint of `_interpolate`: accumulator `(G, 2 | 3)` float64 += the trilinear spread of
     complex `values` (b·p,) (conjugated where mirrored) and of the real `extra` (b·p,)."""
     xp = array_namespace(accumulator)
-    records, keys = _positions(geometry, matrices, values.real.dtype, values, extra)
-    # slab order for the CPU caches; GPU atomics need none
-    order = xp.argsort(keys, kind="stable") if xp is numpy else xp.arange(keys.shape[0])
-    k = accumulator.shape[1]
-
-    def scatter_range(start: int, stop: int) -> None:
-        for s in range(start, stop, _CHUNK):
-            chunk = xp.take(records, order[s : min(stop, s + _CHUNK)], axis=0)
-            corners, weights = _stencils(geometry, chunk)
-            _scatter(accumulator, corners, weights, chunk[:, 4 : 4 + k].astype(xp.float64))
-
-    # Threads take disjoint z-slab ranges; samples whose two z layers straddle a split go last.
-    n_threads = _threads(xp)
-    if n_threads <= 1 or order.shape[0] < 4 * _CHUNK:
-        scatter_range(0, order.shape[0])
+    if xp is numpy:
+        _splat_compiled(geometry, accumulator, matrices, values, extra)
         return
-    per_slab = (geometry.extended_shape[1] >> _slab_key_shift(geometry)) + 1
-    slab = keys[order] // per_slab
-    quantiles = (order.shape[0] * numpy.arange(1, n_threads)) // n_threads
-    splits = [int(v) for v in numpy.unique(to_host(slab[xp.asarray(quantiles)])) if v > 0]
-    bounds = [0]
-    for split in splits:  # [first sample of slab split − 1, first sample of slab split]
-        bounds += [int(xp.searchsorted(slab, split - 1)), int(xp.searchsorted(slab, split))]
-    bounds.append(order.shape[0])
-    ranges = [(bounds[2 * i], bounds[2 * i + 1]) for i in range(len(splits) + 1)]
-    _run_parallel([functools.partial(scatter_range, *r) for r in ranges], n_threads)
-    for i in range(1, len(splits) + 1):
-        scatter_range(bounds[2 * i - 1], bounds[2 * i])
+    records = _positions(geometry, matrices, values.real.dtype, values, extra)
+    k = accumulator.shape[1]
+    for s in range(0, records.shape[0], _CHUNK):  # GPU atomics need no slab order
+        chunk = records[s : s + _CHUNK]
+        corners, weights = _stencils(geometry, chunk)
+        _scatter_gpu(accumulator, corners, weights, chunk[:, 4 : 4 + k].astype(xp.float64))
+
+
+def _splat_compiled(geometry: SliceGeometry, accumulator: numpy.ndarray, matrices: Any,
+                    values: numpy.ndarray, extra: numpy.ndarray | None) -> None:
+    """`_splat` on the CPU (`_scatter_cpu`): slab-sorted, the grid's z ranges on `fft_workers()`
+    threads; the same sums for any thread count."""
+    from . import _scatter_cpu
+
+    dtype = values.real.dtype
+    _, kx, ky, _, _ = geometry._pixels
+    kx, ky = kx.astype(dtype), ky.astype(dtype)
+    a = numpy.ascontiguousarray((matrices[:, :2, :] * geometry.scale).astype(dtype))
+    p2 = geometry.padded_px // 2
+    half, one = dtype.type(p2), dtype.type(1)
+    depth, e, hx = geometry.extended_shape
+    shift = _slab_key_shift(geometry)
+    extra_values = numpy.empty(0, dtype) if extra is None else \
+        numpy.ascontiguousarray(extra, dtype=dtype)
+    values_sorted = numpy.empty((values.shape[0], accumulator.shape[1]), dtype)
+    order, first = _scatter_cpu.sort_samples(
+        a, kx, ky, half, one, p2, e, shift, numpy.ascontiguousarray(values.real),
+        numpy.ascontiguousarray(values.imag), extra_values, values_sorted)
+    ny = (e >> shift) + 1
+
+    def scatter(z_lo: int, z_hi: int) -> None:  # samples with z or z + 1 in [z_lo, z_hi)
+        start, stop = int(first[max(z_lo - 1, 0) * ny]), int(first[z_hi * ny])
+        _scatter_cpu.scatter_sorted(order, values_sorted, start, stop, a, kx, ky, half, one,
+                                    p2, accumulator, e, hx, z_lo, z_hi)
+
+    ranges = _scatter_cpu.z_ranges(first, ny, depth, _threads(numpy))
+    _run_parallel([functools.partial(scatter, *r) for r in ranges], len(ranges))
 
 
 def extend_grid(half: Any) -> Any:
