@@ -8,7 +8,7 @@ orientation A, wave number k = (kx, ky) sits at q = (P/N) · Aᵀ (kx, ky, 0) on
 Grid layout: the half transform `(P, P, P // 2 + 1)` with z and y centred (slot = wave number +
 P // 2), two wrapped copies appended on z and y and a zero column on x: `(P + 2, P + 2,
 P // 2 + 2)`, so every trilinear corner exists without index wrapping; `fold_grid` sums the
-copies back. On the CPU the scatter-add is compiled (`_scatter_cpu`, Numba): samples in slab order
+copies back. On the CPU the scatter-add is compiled (`_trilinear_cpu`, Numba): samples in slab order
 (a counting sort of (z, coarse y) keys) so that it walks the large grid nearly sequentially,
 the grid's z ranges on parallel threads (`fft_workers()` of them), the same sums for any
 thread count; on the GPU, `cupyx.scatter_add`.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
@@ -134,7 +135,7 @@ def _positions(
     q = (P/N)·Aᵀ(kx, ky, 0) is mirrored to −q where qx < 0 (such samples take the conjugate).
     Returns records `(m, 8)` of real `dtype`: lower corner index into the extended grid (int
     bits in column 0), fractions x, y, z, Re value, Im value (conjugated where mirrored),
-    `extra`, ±1 (−1 = mirrored). (`_scatter_cpu` computes the same positions on the CPU.)
+    `extra`, ±1 (−1 = mirrored). (`_trilinear_cpu` computes the same positions on the CPU.)
     """
     xp = array_namespace(matrices)
     n_pixels = len(geometry._pixels[0])
@@ -191,24 +192,15 @@ def _stencils(geometry: SliceGeometry, records: Any) -> tuple[Any, Any]:
 
 
 def _gather(grid_view: Any, corners: Any, weights: Any) -> Any:
-    """Σ_c w_c · grid[corner_c] per row: grid_view `(G, k)` real -> `(m, k)`."""
+    """Σ_c w_c · grid[corner_c] per row, on the GPU: grid_view `(G, k)` real -> `(m, k)` (the
+    CPU's gather is `_trilinear_cpu`'s compiled one)."""
     xp = array_namespace(grid_view)
-    if xp is numpy:
-        import scipy.sparse
-
-        m = corners.shape[0]
-        matrix = scipy.sparse.csr_matrix(
-            (weights.astype(grid_view.dtype, copy=False).ravel(), corners.ravel(),
-             numpy.arange(0, 8 * m + 1, 8, dtype=corners.dtype)),
-            shape=(m, grid_view.shape[0]),
-        )
-        return matrix @ grid_view
     return xp.einsum("mc,mck->mk", weights.astype(grid_view.dtype), grid_view[corners])
 
 
 def _scatter_gpu(accumulator: Any, corners: Any, weights: Any, values: Any) -> None:
     """accumulator[corner_c] += w_c · values, in place, on the GPU: accumulator `(G, k)`
-    float64 (the CPU's scatter is `_scatter_cpu`'s compiled one)."""
+    float64 (the CPU's scatter is `_trilinear_cpu`'s compiled one)."""
     import cupyx
 
     k = values.shape[1]
@@ -221,12 +213,46 @@ def _interpolate(geometry: SliceGeometry, grid_view: Any, matrices: Any) -> Any:
     """Trilinear samples `(b·p, 2)` (Re, Im; conjugated where mirrored) of the extended grid
     (as `(G, 2)` real) at the kept pixels of orientations `(b, 3, 3)`, image-major."""
     xp = array_namespace(grid_view)
+    if xp is numpy:
+        return _interpolate_compiled(geometry, grid_view, matrices)
     records = _positions(geometry, matrices, grid_view.dtype)
     out = xp.empty((records.shape[0], 2), dtype=grid_view.dtype)
     for s in range(0, records.shape[0], _CHUNK):
         chunk = slice(s, s + _CHUNK)
         out[chunk] = _gather(grid_view, *_stencils(geometry, records[chunk]))
     out[:, 1] *= records[:, 7]
+    return out
+
+
+def _compiled_tables(geometry: SliceGeometry, matrices: Any, dtype: Any) -> tuple[Any, ...]:
+    """(A's first two rows scaled by P/N `(b, 2, 3)`, kx, ky, P/2, 1), in the samples'
+    precision, for `_trilinear_cpu`."""
+    dtype = numpy.dtype(dtype)
+    _, kx, ky, _, _ = geometry._pixels
+    a = numpy.ascontiguousarray((matrices[:, :2, :] * geometry.scale).astype(dtype))
+    p2 = geometry.padded_px // 2
+    return a, kx.astype(dtype), ky.astype(dtype), dtype.type(p2), dtype.type(1)
+
+
+def _interpolate_compiled(geometry: SliceGeometry, grid_view: numpy.ndarray,
+                          matrices: Any) -> numpy.ndarray:
+    """`_interpolate` on the CPU (`_trilinear_cpu.gather`), images split over threads."""
+    from . import _trilinear_cpu
+
+    a, kx, ky, half, one = _compiled_tables(geometry, matrices, grid_view.dtype)
+    _, e, hx = geometry.extended_shape
+    b = a.shape[0]
+    out = numpy.empty((b * kx.shape[0], 2), dtype=grid_view.dtype)
+    grid = numpy.ascontiguousarray(grid_view)
+
+    def gather(start: int, stop: int) -> None:
+        _trilinear_cpu.gather(a, kx, ky, half, one, geometry.padded_px // 2, grid, e, hx, out,
+                              start, stop)
+
+    threads = min(_threads(numpy), b)
+    bounds = [b * t // threads for t in range(threads + 1)]
+    _run_parallel([functools.partial(gather, lo, hi) for lo, hi in
+                   itertools.pairwise(bounds) if hi > lo], threads)
     return out
 
 
@@ -248,32 +274,29 @@ def _splat(geometry: SliceGeometry, accumulator: Any, matrices: Any, values: Any
 
 def _splat_compiled(geometry: SliceGeometry, accumulator: numpy.ndarray, matrices: Any,
                     values: numpy.ndarray, extra: numpy.ndarray | None) -> None:
-    """`_splat` on the CPU (`_scatter_cpu`): slab-sorted, the grid's z ranges on `fft_workers()`
-    threads; the same sums for any thread count."""
-    from . import _scatter_cpu
+    """`_splat` on the CPU (`_trilinear_cpu`): slab-sorted, the grid's z ranges on
+    `fft_workers()` threads; the same sums for any thread count."""
+    from . import _trilinear_cpu
 
     dtype = values.real.dtype
-    _, kx, ky, _, _ = geometry._pixels
-    kx, ky = kx.astype(dtype), ky.astype(dtype)
-    a = numpy.ascontiguousarray((matrices[:, :2, :] * geometry.scale).astype(dtype))
+    a, kx, ky, half, one = _compiled_tables(geometry, matrices, dtype)
     p2 = geometry.padded_px // 2
-    half, one = dtype.type(p2), dtype.type(1)
     depth, e, hx = geometry.extended_shape
     shift = _slab_key_shift(geometry)
     extra_values = numpy.empty(0, dtype) if extra is None else \
         numpy.ascontiguousarray(extra, dtype=dtype)
     values_sorted = numpy.empty((values.shape[0], accumulator.shape[1]), dtype)
-    order, first = _scatter_cpu.sort_samples(
+    order, first = _trilinear_cpu.sort_samples(
         a, kx, ky, half, one, p2, e, shift, numpy.ascontiguousarray(values.real),
         numpy.ascontiguousarray(values.imag), extra_values, values_sorted)
     ny = (e >> shift) + 1
 
     def scatter(z_lo: int, z_hi: int) -> None:  # samples with z or z + 1 in [z_lo, z_hi)
         start, stop = int(first[max(z_lo - 1, 0) * ny]), int(first[z_hi * ny])
-        _scatter_cpu.scatter_sorted(order, values_sorted, start, stop, a, kx, ky, half, one,
-                                    p2, accumulator, e, hx, z_lo, z_hi)
+        _trilinear_cpu.scatter_sorted(order, values_sorted, start, stop, a, kx, ky, half,
+                                      one, p2, accumulator, e, hx, z_lo, z_hi)
 
-    ranges = _scatter_cpu.z_ranges(first, ny, depth, _threads(numpy))
+    ranges = _trilinear_cpu.z_ranges(first, ny, depth, _threads(numpy))
     _run_parallel([functools.partial(scatter, *r) for r in ranges], len(ranges))
 
 

@@ -1,5 +1,6 @@
-"""The compiled CPU scatter-add (`_scatter_cpu`, behind `_slicing._splat`) against a direct
-NumPy scatter of the same trilinear stencils, and its independence of the thread count."""
+"""The compiled CPU trilinear kernels (`_trilinear_cpu`): the gather behind
+`_slicing._interpolate` and the scatter-add behind `_slicing._splat`, against direct NumPy
+versions of the same stencils, and their independence of the thread count."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import pytest
 
 from cryoweave.engine._backend import FFT_WORKERS_ENV_VAR
 from cryoweave.engine._geometry import euler_to_matrix
-from cryoweave.engine._slicing import _positions, _splat, _stencils, slice_geometry
+from cryoweave.engine._slicing import (
+    _gather,
+    _interpolate,
+    _positions,
+    _splat,
+    _stencils,
+    slice_geometry,
+)
 
 
 def _orientations(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -69,5 +77,39 @@ def test_sums_do_not_depend_on_the_thread_count(monkeypatch, dtype):
     for threads in (1, 2, 3, 7):
         monkeypatch.setenv(FFT_WORKERS_ENV_VAR, str(threads))
         results.append(_compiled_scatter(geometry, matrices, values, extra))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+
+
+def _grid(geometry, dtype: type, seed: int) -> np.ndarray:
+    """A random extended grid as `(G, 2)` real (Re, Im) of the samples' precision."""
+    rng = np.random.default_rng(seed)
+    size = int(np.prod(geometry.extended_shape))
+    return rng.standard_normal((size, 2)).astype(np.dtype(dtype).type(0).real.dtype)
+
+
+@pytest.mark.parametrize("box, padding, dtype", [
+    (16, 2.0, np.complex64), (17, 2.0, np.complex128), (12, 1.5, np.complex64),
+    (9, 1.0, np.complex128)])
+def test_compiled_gather_equals_a_direct_gather(box, padding, dtype):
+    geometry, matrices, _, _ = _samples(box, padding, 40, dtype, False, box)
+    grid = _grid(geometry, dtype, box)
+    records = _positions(geometry, matrices, grid.dtype)
+    expected = _gather(grid, *_stencils(geometry, records))  # NumPy einsum over the 8 corners
+    expected[:, 1] *= records[:, 7]
+    got = _interpolate(geometry, grid, matrices)
+    assert got.dtype == grid.dtype
+    tolerance = 1e-5 if grid.dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_gather_does_not_depend_on_the_thread_count(monkeypatch, dtype):
+    geometry, matrices, _, _ = _samples(24, 2.0, 61, dtype, False, 6)
+    grid = _grid(geometry, dtype, 6)
+    results = []
+    for threads in (1, 2, 3, 7):
+        monkeypatch.setenv(FFT_WORKERS_ENV_VAR, str(threads))
+        results.append(_interpolate(geometry, grid, matrices))
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])

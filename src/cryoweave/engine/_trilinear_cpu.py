@@ -1,19 +1,24 @@
-"""The CPU trilinear scatter-add of slice samples into the extended grid, compiled (Numba).
+"""The CPU trilinear kernels on the extended grid, compiled (Numba): the gather of slice
+samples (projection) and its adjoint, the scatter-add (back-projection, reconstruction).
 
-`_slicing._splat` on NumPy lands here. One pass computes each sample's grid position and its
-slab key (z, then coarse y: `_slicing._slab_key_shift`) and sorts the samples by key (a stable
-counting sort), so that the scatter walks the large grid nearly sequentially; a second pass
-recomputes each sample's position in that order and adds its 8 trilinear contributions. Only
-the samples' values are kept between the passes, in sorted order (the NumPy version built a
-32-byte record per sample: ~100 MB per batch of 500 images of 128 px).
+`_slicing._interpolate` and `_slicing._splat` on NumPy land here. Positions follow
+`_slicing._fill_records` operation for operation, in the samples' precision (float32 for
+float32 data): q = (P/N)·Aᵀ(kx, ky, 0), mirrored to −q where qx < 0 (the value conjugated),
+clipped to ±P/2; the trilinear weights are computed in float64.
 
-Positions follow `_slicing._fill_records` operation for operation, in the samples' precision
-(float32 for float32 images): q = (P/N)·Aᵀ(kx, ky, 0), mirrored to −q where qx < 0 (the value
-conjugated), clipped to ±P/2; the trilinear weights are float64 and the sums float64.
+Gather: each sample's 8 corners, weights cast to the grid's precision and summed there in
+`_slicing._CORNERS` order (what SciPy's sparse product of the NumPy version did); threads take
+disjoint images.
 
-Threads take disjoint z ranges of the grid: each adds, in the one sorted order, only the
-corners that fall in its range. Every voxel therefore receives its contributions in the same
-order whatever the number of threads: the sums are bit-identical for any thread count.
+Scatter: one pass computes each sample's slab key (z, then coarse y:
+`_slicing._slab_key_shift`) and sorts the samples by key (a stable counting sort), so that the
+scatter walks the large grid nearly sequentially; a second pass recomputes each sample's
+position in that order and adds its 8 float64 contributions. Only the samples' values are kept
+between the passes, in sorted order (the NumPy version built a 32-byte record per sample:
+~100 MB per batch of 500 images of 128 px). Threads take disjoint z ranges of the grid: each
+adds, in the one sorted order, only the corners that fall in its range, so every voxel receives
+its contributions in the same order whatever the number of threads: the sums are bit-identical
+for any thread count.
 
 Compiled on first use and cached on disk next to this module (Numba's ``cache=True``; Numba
 falls back to its user cache folder where that is read-only).
@@ -41,6 +46,38 @@ def _position(a, i, x, y, half, one):  # pragma: no cover - compiled
     q1 = min(max(q1 * sign, -half), half)
     q2 = min(max(q2 * sign, -half), half)
     return q0, q1, q2, sign
+
+
+@numba.njit(nogil=True, cache=True)
+def gather(a, kx, ky, half, one, p2, grid, e, hx, out, first_image,
+           stop_image):  # pragma: no cover - compiled
+    """out[i·p + j] = the trilinear interpolation of grid `(G, 2)` (Re, Im; Im conjugated where
+    mirrored) at the samples of images [first_image, stop_image); out `(b·p, 2)` of the grid's
+    precision."""
+    p = kx.shape[0]
+    for i in range(first_image, stop_image):
+        for j in range(p):
+            q0, q1, q2, sign = _position(a, i, kx[j], ky[j], half, one)
+            f0, f1, f2 = numpy.floor(q0), numpy.floor(q1), numpy.floor(q2)
+            z0 = int(f2) + p2
+            y0 = int(f1) + p2
+            x0 = int(f0)
+            fx = numpy.float64(q0 - f0)
+            fy = numpy.float64(q1 - f1)
+            fz = numpy.float64(q2 - f2)
+            total_re = one - one  # 0 in the grid's precision (= the positions')
+            total_im = total_re
+            for dz in range(2):
+                gz = fz if dz else 1.0 - fz
+                for dy in range(2):
+                    gzy = gz * (fy if dy else 1.0 - fy)
+                    corner = ((z0 + dz) * e + y0 + dy) * hx + x0
+                    for dx in range(2):
+                        w = grid.dtype.type(gzy * (fx if dx else 1.0 - fx))
+                        total_re += w * grid[corner + dx, 0]
+                        total_im += w * grid[corner + dx, 1]
+            out[i * p + j, 0] = total_re
+            out[i * p + j, 1] = total_im * sign
 
 
 @numba.njit(nogil=True, cache=True)
