@@ -49,6 +49,16 @@ def _position(a, i, x, y, half, one):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def _stencil(a, i, x, y, half, one, p2):  # pragma: no cover - compiled
+    """(z0, y0, x0, fx, fy, fz, sign): the lower corner of the sample's trilinear stencil on
+    the extended grid, its float64 fractions along x, y, z, and ±1 (−1 where mirrored)."""
+    q0, q1, q2, sign = _position(a, i, x, y, half, one)
+    f0, f1, f2 = numpy.floor(q0), numpy.floor(q1), numpy.floor(q2)
+    return (int(f2) + p2, int(f1) + p2, int(f0), numpy.float64(q0 - f0),
+            numpy.float64(q1 - f1), numpy.float64(q2 - f2), sign)
+
+
+@numba.njit(nogil=True, cache=True)
 def gather(a, kx, ky, half, one, p2, grid, e, hx, out, first_image,
            stop_image):  # pragma: no cover - compiled
     """out[i·p + j] = the trilinear interpolation of grid `(G, 2)` (Re, Im; Im conjugated where
@@ -57,14 +67,7 @@ def gather(a, kx, ky, half, one, p2, grid, e, hx, out, first_image,
     p = kx.shape[0]
     for i in range(first_image, stop_image):
         for j in range(p):
-            q0, q1, q2, sign = _position(a, i, kx[j], ky[j], half, one)
-            f0, f1, f2 = numpy.floor(q0), numpy.floor(q1), numpy.floor(q2)
-            z0 = int(f2) + p2
-            y0 = int(f1) + p2
-            x0 = int(f0)
-            fx = numpy.float64(q0 - f0)
-            fy = numpy.float64(q1 - f1)
-            fz = numpy.float64(q2 - f2)
+            z0, y0, x0, fx, fy, fz, sign = _stencil(a, i, kx[j], ky[j], half, one, p2)
             total_re = one - one  # 0 in the grid's precision (= the positions')
             total_im = total_re
             for dz in range(2):
@@ -125,14 +128,7 @@ def scatter_sorted(order, values, start, stop, a, kx, ky, half, one, p2, sums, e
         index = order[t]
         i = index // p
         j = index - i * p
-        q0, q1, q2, sign = _position(a, i, kx[j], ky[j], half, one)
-        f0, f1, f2 = numpy.floor(q0), numpy.floor(q1), numpy.floor(q2)
-        z0 = int(f2) + p2
-        y0 = int(f1) + p2
-        x0 = int(f0)
-        fx = numpy.float64(q0 - f0)
-        fy = numpy.float64(q1 - f1)
-        fz = numpy.float64(q2 - f2)
+        z0, y0, x0, fx, fy, fz, sign = _stencil(a, i, kx[j], ky[j], half, one, p2)
         value_re = numpy.float64(values[t, 0])
         value_im = numpy.float64(values[t, 1] * sign)
         value_extra = numpy.float64(values[t, 2]) if columns == 3 else 0.0
