@@ -111,6 +111,11 @@ def run(n: int = 3000) -> list[Section]:
             section.notes.append("RELION command: relion_refine " + " ".join(
                 c for c in command[1:] if "/" not in c))
             section.notes.append(f"speed-up per iteration: {relion_total / ours_total:.1f}×")
+            section.notes.append(
+                "RELION ran as `--K 1` refinement for a fixed 5 iterations (as many as ours); in "
+                "5 iterations from a 30 Å start it had not converged at this SNR. It is not "
+                "RELION's gold-standard auto-refine, which stops when converged "
+                "(`benchmarks/relion_autorefine.py` runs that)")
         project.close()
     return [section]
 
