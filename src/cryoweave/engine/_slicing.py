@@ -8,10 +8,11 @@ orientation A, wave number k = (kx, ky) sits at q = (P/N) · Aᵀ (kx, ky, 0) on
 Grid layout: the half transform `(P, P, P // 2 + 1)` with z and y centred (slot = wave number +
 P // 2), two wrapped copies appended on z and y and a zero column on x: `(P + 2, P + 2,
 P // 2 + 2)`, so every trilinear corner exists without index wrapping; `fold_grid` sums the
-copies back. On the CPU the scatter-add is compiled (`_trilinear_cpu`, Numba): samples in slab order
-(a counting sort of (z, coarse y) keys) so that it walks the large grid nearly sequentially,
-the grid's z ranges on parallel threads (`fft_workers()` of them), the same sums for any
-thread count; on the GPU, `cupyx.scatter_add`.
+copies back. On the CPU the gather and the scatter-add are compiled (`_trilinear_cpu`,
+Numba); the scatter takes the samples in slab order (a counting sort of (z, coarse y) keys) so
+that it walks the large grid nearly sequentially, the grid's z ranges on parallel threads
+(`fft_workers()` of them), with the same sums for any thread count. On the GPU they run on the
+sample records (`_positions`, `_stencils`) with `cupyx.scatter_add`.
 
 Backends: images, volumes, CTF images and accumulators must share one backend (a mix raises
 TypeError); the small per-image tables (rotation matrices, origins) are taken with
