@@ -122,7 +122,7 @@ def run(n: int = 3000) -> list[Section]:
                                    *_errors(result, matrices, origins, "c1")])
     global_section.notes.append(
         "the polish (continuous refinement below the grid step) and the local search are "
-        "mostly `Projector.project` calls (~80 % in a profile): on-the-fly projections")
+        "mostly `Projector.project` calls: on-the-fly projections")
     for section in (global_section, local_section):
         section.notes.append(f"machine: {machine()}")
     return [global_section, local_section]
