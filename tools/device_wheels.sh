@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Download, into .whl/ (ignored by git), the wheels the lent GPU machine lacks for cryoweave and
 # its CuPy tests: the device's image has Python 3.12, NumPy, SciPy, pandas, pyarrow, matplotlib,
-# click, rich, PyYAML, pytest, hypothesis and CuPy (see /work/.library/device/KINDS.md), not
+# click, rich, PyYAML, pytest, hypothesis, CuPy, Numba and llvmlite (see
+# /work/.library/device/KINDS.md; llvmlite's 60 MB wheel would not fit the 64 MiB carry), not
 # these, nor cryoweave's own metadata. Versions are the ones this checkout's .venv has. Then
 # tools/device_check.sh (carry .whl).
 #
