@@ -96,8 +96,8 @@ def sort_samples(a, kx, ky, half, one, p2, e, shift, re, im, extra,
     first = numpy.zeros(e * ny + 1, numpy.int64)
     for i in range(b):
         for j in range(p):
-            _, q1, q2, _ = _position(a, i, kx[j], ky[j], half, one)
-            key = (int(numpy.floor(q2)) + p2) * ny + ((int(numpy.floor(q1)) + p2) >> shift)
+            z0, y0, _, _, _, _, _ = _stencil(a, i, kx[j], ky[j], half, one, p2)
+            key = z0 * ny + (y0 >> shift)
             keys[i * p + j] = key
             first[key + 1] += 1
     for k in range(e * ny):
