@@ -76,12 +76,14 @@ from cryoweave.store import Project, VolumeSet
 from cryoweave.store.queries import output_set_id
 from refinement_data import pose_errors, resolution_vs_truth
 
-VARIANTS = {  # name: (run whose half maps are used, crossed; "joined": the map of both)
-    "refined, own": ("refined_run", False),
-    "refined, swapped": ("refined_run", True),
-    "refined, joined": ("refined_run", "joined"),
-    "true poses, swapped": ("true_poses_run", True),
-    "true poses, own": ("true_poses_run", False),
+OWN, SWAPPED = ("half1_path", "half2_path"), ("half2_path", "half1_path")
+JOINED = ("path", "path")  # the map of all particles for both halves
+VARIANTS = {  # name: (run whose maps are used, (half 1's reference, half 2's reference))
+    "refined, own": ("refined_run", OWN),
+    "refined, swapped": ("refined_run", SWAPPED),
+    "refined, joined": ("refined_run", JOINED),
+    "true poses, swapped": ("true_poses_run", SWAPPED),
+    "true poses, own": ("true_poses_run", OWN),
 }
 
 
@@ -122,10 +124,8 @@ def main() -> None:
         halves = [resolution_vs_truth(row[key], truth) for key in ("half1_path", "half2_path")]
         print(f"| ({name} half maps alone: {halves[0]:.2f} / {halves[1]:.2f} Å) | | | |")
     for name in args.only or list(VARIANTS):
-        source, crossed = VARIANTS[name]
+        source, (first, second) = VARIANTS[name]
         row = volume_row(facts[source])
-        first, second = {True: ("half2_path", "half1_path"), False: ("half1_path", "half2_path"),
-                         "joined": ("path", "path")}[crossed]
         _, imported = run(project_dir, "ImportVolume", {
             "path": row["path"], "half1_path": row[first], "half2_path": row[second]})
         _, refined = run(project_dir, "ReconstructHighRes", {
