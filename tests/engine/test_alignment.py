@@ -25,8 +25,10 @@ from cryoweave.engine import (
     symmetry_aware_angular_distance,
     symmetry_matrices,
 )
+from cryoweave.engine.alignment import _grid as grid_module
+from cryoweave.engine.alignment import _score as score_module
 from cryoweave.engine.alignment._global import gemm_scores, global_search
-from cryoweave.engine.alignment._grid import _grid, _neighbour_tables
+from cryoweave.engine.alignment._grid import _FineGallery, _grid, _neighbour_tables
 from cryoweave.engine.alignment._local import local_search, rotation_from_vector
 from cryoweave.engine.alignment._score import (
     band,
@@ -181,6 +183,36 @@ def test_gemm_scores_equal_a_float64_loop():
         expected = _direct_ncc(data.images[i], data.ctfs[i], data.volume, matrices[j],
                                origins[s], r_min, r_max)
         assert ncc[i, s, j] == pytest.approx(expected, abs=1e-5)
+
+
+def test_references_do_not_depend_on_the_projection_chunk(monkeypatch):
+    """project_band and the fine gallery (kept or per chunk) give the same rows and |P|²,
+    bit for bit, whatever the projection chunk; every row is the band of the full spectrum."""
+    box, r_max = 24, 9.0
+    data = Particles(1, seed=3, box=box, pixel_a=3.0, snr=0.5)
+    the_band = band(box, 1.0, r_max)
+    projector = Projector.from_volume(data.volume, r_max_px=r_max)
+    grid = _grid(30.0, "c1", 0.0, 180.0)
+    wanted = np.array([[5, 0, 17], [40, 5, 3]])
+    matrices = grid.matrices(wanted.ravel())
+    rows, power = project_band(projector, matrices, the_band)
+    values = projector.project(matrices, spectra=True).reshape(6, -1)[:, the_band.flat]
+    np.testing.assert_array_equal(rows.reshape(6, -1, 2)[..., 0], values.real)
+    np.testing.assert_array_equal(rows.reshape(6, -1, 2)[..., 1], values.imag)
+    np.testing.assert_array_equal(power, values.real ** 2 + values.imag ** 2)
+    for chunk in (1, 4):
+        monkeypatch.setattr(score_module, "_PROJECTION_CHUNK", chunk)
+        monkeypatch.setattr(grid_module, "_PROJECTION_CHUNK", chunk)
+        for name, budget in (("kept", 1 << 30), ("per chunk", 0)):
+            gallery = _FineGallery(projector, grid, the_band, budget)
+            assert gallery.cached == (name == "kept")
+            gallery.prepare(wanted)
+            got_rows, got_power = gallery.take(wanted)
+            np.testing.assert_array_equal(got_rows.reshape(6, -1), rows, err_msg=name)
+            np.testing.assert_array_equal(got_power.reshape(6, -1), power, err_msg=name)
+        chunked = project_band(projector, matrices, the_band)
+        np.testing.assert_array_equal(chunked[0], rows)
+        np.testing.assert_array_equal(chunked[1], power)
 
 
 def test_global_scores_are_the_ncc_of_the_returned_poses(noisy):

@@ -130,6 +130,36 @@ def test_origin_ctf_and_batches_are_consistent(xp):
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("box", [24, 25])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sample_is_the_spectrum_at_the_asked_pixels(xp, box, dtype):
+    """`Projector.sample` gives exactly `project(spectra=True)`'s values at any pixels, in the
+    order asked, on white noise; without origins, `project` equals zero origins bit for bit."""
+    rng = np.random.default_rng(box)
+    volume = xp.asarray(rng.normal(size=(box,) * 3).astype(dtype))
+    projector = Projector.from_volume(volume, r_max_px=box / 2 - 2)
+    a = xp.asarray(_random_poses(7, box + 1))
+    spectra = to_host(projector.project(a, spectra=True)).reshape(7, -1)
+    flat, *_ = projector.geometry.pixels(np)
+    some = rng.permutation(flat)[: len(flat) // 3]
+    values = to_host(projector.sample(a, some))
+    assert values.dtype == spectra.dtype and values.shape == (7, len(some))
+    np.testing.assert_array_equal(values, spectra[:, some])
+    zero = xp.zeros((7, 2))
+    np.testing.assert_array_equal(to_host(projector.project(a)),
+                                  to_host(projector.project(a, origin_xy_px=zero)))
+
+
+def test_sample_refuses_pixels_outside_the_projector():
+    projector = Projector.from_volume(atoms_phantom(16, 1.0, n_atoms=20, seed=1), r_max_px=4)
+    a = _random_poses(2, 3)
+    beyond = 0 * 9 + 6  # row 0 (ky = 0), column 6: kx = 6 > 4
+    with pytest.raises(ValueError, match="outside the projector's radius"):
+        projector.sample(a, [1, beyond])
+    with pytest.raises(ValueError, match="outside the projector's radius"):
+        projector.sample(a, [16 * 9])  # past the half spectrum
+
+
 # ---------------------------------------------------------------- reconstruction
 
 

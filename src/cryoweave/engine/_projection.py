@@ -42,6 +42,7 @@ from ._slicing import (
     _splat,
     extend_grid,
     fold_grid,
+    pixel_subset,
     slice_geometry,
     trilinear_gridding_correction,
 )
@@ -98,18 +99,36 @@ class Projector:
         view = self.grid.view(_real_dtype(xp, self.grid.dtype)).reshape(-1, 2)
         out = xp.zeros((n_img, n * h), dtype=self.grid.dtype)
         step = _batch_size(geometry, n_img, batch_size)
+        centred = _phase_factors(geometry, None, 1, xp, self.grid.dtype)  # the same per image
         for start in range(0, n_img, step):
             stop = min(n_img, start + step)
             pair = _interpolate(geometry, view, matrices[start:stop])
             values = (pair[:, 0] + 1j * pair[:, 1]).astype(self.grid.dtype)
             values = values.reshape(stop - start, -1)
-            origins = None if origin_xy_px is None else origin_xy_px[start:stop]
-            values *= _phase_factors(geometry, origins, stop - start, xp, values.dtype)
+            if origin_xy_px is None:
+                values *= centred
+            else:
+                values *= _phase_factors(geometry, origin_xy_px[start:stop], stop - start, xp,
+                                         values.dtype)
             if ctf is not None:
                 values *= _at_pixels(geometry, _batch_ctf(ctf, start, stop), stop - start, xp)
             out[start:stop, flat] = values
         out = out.reshape(n_img, n, h)
         return out if spectra else irfft2(out, (n, n))
+
+    def sample(self, matrices: Any, flat: Any) -> Any:
+        """Half-spectrum values `(n, len(flat))` (the grid's complex dtype) of the centred
+        projections at orientations `(n, 3, 3)`, at the pixels `flat` only (host ints into
+        `(N, N//2+1)`, each within the projector's radius): the same numbers as
+        ``project(matrices, spectra=True)`` there, without the rest of the spectrum."""
+        xp = array_namespace(self.grid)
+        matrices = _check_matrices(matrices, xp)
+        subset = pixel_subset(self.geometry, flat)
+        view = self.grid.view(_real_dtype(xp, self.grid.dtype)).reshape(-1, 2)
+        pair = _interpolate(subset, view, matrices)  # (Re, Im) rows: a complex array's layout
+        values = pair.view(self.grid.dtype).reshape(matrices.shape[0], -1)
+        values *= _phase_factors(subset, None, 1, xp, values.dtype)
+        return values
 
 
 def project(

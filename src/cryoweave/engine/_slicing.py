@@ -3,7 +3,8 @@ per-image factors shared by projection (`_projection`) and reconstruction (`_rec
 
 An N-pixel image's half spectrum keeps the pixels with |k| ≤ r_max_px (`SliceGeometry`); at
 orientation A, wave number k = (kx, ky) sits at q = (P/N) · Aᵀ (kx, ky, 0) on the P-point grid
-(P = round(padding · N)), mirrored to −q (conjugate value) where qx < 0.
+(P = round(padding · N)), mirrored to −q (conjugate value) where qx < 0. A `PixelSubset` keeps only some of those pixels,
+in a caller's order (the matching band of the alignment: `Projector.sample`).
 
 Grid layout: the half transform `(P, P, P // 2 + 1)` with z and y centred (slot = wave number +
 P // 2), two wrapped copies appended on z and y and a zero column on x: `(P + 2, P + 2,
@@ -67,6 +68,43 @@ class SliceGeometry:
     def pixels(self, xp: ModuleType) -> tuple[Any, ...]:
         """(flat index into (N, N//2+1), kx, ky, column index, row index) of kept pixels."""
         return self._pixels if xp is numpy else _device_tables(self, xp)
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelSubset(SliceGeometry):
+    """Some kept pixels of a `SliceGeometry`, in a caller's order: `flat` indexes the
+    `(N, N//2+1)` half spectrum. Kernels given one sample only those pixels (e.g. a matching
+    band: `pixel_subset`)."""
+
+    flat: tuple[int, ...] = ()
+
+    @functools.cached_property
+    def _pixels(self) -> tuple[numpy.ndarray, ...]:
+        h = self.box_px // 2 + 1
+        flat = numpy.asarray(self.flat, dtype=numpy.int64)
+        rows, cols = flat // h, flat % h
+        ky = fft_wave_numbers(self.box_px)[rows]
+        kx = fft_wave_numbers(self.box_px, rfft=True)[cols]
+        return flat, kx, ky, cols, rows
+
+
+def pixel_subset(geometry: SliceGeometry, flat: Any) -> PixelSubset:
+    """The pixels `flat` (host ints into the `(N, N//2+1)` half spectrum) of `geometry`, in
+    that order; ValueError for one outside its radius (its trilinear corners would leave the
+    grid)."""
+    flat = numpy.asarray(flat, dtype=numpy.int64).ravel()
+    n, h = geometry.box_px, geometry.box_px // 2 + 1
+    inside = numpy.zeros(n * h, dtype=bool)
+    inside[geometry._pixels[0]] = True
+    outside = (flat < 0) | (flat >= n * h)
+    outside[~outside] = ~inside[flat[~outside]]
+    if outside.any():
+        raise ValueError(
+            f"pixel {int(flat[numpy.argmax(outside)])} of the half spectrum is outside the "
+            f"projector's radius ({geometry.r_max_px} px); build the Projector with a larger "
+            "r_max_px"
+        )
+    return PixelSubset(n, geometry.padded_px, geometry.r_max_px, tuple(flat.tolist()))
 
 
 @functools.lru_cache(maxsize=8)

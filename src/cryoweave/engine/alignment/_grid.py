@@ -13,7 +13,7 @@ from .._backend import array_namespace
 from .._geometry import euler_to_matrix
 from .._sampling import psi_sampling, sphere_sampling
 from .._symmetry import symmetry_matrices
-from ._score import Band, project_band
+from ._score import _PROJECTION_CHUNK, Band, project_band
 
 if TYPE_CHECKING:
     from cryoweave.engine import Projector
@@ -145,14 +145,20 @@ class _FineGallery:
         needed = array_namespace(orientations).unique(orientations)
         if self.cached:
             needed = needed[~self.done[needed]]
-        if needed.shape[0]:
-            rows, power = project_band(self.projector, self.grid.matrices(needed), self.band)
-            self.projected += int(needed.shape[0])
-            if self.cached:
-                self.rows[needed], self.power[needed] = rows, power
-                self.done[needed] = True
-            else:
-                self.rows, self.power, self.held = rows, power, needed
+        if not needed.shape[0]:
+            return
+        self.projected += int(needed.shape[0])
+        if self.cached:  # chunk by chunk into the gallery: no gallery-sized temporary
+            for start in range(0, needed.shape[0], _PROJECTION_CHUNK):
+                part = needed[start:start + _PROJECTION_CHUNK]
+                self.rows[part], self.power[part] = project_band(
+                    self.projector, self.grid.matrices(part), self.band)
+            self.done[needed] = True
+        else:
+            self.rows = self.power = None  # the last chunk's memory serves this one
+            self.rows, self.power = project_band(self.projector, self.grid.matrices(needed),
+                                                 self.band)
+            self.held = needed
 
     def take(self, orientations: Any) -> tuple[Any, Any]:
         """Rows `(..., 2C)` and |P|² `(..., C)` of prepared fine orientation indices `(...)`."""

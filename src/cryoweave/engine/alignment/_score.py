@@ -192,16 +192,20 @@ def project_band(projector: Projector, matrices: Any, the_band: Band,
     |P|² `(R, C)` float32, over the first `n_coeffs` band coefficients."""
     xp = array_namespace(projector.grid)
     c = len(the_band.flat) if n_coeffs is None else n_coeffs
-    flat = xp.asarray(the_band.flat[:c])
+    flat = the_band.flat[:c]
     count = matrices.shape[0]
+
+    def chunk(start: int, stop: int) -> tuple[Any, Any]:
+        values = xp.asarray(projector.sample(matrices[start:stop], flat), dtype=xp.complex64)
+        return real_view(values), values.real * values.real + values.imag * values.imag
+
+    if count <= _PROJECTION_CHUNK:  # the samples' own memory holds the rows: no copy
+        return chunk(0, count)
     rows = xp.empty((count, 2 * c), dtype=xp.float32)
     power = xp.empty((count, c), dtype=xp.float32)
     for start in range(0, count, _PROJECTION_CHUNK):
         stop = min(count, start + _PROJECTION_CHUNK)
-        spectra = projector.project(matrices[start:stop], spectra=True)
-        values = xp.reshape(spectra, (stop - start, -1))[:, flat].astype(xp.complex64)
-        rows[start:stop] = real_view(values)
-        power[start:stop] = values.real * values.real + values.imag * values.imag
+        rows[start:stop], power[start:stop] = chunk(start, stop)
     return rows, power
 
 
