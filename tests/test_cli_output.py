@@ -308,3 +308,22 @@ def test_downsample_progress_bar_only_on_a_terminal(monkeypatch):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"  # stderr is a pipe here
+
+
+@pytest.mark.parametrize(("env", "expected"), [({}, "False False"),
+                                               ({"FORCE_COLOR": "1"}, "True True")])
+def test_a_lazy_console_knows_a_pipe_without_importing_rich(env, expected):
+    """Asked whether a pipe is a terminal, the console says no without importing rich (30 ms
+    of every `cryoweave downsample`); rich's own switch that forces a terminal still does."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from cryoweave.cli._common import LazyConsole\n"
+            "print(LazyConsole(stderr=True).is_terminal, 'rich' in sys.modules)")
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**environ, **env}).stdout.strip()
+    assert out == expected
+

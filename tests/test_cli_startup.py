@@ -129,8 +129,9 @@ def test_downsample_loads_pandas_without_pyarrow_and_writes_the_same_files(tmp_p
     assert not any(m.startswith("pyarrow.") for m in modules), \
         sorted(m for m in modules if m.startswith("pyarrow"))
     # nor SciPy (its FFT module is loaded by path: `import scipy` took 54 ms), nor the GUI's
-    # browser launcher, nor Numba (the engine's compiled trilinear kernels: not for cropping)
-    absent = {"scipy", "webbrowser", "numba"}
+    # browser launcher, nor Numba (the engine's compiled trilinear kernels: not for cropping),
+    # nor rich when nothing is a terminal (no bar; the result lines are plain text)
+    absent = {"scipy", "webbrowser", "numba", "rich"}
     assert modules.isdisjoint(absent), modules & absent
     expected = fourier_crop(read_images(tmp_path / "particles.mrcs"), 16)
     assert np.array_equal(read_images(out / "particles.16.mrcs"), expected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import click
 
 from cryoweave.errors import ParamError
+
+_FORCE_TERMINAL = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 
 
 class LazyConsole:
@@ -29,6 +32,21 @@ class LazyConsole:
 
             self._console = Console(stderr=self._stderr, soft_wrap=True)
         return self._console
+
+    @property
+    def is_terminal(self) -> bool:
+        """rich's answer, without importing rich for a stream that is no terminal (a pipe, a
+        log) unless the environment forces one (FORCE_COLOR, TTY_COMPATIBLE, TTY_INTERACTIVE
+        are rich's own switches)."""
+        if self._console is None:
+            stream = sys.stderr if self._stderr else sys.stdout
+            try:
+                tty = stream.isatty()
+            except (AttributeError, ValueError):  # replaced or closed stream
+                tty = False
+            if not tty and not any(os.environ.get(name) for name in _FORCE_TERMINAL):
+                return False
+        return bool(self.console.is_terminal)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.console, name)

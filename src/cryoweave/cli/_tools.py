@@ -57,10 +57,10 @@ def _image_progress() -> Iterator[Callable[[int, int], None]]:
     """A progress bar of images on stderr when it is a terminal (otherwise nothing, without
     importing rich.progress); light: the run progress of `cryoweave.cli._progress` would load
     the workflow runtime."""
-    console = getattr(err, "console", err)
-    if not console.is_terminal:
+    if not err.is_terminal:  # asked without importing rich (`LazyConsole`)
         yield lambda done, total: None
         return
+    console = getattr(err, "console", err)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -129,13 +129,15 @@ def downsample(input_path: str, box_px: int | None, pixel_size_a: float | None, 
         raise
     seconds = time.perf_counter() - started
     rate = f", {result.n_images / seconds:,.0f} images/s" if not result.cache_hit else ""
-    out.print(f"{result.n_images} images → {result.stack_path} "
-              f"({'from the project cache' if result.cache_hit else 'computed'}, "
-              f"{seconds:.1f} s{rate})")
+    # plain lines: no rich import at the end of a timed command, and a path such as
+    # "run[x]" is printed as it is, not read as markup
+    click.echo(f"{result.n_images} images → {result.stack_path} "
+               f"({'from the project cache' if result.cache_hit else 'computed'}, "
+               f"{seconds:.1f} s{rate})")
     for _, group in result.table.optics.iterrows():
-        out.print(f"  optics group {int(group['group_id'])}: {int(group['box_px'])} px, "
-                  f"{group['pixel_size_a']:.6g} Å/px")
-    out.print(f"STAR: {result.star_path}")
+        click.echo(f"  optics group {int(group['group_id'])}: {int(group['box_px'])} px, "
+                   f"{group['pixel_size_a']:.6g} Å/px")
+    click.echo(f"STAR: {result.star_path}")
 
 
 @click.command()

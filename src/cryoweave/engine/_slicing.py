@@ -3,8 +3,8 @@ per-image factors shared by projection (`_projection`) and reconstruction (`_rec
 
 An N-pixel image's half spectrum keeps the pixels with |k| ≤ r_max_px (`SliceGeometry`); at
 orientation A, wave number k = (kx, ky) sits at q = (P/N) · Aᵀ (kx, ky, 0) on the P-point grid
-(P = round(padding · N)), mirrored to −q (conjugate value) where qx < 0. A `PixelSubset` keeps only some of those pixels,
-in a caller's order (the matching band of the alignment: `Projector.sample`).
+(P = round(padding · N)), mirrored to −q (conjugate value) where qx < 0. A `PixelSubset` keeps
+only some of those pixels, in a caller's order (the alignment's band: `Projector.sample`).
 
 Grid layout: the half transform `(P, P, P // 2 + 1)` with z and y centred (slot = wave number +
 P // 2), two wrapped copies appended on z and y and a zero column on x: `(P + 2, P + 2,
