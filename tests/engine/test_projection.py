@@ -153,7 +153,7 @@ def test_sample_is_the_spectrum_at_the_asked_pixels(xp, box, dtype):
 def test_sample_refuses_pixels_outside_the_projector():
     projector = Projector.from_volume(atoms_phantom(16, 1.0, n_atoms=20, seed=1), r_max_px=4)
     a = _random_poses(2, 3)
-    beyond = 0 * 9 + 6  # row 0 (ky = 0), column 6: kx = 6 > 4
+    beyond = 6  # row 0 (ky = 0) of the (16, 9) half spectrum, column 6: kx = 6 > 4
     with pytest.raises(ValueError, match="outside the projector's radius"):
         projector.sample(a, [1, beyond])
     with pytest.raises(ValueError, match="outside the projector's radius"):
