@@ -8,7 +8,10 @@ machine hits both alike. This is how the before/after figures in the session not
 --command downsample: ``cryoweave downsample particles.star -D 128`` on 5,000 × 256² synthetic
 particles (the data of benchmarks/downsample.py); reconstruct: ``cryoweave run-protocol
 ReconstructFourier`` with default options on 10,000 × 128² simulated particles (the data of
-benchmarks/reconstruct.py), also printing each step's time from the run log. With
+benchmarks/reconstruct.py), also printing each step's time from the run log; refine:
+``cryoweave run-protocol ReconstructHighRes`` (automatic, 5 iterations, defaults otherwise) on
+a phantom case like `make validate`'s, 3,000 × 64² at 2 Å, SNR 0.05, started from the truth
+low-passed to 30 Å (about a minute a run), with the time of its alignment steps. With
 --after-relion every round first runs the matching RELION command, as the alternating
 benchmarks do (on a VM, memory can be slow to touch again after a long RELION run).
 """
@@ -45,6 +48,18 @@ def _data(kind: str, folder: Path) -> list[str]:
         simulate_files,
     )
 
+    if kind == "refine":
+        from cryoweave.engine import lowpass_filter_a
+        from cryoweave.formats import write_mrc
+
+        truth = phantom_volume(64, 2.0)
+        simulate_files(truth, SimulationSettings(n_particles=3000, box_px=64, pixel_size_a=2.0,
+                                                 snr=0.05, max_shift_a=6.0, seed=11), folder)
+        write_mrc(folder / "start.mrc", lowpass_filter_a(truth, 30.0, 2.0), 2.0)
+        (folder / "params.json").write_text(
+            '{"particles": "particles.star", "initial_volumes": "start.mrc", '
+            '"alignment": "automatic", "iterations": 5}')
+        return ["run-protocol", "ReconstructHighRes", "params.json", "--quiet", "--project"]
     settings = SimulationSettings(n_particles=10000, box_px=128, pixel_size_a=2.5, snr=1.0,
                                   max_shift_a=5.0, seed=1)
     simulate_files(phantom_volume(128, 2.5), settings, folder)
@@ -53,6 +68,8 @@ def _data(kind: str, folder: Path) -> list[str]:
 
 
 def _relion(kind: str) -> list[str] | None:
+    if kind == "refine":  # relion_refine takes half an hour here: benchmarks/refine.py
+        return None
     if kind == "downsample":
         exe = shutil.which("relion_image_handler")
         return [exe, "--i", "particles.star", "--o", "relion", "--rescale_angpix", "2"] \
@@ -68,7 +85,10 @@ def _timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> 
     return time.perf_counter() - started
 
 
-def _step_times(project: Path) -> str:
+def _step_times(project: Path, kind: str) -> str:
+    if kind == "refine":
+        return ", ".join(f"{key.split('/')[0]} {seconds:.1f} s" for key, seconds
+                         in step_times(project, "ReconstructHighRes") if "/align/" in key)
     return ", ".join(f"{key} {seconds:.2f} s"
                      for key, seconds in step_times(project, "ReconstructFourier"))
 
@@ -77,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", action="append", required=True,
                         help="a source folder (put on PYTHONPATH); give it twice")
-    parser.add_argument("--command", choices=["downsample", "reconstruct"], required=True)
+    parser.add_argument("--command", choices=["downsample", "reconstruct", "refine"], required=True)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--after-relion", action="store_true")
     args = parser.parse_args()
@@ -95,7 +115,8 @@ def main() -> None:
                 env = {**os.environ, "PYTHONPATH": tree}
                 seconds = _timed([sys.executable, "-c", COMMAND, *base, str(out)], folder, env)
                 times[tree].append(seconds)
-                print(f"round {k + 1}: {tree}: {seconds:.2f} s {_step_times(out)}", flush=True)
+                steps = _step_times(out, args.command)
+                print(f"round {k + 1}: {tree}: {seconds:.2f} s {steps}", flush=True)
                 shutil.rmtree(out, ignore_errors=True)
         for tree, values in times.items():
             print(f"{tree}: median {float(np.median(values)):.2f} s "
