@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     pass
 
 POLISH_MIN_STEP, POLISH_ITERATIONS = 1 / 16, 4
+_SUBPIXEL_SLICE = 256  # particles per slice of the sub-pixel scores (a few MB of temporaries)
 __all__ = ["AlignmentResult", "global_search", "pose_scores"]
 
 def gemm_scores(parts: Particles, phases: Any, rows_t: Any, power_t: Any) -> tuple[Any, Any]:
@@ -163,9 +164,14 @@ def _subpixel_origins(parts, the_band, prior, rows, power, origin, step, max_shi
     trial = origin[:, None, :] + step * grid  # (b, 9, 2)
     norm_den = row_denominator(parts, power)
 
-    def scores(origins):  # (b, m, 2) -> (b, m)
-        y = parts.ctf_x[:, None, :] * shift_phases(the_band, prior[:, None, :] + origins)
-        return (real_view(y) @ rows[:, :, None])[..., 0] / norm_den[:, None]
+    def scores(origins):  # (b, m, 2) -> (b, m), in slices of particles: small temporaries
+        out = []
+        for i in range(0, b, _SUBPIXEL_SLICE):
+            part = slice(i, i + _SUBPIXEL_SLICE)
+            y = parts.ctf_x[part, None, :] * shift_phases(the_band,
+                                                          prior[part, None, :] + origins[part])
+            out.append((real_view(y) @ rows[part, :, None])[..., 0] / norm_den[part, None])
+        return xp.concatenate(out)
 
     s = xp.reshape(scores(trial), (b, 3, 3))
     dx = _parabola_vertex(s[:, 1, 0], s[:, 1, 1], s[:, 1, 2])
