@@ -334,6 +334,44 @@ def test_streaming_workflow_monitored_then_stopped(page, serve, tmp_path, screen
 
 
 # -- an answer that is not the API's own (a crash, a proxy) ---------------------------------------
+def test_a_run_page_is_redrawn_only_when_its_run_changes(page, serve, tmp_path):
+    """Every change in the project used to redraw an open run page: a click pressed on a link
+    and released on its redrawn copy was lost (CI: the output link of a finished run did
+    nothing). A run started elsewhere leaves the page's elements in place; a run that uses
+    this run's output is shown under "Used by"."""
+    from playwright.sync_api import expect
+
+    from cryoweave.plugin import registry
+    from cryoweave.workflow import run_protocol
+
+    project_dir = make_project(tmp_path)
+    served = serve(project_dir)
+    page.goto(served.url + "#/run/2")
+    link = page.locator("#run-outputs a[data-set]").first
+    expect(link).to_be_visible()
+    handle = link.element_handle()
+
+    def refreshes() -> int:
+        return int(page.get_attribute("#run-page", "data-refreshes") or 0)
+
+    def changed_elsewhere(source: dict, label: str) -> None:
+        before = refreshes()
+        run_protocol(project_dir, registry().get("Downsample"),
+                     {"particles": source, "box_px": 24}, label=label)
+        page.wait_for_function(
+            f"Number(document.querySelector('#run-page').dataset.refreshes) > {before}",
+            timeout=TIMEOUT_MS)
+
+    changed_elsewhere({"run": 1, "output": "particles"}, "elsewhere")  # not about run 2
+    assert handle.evaluate("e => e.isConnected")
+    link.click()
+    expect(page.locator("#set-info")).to_contain_text("60 items · closed")
+    page.go_back()
+    expect(page.locator("#run-outputs a[data-set]")).to_be_visible()
+    changed_elsewhere({"run": 2, "output": "particles"}, "after")  # uses run 2's output
+    expect(page.locator("#run-page")).to_contain_text("#4")
+
+
 def test_an_answer_that_is_not_json_is_shown_not_thrown(page, serve, tmp_path):
     """A plain-text 500 (or no answer) used to throw "Cannot read properties of null" in the
     page; it is shown where the result would be, and the page keeps working."""

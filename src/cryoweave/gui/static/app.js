@@ -458,6 +458,8 @@ function runPage(id) {
   let notesDirty = false;
   let results = null;  // the output pictures, rendered when the run is not running
   let resultsKey = null;  // the output sets' versions those pictures show
+  let shown = null;  // what the page shows: a change elsewhere in the project does not redraw it
+  let refreshes = 0;  // data-refreshes: how many refreshes the page has been through
   async function loadResults() {
     results = [h("span", {class: "muted"}, "rendering pictures…")];
     const res = await api(`/api/runs/${id}/pictures`, {allowError: true});
@@ -473,10 +475,16 @@ function runPage(id) {
   }
   async function refresh() {
     const res = await api("/api/runs/" + id, {allowError: true});
-    if (!res.ok) { root.replaceChildren(h("p", {class: "problems"}, res.data.error)); return; }
+    if (!res.ok) { shown = null; root.replaceChildren(h("p", {class: "problems"}, res.data.error)); return; }
     const run = res.data;
     const log = (await api(`/api/runs/${id}/log?lines=200`)).data;
     const properties = await protocolProperties(run.protocol_name);
+    root.dataset.refreshes = String(++refreshes);
+    // redrawing replaces every element: a click pressed on a link and released on its
+    // replacement is lost, so nothing is redrawn unless the run, its log or its notes changed
+    const drawn = JSON.stringify([run, log.lines, notesDirty]);
+    if (drawn === shown) return;
+    shown = drawn;
     const running = run.status === "running" && !run.process_gone;
     const notes = root.querySelector("#run-notes");
     const notesText = notes && notesDirty ? notes.value : run.notes;
