@@ -609,11 +609,19 @@ function setPage(id) {
 function streamingPage() {
   const root = h("div", {id: "streaming-page"});
   view.replaceChildren(root);
+  let shown = null;  // the sets and runs drawn: unchanged ones are not redrawn (a click stays)
   async function refresh() {
     const {data} = await api("/api/streaming");
     const time = t => t ? t.replace("T", " ").slice(0, 19) : "—";
+    const updated = `updated ${time(data.time)} (rates over the last ${data.window_s} s)`;
+    const drawn = JSON.stringify([data.sets, data.runs, data.window_s]);
+    if (drawn === shown && root.querySelector("#stream-updated")) {
+      root.querySelector("#stream-updated").textContent = updated;
+      return;
+    }
+    shown = drawn;
     root.replaceChildren(h("h1", {}, "Streaming monitor"),
-      h("p", {class: "muted"}, `updated ${time(data.time)} (rates over the last ${data.window_s} s)`),
+      h("p", {class: "muted", id: "stream-updated"}, updated),
       h("h2", {}, "Open sets"),
       h("table", {id: "open-sets"}, h("thead", {}, h("tr", {}, ["run", "set", "kind", "items", "items / min", "last item"].map(t => h("th", {}, t)))),
         h("tbody", {}, data.sets.map(s => h("tr", {"data-set": s.set},
