@@ -126,16 +126,16 @@ def _plan(step_deg, symmetry, min_tilt, max_tilt, max_shift_px, shift_step_px, t
 class _FineGallery:
     """Fine reference rows made on demand (`prepare` a chunk's orientations, then `take`):
     kept for the whole call when the full gallery fits in `budget_bytes`, else only the
-    current chunk's."""
+    current chunk's. Only the rows are kept: |P|² is recomputed from them by `take` (the same
+    float32 products), so a third more of the gallery fits."""
 
     def __init__(self, projector: Projector, grid: _Grid, the_band: Band, budget_bytes: int):
         self.projector, self.grid, self.band = projector, grid, the_band
         xp = array_namespace(projector.grid)
         c = len(the_band.flat)
-        self.bytes_per_row = 3 * c * 4
+        self.bytes_per_row = 2 * c * 4
         self.cached = grid.size * self.bytes_per_row <= budget_bytes
         self.rows = xp.zeros((grid.size if self.cached else 0, 2 * c), dtype=xp.float32)
-        self.power = xp.zeros((self.rows.shape[0], c), dtype=xp.float32)
         self.done = xp.zeros(self.rows.shape[0], dtype=bool)
         self.held = None  # sorted orientation indices held when not cached
         self.projected = 0
@@ -151,20 +151,21 @@ class _FineGallery:
         if self.cached:  # chunk by chunk into the gallery: no gallery-sized temporary
             for start in range(0, needed.shape[0], _PROJECTION_CHUNK):
                 part = needed[start:start + _PROJECTION_CHUNK]
-                self.rows[part], self.power[part] = project_band(
-                    self.projector, self.grid.matrices(part), self.band)
+                self.rows[part] = project_band(self.projector, self.grid.matrices(part),
+                                               self.band)[0]
             self.done[needed] = True
         else:
-            self.rows = self.power = None  # the last chunk's memory serves this one
-            self.rows, self.power = project_band(self.projector, self.grid.matrices(needed),
-                                                 self.band)
+            self.rows = None  # the last chunk's memory serves this one
+            self.rows = project_band(self.projector, self.grid.matrices(needed), self.band)[0]
             self.held = needed
 
     def take(self, orientations: Any) -> tuple[Any, Any]:
         """Rows `(..., 2C)` and |P|² `(..., C)` of prepared fine orientation indices `(...)`."""
         xp = array_namespace(orientations)
         index = orientations if self.cached else xp.searchsorted(self.held, orientations)
-        return self.rows[index], self.power[index]
+        rows = self.rows[index]
+        values = rows.view(xp.complex64)  # (Re, Im) pairs
+        return rows, values.real * values.real + values.imag * values.imag
 
 
 # ---------------------------------------------------------------- the passes
