@@ -145,6 +145,7 @@ def test_sample_is_the_spectrum_at_the_asked_pixels(xp, box, dtype):
     values = to_host(projector.sample(a, some))
     assert values.dtype == spectra.dtype and values.shape == (7, len(some))
     np.testing.assert_array_equal(values, spectra[:, some])
+    assert projector.sample(a[:0], some).shape == (0, len(some))  # no orientation, no samples
     zero = xp.zeros((7, 2))
     np.testing.assert_array_equal(to_host(projector.project(a)),
                                   to_host(projector.project(a, origin_xy_px=zero)))

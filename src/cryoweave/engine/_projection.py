@@ -124,6 +124,8 @@ class Projector:
         xp = array_namespace(self.grid)
         matrices = _check_matrices(matrices, xp)
         subset = pixel_subset(self.geometry, flat)
+        if matrices.shape[0] == 0:
+            return xp.zeros((0, len(subset.flat)), dtype=self.grid.dtype)
         view = self.grid.view(_real_dtype(xp, self.grid.dtype)).reshape(-1, 2)
         pair = _interpolate(subset, view, matrices)  # (Re, Im) rows: a complex array's layout
         values = pair.view(self.grid.dtype).reshape(matrices.shape[0], -1)
