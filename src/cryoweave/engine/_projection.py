@@ -99,7 +99,8 @@ class Projector:
         view = self.grid.view(_real_dtype(xp, self.grid.dtype)).reshape(-1, 2)
         out = xp.zeros((n_img, n * h), dtype=self.grid.dtype)
         step = _batch_size(geometry, n_img, batch_size)
-        centred = _phase_factors(geometry, None, 1, xp, self.grid.dtype)  # the same per image
+        centred = (_phase_factors(geometry, None, 1, xp, self.grid.dtype)  # the same per image
+                   if origin_xy_px is None else None)
         for start in range(0, n_img, step):
             stop = min(n_img, start + step)
             pair = _interpolate(geometry, view, matrices[start:stop])
