@@ -34,7 +34,8 @@ origins in pixels. A particle at shift o is one more row of the particle matrix.
     origins the max_shift disc by < ½ shift step).
 
 Cost on the CPU: the coarse GEMM and the fine gathers scale with the particles; the galleries
-(Projector.project) with the orientations; the polish is mostly on-the-fly projections.
+(`Projector.sample`, band pixels only) with the orientations; the polish is mostly on-the-fly
+projections.
 Temporaries are kept to tens of MB per batch on the CPU (fresh pages cost more than the
 GEMMs) and to memory_budget_bytes / 4 on a GPU.
 """

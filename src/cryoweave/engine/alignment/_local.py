@@ -6,7 +6,7 @@ pose A, a pattern search evaluates, per particle, the star of 7 rotations E·A (
 ±step about the image axes x, y, z: offsets composed on the left of the rotation matrix, so they
 are well defined at any tilt, including 0) times the 3 × 3 origins at ±shift step. The best of
 the 63 moves is taken; when the centre is best the steps halve. Projections are made on the fly
-(`Projector.project` of particles × 6 new rotations per step, only band coefficients; the
+(`Projector.sample` of particles × 6 new rotations per step, at the band pixels only; the
 centre's are kept from the step before) and are most of the cost. When the angular step is
 below angular_step_deg / 8, a last star gives per-axis parabolas whose vertices (within ±½
 step) form the final sub-step move, kept if it scores better. Moves that take the pose further
