@@ -372,6 +372,33 @@ def test_a_run_page_is_redrawn_only_when_its_run_changes(page, serve, tmp_path):
     expect(page.locator("#run-page")).to_contain_text("#4")
 
 
+def test_the_project_page_redraws_only_what_changed(page, serve, tmp_path):
+    """The project page redrew its whole list (and graph) on every change in the project, so a
+    click pressed on a run's link could be released on its redrawn copy and lost, as on the run
+    page. A new run adds its row and node; the other rows stay the same elements."""
+    from playwright.sync_api import expect
+
+    from cryoweave.plugin import registry
+    from cryoweave.workflow import run_protocol
+
+    project_dir = make_project(tmp_path)
+    served = serve(project_dir)
+    page.goto(served.url + "#/")
+    rows = page.locator("#runs-table tbody tr")
+    expect(rows).to_have_count(2)
+    link = page.locator('#runs-table tr[data-run="2"] a[href="#/run/2"]')
+    handle = link.element_handle()
+    run_protocol(project_dir, registry().get("Downsample"),
+                 {"particles": {"run": 2, "output": "particles"}, "box_px": 24}, label="later")
+    expect(rows).to_have_count(3)  # the page has been refreshed
+    expect(page.locator('#runs-graph g.node[data-run="3"]')).to_have_count(1)
+    expect(page.locator('#runs-graph path.edge[data-edge="2-3"]')).to_have_count(1)
+    assert handle.evaluate("e => e.isConnected")  # run 2's row was not redrawn
+    assert rows.last.get_attribute("data-run") == "3"
+    link.click()
+    expect(page.locator("#run-page")).to_contain_text("Downsample")
+
+
 def test_an_answer_that_is_not_json_is_shown_not_thrown(page, serve, tmp_path):
     """A plain-text 500 (or no answer) used to throw "Cannot read properties of null" in the
     page; it is shown where the result would be, and the page keeps working."""

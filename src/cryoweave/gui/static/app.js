@@ -180,35 +180,58 @@ function drawGraph(runs, edges, search) {
 function projectPage() {
   let search = sessionStorage.getItem("cryoweave-search") || "";
   let lastScrolled = null;
+  // A redraw replaces elements: a click pressed on a link and released on its replacement is
+  // lost. So the graph is redrawn only when it changed, and a list row only when its run did.
+  let graphShown = null;
+  const rowsShown = new Map();  // run id -> {key, tr}
   const input = h("input", {type: "text", id: "run-search", placeholder: "search label, protocol, status", value: search});
   const graphWrap = h("div", {id: "graph-wrap"});
-  const list = h("div", {id: "runs-list"});
+  const tbody = h("tbody", {});
+  const list = h("div", {id: "runs-list"}, h("table", {id: "runs-table"},
+    h("thead", {}, h("tr", {}, ["id", "label", "protocol", "status", "host · queue", "started", "duration", "steps", "outputs"].map(t => h("th", {}, t)))),
+    tbody));
   const page = h("div", {},
     h("div", {class: "row"}, h("h1", {}, "Runs"), input,
       h("a", {href: "#/new"}, h("button", {class: "primary"}, "New run"))),
     h("h2", {}, "Graph (data lineage)"), graphWrap,
     h("h2", {}, "List"), list);
   view.replaceChildren(page);
-  async function refresh() {
-    const [{data: graph}, {data: found}] = await Promise.all([
-      api("/api/graph"), api("/api/runs?q=" + encodeURIComponent(search))]);
-    graphWrap.replaceChildren(drawGraph(graph.runs, graph.edges, search));
-    const first = graphWrap.querySelector("g.node.match");
-    if (first && search !== lastScrolled) {  // bring the first match into view, once per search
-      lastScrolled = search;
-      first.scrollIntoView({block: "nearest", inline: "center"});
-    }
-    const rows = found.runs.map(r => h("tr", {"data-run": r.id},
+  function runRow(r) {
+    return h("tr", {"data-run": r.id},
       h("td", {}, h("a", {href: "#/run/" + r.id}, String(r.id))),
       h("td", {}, r.label || ""), h("td", {}, r.protocol_name), h("td", {}, statusBadge(r)),
       h("td", {}, [r.host, r.queue].filter(Boolean).join(" · ")),
       h("td", {}, r.started_at ? r.started_at.replace("T", " ").slice(0, 19) : ""),
       h("td", {}, r.duration_s !== null ? r.duration_s.toFixed(1) + " s" : ""),
       h("td", {}, Object.entries(r.steps).map(([k, n]) => `${n} ${k}`).join(", ")),
-      h("td", {}, r.outputs.map(o => h("a", {href: "#/set/" + o.set, style: "margin-right:.5em"}, `${o.name} (${o.state})`)))));
-    list.replaceChildren(h("table", {id: "runs-table"},
-      h("thead", {}, h("tr", {}, ["id", "label", "protocol", "status", "host · queue", "started", "duration", "steps", "outputs"].map(t => h("th", {}, t)))),
-      h("tbody", {}, rows)));
+      h("td", {}, r.outputs.map(o => h("a", {href: "#/set/" + o.set, style: "margin-right:.5em"}, `${o.name} (${o.state})`))));
+  }
+  async function refresh() {
+    const asked = search;
+    const [{data: graph}, {data: found}] = await Promise.all([
+      api("/api/graph"), api("/api/runs?q=" + encodeURIComponent(asked))]);
+    if (asked !== search) return;  // typed on meanwhile: that search's refresh draws the page
+    const graphKey = JSON.stringify([graph, search]);
+    if (graphKey !== graphShown) {
+      graphShown = graphKey;
+      graphWrap.replaceChildren(drawGraph(graph.runs, graph.edges, search));
+    }
+    const first = graphWrap.querySelector("g.node.match");
+    if (first && search !== lastScrolled) {  // bring the first match into view, once per search
+      lastScrolled = search;
+      first.scrollIntoView({block: "nearest", inline: "center"});
+    }
+    const rows = found.runs.map(r => {
+      const key = JSON.stringify(r);
+      let shown = rowsShown.get(r.id);
+      if (!shown || shown.key !== key) rowsShown.set(r.id, shown = {key, tr: runRow(r)});
+      return shown.tr;
+    });
+    const kept = new Set(rows);
+    for (const [id, shown] of rowsShown) if (!kept.has(shown.tr)) rowsShown.delete(id);
+    // rows in place stay where they are: only new, changed or reordered rows are inserted
+    rows.forEach((tr, i) => { if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null); });
+    while (tbody.children.length > rows.length) tbody.lastChild.remove();
   }
   input.addEventListener("input", () => {
     search = input.value;
