@@ -97,6 +97,34 @@ function startEvents() {
   });
 }
 
+// -- rows redrawn only where their data changed ------------------------------------------------
+// A redraw replaces elements: a click pressed on a link or button and released on its
+// replacement is lost. Tables that refresh on project changes keep each row's element, and in
+// a changed row each cell that looks the same (a link, a button); new and reordered rows are
+// inserted, the others stay in place.
+function keyedRows(tbody) {
+  const shown = new Map();  // id -> {key, tr}
+  function patch(tr, fresh) {  // fresh's cells into tr where they differ
+    const cells = [...tr.children], news = [...fresh.children];
+    if (cells.length !== news.length) { tr.replaceWith(fresh); return fresh; }
+    cells.forEach((td, i) => { if (td.outerHTML !== news[i].outerHTML) td.replaceWith(news[i]); });
+    return tr;
+  }
+  return function update(items, idOf, rowOf) {
+    const rows = items.map(item => {
+      const key = JSON.stringify(item);
+      let entry = shown.get(idOf(item));
+      if (!entry) shown.set(idOf(item), entry = {key, tr: rowOf(item)});
+      else if (entry.key !== key) Object.assign(entry, {key, tr: patch(entry.tr, rowOf(item))});
+      return entry.tr;
+    });
+    const kept = new Set(rows);
+    for (const [id, entry] of shown) if (!kept.has(entry.tr)) shown.delete(id);
+    rows.forEach((tr, i) => { if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null); });
+    while (tbody.children.length > rows.length) tbody.lastChild.remove();
+  };
+}
+
 // -- project page: graph and list -----------------------------------------------------------
 function layoutGraph(runs, edges) {
   const byId = new Map(runs.map(r => [r.id, r]));
@@ -180,16 +208,14 @@ function drawGraph(runs, edges, search) {
 function projectPage() {
   let search = sessionStorage.getItem("cryoweave-search") || "";
   let lastScrolled = null;
-  // A redraw replaces elements: a click pressed on a link and released on its replacement is
-  // lost. So the graph is redrawn only when it changed, and a list row only when its run did.
-  let graphShown = null;
-  const rowsShown = new Map();  // run id -> {key, tr}
+  let graphShown = null;  // the graph is redrawn only when it changed, a row when its run did
   const input = h("input", {type: "text", id: "run-search", placeholder: "search label, protocol, status", value: search});
   const graphWrap = h("div", {id: "graph-wrap"});
   const tbody = h("tbody", {});
   const list = h("div", {id: "runs-list"}, h("table", {id: "runs-table"},
     h("thead", {}, h("tr", {}, ["id", "label", "protocol", "status", "host · queue", "started", "duration", "steps", "outputs"].map(t => h("th", {}, t)))),
     tbody));
+  const updateRows = keyedRows(tbody);
   const page = h("div", {},
     h("div", {class: "row"}, h("h1", {}, "Runs"), input,
       h("a", {href: "#/new"}, h("button", {class: "primary"}, "New run"))),
@@ -221,17 +247,7 @@ function projectPage() {
       lastScrolled = search;
       first.scrollIntoView({block: "nearest", inline: "center"});
     }
-    const rows = found.runs.map(r => {
-      const key = JSON.stringify(r);
-      let shown = rowsShown.get(r.id);
-      if (!shown || shown.key !== key) rowsShown.set(r.id, shown = {key, tr: runRow(r)});
-      return shown.tr;
-    });
-    const kept = new Set(rows);
-    for (const [id, shown] of rowsShown) if (!kept.has(shown.tr)) rowsShown.delete(id);
-    // rows in place stay where they are: only new, changed or reordered rows are inserted
-    rows.forEach((tr, i) => { if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null); });
-    while (tbody.children.length > rows.length) tbody.lastChild.remove();
+    updateRows(found.runs, r => r.id, runRow);
   }
   input.addEventListener("input", () => {
     search = input.value;
@@ -630,34 +646,30 @@ function setPage(id) {
 
 // -- streaming monitor -----------------------------------------------------------------------
 function streamingPage() {
-  const root = h("div", {id: "streaming-page"});
+  const time = t => t ? t.replace("T", " ").slice(0, 19) : "—";
+  const updated = h("p", {class: "muted", id: "stream-updated"}, "");
+  const setRows = h("tbody", {}), runRows = h("tbody", {});
+  const updateSets = keyedRows(setRows), updateRuns = keyedRows(runRows);  // a click stays
+  const root = h("div", {id: "streaming-page"}, h("h1", {}, "Streaming monitor"), updated,
+    h("h2", {}, "Open sets"),
+    h("table", {id: "open-sets"}, h("thead", {}, h("tr", {}, ["run", "set", "kind", "items", "items / min", "last item"].map(t => h("th", {}, t)))), setRows),
+    h("h2", {}, "Unfinished runs"),
+    h("table", {id: "stream-runs"}, h("thead", {}, h("tr", {}, ["run", "protocol", "status", "last item", "failed items", ""].map(t => h("th", {}, t)))), runRows));
   view.replaceChildren(root);
-  let shown = null;  // the sets and runs drawn: unchanged ones are not redrawn (a click stays)
+  const setRow = s => h("tr", {"data-set": s.set},
+    h("td", {}, h("a", {href: "#/run/" + s.run}, "#" + s.run)), h("td", {}, h("a", {href: "#/set/" + s.set}, s.name)),
+    h("td", {}, s.kind), h("td", {class: "count"}, String(s.size)), h("td", {}, String(s.per_min)), h("td", {}, time(s.last_item_at)));
+  const runRow = r => h("tr", {"data-run": r.id},
+    h("td", {}, h("a", {href: "#/run/" + r.id}, runName(r))), h("td", {}, r.protocol_name),
+    h("td", {}, r.state + (r.stop_requested ? " (stop requested)" : "")), h("td", {}, time(r.last_item_at)),
+    h("td", {}, String(r.failed_items)),
+    h("td", {}, h("button", {class: "danger stop", disabled: r.stop_requested || r.status !== "running",
+      onclick: async () => { await api(`/api/runs/${r.id}/stop`, {method: "POST", body: {}}); refresh(); }}, "Stop")));
   async function refresh() {
     const {data} = await api("/api/streaming");
-    const time = t => t ? t.replace("T", " ").slice(0, 19) : "—";
-    const updated = `updated ${time(data.time)} (rates over the last ${data.window_s} s)`;
-    const drawn = JSON.stringify([data.sets, data.runs, data.window_s]);
-    if (drawn === shown && root.querySelector("#stream-updated")) {
-      root.querySelector("#stream-updated").textContent = updated;
-      return;
-    }
-    shown = drawn;
-    root.replaceChildren(h("h1", {}, "Streaming monitor"),
-      h("p", {class: "muted", id: "stream-updated"}, updated),
-      h("h2", {}, "Open sets"),
-      h("table", {id: "open-sets"}, h("thead", {}, h("tr", {}, ["run", "set", "kind", "items", "items / min", "last item"].map(t => h("th", {}, t)))),
-        h("tbody", {}, data.sets.map(s => h("tr", {"data-set": s.set},
-          h("td", {}, h("a", {href: "#/run/" + s.run}, "#" + s.run)), h("td", {}, h("a", {href: "#/set/" + s.set}, s.name)),
-          h("td", {}, s.kind), h("td", {class: "count"}, String(s.size)), h("td", {}, String(s.per_min)), h("td", {}, time(s.last_item_at)))))),
-      h("h2", {}, "Unfinished runs"),
-      h("table", {id: "stream-runs"}, h("thead", {}, h("tr", {}, ["run", "protocol", "status", "last item", "failed items", ""].map(t => h("th", {}, t)))),
-        h("tbody", {}, data.runs.map(r => h("tr", {"data-run": r.id},
-          h("td", {}, h("a", {href: "#/run/" + r.id}, runName(r))), h("td", {}, r.protocol_name),
-          h("td", {}, r.state + (r.stop_requested ? " (stop requested)" : "")), h("td", {}, time(r.last_item_at)),
-          h("td", {}, String(r.failed_items)),
-          h("td", {}, h("button", {class: "danger stop", disabled: r.stop_requested || r.status !== "running",
-            onclick: async () => { await api(`/api/runs/${r.id}/stop`, {method: "POST", body: {}}); refresh(); }}, "Stop")))))));
+    updated.textContent = `updated ${time(data.time)} (rates over the last ${data.window_s} s)`;
+    updateSets(data.sets, s => s.set, setRow);
+    updateRuns(data.runs, r => r.id, runRow);
   }
   return {refresh};
 }
