@@ -192,6 +192,55 @@ def test_pixels_do_not_depend_on_how_a_job_is_split_for_the_ffts(tmp_path, star,
     np.testing.assert_array_equal(read_images(result.stack_path), fourier_crop(source, 24))
 
 
+def test_cpu_jobs_are_written_in_order_from_a_bounded_set_of_buffers(tmp_path, star,
+                                                                      monkeypatch):
+    """The calling thread writes while two workers crop ahead by at most WINDOW jobs each:
+    15 jobs of 4 images go through at most 2·2 output buffers in flight and the one being
+    written, in order, pixels exact."""
+    from cryoweave.formats import StackWriter
+    from cryoweave.protocols.downsample import _stack
+
+    monkeypatch.setattr(_stack, "JOB_IMAGES", 4)
+    monkeypatch.setattr(_stack, "WINDOW", 2)
+    written, buffers, writers = [], set(), set()
+    real_write = StackWriter.write
+
+    def spy(self, start, images):
+        written.append(start)
+        buffers.add(id(images.base if images.base is not None else images))
+        writers.add(threading.get_ident())
+        time.sleep(0.002)  # a slow disk: the workers get ahead as far as they may
+        return real_write(self, start, images)
+
+    monkeypatch.setattr(StackWriter, "write", spy)
+    result = downsample_file(star, tmp_path / "out", box_px=24, threads=2)
+    source = read_images(tmp_path / "data" / "particles.mrcs")
+    np.testing.assert_array_equal(read_images(result.stack_path), fourier_crop(source, 24))
+    assert written == list(range(0, 60, 4))
+    assert 1 <= len(buffers) <= 5
+    assert writers == {threading.get_ident()}
+
+
+def test_a_failing_cpu_job_stops_the_others_and_leaves_no_output(tmp_path, star, monkeypatch):
+    from cryoweave.protocols.downsample import _stack
+
+    monkeypatch.setattr(_stack, "JOB_IMAGES", 4)
+    calls = []
+    real_crop = _stack.fourier_crop
+
+    def crop(images, box_px, **kwargs):
+        calls.append(len(images))
+        if len(calls) == 6:
+            raise OSError("the disk went away")
+        return real_crop(images, box_px, **kwargs)
+
+    monkeypatch.setattr(_stack, "fourier_crop", crop)
+    with pytest.raises(OSError, match="the disk went away"):
+        downsample_file(star, tmp_path / "out", box_px=24, threads=2)
+    assert not (tmp_path / "out").exists()
+    assert len(calls) < 15  # the jobs not yet started were dropped
+
+
 @pytest.mark.parametrize("failing", ["write_star_blocks", "downsample_stack"])
 def test_a_failure_of_either_concurrent_writer_leaves_no_output(tmp_path, star, monkeypatch,
                                                                failing):

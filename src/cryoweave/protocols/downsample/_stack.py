@@ -136,7 +136,8 @@ def _crop_on_cpu(batches: Iterator[Batch], job_images: int, paths: np.ndarray,
     # into one file take turns on its inode lock, and the kernel spins a waiting writer while
     # the holder copies into new page-cache pages (slow on a VM whose host has taken those
     # pages back: run 5 of a 6-run trial spent 40 % of its samples in that copy and 10 % in
-    # the spin). At most WINDOW jobs per thread are cropped and not yet written.
+    # the spin). At most WINDOW jobs per thread are queued or cropped and not yet written,
+    # plus the one being written.
     done, n = 0, len(paths)
     pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="downsample")
     in_flight: deque[Future[tuple[int, np.ndarray]]] = deque()
