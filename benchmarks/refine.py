@@ -91,8 +91,8 @@ def run(n: int = 3000) -> list[Section]:
             .to_frame()["data"].tolist()
         ours = read_volume(VolumeSet(project, output_set_id(project, refined.id, "volume"))
                            .to_frame().iloc[0]["path"])[0]
-        section.rows.append(row("`cryoweave run-protocol ReconstructHighRes` (3 global + 2 local)", ours,
-                                ours_total / 5, ours_total))
+        section.rows.append(row("`cryoweave run-protocol ReconstructHighRes` "
+                                "(3 global + 2 local)", ours, ours_total / 5, ours_total))
         split = {k: sum(r["seconds"][k] for r in records) for k in records[0]["seconds"]}
         section.notes.append("cryoweave time split over the 5 iterations: " + ", ".join(
             f"{k} {v:.1f} s" for k, v in split.items()) + "; steps: " + ", ".join(

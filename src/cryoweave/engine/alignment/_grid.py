@@ -13,7 +13,7 @@ from .._backend import array_namespace
 from .._geometry import euler_to_matrix
 from .._sampling import psi_sampling, sphere_sampling
 from .._symmetry import symmetry_matrices
-from ._score import _PROJECTION_CHUNK, Band, project_band
+from ._score import _PROJECTION_CHUNK, Band, band_rows, row_power
 
 if TYPE_CHECKING:
     from cryoweave.engine import Projector
@@ -151,12 +151,12 @@ class _FineGallery:
         if self.cached:  # chunk by chunk into the gallery: no gallery-sized temporary
             for start in range(0, needed.shape[0], _PROJECTION_CHUNK):
                 part = needed[start:start + _PROJECTION_CHUNK]
-                self.rows[part] = project_band(self.projector, self.grid.matrices(part),
-                                               self.band)[0]
+                self.rows[part] = band_rows(self.projector, self.grid.matrices(part),
+                                            self.band)
             self.done[needed] = True
         else:
             self.rows = None  # the last chunk's memory serves this one
-            self.rows = project_band(self.projector, self.grid.matrices(needed), self.band)[0]
+            self.rows = band_rows(self.projector, self.grid.matrices(needed), self.band)
             self.held = needed
 
     def take(self, orientations: Any) -> tuple[Any, Any]:
@@ -164,8 +164,7 @@ class _FineGallery:
         xp = array_namespace(orientations)
         index = orientations if self.cached else xp.searchsorted(self.held, orientations)
         rows = self.rows[index]
-        values = rows.view(xp.complex64)  # (Re, Im) pairs
-        return rows, values.real * values.real + values.imag * values.imag
+        return rows, row_power(rows)
 
 
 # ---------------------------------------------------------------- the passes

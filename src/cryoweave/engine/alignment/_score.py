@@ -190,23 +190,35 @@ def project_band(projector: Projector, matrices: Any, the_band: Band,
                  n_coeffs: int | None = None) -> tuple[Any, Any]:
     """Reference rows of orientations `(R, 3, 3)`: interleaved (Re, Im) `(R, 2C)` float32 and
     |P|² `(R, C)` float32, over the first `n_coeffs` band coefficients."""
+    rows = band_rows(projector, matrices, the_band, n_coeffs)
+    return rows, row_power(rows)
+
+
+def band_rows(projector: Projector, matrices: Any, the_band: Band,
+              n_coeffs: int | None = None) -> Any:
+    """The interleaved (Re, Im) rows `(R, 2C)` float32 of `project_band`, without |P|²."""
     xp = array_namespace(projector.grid)
     c = len(the_band.flat) if n_coeffs is None else n_coeffs
     flat = the_band.flat[:c]
     count = matrices.shape[0]
 
-    def chunk(start: int, stop: int) -> tuple[Any, Any]:
-        values = xp.asarray(projector.sample(matrices[start:stop], flat), dtype=xp.complex64)
-        return real_view(values), values.real * values.real + values.imag * values.imag
+    def chunk(start: int, stop: int) -> Any:
+        return real_view(xp.asarray(projector.sample(matrices[start:stop], flat),
+                                    dtype=xp.complex64))
 
     if count <= _PROJECTION_CHUNK:  # the samples' own memory holds the rows: no copy
         return chunk(0, count)
     rows = xp.empty((count, 2 * c), dtype=xp.float32)
-    power = xp.empty((count, c), dtype=xp.float32)
     for start in range(0, count, _PROJECTION_CHUNK):
         stop = min(count, start + _PROJECTION_CHUNK)
-        rows[start:stop], power[start:stop] = chunk(start, stop)
-    return rows, power
+        rows[start:stop] = chunk(start, stop)
+    return rows
+
+
+def row_power(rows: Any) -> Any:
+    """|P|² `(..., C)` float32 of interleaved (Re, Im) float32 rows `(..., 2C)` (contiguous)."""
+    values = rows.view(array_namespace(rows).complex64)
+    return values.real * values.real + values.imag * values.imag
 
 
 def real_view(values: Any) -> Any:

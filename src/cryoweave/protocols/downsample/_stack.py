@@ -150,7 +150,7 @@ def _crop_on_cpu(batches: Iterator[Batch], job_images: int, paths: np.ndarray,
             if following is not None:
                 in_flight.append(pool.submit(job, following))
             writer.write(start, cropped)
-            free.append(cropped.base if cropped.base is not None else cropped)
+            free.append(cropped.base)  # the job's whole output buffer
             done += len(cropped)
             if progress is not None:
                 progress(done, n)
