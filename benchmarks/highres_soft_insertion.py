@@ -71,16 +71,22 @@ FSC 0.5 vs truth (Å); goal = 1.01 × true poses:
 | 2, 1.5° × 1, 0.5: `--wiener`, band 1.5 × 0.143 radius | 7.807 | | |
 | 2, 1.5° × 1, 0.5: `--wiener`, band 0.8 / 0.65 × 0.143 radius | 7.709 / 7.697 | | |
 | control: `--wiener`, 0.5 band, around the TRUE poses | 7.658 | | |
+| `--wiener`, 0.5 band, `--joined` (2, 1.5° × 1, 0.5) | | | 17.503 |
+| `--wiener`, 0.5 band, 3, 1.5° × 1, 0.5 | | | 17.493 |
+| `--wiener`, 0.5 band, M = 2, `--phase 1.2 0.7` (c1 1.52°, ribosome 1.63°) | 7.720 | | 17.511 |
+| the same, M = 2 / 3, `--phase 0.8 0.7` (c1 1°, ribo. 1.09°) | 7.749 / 7.715 | | 17.531 / 17.494 |
 
-The pass costs 27 s (c1) to 147 s (d7: each kept orientation is inserted once per symmetry
-operator) for 3,000 particles. The phantom lands within 1 %, d7 at 1.2 % and the ribosome at
-1.3 % (from 2.7 % and 2.3 %); FSC 0.143 improves more (ribosome 11.37 → 10.73). The control
-around the true poses is neutral (7.658 against 7.649): the gain is not a smoothing that
-would help the true-pose map too. A narrower band flattens the posterior further (7.697 at
-0.65), which is a temperature by another name; the 0.5 crossing is the protocol's own
-criterion. For comparison, RELION 3.1's converged auto-refine of the d7 project lands at 6.50
-(benchmarks/relion_autorefine.py), its marginalised reconstruction gaining 1.8 % over its own
-max-probability poses.
+The grid must reach about ±3° (M = 2 at 1° truncates the posterior: 7.749 against 7.715 at M =
+3); finer steps beyond ~1.5° gain little. `--joined` (RELION's last iteration) and further
+`--em` passes change the ribosome by ≤ 0.1 %. The pass costs 27 s (c1) to 147 s (d7: each kept
+orientation is inserted once per symmetry operator) for 3,000 particles. The phantom lands
+within 1 %, d7 at 1.2 % and the ribosome at 1.3 % (from 2.7 % and 2.3 %); FSC 0.143 improves
+more (ribosome 11.37 → 10.73). The control around the true poses is neutral (7.658 against
+7.649): the gain is not a smoothing that would help the true-pose map too. A narrower band
+flattens the posterior further (7.697 at 0.65), which is a temperature by another name; the 0.5
+crossing is the protocol's own criterion. For comparison, RELION 3.1's converged auto-refine of
+the d7 project lands at 6.50 (benchmarks/relion_autorefine.py), its marginalised reconstruction
+gaining 1.8 % over its own max-probability poses.
 """
 
 from __future__ import annotations
@@ -154,6 +160,11 @@ def main() -> None:
     parser.add_argument("--em", type=int, default=1,
                         help="passes: each after the first uses the previous pass's soft half "
                         "maps as its references (grids stay centred on the refined poses)")
+    parser.add_argument("--phase", nargs=2, type=float, metavar=("ANGLE_RAD", "SHIFT_RAD"),
+                        help="angle and origin steps that change the phase at the band's edge "
+                        "by these amounts (angles: at radius box/2); M from --angles/--shifts")
+    parser.add_argument("--joined", action="store_true",
+                        help="both halves against the average of the two half maps")
     parser.add_argument("--wiener", action="store_true",
                         help="references weighted by sqrt(2·FSC/(1+FSC)) of their halves' FSC, "
                         "as the protocol's references are")
@@ -177,6 +188,11 @@ def main() -> None:
                            else "resolution_interpolated_a"]
     r_max = min(box / 2 - 1, args.band * box * pixel / resolution)
     the_band = band(box, 1.0, r_max)
+    if args.phase:  # steps that move the band's edge by a set phase at the box's half-width
+        edge = 2 * np.pi * r_max / box
+        args.angles[1] = float(np.degrees(args.phase[0] / (edge * box / 2)))
+        args.shifts[1] = args.phase[1] / edge
+        print(f"steps from --phase: {args.angles[1]:.2f}°, {args.shifts[1]:.2f} px")
     rotations = rotation_from_vector(grid(int(args.angles[0]), args.angles[1], 3))
     shifts = grid(int(args.shifts[0]), args.shifts[1], 2)
     print(f"{len(rotations)} orientations × {len(shifts)} origins, band ≤ {r_max:.1f} px")
@@ -196,12 +212,18 @@ def main() -> None:
 
     half_volumes = {h: read_volume(extra / f"final_half{h}.mrc")[0] for h in (1, 2)}
     for em_pass in range(args.em):
+        frequency, half_curve = half_fsc(half_volumes, pixel)
+        volumes = half_volumes
+        if args.joined:  # both halves score against the map of all particles (RELION's last)
+            joined = (half_volumes[1] + half_volumes[2]) / 2
+            volumes = {1: joined, 2: joined}
+            half_curve = 2 * half_curve / (1 + half_curve)  # the FSC of the joined map
         if args.wiener:
             refs = {h: Projector.from_volume(apply_frequency_weights(
-                half_volumes[h], pixel, *fsc_weights(*half_fsc(half_volumes, pixel))),
-                r_max_px=r_max) for h in (1, 2)}
+                volumes[h], pixel, *fsc_weights(frequency, half_curve)), r_max_px=r_max)
+                for h in (1, 2)}
         else:
-            refs = {h: Projector.from_volume(half_volumes[h].astype(np.float32), r_max_px=r_max)
+            refs = {h: Projector.from_volume(volumes[h].astype(np.float32), r_max_px=r_max)
                     for h in (1, 2)}
         started = time.perf_counter()
         power, count = np.zeros(shell.max() + 1), np.zeros(shell.max() + 1)
