@@ -104,12 +104,22 @@ from ._symmetry import (
     symmetry_matrices,
     symmetry_order,
 )
-from .alignment import AlignmentResult, global_search, local_search, pose_scores
+from .alignment import (
+    AlignmentResult,
+    LocalGrid,
+    global_search,
+    inverse_noise_power,
+    local_search,
+    marginal_insert,
+    pose_scores,
+    shell_residual_power,
+)
 
 __all__ = [
     "MAX_AXIAL_ORDER",
     "AlignmentResult",
     "FscCurve",
+    "LocalGrid",
     "PreprocessSettings",
     "Projector",
     "ReconstructionAccumulator",
@@ -153,6 +163,7 @@ __all__ = [
     "ifftn",
     "ifftshift",
     "in_asymmetric_unit",
+    "inverse_noise_power",
     "invert_contrast",
     "irfft",
     "irfft2",
@@ -163,6 +174,7 @@ __all__ = [
     "lowpass_filter",
     "lowpass_filter_a",
     "map_batches_with_oom_retry",
+    "marginal_insert",
     "matrix_to_euler",
     "normalize_mean_std",
     "normalize_symmetry_name",
@@ -186,6 +198,7 @@ __all__ = [
     "rfft2",
     "rfftn",
     "rotation_angle_deg",
+    "shell_residual_power",
     "shift_images",
     "shift_phase",
     "soft_cylinder_mask",

@@ -3,6 +3,8 @@ acceptance test; `make validate` runs the full one)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -35,9 +37,13 @@ def test_global_then_local_recovers_the_truth(tmp_path):
     final_step = records[-2]["angular_step_deg"]  # the last global step
     assert np.median(angles) < 2 * final_step, (np.median(angles), final_step)
     assert np.median(shifts) < 1.0
+    extra = project.root / project.get_run(refined.run_id).folder / "extra"
     for name in ("fsc_iterations.png", "resolution_iterations.png", "angular_distribution.png",
                  "final_slices.png", "final_map_filtered.mrc"):
-        assert (project.root / project.get_run(refined.run_id).folder / "extra" / name).exists()
+        assert (extra / name).exists()
+    final_record = json.loads((extra / "final_fsc.json").read_text())
+    assert final_record["final_reconstruction"] == "marginal"  # the default
+    assert 1 < final_record["marginal_kept_median"] <= final_record["marginal_poses"]
 
 
 def test_alignment_none_reconstructs_from_the_poses_and_resumes(tmp_path):
@@ -188,6 +194,9 @@ def test_the_final_map_at_the_true_poses_is_the_true_pose_map(tmp_path):
     assert weights.min() < 0.2 and weights.max() == pytest.approx(1.0)  # weights were made
     ours, best = resolution_vs_truth(final["path"], truth), resolution_vs_truth(best_map, truth)
     assert ours == pytest.approx(best, rel=1e-3), (ours, best)
+    extra = project.root / project.get_run(refined.run_id).folder / "extra"
+    record = json.loads((extra / "final_fsc.json").read_text())
+    assert record["final_reconstruction"] == "best_pose"  # the poses were held: not marginal
 
 
 def test_an_odd_box_keeps_its_centre_on_the_working_grid(tmp_path):

@@ -23,7 +23,8 @@ from cryoweave.protocols.highres._weights import WeightOptions
 
 SETTINGS_KEYS = ["symmetry", "alignment", "min_tilt_deg", "max_tilt_deg", "max_shift_percent",
                  "local", "weights", "reference", "resolution_criterion", "regularization",
-                 "seed", "stochastic_alpha", "final_map_weights", "restrict_tilt_deg",
+                 "seed", "stochastic_alpha", "final_map_weights", "final_reconstruction",
+                 "restrict_tilt_deg",
                  "adhoc_mask", "mask", "post_script"]
 LOCAL_KEYS = ["shifts", "angles", "max_shift_percent", "scale", "max_scale_change", "defocus",
               "max_defocus_change_a", "gray", "max_gray_scale_change", "max_gray_offset_sigma"]
@@ -62,10 +63,12 @@ def test_keys_set_later_are_absent_until_set_and_old_settings_take_the_defaults(
     settings = dataclasses.replace(_settings(), particles_set_id=None, alignment_now=None)
     data = to_json(settings)
     assert list(data) == SETTINGS_KEYS  # the finalize step never had alignment_now
-    for key in ("final_map_weights", "restrict_tilt_deg", "adhoc_mask", "post_script"):
+    for key in ("final_map_weights", "final_reconstruction", "restrict_tilt_deg", "adhoc_mask",
+                "post_script"):
         del data[key]  # (read with .get() before: runs planned earlier may lack them)
     old = from_json(RefinementSettings, data)
     assert old.final_map_weights == "unit" and old.restrict_tilt_deg is None
+    assert old.final_reconstruction == "best_pose"  # what the runs planned before it did
     assert old.adhoc_mask is None and old.post_script is None and old.alignment_now is None
 
 

@@ -4,7 +4,7 @@ and the FSC record. Used by the insert and evaluate steps and by the finalize st
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -30,18 +30,19 @@ def reconstruction_rows(poses: dict[str, np.ndarray], half: int, settings: Refin
     return np.flatnonzero(selected)
 
 
-def insert_normal_images(accumulator: ReconstructionAccumulator, particles: ParticleArrays,
-                         rows: np.ndarray, poses: dict[str, np.ndarray], symmetry: str, *,
-                         weights: np.ndarray | None, device: str = "cpu",
-                         progress: Callable[[int, int], None] | None = None) -> int:
-    """Insert the particles ``rows`` (refined gray values and magnification undone), leaving
-    out abnormal images (non-finite, or variance beyond ×/÷ ABNORMAL_VARIANCE_FACTOR of the
-    first batch's median); returns how many were left out. ``weights`` None: unit weights.
-    Images are read, screened and corrected on the host and inserted on ``device``."""
+def normal_batches(particles: ParticleArrays, rows: np.ndarray, poses: dict[str, np.ndarray],
+                   counts: list[int] | None = None, batch_size: int = 500
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, images) of ``rows`` in batches, read on the host with refined gray values and
+    magnification undone, abnormal images (non-finite, or variance beyond ×/÷
+    ABNORMAL_VARIANCE_FACTOR of the first batch's median) left out; ``counts`` (if given)
+    gets ``[abnormal so far, rows done so far]``."""
     reader = StackReader()
-    abnormal, reference_variance = 0, None
-    for begin in range(0, len(rows), 500):
-        batch = rows[begin:begin + 500]
+    reference_variance = None
+    if counts is not None:
+        counts[:] = [0, 0]
+    for begin in range(0, len(rows), batch_size):
+        batch = rows[begin:begin + batch_size]
         images = reader.read(particles.paths[batch], particles["image_index"][batch],
                              particles.box_px)
         variance = images.reshape(len(batch), -1).var(axis=1)
@@ -50,9 +51,23 @@ def insert_normal_images(accumulator: ReconstructionAccumulator, particles: Part
         normal = (np.isfinite(images).all(axis=(1, 2))
                   & (variance < ABNORMAL_VARIANCE_FACTOR * reference_variance)
                   & (variance > reference_variance / ABNORMAL_VARIANCE_FACTOR))
-        abnormal += int((~normal).sum())
+        if counts is not None:
+            counts[0] += int((~normal).sum())
+            counts[1] = begin + len(batch)
         batch, images = batch[normal], images[normal]
-        images = corrected_images(images, poses, batch)
+        yield batch, corrected_images(images, poses, batch)
+
+
+def insert_normal_images(accumulator: ReconstructionAccumulator, particles: ParticleArrays,
+                         rows: np.ndarray, poses: dict[str, np.ndarray], symmetry: str, *,
+                         weights: np.ndarray | None, device: str = "cpu",
+                         progress: Callable[[int, int], None] | None = None) -> int:
+    """Insert the particles ``rows`` (``normal_batches``: abnormal images left out, refined
+    gray values and magnification undone); returns how many were left out. ``weights`` None:
+    unit weights. Images are read, screened and corrected on the host and inserted on
+    ``device``."""
+    counts: list[int] = []
+    for batch, images in normal_batches(particles, rows, poses, counts):
         if len(batch):
             accumulator.insert(
                 to_device(images, device), to_device(particles.matrices(batch), device),
@@ -60,8 +75,8 @@ def insert_normal_images(accumulator: ReconstructionAccumulator, particles: Part
                 origin_xy_px=to_device(particles.origins_px(batch), device), symmetry=symmetry,
                 particle_weights=None if weights is None else to_device(weights[batch], device))
         if progress is not None:
-            progress(begin + len(batch), len(rows))
-    return abnormal
+            progress(counts[1], len(rows))
+    return counts[0] if counts else 0
 
 
 def corrected_images(images: np.ndarray, poses: dict[str, np.ndarray], rows: np.ndarray

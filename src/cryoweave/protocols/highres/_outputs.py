@@ -27,6 +27,7 @@ from cryoweave.protocols.highres._halves import (
     reconstruction_rows,
     resolution_record,
 )
+from cryoweave.protocols.highres._marginal import marginal_accumulators
 from cryoweave.protocols.highres._references import resample_centred
 from cryoweave.protocols.highres._schedule import IterationSchedule
 from cryoweave.protocols.highres._settings import RefinementSettings, from_json
@@ -155,14 +156,38 @@ def final_maps(particles: ParticleArrays, poses: dict[str, np.ndarray],
                                          settings.symmetry, weights=weights)
         accumulators.append(accumulator)
     half1, half2, average = half_maps(*accumulators, regularization=settings.regularization)
-    curve = evaluate(half1, half2, pixel, fsc_mask(settings, box, pixel, radius))
+    mask = fsc_mask(settings, box, pixel, radius)
+    curve = evaluate(half1, half2, pixel, mask)
     criterion = settings.resolution_criterion
     record = resolution_record(curve, criterion)
+    facts: dict[str, Any] = {}
+    marginal = marginalised(settings, schedule)
+    if marginal:
+        soft, facts = marginal_accumulators(
+            refined, poses, {h: reconstruction_rows(poses, h, settings) for h in (1, 2)},
+            {1: np.asarray(half1), 2: np.asarray(half2)},
+            resolution_a=record["resolution_interpolated_a"], symmetry=settings.symmetry,
+            weights=weights)
+        accumulators = [soft[1], soft[2]]
+        half1, half2, average = half_maps(*accumulators,
+                                          regularization=settings.regularization)
+        facts["hard_resolution_a"] = record["resolution_interpolated_a"]
+        record = resolution_record(evaluate(half1, half2, pixel, mask), criterion)
     record.update({
-        "final_weights": chosen, "pixel_size_a": pixel, "box_px": box,
-        "particles_used": sum(a.n_images for a in accumulators), "abnormal": abnormal})
+        "final_weights": chosen, "final_reconstruction": "marginal" if marginal else "best_pose",
+        "pixel_size_a": pixel, "box_px": box,
+        "particles_used": sum(a.n_images for a in accumulators), "abnormal": abnormal,
+        **facts})
     maps = {"half1": half1, "half2": half2, "map": average}
     return {k: np.asarray(v, np.float32) for k, v in maps.items()}, record
+
+
+def marginalised(settings: RefinementSettings, schedule: IterationSchedule) -> bool:
+    """Whether the final maps are marginalised: asked for, and the last iteration estimated
+    the poses (not ``alignment: none``, not a local iteration with angles and shifts held)."""
+    if settings.final_reconstruction != "marginal" or schedule.alignment == "none":
+        return False
+    return schedule.alignment != "local" or settings.local.angles or settings.local.shifts
 
 
 def run_post_script(command: str, map_path: str, ctx: StepContext) -> None:

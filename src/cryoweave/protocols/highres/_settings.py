@@ -100,6 +100,7 @@ class RefinementSettings:
     seed: int
     stochastic_alpha: float
     final_map_weights: str = "unit"  # or "refinement"
+    final_reconstruction: str = "best_pose"  # or "marginal" (runs planned before it: best pose)
     restrict_tilt_deg: tuple[float, float] | None = None  # (min, max) of the maps' particles
     adhoc_mask: str | None = None  # path of the FSC mask
     mask: str | None = None  # path of the reference mask
@@ -128,6 +129,7 @@ def settings_of(params: ReconstructHighRes.Params, mask_path: str | None,
             angular_stability=params.weight_angular_stability, ssnr=params.weight_ssnr,
             continuous=params.weight_continuous, min_cc_weight=params.min_cc_weight),
         final_map_weights=params.final_map_weights,
+        final_reconstruction=params.final_reconstruction,
         reference=ReferenceSettings(
             lowpass=params.next_lowpass, spherical_mask=params.next_spherical_mask,
             positivity=params.next_positivity, dropout=params.next_dropout),

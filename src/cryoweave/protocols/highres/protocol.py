@@ -155,6 +155,13 @@ class ReconstructHighRes(Protocol):
             description="Weights of the final map: unit (every particle kept by the last "
                         "iteration counts once) or the refinement's weights (which steer the "
                         "iterations; on a homogeneous set they lower the map's resolution)")
+        final_reconstruction: Literal["marginal", "best_pose"] = param(
+            "marginal", section="Weights", expert=ADVANCED,
+            description="How the final maps take each particle: marginal (over the poses "
+                        "near its refined one, weighted by their posterior probability, as "
+                        "RELION reconstructs; closer to the map the true poses would give) or "
+                        "best_pose (once, at its refined pose; always so when the last "
+                        "iteration held the poses)")
         # -- halves and resolution
         split: Literal["fixed", "stochastic"] = param(
             "fixed", section="Resolution", expert=ADVANCED,

@@ -1,0 +1,108 @@
+"""The final maps marginalised over each particle's pose uncertainty (``final_reconstruction:
+marginal``, the default): RELION weighs every particle over its orientations and origins by
+their posterior probability when it reconstructs; a hard assignment keeps only the best pose
+and leaves the pose noise in the map.
+
+Around each refined pose, a local grid (``LocalGrid``) is scored against that half's hard
+final map, weighted by sqrt(2·FSC/(1+FSC)) of the halves' FSC as the iterations' references
+are (``_references.fsc_weights``), over the band up to the halves' resolution at the run's
+criterion (0.5 by default: beyond it the reference is mostly noise); the noise power per shell
+is the mean residual at the refined poses. The grid's steps change the phase at the band's edge
+by ANGLE_PHASE_RAD at half the box's width (angles) and by SHIFT_PHASE_RAD (origins): finer
+bands get finer grids. ±2 angular steps reach about ±3° at the `make validate` resolutions,
+which the posterior needs (benchmarks/highres_soft_insertion.py: ±2° truncates it).
+
+Measured with that script on the `make validate` cases (FSC 0.5 against the truth): phantom
+7.82 → 7.72 Å (true poses 7.65), d7 6.57 → 6.47 (6.40), ribosome 17.66 → 17.51 (17.27).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from cryoweave.engine import (
+    LocalGrid,
+    Projector,
+    ReconstructionAccumulator,
+    fsc,
+    inverse_noise_power,
+    marginal_insert,
+    shell_residual_power,
+)
+from cryoweave.protocols._shared.particle_arrays import ParticleArrays
+from cryoweave.protocols._shared.reconstruct import empty_accumulator
+from cryoweave.protocols.highres._halves import normal_batches
+from cryoweave.protocols.highres._references import apply_frequency_weights, fsc_weights
+
+ANGLE_PHASE_RAD = 1.2
+SHIFT_PHASE_RAD = 0.7
+ANGLE_STEPS = 2
+SHIFT_STEPS = 1
+BATCH = 100  # particles per posterior batch: (batch, origins, box, box/2+1) complex64 ramps
+
+
+def band_radius_px(box_px: int, pixel_size_a: float, resolution_a: float) -> float:
+    """The likelihood's band edge (Fourier px of the box) at ``resolution_a``."""
+    return float(min(box_px / 2 - 1, max(2.0, box_px * pixel_size_a / resolution_a)))
+
+
+def local_grid(box_px: int, r_max_px: float) -> LocalGrid:
+    """The grid around each pose for a band ending at ``r_max_px`` (module notes)."""
+    edge = 2 * math.pi * r_max_px / box_px  # phase per pixel of shift at the band's edge
+    return LocalGrid.around(math.degrees(ANGLE_PHASE_RAD / (edge * box_px / 2)), ANGLE_STEPS,
+                            SHIFT_PHASE_RAD / edge, SHIFT_STEPS)
+
+
+def marginal_accumulators(particles: ParticleArrays, poses: dict[str, np.ndarray],
+                          rows_of_half: dict[int, np.ndarray], halves: dict[int, np.ndarray],
+                          *, resolution_a: float, symmetry: str,
+                          weights: np.ndarray | None = None,
+                          progress: Callable[[int, int], None] | None = None
+                          ) -> tuple[dict[int, ReconstructionAccumulator], dict[str, float]]:
+    """Accumulators of both halves with each particle (``particles`` at the refined poses)
+    inserted over its local grid (times ``weights[row]`` if given); ``halves``: the hard final
+    half maps on the particles' grid.
+    Returns them and facts for the record (grid steps, band, median kept poses)."""
+    pixel, box = particles.pixel_size_a, particles.box_px
+    r_max = band_radius_px(box, pixel, resolution_a)
+    grid = local_grid(box, r_max)
+    curve = fsc(halves[1], halves[2], pixel_size_a=pixel)
+    wiener = fsc_weights(curve.frequency_per_a, curve.values)
+    projectors = {h: Projector.from_volume(
+        np.asarray(apply_frequency_weights(halves[h], pixel, *wiener), np.float32),
+        r_max_px=r_max) for h in (1, 2)}
+    sums, count = 0.0, 0
+    for h, rows in rows_of_half.items():
+        for batch, images in normal_batches(particles, rows, poses):
+            if len(batch):
+                batch_sums, n = shell_residual_power(
+                    images, particles.ctf(batch), particles.matrices(batch),
+                    particles.origins_px(batch), projectors[h], r_max)
+                sums, count = sums + batch_sums, count + n
+    inverse_sigma2 = inverse_noise_power(np.asarray(sums), count)
+    accumulators, kept = {}, []
+    total, before, counts = sum(len(r) for r in rows_of_half.values()), 0, [0, 0]
+    for h, rows in rows_of_half.items():
+        accumulator = empty_accumulator(particles, half=h, padding=2.0, max_resolution_a=None)
+        for batch, images in normal_batches(particles, rows, poses, counts, batch_size=BATCH):
+            if len(batch):
+                stats = marginal_insert(
+                    accumulator, images, particles.ctf(batch), particles.matrices(batch),
+                    particles.origins_px(batch), projectors[h], grid, r_max_px=r_max,
+                    inverse_sigma2=inverse_sigma2, symmetry=symmetry,
+                    particle_weights=None if weights is None else weights[batch])
+                kept.append(stats["kept"])
+            if progress is not None:
+                progress(before + counts[1], total)
+        before += len(rows)
+        accumulators[h] = accumulator
+    facts = {"marginal_angle_step_deg": float(np.degrees(np.arccos(
+                 np.clip((np.trace(grid.rotations[1]) - 1) / 2, -1, 1)))),
+             "marginal_shift_step_px": float(np.abs(grid.shifts_px[1]).max()),
+             "marginal_poses": len(grid.rotations) * len(grid.shifts_px),
+             "marginal_band_a": box * pixel / r_max,
+             "marginal_kept_median": float(np.median(np.concatenate(kept))) if kept else 0.0}
+    return accumulators, facts
