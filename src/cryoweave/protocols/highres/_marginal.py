@@ -45,7 +45,10 @@ BATCH = 100  # particles per posterior batch: (batch, origins, box, box/2+1) com
 
 
 def band_radius_px(box_px: int, pixel_size_a: float, resolution_a: float) -> float:
-    """The likelihood's band edge (Fourier px of the box) at ``resolution_a``."""
+    """The likelihood's band edge (Fourier px of the box) at ``resolution_a`` (Nyquist − 1
+    when the resolution is not finite: the FSC never crossed the criterion)."""
+    if not (math.isfinite(resolution_a) and resolution_a > 0):
+        return float(box_px / 2 - 1)
     return float(min(box_px / 2 - 1, max(2.0, box_px * pixel_size_a / resolution_a)))
 
 
@@ -64,8 +67,8 @@ def marginal_accumulators(particles: ParticleArrays, poses: dict[str, np.ndarray
                           ) -> tuple[dict[int, ReconstructionAccumulator], dict[str, float]]:
     """Accumulators of both halves with each particle (``particles`` at the refined poses)
     inserted over its local grid (times ``weights[row]`` if given); ``halves``: the hard final
-    half maps on the particles' grid.
-    Returns them and facts for the record (grid steps, band, median kept poses)."""
+    half maps on the particles' grid; ``progress(done, total)`` during the insertion. Returns
+    them and facts for the record (grid steps, band, median kept poses)."""
     pixel, box = particles.pixel_size_a, particles.box_px
     r_max = band_radius_px(box, pixel, resolution_a)
     grid = local_grid(box, r_max)

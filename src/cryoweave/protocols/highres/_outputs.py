@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ def finalize_step(ctx: StepContext, iterations: int, arrays: str,
     if record["alignment"] == "stochastic":
         maps = resampled_last_maps(last, pixel, box)  # (a running average: no final insert)
     else:
-        maps, record = final_maps(particles, poses, the_settings, read_schedule(last))
+        maps, record = final_maps(particles, poses, the_settings, read_schedule(last),
+                                  progress=lambda done, total: ctx.progress(done, total))
         write_json(ctx.extra_dir / "final_fsc.json", record)
     files: dict[str, str] = {}
     for name in ("half1", "half2", "map"):
@@ -129,7 +131,8 @@ def resampled_last_maps(last: Path, pixel_size_a: float, box_px: int
 
 
 def final_maps(particles: ParticleArrays, poses: dict[str, np.ndarray],
-               settings: RefinementSettings, schedule: IterationSchedule
+               settings: RefinementSettings, schedule: IterationSchedule,
+               progress: Callable[[int, int], None] | None = None
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The final maps, made as ReconstructFourier makes the true-pose map: the original
     images at the refined poses, on the original grid (padding ×2, gridding iterations),
@@ -140,8 +143,11 @@ def final_maps(particles: ParticleArrays, poses: dict[str, np.ndarray],
     homogeneous set they spread good particles over [w_min, 1], which lowers the effective
     number of particles (measured: benchmarks/highres_map_loss.py). The half-map FSC does
     not see that loss (it favoured the weighted map where the truth did not), so the choice
-    is a setting, not automatic. Returns the maps (half1, half2, map at the original box,
-    float32) and the FSC record (with ``final_weights``).
+    is a setting, not automatic. Then, unless ``settings.final_reconstruction`` is best_pose
+    or the last iteration held the poses, the maps are made again with each particle
+    marginalised over the poses near its own (``_marginal``; ``progress(done, total)``).
+    Returns the maps (half1, half2, map at the original box, float32) and the FSC record
+    (with ``final_weights`` and ``final_reconstruction``).
     """
     refined = with_poses(particles, poses)
     pixel, box = refined.pixel_size_a, refined.box_px
@@ -167,7 +173,7 @@ def final_maps(particles: ParticleArrays, poses: dict[str, np.ndarray],
             refined, poses, {h: reconstruction_rows(poses, h, settings) for h in (1, 2)},
             {1: np.asarray(half1), 2: np.asarray(half2)},
             resolution_a=record["resolution_interpolated_a"], symmetry=settings.symmetry,
-            weights=weights)
+            weights=weights, progress=progress)
         accumulators = [soft[1], soft[2]]
         half1, half2, average = half_maps(*accumulators,
                                           regularization=settings.regularization)
