@@ -33,6 +33,12 @@ Frame drift is not it (2026-11-28, phantom, a fresh project): each half's frame 
 0.45° and 0.62° against the truth (0.25° against each other), and the final map rigidly
 aligned to the truth (0.59°) scores 7.80 Å against 7.82 as published (true poses 7.65).
 
+Since 2026-11-29 the protocol's final maps are marginalised over each particle's pose
+(`final_reconstruction: marginal`, protocols/highres/_marginal.py; "now" above is
+`best_pose`). The `make validate` cases (tests/validation/test_highres_acceptance.py, one run
+each, FSC 0.5 against the truth): phantom 7.720 Å (true poses 7.649: 0.9 %), phantom-d7 6.488
+(6.396: 1.4 %), ribosome 17.511 (17.267: 1.4 %).
+
 The CC-percentile weights cost 1.2–1.6 %; the odd box's half-pixel centre offset cost the
 ribosome 6.7 % (median shift error 0.96 → 0.23 px); what is left (2.2–2.7 %) is pose noise.
 

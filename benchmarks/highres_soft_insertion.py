@@ -1,5 +1,9 @@
 """Would a posterior-weighted ("soft") final map close ReconstructHighRes's gap? (issue 9)
 
+(What this script found became the protocol's default final maps on 2026-11-29:
+`final_reconstruction: marginal`, protocols/highres/_marginal.py with the engine's
+`marginal_insert`; this script keeps its own implementation for the experiments below.)
+
 A re-reconstruction experiment on a finished benchmarks/highres_map_loss.py project (its
 saved poses and final half maps; no refinement is run). For each particle, the Gaussian
 log-likelihood −Σ_k |X_k·e^{−2πik·o/N} − CTF_k·P_k(E·A)|² / σ²(|k|) over a local grid around
