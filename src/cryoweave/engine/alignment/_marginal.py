@@ -143,7 +143,10 @@ def marginal_insert(accumulator: ReconstructionAccumulator, images: Any, ctfs: A
                     shift_phases(the_band, origins), inv_sigma2, min_probability)
     spectra = rfft2(xp.asarray(images, dtype=xp.float32))
     kx = fft_wave_numbers(n, xp, rfft=True) / n
-    ky = fft_wave_numbers(n, xp)[:, None] / n
+    ky = fft_wave_numbers(n, xp) / n
+    # separable phase ramps of every particle's origins: (b, S, N/2+1) and (b, S, N)
+    along_x = xp.exp(-2j * numpy.pi * origins[..., 0, None] * kx).astype(xp.complex64)
+    along_y = xp.exp(-2j * numpy.pi * origins[..., 1, None] * ky).astype(xp.complex64)
     images_before = accumulator.n_images
     for j in range(trial.shape[1]):
         w = p[:, :, j]  # (b, S)
@@ -151,11 +154,11 @@ def marginal_insert(accumulator: ReconstructionAccumulator, images: Any, ctfs: A
         use = xp.flatnonzero(total > 0)
         if use.size == 0:
             continue
-        o = origins[use]  # (u, S, 2)
-        ramps = xp.exp(-2j * numpy.pi * (o[..., 0, None, None] * kx
-                                         + o[..., 1, None, None] * ky))  # (u, S, N, N//2+1)
-        combined = xp.einsum("us,usyx->uyx", (w[use] / total[use, None]).astype(xp.complex64),
-                             ramps.astype(xp.complex64))
+        share = (w[use] / total[use, None]).astype(xp.float32)  # (u, S)
+        combined = xp.zeros((int(use.size), n, n // 2 + 1), dtype=xp.complex64)
+        for k in range(origins.shape[1]):  # one origin at a time: (u, N, N/2+1) at most
+            combined += ((share[:, k, None] * along_y[use, k])[:, :, None]
+                         * along_x[use, k][:, None, :])
         shifted = irfft2(combined * spectra[use], (n, n)).astype(xp.float32)
         ctf_use = ctfs[use] if getattr(ctfs, "ndim", 2) == 3 else ctfs
         weight = total[use] if particle_weights is None else (

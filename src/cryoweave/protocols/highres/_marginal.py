@@ -41,7 +41,12 @@ ANGLE_PHASE_RAD = 1.2
 SHIFT_PHASE_RAD = 0.7
 ANGLE_STEPS = 2
 SHIFT_STEPS = 1
-BATCH = 100  # particles per posterior batch: (batch, origins, box, box/2+1) complex64 ramps
+BATCH_BYTES = 256 << 20  # per posterior batch: ~4 (batch, box, box/2+1) complex64 arrays
+
+
+def batch_particles(box_px: int) -> int:
+    """Particles per batch of the marginal insertion (16 to 500, within BATCH_BYTES)."""
+    return max(16, min(500, BATCH_BYTES // (32 * box_px * (box_px // 2 + 1))))
 
 
 def band_radius_px(box_px: int, pixel_size_a: float, resolution_a: float) -> float:
@@ -90,7 +95,8 @@ def marginal_accumulators(particles: ParticleArrays, poses: dict[str, np.ndarray
     total, before, counts = sum(len(r) for r in rows_of_half.values()), 0, [0, 0]
     for h, rows in rows_of_half.items():
         accumulator = empty_accumulator(particles, half=h, padding=2.0, max_resolution_a=None)
-        for batch, images in normal_batches(particles, rows, poses, counts, batch_size=BATCH):
+        for batch, images in normal_batches(particles, rows, poses, counts,
+                                            batch_size=batch_particles(box)):
             if len(batch):
                 stats = marginal_insert(
                     accumulator, images, particles.ctf(batch), particles.matrices(batch),
