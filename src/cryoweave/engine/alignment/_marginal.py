@@ -63,13 +63,14 @@ def _ball(steps: int, step: float, dims: int) -> numpy.ndarray:
     return points[numpy.argsort(numpy.linalg.norm(points, axis=1), kind="stable")]
 
 
-def _band_values(images: Any, ctfs: Any, r_max_px: float) -> tuple[Any, Any, Any]:
-    """(the band, X `(b, C)` complex64, CTF `(b, C)` float32) of a batch."""
-    xp = array_namespace(images)
-    n, b = images.shape[-1], images.shape[0]
+def _band_values(spectra: Any, ctfs: Any, r_max_px: float) -> tuple[Any, Any, Any]:
+    """(the band, X `(b, C)` complex64, CTF `(b, C)` float32) of a batch's rfft2 spectra
+    `(b, N, N//2+1)`."""
+    xp = array_namespace(spectra)
+    n, b = spectra.shape[-2], spectra.shape[0]
     the_band = band(n, 1.0, r_max_px)
     flat = xp.asarray(the_band.flat)
-    x = xp.reshape(rfft2(xp.asarray(images, dtype=xp.float32)), (b, -1))[:, flat]
+    x = xp.reshape(spectra, (b, -1))[:, flat]
     ctf = xp.reshape(xp.asarray(ctfs, dtype=xp.float32), (-1, n * (n // 2 + 1)))[:, flat]
     return the_band, x.astype(xp.complex64), xp.broadcast_to(ctf, x.shape)
 
@@ -86,7 +87,8 @@ def shell_residual_power(images: Any, ctfs: Any, matrices: Any, origins_px: Any,
     shell `(⌊r_max⌋ + 2,)` (host float64), and the batch size: sum both over batches, then
     `inverse_noise_power`."""
     xp = array_namespace(images)
-    the_band, x, ctf = _band_values(images, ctfs, r_max_px)
+    spectra = rfft2(xp.asarray(images, dtype=xp.float32))
+    the_band, x, ctf = _band_values(spectra, ctfs, r_max_px)
     residual = x * shift_phases(the_band, origins_px) - ctf * _rows(projector, matrices,
                                                                      the_band)
     power = to_host(xp.sum(residual.real ** 2 + residual.imag ** 2, axis=0))
@@ -133,7 +135,8 @@ def marginal_insert(accumulator: ReconstructionAccumulator, images: Any, ctfs: A
     host arrays: `kept` poses per particle `(b,)` and the `top` probability `(b,)`."""
     xp = array_namespace(images, accumulator.sums)
     n, b = images.shape[-1], images.shape[0]
-    the_band, x, ctf = _band_values(images, ctfs, r_max_px)
+    spectra = rfft2(xp.asarray(images, dtype=xp.float32))
+    the_band, x, ctf = _band_values(spectra, ctfs, r_max_px)
     shells = numpy.minimum(numpy.rint(the_band.radius).astype(int), len(inverse_sigma2) - 1)
     inv_sigma2 = xp.asarray(numpy.asarray(inverse_sigma2)[shells], dtype=xp.float32)
     rotations = xp.asarray(grid.rotations)
@@ -141,7 +144,6 @@ def marginal_insert(accumulator: ReconstructionAccumulator, images: Any, ctfs: A
     origins = xp.asarray(origins_px, dtype=xp.float64)[:, None] + xp.asarray(grid.shifts_px)
     p = _posteriors(x, ctf, _rows(projector, trial, the_band),
                     shift_phases(the_band, origins), inv_sigma2, min_probability)
-    spectra = rfft2(xp.asarray(images, dtype=xp.float32))
     kx = fft_wave_numbers(n, xp, rfft=True) / n
     ky = fft_wave_numbers(n, xp) / n
     # separable phase ramps of every particle's origins: (b, S, N/2+1) and (b, S, N)
