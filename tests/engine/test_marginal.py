@@ -14,6 +14,7 @@ from cryoweave.engine import (
     ReconstructionAccumulator,
     fsc,
     inverse_noise_power,
+    kept_poses,
     marginal_insert,
     shell_residual_power,
     to_host,
@@ -102,6 +103,19 @@ def test_the_marginal_map_recovers_what_pose_noise_took_from_the_hard_map():
     assert 1 < np.median(stats["kept"]) < 165
 
 
+def test_kept_poses_counts_what_the_insertion_keeps_without_inserting():
+    data = Particles(16, seed=7, snr=1.0)
+    projector = Projector.from_volume(data.volume, r_max_px=R_MAX)
+    grid = LocalGrid.around(1.5, 2, 0.5, 1)
+    inverse_sigma2 = _noise(data, projector, data.matrices, data.origins)
+    kept = kept_poses(data.images, data.ctfs, data.matrices, data.origins, projector, grid,
+                      r_max_px=R_MAX, inverse_sigma2=inverse_sigma2)
+    _, stats = _insert(data, projector, data.matrices, data.origins, grid,
+                       inverse_sigma2=inverse_sigma2)
+    assert kept.shape == (16,) and np.array_equal(kept, stats["kept"])
+    assert kept.min() >= 1 and kept.max() <= 165 and len(np.unique(kept)) > 1
+
+
 def test_backends_agree(xp):
     data = Particles(10, seed=6, snr=1.0)
     grid = LocalGrid.around(2.0, 1, 0.5, 1)
@@ -110,7 +124,11 @@ def test_backends_agree(xp):
     expected, _ = _insert(data, host_projector, data.matrices, data.origins, grid,
                           inverse_sigma2=inverse_sigma2)
     projector = Projector.from_volume(xp.asarray(data.volume), r_max_px=R_MAX)
-    got, _ = _insert(data, projector, data.matrices, data.origins, grid, xp=xp,
-                     inverse_sigma2=inverse_sigma2)
+    got, stats = _insert(data, projector, data.matrices, data.origins, grid, xp=xp,
+                         inverse_sigma2=inverse_sigma2)
     scale = np.abs(expected.sums).max()
     assert np.abs(to_host(got.sums) - expected.sums).max() < 1e-5 * scale
+    kept = kept_poses(xp.asarray(data.images), xp.asarray(data.ctfs), xp.asarray(data.matrices),
+                      xp.asarray(data.origins), projector, grid, r_max_px=R_MAX,
+                      inverse_sigma2=inverse_sigma2)
+    assert isinstance(kept, np.ndarray) and np.array_equal(kept, stats["kept"])

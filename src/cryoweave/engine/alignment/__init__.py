@@ -11,9 +11,10 @@ from ._local import local_search
 from ._marginal import (
     LocalGrid,
     inverse_noise_power,
+    kept_poses,
     marginal_insert,
     shell_residual_power,
 )
 
 __all__ = ["AlignmentResult", "LocalGrid", "global_search", "inverse_noise_power",
-           "local_search", "marginal_insert", "pose_scores", "shell_residual_power"]
+           "kept_poses", "local_search", "marginal_insert", "pose_scores", "shell_residual_power"]

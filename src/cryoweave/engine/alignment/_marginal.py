@@ -123,6 +123,36 @@ def _posteriors(x: Any, ctf: Any, rows: Any, phases: Any, inv_sigma2: Any,
     return xp.reshape(p / xp.sum(p, axis=1, keepdims=True), (b, s, r))
 
 
+def _scored(images: Any, ctfs: Any, matrices: Any, origins_px: Any, projector: Projector,
+            grid: LocalGrid, r_max_px: float, inverse_sigma2: numpy.ndarray,
+            min_probability: float) -> tuple[Any, Any, Any, Any]:
+    """(the batch's spectra, trial rotations `(b, R, 3, 3)`, trial origins `(b, S, 2)`,
+    posteriors `(b, S, R)`)."""
+    xp = array_namespace(images)
+    spectra = rfft2(xp.asarray(images, dtype=xp.float32))
+    the_band, x, ctf = _band_values(spectra, ctfs, r_max_px)
+    shells = numpy.minimum(numpy.rint(the_band.radius).astype(int), len(inverse_sigma2) - 1)
+    inv_sigma2 = xp.asarray(numpy.asarray(inverse_sigma2)[shells], dtype=xp.float32)
+    rotations = xp.asarray(grid.rotations)
+    trial = rotations[None] @ xp.asarray(matrices, dtype=xp.float64)[:, None]  # (b, R, 3, 3)
+    origins = xp.asarray(origins_px, dtype=xp.float64)[:, None] + xp.asarray(grid.shifts_px)
+    p = _posteriors(x, ctf, _rows(projector, trial, the_band),
+                    shift_phases(the_band, origins), inv_sigma2, min_probability)
+    return spectra, trial, origins, p
+
+
+def kept_poses(images: Any, ctfs: Any, matrices: Any, origins_px: Any, projector: Projector,
+               grid: LocalGrid, *, r_max_px: float, inverse_sigma2: numpy.ndarray,
+               min_probability: float = 1e-5) -> numpy.ndarray:
+    """How many of the `grid`'s poses each particle of the batch keeps (`marginal_insert`'s
+    posterior, nothing inserted), host `(b,)`: a particle that keeps them all has a posterior
+    that reaches the grid's edge."""
+    xp = array_namespace(images)
+    *_, p = _scored(images, ctfs, matrices, origins_px, projector, grid, r_max_px,
+                    inverse_sigma2, min_probability)
+    return to_host(xp.sum(xp.reshape(p, (p.shape[0], -1)) > 0, axis=1))
+
+
 def marginal_insert(accumulator: ReconstructionAccumulator, images: Any, ctfs: Any,
                     matrices: Any, origins_px: Any, projector: Projector, grid: LocalGrid, *,
                     r_max_px: float, inverse_sigma2: numpy.ndarray, symmetry: str = "c1",
@@ -135,15 +165,8 @@ def marginal_insert(accumulator: ReconstructionAccumulator, images: Any, ctfs: A
     host arrays: `kept` poses per particle `(b,)` and the `top` probability `(b,)`."""
     xp = array_namespace(images, accumulator.sums)
     n, b = images.shape[-1], images.shape[0]
-    spectra = rfft2(xp.asarray(images, dtype=xp.float32))
-    the_band, x, ctf = _band_values(spectra, ctfs, r_max_px)
-    shells = numpy.minimum(numpy.rint(the_band.radius).astype(int), len(inverse_sigma2) - 1)
-    inv_sigma2 = xp.asarray(numpy.asarray(inverse_sigma2)[shells], dtype=xp.float32)
-    rotations = xp.asarray(grid.rotations)
-    trial = rotations[None] @ xp.asarray(matrices, dtype=xp.float64)[:, None]  # (b, R, 3, 3)
-    origins = xp.asarray(origins_px, dtype=xp.float64)[:, None] + xp.asarray(grid.shifts_px)
-    p = _posteriors(x, ctf, _rows(projector, trial, the_band),
-                    shift_phases(the_band, origins), inv_sigma2, min_probability)
+    spectra, trial, origins, p = _scored(images, ctfs, matrices, origins_px, projector, grid,
+                                         r_max_px, inverse_sigma2, min_probability)
     kx = fft_wave_numbers(n, xp, rfft=True) / n
     ky = fft_wave_numbers(n, xp) / n
     # separable phase ramps of every particle's origins: (b, S, N/2+1) and (b, S, N)

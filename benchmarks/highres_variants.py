@@ -1,0 +1,93 @@
+"""ReconstructHighRes again on a finished `highres_map_loss.py` project, with parameters
+changed (issue 9): the `make validate` refinement (automatic, 5 iterations, the case's
+symmetry, from the project's 30 Å start), plus the JSON given, as a new run of the project.
+
+Prints the final map and each final half map against the truth (FSC 0.5, Å, interpolated),
+next to the true-pose map's, the median angular and origin errors against the true poses, and
+per iteration: alignment, working box, half-map resolution at the run's criterion (and of the
+hard maps where the iteration marginalised), FSC 0.143 and the median angular change.
+
+    python benchmarks/highres_variants.py --project /tmp/cw-map-loss-phantom-3000/p \
+        '{"next_lowpass": false}'
+
+Measured with it (2026-11-29, FSC 0.5 vs truth in Å; runs of the projects of 2026-11-28/29;
+the protocol's defaults reproduce `make validate`: phantom 7.720, d7 6.488, ribosome 17.511):
+
+| variant | phantom (true poses 7.649) | phantom-d7 (6.396) | ribosome (17.267) |
+|---|---|---|---|
+| defaults | 7.720 | 6.488 | 17.511 |
+| `{"next_lowpass": false}` | 7.726 | | |
+| `{"iterations": 7}` | 7.722 (iterations 6, 7 change the median pose by 0.07°, 0.03°) | | |
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from highres_map_loss import CASES, run
+
+from cryoweave.store import Project, VolumeSet
+from cryoweave.store.queries import output_set_id
+from refinement_data import pose_errors, resolution_vs_truth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--project", type=Path, required=True,
+                        help="a project made by benchmarks/highres_map_loss.py")
+    parser.add_argument("params", nargs="?", default="{}",
+                        help="JSON object of ReconstructHighRes parameters to change")
+    args = parser.parse_args()
+    changes = json.loads(args.params)
+    facts = json.loads((args.project / "map_loss.json").read_text())
+    symmetry = CASES[facts["case"]]["symmetry"]
+    project = Project.open(args.project)
+    runs = project.list_runs()
+    simulation = next(r for r in runs if r.protocol.endswith("SimulateParticles"))
+    start = [r for r in runs if r.protocol.endswith("ImportVolume")
+             and r.id < facts["true_poses_run"]][-1]  # the 30 Å start (after the ribosome's map)
+    started = time.perf_counter()
+    _, refined = run(args.project, "ReconstructHighRes", {
+        "particles": {"run": simulation.id, "output": "particles"},
+        "initial_volumes": {"run": start.id, "output": "volume"},
+        "alignment": "automatic", "iterations": 5, "symmetry": symmetry, **changes})
+    seconds = time.perf_counter() - started
+    truth = facts["truth"]
+
+    def volume_row(run_id: int):
+        return VolumeSet(project, output_set_id(project, run_id, "volume")).to_frame().iloc[0]
+
+    row = volume_row(refined.run_id)
+    angles, shifts = pose_errors(
+        project, SimpleNamespace(outputs={"particles": output_set_id(project, refined.run_id,
+                                                                      "particles")}),
+        SimpleNamespace(outputs={"particles": output_set_id(project, simulation.id,
+                                                            "particles")}), symmetry)
+    print(f"{facts['case']} {json.dumps(changes)}: run {refined.run_id}, {seconds:.0f} s")
+    print(f"map {resolution_vs_truth(row['path'], truth):.3f} Å (true poses "
+          f"{resolution_vs_truth(volume_row(facts['true_poses_run'])['path'], truth):.3f}), "
+          f"halves {resolution_vs_truth(row['half1_path'], truth):.3f} / "
+          f"{resolution_vs_truth(row['half2_path'], truth):.3f}; median errors "
+          f"{np.median(angles):.2f}° {np.median(shifts):.2f} px")
+    extra = args.project / project.get_run(refined.run_id).folder / "extra"
+    for folder in sorted(extra.glob("iter_*")):
+        record = json.loads((folder / "result.json").read_text())
+        hard = record.get("hard_resolution_a")
+        print(f"  iteration {record['iteration']}: {record['alignment']:6s} "
+              f"{record['box_px']} px, {record['resolution_interpolated_a']:.3f} Å"
+              + (f" (hard {hard:.3f})" if hard else "")
+              + f", 0.143: {record['resolution_0143_a']:.3f} Å, median change "
+              f"{record['angular_change_deg']['median']:.3f}°")
+
+
+if __name__ == "__main__":
+    main()
