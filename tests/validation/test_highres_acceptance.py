@@ -18,7 +18,8 @@ from cryoweave.store import RecordSet, VolumeSet
 from cryoweave.workflow import run_protocol
 from refinement_data import lowpassed_start, pose_errors, resolution_vs_truth, run
 
-pytestmark = pytest.mark.slow
+# minutes each: d7's final maps insert up to 123 orientations × 14 operators per particle
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 CASES = {
     "phantom": {"phantom": True, "box_px": 64, "pixel_size_a": 2.0, "symmetry": "c1"},
     "phantom-d7": {"phantom": True, "box_px": 64, "pixel_size_a": 2.0, "symmetry": "d7"},
