@@ -4,8 +4,8 @@ symmetry, from the project's 30 Å start), plus the JSON given, as a new run of 
 
 Prints the final map and each final half map against the truth (FSC 0.5, Å, interpolated),
 next to the true-pose map's, the median angular and origin errors against the true poses, and
-per iteration: alignment, working box, half-map resolution at the run's criterion (and of the
-hard maps where the iteration marginalised), FSC 0.143 and the median angular change.
+per iteration: alignment, working box, half-map resolution at the run's criterion, FSC 0.143
+and the median angular change.
 
     python benchmarks/highres_variants.py --project /tmp/cw-map-loss-phantom-3000/p \
         '{"next_lowpass": false}'
@@ -106,11 +106,9 @@ def main() -> None:
     extra = args.project / project.get_run(refined.run_id).folder / "extra"
     for folder in sorted(extra.glob("iter_*")):
         record = json.loads((folder / "result.json").read_text())
-        hard = record.get("hard_resolution_a")
         print(f"  iteration {record['iteration']}: {record['alignment']:6s} "
-              f"{record['box_px']} px, {record['resolution_interpolated_a']:.3f} Å"
-              + (f" (hard {hard:.3f})" if hard else "")
-              + f", 0.143: {record['resolution_0143_a']:.3f} Å, median change "
+              f"{record['box_px']} px, {record['resolution_interpolated_a']:.3f} Å, 0.143: "
+              f"{record['resolution_0143_a']:.3f} Å, median change "
               f"{record['angular_change_deg']['median']:.3f}°")
 
 
