@@ -28,6 +28,8 @@ def test_global_then_local_recovers_the_truth(tmp_path):
         "iterations": 4, "max_target_resolution_a": "12 9"})
     records = [r for r in RecordSet(project, refined.outputs["fsc"]).to_frame()["data"]]
     assert [r["alignment"] for r in records] == ["global"] * 3 + ["local"]
+    # a phantom is a non-negative density: its references get positivity
+    assert all(r["reference_positivity"][h]["applied"] for r in records for h in ("h1", "h2"))
     final = VolumeSet(project, refined.outputs["volume"]).to_frame().iloc[0]
     assert read_volume(final["path"])[0].shape == (48, 48, 48)  # back at the original grid
     ours = resolution_vs_truth(final["path"], truth)

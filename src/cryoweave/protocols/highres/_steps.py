@@ -40,7 +40,9 @@ from cryoweave.protocols.highres._halves import (
     resolution_record,
 )
 from cryoweave.protocols.highres._references import (
+    POSITIVITY_MAX_NEGATIVE_MASS,
     ReferenceOptions,
+    positivity_record,
     prepare_reference,
     resample_centred,
 )
@@ -124,17 +126,26 @@ def prepare_step(ctx: StepContext, iteration: int, schedule: dict[str, Any], arr
         previous_fsc = (np.asarray(record["frequency_per_a"]), np.asarray(record["fsc"]))
     elif references.get("fsc"):
         previous_fsc = (np.asarray(references["fsc"][0]), np.asarray(references["fsc"][1]))
+    positivity = {}
     for half in (1, 2):
         volume, pixel = read_volume(references["maps"][half - 1])
         pixel = references.get("pixel_size_a") or pixel
         rng = np.random.default_rng([the_settings.seed, iteration, half])
-        reference = prepare_reference(
+        reference, negative_mass = prepare_reference(
             to_device(volume, device), pixel, box_px=box,
             working_pixel_a=the_schedule.pixel_size_a,
             lowpass_resolution_a=references.get("lowpass_a"), previous_fsc=previous_fsc,
             options=options, user_mask=user_mask, rng=rng)
         write_mrc(folder / f"ref_h{half}.mrc", to_host(reference), the_schedule.pixel_size_a)
+        if negative_mass is not None:
+            positivity[f"h{half}"] = positivity_record(negative_mass)
+            if not positivity[f"h{half}"]["applied"]:
+                ctx.logger.info(
+                    "iteration %d, half %d: positivity not applied: %.0f %% of the reference's "
+                    "mass is negative (a non-negative density has under %.0f %%)", iteration,
+                    half, 100 * negative_mass, 100 * POSITIVITY_MAX_NEGATIVE_MASS)
     seconds = time.perf_counter() - started
+    write_json(folder / "reference.json", {"positivity": positivity})
     write_json(folder / "schedule.json", replace(the_schedule, seconds=seconds).to_json())
     return StepResult(info=device_info(device, box_px=box,
                                        pixel_size_a=the_schedule.pixel_size_a))
@@ -345,6 +356,7 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
     poses = read_npz(folder / "poses.npz")
     align = read_json(folder / "align_stats.json")
     inserts = [read_json(folder / f"insert_h{h}.json") for h in (1, 2)]
+    references = folder / "reference.json"  # absent in iterations prepared before it existed
     changes = poses["angular_change_deg"][poses["used"]]
     criterion = the_settings.resolution_criterion
     record = resolution_record(curve, criterion)
@@ -356,6 +368,8 @@ def evaluate_step(ctx: StepContext, iteration: int, arrays: str,
         "target_resolution_a": schedule.target_resolution_a,
         "particles_used": int(sum(i["inserted"] for i in inserts)),
         "particles_rejected": int((~poses["used"]).sum() + sum(i["abnormal"] for i in inserts)),
+        "reference_positivity": read_json(references)["positivity"] if references.exists()
+        else {},
         "angular_change_deg": {"median": float(np.median(changes)) if len(changes) else 0.0,
                                "mean": float(np.mean(changes)) if len(changes) else 0.0,
                                "p90": float(np.percentile(changes, 90)) if len(changes) else 0.0},

@@ -48,7 +48,9 @@ class ReconstructHighRes(Protocol):
 
     Deliberate differences from Xmipp: references are weighted by sqrt(2·FSC/(1+FSC)) (the
     expected correlation with the truth) and keep their DC; the CTF is used in full (never a
-    phase flip of unflipped data); restricting the reconstruction by tilt uses the tilt angle.
+    phase flip of unflipped data); restricting the reconstruction by tilt uses the tilt angle;
+    positivity is skipped for a reference that is not a non-negative density (25 % or more of
+    its mass negative, as in maps normalised to zero mean: clipping them biases the alignment).
     """
 
     label = "refine 3D (highres)"
@@ -179,7 +181,9 @@ class ReconstructHighRes(Protocol):
                                           description="Soft spherical mask",
                                           title="Spherical mask on the next reference")
         next_positivity: bool = param(True, section="Next reference",
-                                      description="Set negative values to zero",
+                                      description="Set negative values to zero, where the "
+                                      "reference is a non-negative density (under 25 % of "
+                                      "its mass negative)",
                                       title="Positivity on the next reference")
         next_mask: Input[VolumeSet] | None = param(None, section="Next reference",
                                                    expert=ADVANCED,
