@@ -39,7 +39,10 @@ Since 2026-11-29 the protocol's final maps are marginalised over each particle's
 each, FSC 0.5 against the truth): phantom 7.720 Å (true poses 7.649: 0.9 %), phantom-d7 6.488
 (6.396: 1.4 %), ribosome 17.511 (17.267: 1.4 %). Later that day the grid was widened where the
 posterior fills it (`_marginal.fitted_grid`; only d7 widens): phantom-d7 6.453 (0.9 %);
-benchmarks/highres_variants.py has the trials that did not move the ribosome.
+benchmarks/highres_variants.py has the trials that did not move the ribosome. What did:
+positivity, which clipped the references of a map normalised to zero mean (47 % of its mass
+negative), is since applied only to a non-negative reference (d52741a): ribosome 17.430
+(0.9 %; benchmarks/highres_positivity.py).
 
 The CC-percentile weights cost 1.2–1.6 %; the odd box's half-pixel centre offset cost the
 ribosome 6.7 % (median shift error 0.96 → 0.23 px); what is left (2.2–2.7 %) is pose noise.

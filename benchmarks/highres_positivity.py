@@ -11,7 +11,8 @@ recorded for its two references (``reference_positivity`` in ``result.json``).
 
 Measured 2026-11-29 on the projects of 2026-11-28/29 (truth unfiltered / 12 / 20 / 30 Å;
 the iterations' references): phantom 0.000 / 0.068 / 0.074 / 0.076, phantom-d7 0.000 /
-0.067 / 0.052 / 0.040, ribosome 0.469 / 0.469 / 0.469 / 0.465 (its references 0.465–0.472).
+0.067 / 0.052 / 0.040, ribosome 0.469 / 0.469 / 0.469 / 0.465; the references of a phantom
+refinement 0.059–0.094 (positivity applied), of a ribosome refinement 0.465–0.472 (not).
 The ribosome's refinement with positivity gave 17.511 Å at FSC 0.5 against the truth, without
 it 17.430 (true poses 17.267; benchmarks/highres_variants.py, `{"next_positivity": false}`);
 the phantom's 7.720 with it, 7.733 without (true poses 7.649).

@@ -11,12 +11,24 @@ and the median angular change.
         '{"next_lowpass": false}'
 
 Measured with it (2026-11-29, FSC 0.5 vs truth in Å; runs of the projects of 2026-11-28/29;
-the protocol's defaults reproduce `make validate`: phantom 7.720, d7 6.488, ribosome 17.511):
+the protocol's defaults reproduce `make validate`: phantom 7.720, d7 6.488, ribosome 17.511,
+before positivity was gated (d52741a) and, for d7, before ``fitted_grid``):
 
 | variant | phantom (true poses 7.649) | phantom-d7 (6.396) | ribosome (17.267) |
 |---|---|---|---|
 | defaults | 7.720 | 6.488 | 17.511 |
 | `{"next_lowpass": false}` | 7.726 | | 17.510 |
+| `{"weight_cc_percentile": false}` | | | 17.501 |
+| `{"next_spherical_mask": false}` | | | 17.524 |
+| `{"resolution_offset_a": 0}` | | | 17.509 |
+| `{"next_positivity": false}` | 7.733 | | **17.430** |
+| defaults since d52741a (positivity only for a non-negative reference) | 7.720 | | **17.430** |
+
+Positivity is what held the ribosome back: its map is normalised to zero mean (47 % of its
+mass negative), and clipping its references biased the alignment (median angular error 1.87°
+→ 1.55°, origins 0.24 → 0.18 px). The phantoms are non-negative and lose without it (7.733),
+so the protocol now applies it only to a reference with under 25 % of its mass negative
+(protocols/highres/_references.py; benchmarks/highres_positivity.py prints the fractions).
 
 Tried the same day with the protocol's code patched (not in the product; one run each, so
 differences of a few 0.1 % are within what another data set would change):

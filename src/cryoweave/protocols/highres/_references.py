@@ -13,7 +13,8 @@ every resolution from 12 to 30 Å), and clipping them drops real structure and b
 alignment (FSC 0.5 against the truth 17.511 → 17.430 Å without positivity; true poses 17.267).
 So positivity is applied only where the reference, after its weighting, low-pass and mask,
 has less than POSITIVITY_MAX_NEGATIVE_MASS of its mass (sum of |values|) negative: the
-phantoms' references have 2–9 %, the ribosome's 46–48 % (benchmarks/highres_positivity.py).
+phantom's references have 6–9 % (the truths of both phantoms low-passed to 12–30 Å: 4–8 %),
+the ribosome's 46–47 % (benchmarks/highres_positivity.py).
 
 The volume may live on the GPU: every operation runs where it is (the user's mask and the
 dropout draw, made on the host from the seeded generator, are moved there).
