@@ -32,6 +32,7 @@ from cryoweave.plugin import (
 from cryoweave.protocols._shared.summary import reconstruction_summary
 from cryoweave.protocols._shared.symmetry import SYMMETRY_NAMES, check_symmetry
 from cryoweave.protocols.highres._plan import plan_refinement
+from cryoweave.protocols.highres._references import POSITIVITY_MAX_NEGATIVE_MASS
 from cryoweave.protocols.highres._schedule import MAX_ITERATIONS, parse_floors
 from cryoweave.workflow import POST_SCRIPT_ENV, PROJECT_CONFIG, post_script_allowed
 
@@ -182,8 +183,9 @@ class ReconstructHighRes(Protocol):
                                           title="Spherical mask on the next reference")
         next_positivity: bool = param(True, section="Next reference",
                                       description="Set negative values to zero, where the "
-                                      "reference is a non-negative density (under 25 % of "
-                                      "its mass negative)",
+                                      "reference is a non-negative density (under "
+                                      f"{100 * POSITIVITY_MAX_NEGATIVE_MASS:.0f} % of its mass "
+                                      "negative)",
                                       title="Positivity on the next reference")
         next_mask: Input[VolumeSet] | None = param(None, section="Next reference",
                                                    expert=ADVANCED,
