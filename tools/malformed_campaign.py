@@ -124,7 +124,9 @@ def ref(label: str, output: str) -> dict:
 
 BASE_PARAMS: dict[str, dict] = {
     "ImportParticles": {"path": "data/sim/particles.star"},
-    "ImportMicrographs": {"pattern": "data/mics/*.mrc"},
+    # timeout_s: a case that turns streaming on (e.g. "yes") then closes 5 s after its last
+    # file instead of the default 300 s, a wait the time limit would count as a hang
+    "ImportMicrographs": {"pattern": "data/mics/*.mrc", "timeout_s": 5.0},
     "ImportVolume": {"path": "data/sim/truth.mrc"},
     "PreprocessMicrographs": {"micrographs": ref("mics", "micrographs"), "do_invert": True},
     "Downsample": {"particles": ref("parts", "particles"), "box_px": 16},

@@ -99,6 +99,9 @@ DEFOCUS_CHANGE_A = PhysicalRange("defocus difference", "Å", 0.0, 100_000.0)
 # not physical, but bounded the same way: images per batch of a step (far above what memory
 # allows, low enough to refuse a typing error such as 2**70)
 MAX_BATCH_IMAGES = 100_000
+# iterations of the reconstruction's gridding weights (relion_reconstruct's default is 10; the
+# weights have converged long before this)
+MAX_GRIDDING_ITERATIONS = 100
 
 # typed particle / optics columns (see formats._table) → their range
 PARTICLE_COLUMN_RANGES: dict[str, PhysicalRange] = {

@@ -230,7 +230,7 @@ def test_reconstruction_is_deterministic(xp):
 
 def test_reconstruct_argument_errors():
     accumulator = _accumulated(8, 3, seed=1)
-    for bad in (-1, 2.5):
+    for bad in (-1, 2.5, 101, 2**70):  # 2**70 iterations would run for ever
         with pytest.raises(ValueError, match="gridding_iterations"):
             accumulator.reconstruct(gridding_iterations=bad)
     with pytest.raises(ValueError, match="regularization"):

@@ -144,6 +144,11 @@ def test_run_page_has_status_steps_summary_params_outputs_and_log(client):
     assert 1 <= len(log["lines"]) <= 5
     assert client.get("/api/runs/999").status_code == 404
     assert client.get("/api/runs/abc").status_code == 400
+    for path in (f"/api/runs/{2**70}", f"/api/sets/{2**70}",
+                 f"/api/sets/1/items/{2**70}/image.png"):
+        response = client.get(path)  # beyond the database's integers: refused, not a crash
+        assert response.status_code == 400 and "at most 2147483647" in response.text
+    assert client.get("/api/sets/1/items", params={"offset": 2**70}).status_code == 400
 
 
 def test_notes_are_saved_in_the_run_folder(client, gui_project):

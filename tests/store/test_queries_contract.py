@@ -104,6 +104,12 @@ def test_one_run_by_id_or_label_with_its_stored_summary(project):
     assert queries.find_run(project, "no such run") is None
     with pytest.raises(StorageError, match=r"no run 'nope' in project .*`cryoweave runs`"):
         queries.get_run(project, "nope")
+    # an id beyond the database's integers is no run (SQLite would raise OverflowError,
+    # PostgreSQL "out of range for type integer" from 2**31)
+    for huge in (2**70, str(2**70), -(2**70), 2**31, str(2**63)):
+        assert queries.find_run(project, huge) is None and project.find_run(huge) is None
+    with pytest.raises(StorageError, match="no run 1180591620717411303424"):
+        project.get_run(2**70)
 
 
 def test_events_are_oldest_first_and_filtered_by_level(project):

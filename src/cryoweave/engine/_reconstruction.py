@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy
 
+from cryoweave.physical import MAX_GRIDDING_ITERATIONS
+
 from . import _gridding
 from ._backend import array_namespace, fft_workers, free_device_memory_bytes
 from ._fft import irfftn, rfft2
@@ -184,9 +186,11 @@ def _solve(parts: Summed, *, gridding_iterations: int = GRIDDING_ITERATIONS,
     """
     if not regularization >= 0:
         raise ValueError(f"regularization={regularization} must be ≥ 0 (e.g. 1e-3)")
-    if int(gridding_iterations) != gridding_iterations or gridding_iterations < 0:
-        raise ValueError(f"gridding_iterations={gridding_iterations} must be an integer "
-                         "≥ 0 (10 as relion_reconstruct; 0 divides by the weights)")
+    if int(gridding_iterations) != gridding_iterations or \
+            not 0 <= gridding_iterations <= MAX_GRIDDING_ITERATIONS:
+        raise ValueError(f"gridding_iterations={gridding_iterations} must be an integer from 0 "
+                         f"to {MAX_GRIDDING_ITERATIONS} (10 as relion_reconstruct; 0 divides "
+                         "by the weights)")
     if not parts:
         raise ValueError("no accumulator to reconstruct from")
     geometry = parts[0].geometry

@@ -27,7 +27,7 @@ from cryoweave.gui._events import events
 from cryoweave.gui._files import FileBrowser, PathRefused
 from cryoweave.gui._launch import launch_runner
 from cryoweave.gui._reports import protocol_report, run_report
-from cryoweave.store import Project, queries
+from cryoweave.store import MAX_DB_INTEGER, Project, queries
 
 LOG_TAIL_BYTES = 64_000
 PICTURE_NAME = re.compile(r"^[A-Za-z0-9._-]+\.png$")
@@ -73,9 +73,12 @@ def _int(value: Any, name: str, default: int | None = None) -> int:
             raise ParamError(f"{name} is required")
         return default
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError) as exc:
         raise ParamError(f"{name} must be an integer, got {value!r}") from exc
+    if abs(number) > MAX_DB_INTEGER:  # beyond the database's integers (no id is)
+        raise ParamError(f"{name} must be an integer of at most {MAX_DB_INTEGER}, got {value!r}")
+    return number
 
 
 def handle_errors(func: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 _EXPORTS = {
     "DB_FILENAME": "_project",
     "MAX_LABEL_LENGTH": "_labels",
+    "MAX_DB_INTEGER": "_project",
     "label_problem": "_labels",
     "Project": "_project",
     "pid_alive": "_project",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the ORM is imported by the code that writes; readers need o
 DB_FILENAME = "project.sqlite"
 CONFIG_FILENAME = "project.json"
 BUSY_TIMEOUT_S = 60.0
+MAX_DB_INTEGER = 2**31 - 1  # ids are INTEGER columns: 32 bits in PostgreSQL (64 in SQLite)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -197,8 +198,9 @@ class Project:
         from cryoweave.store.schema import Run
 
         with self.reader() as s:
-            if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
-                run = s.get(Run, int(ref))
+            run_id = run_id_of(ref)
+            if run_id is not None:
+                run = s.get(Run, run_id)
                 if run is not None:
                     return run
             return s.scalar(select(Run).where(Run.label == str(ref)))
@@ -214,6 +216,16 @@ class Project:
 
         with self.reader() as s:
             return list(s.scalars(select(Run).order_by(Run.id)))
+
+
+def run_id_of(ref: int | str) -> int | None:
+    """The run id ``ref`` can be (an int or a digit string up to MAX_DB_INTEGER: a larger
+    one overflows the database's integer), else None (it can still be a label)."""
+    if isinstance(ref, str) and ref.isascii() and ref.isdigit():
+        ref = int(ref)
+    if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref <= MAX_DB_INTEGER:
+        return ref
+    return None
 
 
 def no_run_message(project: Project, ref: int | str) -> str:

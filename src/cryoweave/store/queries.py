@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from cryoweave.errors import ParamError, StorageError
 from cryoweave.store import tables
 from cryoweave.store._items import typed_columns
-from cryoweave.store._project import Project, no_run_message, pid_alive
+from cryoweave.store._project import Project, no_run_message, pid_alive, run_id_of
 from cryoweave.store.tables import ITEMS
 
 # the columns of each table (Core only: reading never imports the ORM)
@@ -158,8 +158,9 @@ def find_run(project: Project, ref: int | str) -> Any:
     read-only record with the runs table's columns as attributes (``run.params``,
     ``run.summary``…), read without the ORM."""
     with project.snapshot() as s:
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
-            row = s.execute(select(tables.runs).where(_run.id == int(ref))).first()
+        run_id = run_id_of(ref)
+        if run_id is not None:
+            row = s.execute(select(tables.runs).where(_run.id == run_id)).first()
             if row is not None:
                 return row
         return s.execute(select(tables.runs).where(_run.label == str(ref))).first()

@@ -72,6 +72,8 @@ def test_validation_messages(tmp_path):
     assert "symmetry 'z3'" in text and "max_target_resolution_a" in text
     with pytest.raises(ParamError, match="continue_from: there is no run 'nope'"):
         run(project_dir, "ReconstructHighRes", {"continue_from": "nope"})
+    with pytest.raises(ParamError, match="continue_from: there is no run 1180591620717411303424"):
+        run(project_dir, "ReconstructHighRes", {"continue_from": 2**70})  # beyond SQLite's
     with pytest.raises(ParamError, match="give particles, or continue_from"):
         run(project_dir, "ReconstructHighRes", {})
     with pytest.raises(ParamError, match=r"initial_resolution_a=4.0 Å is beyond Nyquist "

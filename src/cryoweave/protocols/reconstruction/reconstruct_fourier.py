@@ -10,7 +10,12 @@ import numpy as np
 from pydantic import field_validator
 
 from cryoweave.formats import read_volume
-from cryoweave.physical import MAX_BATCH_IMAGES, REGULARIZATION, RESOLUTION_A
+from cryoweave.physical import (
+    MAX_BATCH_IMAGES,
+    MAX_GRIDDING_ITERATIONS,
+    REGULARIZATION,
+    RESOLUTION_A,
+)
 from cryoweave.plugin import (
     ADVANCED,
     EXPERT,
@@ -91,7 +96,7 @@ class ReconstructFourier(Protocol):
             1e-3, **REGULARIZATION.bounds(), section="Advanced", expert=EXPERT,
             description="Wiener constant relative to the mean weight")
         gridding_iterations: int = param(
-            10, ge=0, section="Advanced", expert=EXPERT,
+            10, ge=0, le=MAX_GRIDDING_ITERATIONS, section="Advanced", expert=EXPERT,
             description="Iterations of the gridding weights (0: divide data by weights)")
         batch_size: int = param(500, gt=0, le=MAX_BATCH_IMAGES, section="Advanced",
                                 expert=ADVANCED,
