@@ -94,6 +94,8 @@ def test_the_form_shows_the_range(capsys):
      "batch_size"),
     ("ReconstructFourier", '{"particles": "p.star", '
      '"gridding_iterations": 1180591620717411303424}', "gridding_iterations"),
+    ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_denoise": true, '
+     '"denoise_iterations": 1180591620717411303424}', "denoise_iterations"),
     ("Downsample", '{"particles": "p.star", "box_px": 32, "batch_size": 1e6}', "batch_size"),
     ("ImportMicrographs", '{"pattern": "m/*.mrc", "batch_size": 1180591620717411303424}',
      "batch_size"),

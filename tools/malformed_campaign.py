@@ -172,8 +172,16 @@ def params_cases() -> list[Case]:
         properties = _schema_properties(protocol)
         cases.append(Case(f"{protocol}/valid", _run(protocol), {"p.json": _json(base)}, True))
         for key, schema in properties.items():
+            # a parameter shown only with another one (`visible_if`) gets that one set, so
+            # that its bad value is used, not ignored
+            shown: dict[str, object] = {}
+            gates = dict(schema.get("visible_if", {}))
+            while gates:  # and what shows that one (local_max_scale_change: local_scale, …)
+                name, wanted = gates.popitem()
+                shown[name] = wanted[0] if isinstance(wanted, list) else wanted
+                gates.update(properties.get(name, {}).get("visible_if", {}))
             for k, value in enumerate(bad_values(schema)):
-                params = {**base, key: value}
+                params = {**base, **shown, key: value}
                 cases.append(Case(f"{protocol}/{key}={k}:{_short(value)}", _run(protocol),
                                   {"p.json": _json(params)}, True))
             params = dict(base)

@@ -102,6 +102,8 @@ MAX_BATCH_IMAGES = 100_000
 # iterations of the reconstruction's gridding weights (relion_reconstruct's default is 10; the
 # weights have converged long before this)
 MAX_GRIDDING_ITERATIONS = 100
+# iterations of the micrographs' TV denoising (Xmipp's default is 50)
+MAX_DENOISE_ITERATIONS = 10_000
 
 # typed particle / optics columns (see formats._table) → their range
 PARTICLE_COLUMN_RANGES: dict[str, PhysicalRange] = {

@@ -170,7 +170,7 @@ def test_constant_image_is_unchanged():
     np.testing.assert_array_equal(denoise_tv(image, 5), image)
 
 
-@pytest.mark.parametrize("iterations", [0, -3, 2.5, True])
+@pytest.mark.parametrize("iterations", [0, -3, 2.5, True, 10_001, 2**70])
 def test_rejects_bad_iteration_counts(iterations):
     with pytest.raises(ValueError, match="denoise_iterations"):
         denoise_tv(np.ones((8, 8), np.float32), iterations)

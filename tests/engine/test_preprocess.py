@@ -537,6 +537,7 @@ def test_chain_keeps_float64():
     (dict(do_remove_bad_pixels=True, bad_pixel_stddev=0.0), "bad_pixel_stddev"),
     (dict(do_downsample=True, downsample_factor=1.0), "downsample_factor"),
     (dict(do_denoise=True, denoise_iterations=0), "denoise_iterations"),
+    (dict(do_denoise=True, denoise_iterations=2**70), "denoise_iterations"),
     (dict(do_gaussian=True, gaussian_sigma_px=-1.0), "gaussian_sigma_px"),
     (dict(do_highpass=True, highpass_cutoff=0.6), "highpass_cutoff"),
     (dict(do_lowpass=True, lowpass_width=0.0), "lowpass_width"),

@@ -39,6 +39,8 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from cryoweave.physical import MAX_DENOISE_ITERATIONS
+
 from ._backend import array_namespace, fft_workers
 
 POISSON_SCALE = 1.0  # λ
@@ -276,9 +278,12 @@ def _spg(pb: _Problem, iterations: int, evaluate: _Evaluator, history: list[floa
             theta = min(_THETA_MAX, max(_THETA_MIN, sums.s_dot_s / sums.s_dot_y))
 
 
-def _check_iterations(iterations: int) -> None:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"denoise_iterations={iterations!r} must be an integer ≥ 1")
+def check_iterations(iterations: int) -> None:
+    """Refuse a count of iterations that is not an integer from 1 to MAX_DENOISE_ITERATIONS."""
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or \
+            not 1 <= iterations <= MAX_DENOISE_ITERATIONS:
+        raise ValueError(f"denoise_iterations={iterations!r} must be an integer from 1 to "
+                         f"{MAX_DENOISE_ITERATIONS}")
 
 
 def denoise_tv_inplace(batch: Any, iterations: int, *, workers: int | None = None,
@@ -289,7 +294,7 @@ def denoise_tv_inplace(batch: Any, iterations: int, *, workers: int | None = Non
     `history`, when given, receives one list of energies per micrograph (initial, then after
     each step). Constant micrographs are left unchanged. Returns `batch`.
     """
-    _check_iterations(iterations)
+    check_iterations(iterations)
     xp = array_namespace(batch)
     threads = fft_workers() if workers is None else workers
     evaluate = _Evaluator(xp, tuple(batch.shape[-2:]), batch.dtype, threads, _block_rows)

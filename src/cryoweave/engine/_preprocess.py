@@ -29,7 +29,7 @@ from typing import Any
 
 from ._backend import array_namespace
 from ._badpixels import bad_pixel_mask, mean_std, replace_bad_pixels_inplace
-from ._denoise import denoise_tv_inplace
+from ._denoise import check_iterations, denoise_tv_inplace
 from ._fft import fft, frequency_grid_rfft, ifft, irfft, irfft2, rfft, rfft2
 
 MIN_OUTPUT_PX = 4  # smallest output side accepted by downsampling and cropping
@@ -413,12 +413,8 @@ class PreprocessSettings:
             _check_stddev_factor(self.bad_pixel_stddev)
         if self.do_downsample:
             _check_factor(self.downsample_factor)
-        if self.do_denoise and (isinstance(self.denoise_iterations, bool)
-                                or not isinstance(self.denoise_iterations, int)
-                                or self.denoise_iterations < 1):
-            raise ValueError(
-                f"denoise_iterations={self.denoise_iterations!r} must be an integer ≥ 1"
-            )
+        if self.do_denoise:
+            check_iterations(self.denoise_iterations)
         if self.do_gaussian:
             _check_sigma(self.gaussian_sigma_px)
         if self.do_highpass:

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import model_validator
 
 from cryoweave.engine import PreprocessSettings, preprocess_output_shape
+from cryoweave.physical import MAX_DENOISE_ITERATIONS
 from cryoweave.plugin import (
     ADVANCED,
     ForEachBatch,
@@ -91,7 +92,7 @@ class PreprocessMicrographs(Protocol):
                                  description="Total-variation denoising (Xmipp's model)",
                                  title="Denoise (total variation)")
         denoise_iterations: int = param(
-            50, ge=1, section="Denoise", visible_if={"do_denoise": True},
+            50, ge=1, le=MAX_DENOISE_ITERATIONS, section="Denoise", visible_if={"do_denoise": True},
             description="Iterations of the optimiser; the result keeps the input's range")
         do_gaussian: bool = param(False, section="Filters", description="Gaussian smoothing",
                                   title="Gaussian filter")
