@@ -96,6 +96,8 @@ def test_the_form_shows_the_range(capsys):
      '"gridding_iterations": 1180591620717411303424}', "gridding_iterations"),
     ("PreprocessMicrographs", '{"micrographs": "m/*.mrc", "do_denoise": true, '
      '"denoise_iterations": 1180591620717411303424}', "denoise_iterations"),
+    ("ReconstructHighRes", '{"particles": "p.star", "alignment": "local", '
+     '"local_max_shift_percent": 1e308}', "local_max_shift_percent"),
     ("Downsample", '{"particles": "p.star", "box_px": 32, "batch_size": 1e6}', "batch_size"),
     ("ImportMicrographs", '{"pattern": "m/*.mrc", "batch_size": 1180591620717411303424}',
      "batch_size"),

@@ -106,7 +106,7 @@ class ReconstructHighRes(Protocol):
                                    visible_if={"alignment": ["local", "automatic"]},
                                    description="Optimise shifts")
         local_max_shift_percent: float = param(
-            2.0, gt=0, section="Local refinement", expert=ADVANCED, unit="%",
+            2.0, gt=0, le=50, section="Local refinement", expert=ADVANCED, unit="%",
             visible_if={"alignment": ["local", "automatic"]},
             description="Maximum shift change (% of box)", title="Local maximum shift")
         local_angles: bool = param(True, section="Local refinement",
