@@ -28,7 +28,7 @@ import numpy as np
 
 from cryoweave.engine import lowpass_filter_a, soft_sphere_mask
 from cryoweave.formats import read_volume
-from cryoweave.protocols.highres._references import negative_mass_fraction
+from cryoweave.protocols.highres._references import ReferenceOptions, negative_mass_fraction
 from cryoweave.store import Project
 
 
@@ -41,7 +41,8 @@ def main() -> None:
         facts = json.loads((project_dir / "map_loss.json").read_text())
         truth, pixel = read_volume(facts["truth"])
         box = truth.shape[0]
-        sphere = soft_sphere_mask(box, box / 2 - 3)
+        edge = ReferenceOptions().edge_width_px  # the references' default sphere
+        sphere = soft_sphere_mask(box, box / 2 - edge, edge_width_px=edge)
         fractions = [negative_mass_fraction(truth * sphere)] + [
             negative_mass_fraction(np.asarray(lowpass_filter_a(truth, res, pixel)) * sphere)
             for res in (12.0, 20.0, 30.0)]
